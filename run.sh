@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# One entry point on a fresh machine: installs frlr into ./.venv (torch first, from its CPU pin),
+# then runs the main job (`bash run.sh main`) or the test suite (`bash run.sh test`).
+set -euo pipefail
+cd "$(dirname "$0")"
+venv=${FRLR_VENV:-.venv}
+py="$venv/bin/python"
+[ -x "$py" ] || python3 -m venv "$venv"
+stamp="$venv/.frlr-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+  "$py" -m pip install -q --disable-pip-version-check torch==2.13.0
+  "$py" -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
+  touch "$stamp"
+fi
+what=${1:-main}
+shift || true
+case "$what" in
+  main) exec "$venv/bin/frlr" "$@" ;;
+  test) exec "$py" -m pytest -n 2 "$@" ;;
+  lint) exec "$venv/bin/ruff" check src tests benchmarks ;;
+  *) echo "usage: bash run.sh [main|test|lint] [args...]" >&2; exit 2 ;;
+esac
