@@ -1,0 +1,38 @@
+"""The PyTorch half of the loss library: drop-in replacements for ``nn.CrossEntropyLoss``.
+
+>>> import frlr.torch as frlr
+>>> criterion = frlr.SSLRLoss()          # instead of nn.CrossEntropyLoss()
+>>> loss = criterion(logits, target)     # same (logits, target) contract
+"""
+
+from frlr.torch.losses import (
+    FUNCTIONAL,
+    LOSSES,
+    HSLRLoss,
+    HSSRLoss,
+    LRLoss,
+    SRLoss,
+    SSLRLoss,
+    get_loss,
+    hs_lr_loss,
+    hs_sr_loss,
+    lr_loss,
+    sr_loss,
+    ss_lr_loss,
+)
+
+__all__ = [
+    "FUNCTIONAL",
+    "LOSSES",
+    "HSLRLoss",
+    "HSSRLoss",
+    "LRLoss",
+    "SRLoss",
+    "SSLRLoss",
+    "get_loss",
+    "hs_lr_loss",
+    "hs_sr_loss",
+    "lr_loss",
+    "sr_loss",
+    "ss_lr_loss",
+]

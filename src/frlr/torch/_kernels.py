@@ -1,0 +1,272 @@
+"""Analytic forward+gradient kernels for the sigmoid-family losses.
+
+Each kernel maps 2-D logits ``z`` (M, K) and targets to per-row losses (M,) and, when asked,
+the gradient of those row losses with respect to ``z`` — computed in the same pass, so the
+autograd Function keeps exactly one logits-sized tensor (the gradient) for backward.
+
+Numerics: ``-log p = softplus(-z)`` and ``-log(1-p) = softplus(z)``; the gradient at a positive
+entry is ``-sigmoid(-z)`` computed from ``z`` itself, never ``sigmoid(z) - 1`` (which rounds to 0
+for a confident positive). No ``log(p + eps)``, no one-hot tensor, no sort.
+
+Targets come in two kinds:
+* index targets ``y`` (M,) int64 — single-label, one positive per row (ignored rows arrive with
+  a valid placeholder class and are masked by the caller);
+* dense targets ``t`` (M, K) float — multi-hot (and soft, for LR only).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+_softplus_out = torch.ops.aten.softplus.out
+
+
+def softplus(x: Tensor, out: Tensor | None = None) -> Tensor:
+    """log(1 + e^x), exact to float precision (PyTorch switches to x itself past x = 20)."""
+    if out is None:
+        out = torch.empty_like(x)
+    return _softplus_out(x, 1, 20, out=out)
+
+
+def _rowsum(x: Tensor, weight: Tensor | None) -> Tensor:
+    """Sum over classes, per-class weighted by a matrix-vector product (no temporary)."""
+    return x.sum(1) if weight is None else x @ weight
+
+
+def _mul_sigmoid_power(x: Tensor, s: Tensor, r: float) -> None:
+    """x *= s**r in place; integer r by repeated multiplication (exact, no pow temporary)."""
+    if r == int(r) and r <= 4:
+        for _ in range(int(r)):
+            x.mul_(s)
+    else:
+        x.mul_(s.pow(r))
+
+
+# ---------------------------------------------------------------------------------------------
+# LR, Eq. (3): sum_k [ t_k softplus(-z_k) + (1 - t_k) softplus(z_k) ]
+# ---------------------------------------------------------------------------------------------
+
+
+def lr_index(z: Tensor, y: Tensor, weight: Tensor | None, need_grad: bool):
+    y1 = y.unsqueeze(1)
+    z_pos = z.gather(1, y1)
+    terms = softplus(z)
+    terms.scatter_(1, y1, softplus(-z_pos))
+    rows = _rowsum(terms, weight)
+    if not need_grad:
+        return rows, None
+    del terms
+    grad = torch.sigmoid(z)
+    grad.scatter_(1, y1, torch.sigmoid(-z_pos).neg_())
+    if weight is not None:
+        grad.mul_(weight)
+    return rows, grad
+
+
+def lr_dense(z: Tensor, t: Tensor, weight: Tensor | None, need_grad: bool):
+    # max(z,0) - t z + log1p(exp(-|z|)): exact elementwise for hard and soft targets alike.
+    terms = torch.nn.functional.binary_cross_entropy_with_logits(z, t, reduction="none")
+    rows = _rowsum(terms, weight)
+    if not need_grad:
+        return rows, None
+    del terms
+    grad = torch.sigmoid(z).sub_(t)
+    if weight is not None:
+        grad.mul_(weight)
+    return rows, grad
+
+
+# ---------------------------------------------------------------------------------------------
+# SS-LR, Eq. (6): mean_{P} softplus(-z) + alpha * sum_{N} sigmoid(z)^r softplus(z)
+# d/dz [sigmoid^r softplus] = sigmoid^r * (r (1 - sigmoid) softplus + sigmoid)
+# ---------------------------------------------------------------------------------------------
+
+
+def ss_lr_index(
+    z: Tensor, y: Tensor, weight: Tensor | None, r: float, alpha: float, need_grad: bool
+):
+    y1 = y.unsqueeze(1)
+    z_pos = z.gather(1, y1)
+    s = torch.sigmoid(z)
+    terms = softplus(z)
+    terms.scatter_(1, y1, 0.0)  # negatives only from here on
+    _mul_sigmoid_power(terms, s, r)  # terms = s^r softplus(z) on negatives
+    pos_rows = softplus(-z_pos).squeeze(1)
+    if weight is not None:
+        pos_rows = pos_rows * weight[y]
+    rows = pos_rows + alpha * _rowsum(terms, weight)
+    if not need_grad:
+        return rows, None
+    grad = terms
+    if r == 0:
+        grad.zero_()
+    else:
+        grad.mul_(r * alpha).addcmul_(s, grad, value=-1.0)  # r alpha (1 - s) s^r softplus
+    s.pow_(r + 1)
+    grad.add_(s, alpha=alpha)
+    del s
+    if weight is not None:
+        grad.mul_(weight)
+    pos_grad = torch.sigmoid(-z_pos).neg_()
+    if weight is not None:
+        pos_grad.mul_(weight[y].unsqueeze(1))
+    grad.scatter_(1, y1, pos_grad)
+    return rows, grad
+
+
+def ss_lr_dense(
+    z: Tensor,
+    t: Tensor,
+    weight: Tensor | None,
+    r: float,
+    alpha: Tensor,
+    pos_scale: Tensor,
+    need_grad: bool,
+):
+    """``alpha`` (M,) and ``pos_scale`` (M,) are per-row: beta/|N_i| and 1/|P_i|."""
+    s = torch.sigmoid(z)
+    terms = softplus(z)
+    terms.addcmul_(terms, t, value=-1.0)  # zero the positives
+    _mul_sigmoid_power(terms, s, r)
+    pos_terms = softplus(-z).mul_(t)
+    rows = pos_scale * _rowsum(pos_terms, weight) + alpha * _rowsum(terms, weight)
+    if not need_grad:
+        return rows, None
+    del pos_terms
+    a = alpha.unsqueeze(1)
+    grad = terms
+    if r == 0:
+        grad.zero_()
+    else:
+        grad.mul_(a * r).addcmul_(s, grad, value=-1.0)
+    s.pow_(r + 1).mul_(a)
+    s.addcmul_(s, t, value=-1.0)
+    grad.add_(s)
+    del s
+    grad.sub_(torch.sigmoid(-z).mul_(t).mul_(pos_scale.unsqueeze(1)))
+    if weight is not None:
+        grad.mul_(weight)
+    return rows, grad
+
+
+# ---------------------------------------------------------------------------------------------
+# HS-LR, Eq. (5): mean_{P} softplus(-z) + alpha * sum over the n most probable negatives of
+# softplus(z). Probability is monotonic in the logit, so the selection is a top-k of logits.
+# ---------------------------------------------------------------------------------------------
+
+
+def hard_negatives_index(z: Tensor, y: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The n highest-logit negatives per row, without a masked copy of the logits.
+
+    Takes the top n+1 logits and drops one: the positive if it is among them, else the
+    smallest. Returns (values, indices, keep) with keep False at the dropped slot.
+    """
+    values, indices = z.topk(n + 1, dim=1, sorted=False)
+    is_pos = indices == y.unsqueeze(1)
+    drop = torch.where(is_pos.any(1), is_pos.to(torch.uint8).argmax(1), values.argmin(1))
+    keep = torch.ones_like(is_pos).scatter_(1, drop.unsqueeze(1), False)
+    return values, indices, keep
+
+
+def hs_lr_index(z: Tensor, y: Tensor, weight: Tensor | None, n: int, alpha: float, need_grad: bool):
+    y1 = y.unsqueeze(1)
+    z_pos = z.gather(1, y1)
+    values, indices, keep = hard_negatives_index(z, y, n)
+    coef = keep.to(z.dtype)
+    if weight is not None:
+        coef = coef * weight[indices]
+    pos_rows = softplus(-z_pos).squeeze(1)
+    if weight is not None:
+        pos_rows = pos_rows * weight[y]
+    rows = pos_rows + alpha * (softplus(values) * coef).sum(1)
+    if not need_grad:
+        return rows, None
+    grad = torch.zeros_like(z)
+    grad.scatter_(1, indices, torch.sigmoid(values).mul_(coef).mul_(alpha))
+    pos_grad = torch.sigmoid(-z_pos).neg_()
+    if weight is not None:
+        pos_grad.mul_(weight[y].unsqueeze(1))
+    grad.scatter_add_(1, y1, pos_grad)
+    return rows, grad
+
+
+def hs_lr_dense(
+    z: Tensor,
+    t: Tensor,
+    weight: Tensor | None,
+    m: float,
+    beta: float,
+    alpha: float | None,
+    need_grad: bool,
+):
+    """Multi-hot: each row keeps n_i = max(1, floor(m% |N_i|)) negatives (0 when |N_i| = 0)."""
+    num_classes = z.shape[1]
+    num_pos = t.sum(1)
+    num_neg = num_classes - num_pos
+    n_rows = torch.where(
+        num_neg > 0, torch.floor(num_neg * (m / 100.0)).clamp_(min=1), torch.zeros_like(num_neg)
+    )
+    k = min(num_classes, max(1, math.floor(m * num_classes / 100.0)))  # static bound on n_i
+    masked = z.masked_fill(t.bool(), float("-inf"))
+    values, indices = masked.topk(k, dim=1, sorted=True)
+    del masked
+    keep = torch.arange(k, device=z.device) < n_rows.unsqueeze(1)
+    values = values.masked_fill(~keep, 0.0)  # no -inf reaches softplus' gradient
+    alpha_rows = beta / n_rows.clamp(min=1) if alpha is None else torch.full_like(n_rows, alpha)
+    coef = keep.to(z.dtype) * alpha_rows.unsqueeze(1)
+    if weight is not None:
+        coef = coef * weight[indices]
+    pos_scale = 1.0 / num_pos.clamp(min=1)
+    pos_terms = softplus(-z).mul_(t)
+    rows = pos_scale * _rowsum(pos_terms, weight) + (softplus(values) * coef).sum(1)
+    if not need_grad:
+        return rows, None
+    del pos_terms
+    grad = torch.sigmoid(-z).mul_(t).mul_(pos_scale.unsqueeze(1)).neg_()
+    if weight is not None:
+        grad.mul_(weight)
+    grad.scatter_add_(1, indices, torch.sigmoid(values).mul_(coef))
+    return rows, grad
+
+
+# ---------------------------------------------------------------------------------------------
+# The autograd bridge: the kernel has already computed d(row loss)/dz.
+# ---------------------------------------------------------------------------------------------
+
+
+def row_losses(kernel, z: Tensor, *args) -> Tensor:
+    """Run ``kernel`` through autograd when a gradient is wanted, else forward-only."""
+    if z.requires_grad and torch.is_grad_enabled():
+        return _apply(kernel, z, *args)
+    rows, _ = kernel(z, *args, need_grad=False)
+    return rows
+
+
+def _apply(kernel, z: Tensor, *args) -> Tensor:
+    return _RowLossFn.apply(z, kernel, *args)
+
+
+class _RowLossFn(torch.autograd.Function):
+    """Per-row losses whose gradient the kernel computed analytically in the forward pass.
+
+    Saves one logits-sized tensor (that gradient); backward scales its rows by the incoming
+    per-row gradient. ``once_differentiable``: no optimiser here needs a Hessian, and saying so
+    loudly beats returning a wrong one.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor, kernel, *args):  # type: ignore[override]
+        rows, grad = kernel(z, *args, need_grad=True)
+        ctx.save_for_backward(grad)
+        ctx.num_extra = len(args) + 1
+        return rows
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_rows: Tensor):  # type: ignore[override]
+        (grad,) = ctx.saved_tensors
+        return (grad * grad_rows.unsqueeze(1),) + (None,) * ctx.num_extra

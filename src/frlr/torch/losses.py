@@ -1,0 +1,658 @@
+"""Softmax and (focus-rectified) logistic-regression losses, drop-in for ``F.cross_entropy``.
+
+Dong, Zhu and Gong, "Single-Label Multi-Class Image Classification by Deep Logistic
+Regression", AAAI 2019. For sample i with positive classes P_i and negative classes N_i
+(single-label: P_i = {y_i}, |N_i| = K - 1) and p = sigmoid(z):
+
+* LR (Eq. 3):    sum_{k in P_i} -log p_k + sum_{k in N_i} -log(1 - p_k)
+* HS-LR (Eq. 5): mean_{k in P_i} -log p_k + (beta / n_i) sum_{k in top n_i of N_i} -log(1 - p_k),
+                 n_i = max(1, floor(m/100 |N_i|)), "top" = most probable
+* SS-LR (Eq. 6): mean_{k in P_i} -log p_k + (beta / |N_i|) sum_{k in N_i} p_k^r (-log(1 - p_k))
+* SR (Eq. 4):    -log softmax(z)_y, the baseline
+* HS-SR:         Eq. 5 on softmax probabilities, the paper's ablation
+
+LR sums over classes rather than averaging: that is what makes its negative term about 140
+against a positive term of 0.4 at K = 200 — the negative class distraction the paper fixes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from frlr.torch import _kernels as kernels
+
+Reduction = Literal["mean", "sum", "none"]
+Normalization = Literal["paper", "reference"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+_NORMALIZATIONS = ("paper", "reference")
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checks: at the boundary, naming the argument and the value.
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_hyper(
+    *,
+    beta: float | None = None,
+    m: float | None = None,
+    r: float | None = None,
+    alpha: float | None = None,
+    reduction: str | None = None,
+    normalization: str | None = None,
+) -> None:
+    for name, value in (("beta", beta), ("m", m), ("r", r), ("alpha", alpha)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)
+        ):
+            raise TypeError(f"{name} must be a real number, got {value!r}")
+    if beta is not None and beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    if m is not None and not 0 < m <= 100:
+        raise ValueError(f"m is a percentage of the negative classes in (0, 100], got {m}")
+    if r is not None and r < 0:
+        raise ValueError(f"r must be >= 0, got {r}")
+    if alpha is not None and alpha < 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    if reduction is not None and reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if normalization is not None and normalization not in _NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
+
+
+def _validating() -> bool:
+    """Value checks read tensor data; skip them inside a compiled graph (shapes still checked)."""
+    return not torch.compiler.is_compiling()
+
+
+class _Batch:
+    """Logits flattened to (M, K) in the compute dtype, with index or dense targets."""
+
+    __slots__ = ("dense", "out_shape", "valid", "weight", "y", "z")
+
+    def __init__(
+        self,
+        logits: Tensor,
+        target: Tensor,
+        weight: Tensor | None,
+        ignore_index: int,
+        *,
+        hard_targets: bool,
+    ) -> None:
+        if not isinstance(logits, Tensor):
+            raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+        if not isinstance(target, Tensor):
+            raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+        if not logits.is_floating_point():
+            raise TypeError(f"logits must be a floating-point tensor, got dtype {logits.dtype}")
+        if logits.dim() < 2:
+            raise ValueError(
+                f"logits must have shape (N, K) or (N, K, d1, ...), got shape {tuple(logits.shape)}"
+            )
+        num_classes = logits.shape[1]
+        if num_classes < 2:
+            raise ValueError(f"logits must have K >= 2 classes in dim 1, got K = {num_classes}")
+        compute = torch.float64 if logits.dtype == torch.float64 else torch.float32
+        z = logits if logits.dim() == 2 else logits.movedim(1, -1)
+        self.z = z.reshape(-1, num_classes).to(compute).contiguous()
+
+        if target.dtype == torch.bool or target.is_floating_point():
+            if target.shape != logits.shape:
+                raise ValueError(
+                    f"a float (multi-hot) target must have the logits' shape {tuple(logits.shape)}"
+                    f", got {tuple(target.shape)}"
+                )
+            t = target if target.dim() == 2 else target.movedim(1, -1)
+            self.y = t.reshape(-1, num_classes).to(compute)
+            self.dense = True
+            self.valid = None
+            self.out_shape = logits.shape[:1] + logits.shape[2:]
+            if _validating():
+                if hard_targets:
+                    bad = (self.y != 0) & (self.y != 1)
+                    if bool(bad.any()):
+                        raise ValueError(
+                            "target must be multi-hot with values in {0, 1} for this loss, got "
+                            f"value {self.y[bad][0].item()}"
+                        )
+                else:
+                    bad = (self.y < 0) | (self.y > 1) | torch.isnan(self.y)
+                    if bool(bad.any()):
+                        raise ValueError(
+                            f"target values must lie in [0, 1], got {self.y[bad][0].item()}"
+                        )
+        elif target.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+            expected = logits.shape[:1] + logits.shape[2:]
+            if target.shape != expected:
+                raise ValueError(
+                    f"class-index target must have shape {tuple(expected)} for logits of shape "
+                    f"{tuple(logits.shape)}, got {tuple(target.shape)}"
+                )
+            y = target.reshape(-1).long()
+            valid = y != ignore_index
+            if _validating():
+                bad = valid & ((y < 0) | (y >= num_classes))
+                if bool(bad.any()):
+                    raise ValueError(
+                        f"target holds class index {y[bad][0].item()} outside [0, {num_classes})"
+                        f" (ignore_index={ignore_index})"
+                    )
+            self.y = torch.where(valid, y, 0)
+            self.valid = valid
+            self.dense = False
+            self.out_shape = expected
+        else:
+            raise TypeError(
+                "target must be int64 class indices or a float multi-hot tensor, got dtype "
+                f"{target.dtype}"
+            )
+
+        if weight is not None:
+            if not isinstance(weight, Tensor) or weight.shape != (num_classes,):
+                shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight)
+                raise ValueError(f"weight must be a tensor of shape ({num_classes},), got {shape}")
+            weight = weight.to(device=self.z.device, dtype=compute)
+        self.weight = weight
+
+    @property
+    def num_classes(self) -> int:
+        return self.z.shape[1]
+
+    def reduce(self, rows: Tensor, reduction: str) -> Tensor:
+        """Mean over non-ignored samples; an all-ignored batch gives 0 with a zero gradient."""
+        if self.valid is not None:
+            rows = torch.where(self.valid, rows, torch.zeros_like(rows))
+        if reduction == "none":
+            return rows.reshape(self.out_shape)
+        total = rows.sum()
+        if reduction == "sum":
+            return total
+        count = rows.numel() if self.valid is None else self.valid.sum().clamp(min=1)
+        return total / count
+
+
+def _no_autocast(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """Compute in float32 even inside a float16/bfloat16 autocast region, as cross-entropy does."""
+
+    def wrapper(logits: Tensor, *args, **kwargs) -> Tensor:
+        if isinstance(logits, Tensor) and torch.is_autocast_enabled(logits.device.type):
+            with torch.autocast(logits.device.type, enabled=False):
+                return fn(logits, *args, **kwargs)
+        return fn(logits, *args, **kwargs)
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__qualname__ = fn.__qualname__
+    wrapper.__doc__ = fn.__doc__
+    wrapper.__wrapped__ = fn  # type: ignore[attr-defined]
+    return wrapper
+
+
+# ---------------------------------------------------------------------------------------------
+# Functional API
+# ---------------------------------------------------------------------------------------------
+
+
+@_no_autocast
+def lr_loss(
+    logits: Tensor,
+    target: Tensor,
+    *,
+    weight: Tensor | None = None,
+    reduction: Reduction = "mean",
+    ignore_index: int = -100,
+    normalization: Normalization = "paper",
+) -> Tensor:
+    """Vanilla logistic regression, Eq. (3): one sigmoid binary cross-entropy per class.
+
+    loss_i = sum_{k in P_i} softplus(-z_k) + sum_{k in N_i} softplus(z_k), summed over classes.
+    Soft targets t in [0, 1] give sum_k t_k softplus(-z_k) + (1 - t_k) softplus(z_k).
+
+    Args:
+        logits: (N, K) or (N, K, d1, ...) float32/float16/bfloat16 (float64 computes in float64).
+        target: int64 class indices (N, d1, ...) or a float target of the logits' shape.
+        weight: optional (K,) per-class weight on class k's term (the BCEWithLogitsLoss
+            convention, not CrossEntropyLoss's); "mean" still divides by the sample count.
+        reduction: "mean" over non-ignored samples, "sum", or "none" (per-sample losses).
+        ignore_index: index targets equal to it contribute nothing.
+        normalization: "paper" (above) or "reference": the mean of the elementwise binary
+            cross-entropy over all N*K entries, the conventional multi-label implementation
+            (the authors released no LR code).
+    """
+    _check_hyper(reduction=reduction, normalization=normalization)
+    batch = _Batch(logits, target, weight, ignore_index, hard_targets=False)
+    if normalization == "reference":
+        return _reference_loss("lr", batch, reduction)
+    if batch.dense:
+        rows = kernels.row_losses(kernels.lr_dense, batch.z, batch.y, batch.weight)
+    else:
+        rows = kernels.row_losses(kernels.lr_index, batch.z, batch.y, batch.weight)
+    return batch.reduce(rows, reduction)
+
+
+@_no_autocast
+def hs_lr_loss(
+    logits: Tensor,
+    target: Tensor,
+    *,
+    beta: float = 10.0,
+    m: float = 25.0,
+    alpha: float | None = None,
+    weight: Tensor | None = None,
+    reduction: Reduction = "mean",
+    ignore_index: int = -100,
+    normalization: Normalization = "paper",
+) -> Tensor:
+    """Focus-rectified LR by negative-class hard selection (HS-LR), Eq. (5).
+
+    loss_i = mean_{k in P_i} softplus(-z_k) + alpha_i sum_{k in S_i} softplus(z_k)
+
+    S_i holds the n_i = max(1, floor(m/100 |N_i|)) negatives of highest probability (highest
+    logit: the sigmoid is monotonic, so selection is one top-k over logits, never a sort), and
+    alpha_i = beta / n_i unless ``alpha`` is given. A multi-label sample with no positive has a
+    zero positive term; one with no negative has a zero negative term.
+
+    Args:
+        beta: the balance weight, 10 in the paper.
+        m: the percentage of negative classes kept, in (0, 100]; 25 in the paper.
+        alpha: overrides beta / n_i when given.
+        normalization: "paper" (above, per sample) or "reference", the authors' released code:
+            positive term pooled over all positive entries of the batch, plus alpha times the
+            mean, over N * k entries, of the k = int(K * m / 100) largest -log(1 - p) per sample
+            (k counts from K, not K - 1; a positive is "selected" as a zero once k exceeds the
+            negatives). alpha defaults to beta there, so for single-label data the two modes
+            differ only in k. Reference mode supports reduction "mean" only.
+        weight, reduction, ignore_index: as in :func:`lr_loss`.
+    """
+    _check_hyper(beta=beta, m=m, alpha=alpha, reduction=reduction, normalization=normalization)
+    batch = _Batch(logits, target, weight, ignore_index, hard_targets=True)
+    if normalization == "reference":
+        return _reference_loss("hs-lr", batch, reduction, beta=beta, m=m, alpha=alpha)
+    if batch.dense:
+        rows = kernels.row_losses(
+            kernels.hs_lr_dense, batch.z, batch.y, batch.weight, float(m), float(beta), alpha
+        )
+    else:
+        n = max(1, math.floor(m / 100.0 * (batch.num_classes - 1)))
+        a = beta / n if alpha is None else alpha
+        rows = kernels.row_losses(kernels.hs_lr_index, batch.z, batch.y, batch.weight, n, float(a))
+    return batch.reduce(rows, reduction)
+
+
+@_no_autocast
+def ss_lr_loss(
+    logits: Tensor,
+    target: Tensor,
+    *,
+    beta: float = 10.0,
+    r: float = 2.0,
+    alpha: float | None = None,
+    weight: Tensor | None = None,
+    reduction: Reduction = "mean",
+    ignore_index: int = -100,
+    normalization: Normalization = "paper",
+) -> Tensor:
+    """Focus-rectified LR by negative-class soft selection (SS-LR), Eq. (6).
+
+    loss_i = mean_{k in P_i} softplus(-z_k) + alpha_i sum_{k in N_i} p_k^r softplus(z_k)
+
+    with alpha_i = beta / |N_i| unless ``alpha`` is given. The weight p_k^r is not detached
+    (as in the authors' code), so it is differentiated too. r = 0 equals HS-LR at m = 100.
+
+    Args:
+        beta: the balance weight, 10 in the paper.
+        r: the attending power, >= 0; 2 in the paper.
+        alpha: overrides beta / |N_i| when given.
+        normalization: "paper" (above, per sample) or "reference", the authors' released code:
+            positive term pooled over all positive entries of the batch plus alpha times the
+            negative term pooled over all negative entries of the batch. alpha defaults to
+            beta there, so the two modes agree exactly on single-label data. Reference mode
+            supports reduction "mean" only.
+        weight, reduction, ignore_index: as in :func:`lr_loss`.
+    """
+    _check_hyper(beta=beta, r=r, alpha=alpha, reduction=reduction, normalization=normalization)
+    batch = _Batch(logits, target, weight, ignore_index, hard_targets=True)
+    if normalization == "reference":
+        return _reference_loss("ss-lr", batch, reduction, beta=beta, r=r, alpha=alpha)
+    if batch.dense:
+        num_pos = batch.y.sum(1)
+        num_neg = batch.num_classes - num_pos
+        alpha_rows = (
+            beta / num_neg.clamp(min=1) if alpha is None else torch.full_like(num_neg, alpha)
+        )
+        rows = kernels.row_losses(
+            kernels.ss_lr_dense,
+            batch.z,
+            batch.y,
+            batch.weight,
+            float(r),
+            alpha_rows,
+            1.0 / num_pos.clamp(min=1),
+        )
+    else:
+        a = beta / (batch.num_classes - 1) if alpha is None else alpha
+        rows = kernels.row_losses(
+            kernels.ss_lr_index, batch.z, batch.y, batch.weight, float(r), float(a)
+        )
+    return batch.reduce(rows, reduction)
+
+
+@_no_autocast
+def sr_loss(
+    logits: Tensor,
+    target: Tensor,
+    *,
+    weight: Tensor | None = None,
+    reduction: Reduction = "mean",
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    """Softmax regression, Eq. (4): ``F.cross_entropy`` with this library's input checks.
+
+    Float targets are class probabilities, as in ``F.cross_entropy``; ``weight`` and the
+    "mean" reduction follow ``F.cross_entropy`` exactly (mean weighted by weight[y]).
+    """
+    _check_hyper(reduction=reduction)
+    _Batch(logits, target, weight, ignore_index, hard_targets=False)  # validation only
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    if weight is not None:
+        weight = weight.to(device=logits.device, dtype=logits.dtype)
+    if target.dtype == torch.bool or target.is_floating_point():
+        target = target.to(logits.dtype)
+    if reduction != "mean" or target.is_floating_point():
+        return F.cross_entropy(
+            logits,
+            target,
+            weight=weight,
+            reduction=reduction,
+            ignore_index=ignore_index,
+            label_smoothing=label_smoothing,
+        )
+    # F.cross_entropy's mean is 0/0 = NaN on an all-ignored batch; keep its weighting, not that.
+    total = F.cross_entropy(
+        logits,
+        target,
+        weight=weight,
+        reduction="sum",
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+    )
+    valid = target != ignore_index
+    safe_target = torch.where(valid, target, 0)
+    counts = valid.to(logits.dtype) if weight is None else weight[safe_target] * valid
+    denominator = counts.sum()
+    return total / torch.where(denominator > 0, denominator, torch.ones_like(denominator))
+
+
+@_no_autocast
+def hs_sr_loss(
+    logits: Tensor,
+    target: Tensor,
+    *,
+    beta: float = 10.0,
+    m: float = 25.0,
+    alpha: float | None = None,
+    weight: Tensor | None = None,
+    reduction: Reduction = "mean",
+    ignore_index: int = -100,
+) -> Tensor:
+    """Hard selection (Eq. 5) applied to softmax probabilities: the paper's ablation.
+
+    loss_i = -log q_y + (beta / n) sum_{k in top n negatives} -log(1 - q_k), q = softmax(z),
+    n = max(1, floor(m/100 (K - 1))). log(1 - q_k) is computed as log1p(-q_k) where q_k <= 1/2
+    and as logsumexp over the other classes minus logsumexp over all where q_k > 1/2 (at most
+    the row's arg-max), so it stays exact when q_k -> 1. Single-label (index) targets only.
+    """
+    _check_hyper(beta=beta, m=m, alpha=alpha, reduction=reduction)
+    batch = _Batch(logits, target, weight, ignore_index, hard_targets=True)
+    if batch.dense:
+        raise ValueError("hs_sr_loss takes class-index targets only: softmax is single-label")
+    z, y = batch.z, batch.y
+    num_classes = batch.num_classes
+    n = max(1, math.floor(m / 100.0 * (num_classes - 1)))
+    a = beta / n if alpha is None else alpha
+    log_q = torch.log_softmax(z, dim=1)
+    pos = -log_q.gather(1, y.unsqueeze(1)).squeeze(1)
+    _, indices, keep = kernels.hard_negatives_index(z, y, n)
+    log_q_sel = log_q.gather(1, indices)
+    q_sel = log_q_sel.exp()
+    big = q_sel > 0.5
+    top = z.argmax(1, keepdim=True)
+    lse_others = torch.logsumexp(z.scatter(1, top, float("-inf")), dim=1, keepdim=True)
+    log1m_big = (lse_others - torch.logsumexp(z, dim=1, keepdim=True)).expand_as(q_sel)
+    log1m = torch.where(big, log1m_big, torch.log1p(-torch.where(big, 0.0, q_sel)))
+    coef = keep.to(z.dtype)
+    if batch.weight is not None:
+        coef = coef * batch.weight[indices]
+        pos = pos * batch.weight[y]
+    rows = pos - a * (log1m * coef).sum(1)
+    return batch.reduce(rows, reduction)
+
+
+# ---------------------------------------------------------------------------------------------
+# The authors' normalisation, for matching their released numbers.
+# ---------------------------------------------------------------------------------------------
+
+
+def _reference_loss(
+    name: str,
+    batch: _Batch,
+    reduction: str,
+    *,
+    beta: float = 10.0,
+    m: float = 25.0,
+    r: float = 2.0,
+    alpha: float | None = None,
+) -> Tensor:
+    """Batch-pooled normalisation of the authors' code, with exact log-sigmoid numerics.
+
+    Differences from ``normalization="paper"``: the positive term is averaged over all positive
+    entries of the batch (not per sample), the negative term is averaged over all negative
+    entries (SS) or over N * int(K m/100) selected entries (HS), alpha defaults to beta, and
+    the authors' ``log(p + 1e-7)`` is replaced by exact softplus forms (they agree on moderate
+    logits). Ignored samples are dropped before pooling.
+    """
+    if reduction != "mean":
+        raise ValueError(
+            f"normalization='reference' pools over the batch; reduction must be 'mean', "
+            f"got {reduction!r}"
+        )
+    z = batch.z
+    num_classes = batch.num_classes
+    if batch.dense:
+        t = batch.y
+    else:
+        t = F.one_hot(batch.y, num_classes).to(z.dtype)
+        if batch.valid is not None:
+            z, t = z[batch.valid], t[batch.valid]
+    w = batch.weight if batch.weight is not None else torch.ones_like(z[0])
+    if name == "lr":
+        if z.shape[0] == 0:
+            return z.sum() * 0.0
+        return F.binary_cross_entropy_with_logits(z, t, weight=w, reduction="mean")
+    a = beta if alpha is None else alpha
+    positive = (F.softplus(-z) * t * w).sum() / t.sum().clamp(min=1)
+    negative_terms = (1 - t) * F.softplus(z) * w
+    if name == "hs-lr":
+        k = int(num_classes * m / 100.0)
+        if k == 0:
+            raise ValueError(
+                f"normalization='reference' keeps int(K*m/100) = 0 negatives for K={num_classes}"
+                f", m={m} (the authors' code returns NaN there); raise m or use 'paper'"
+            )
+        top = negative_terms.topk(k, dim=1).values
+        negative = top.sum() / max(top.numel(), 1)
+    else:
+        negative_terms = negative_terms * torch.sigmoid(z).pow(r)
+        negative = negative_terms.sum() / (1 - t).sum().clamp(min=1)
+    return positive + a * negative
+
+
+# ---------------------------------------------------------------------------------------------
+# Modules and the registry
+# ---------------------------------------------------------------------------------------------
+
+
+class _Loss(nn.Module):
+    """A thin module over a functional loss: the constructor holds the hyper-parameters."""
+
+    _fn: Callable[..., Tensor]
+
+    def __init__(self, weight: Tensor | None = None, **options) -> None:
+        super().__init__()
+        checked = ("beta", "m", "r", "alpha", "reduction", "normalization")
+        _check_hyper(**{k: v for k, v in options.items() if k in checked})
+        self.options = options
+        self.register_buffer("weight", weight)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return type(self)._fn(logits, target, weight=self.weight, **self.options)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+
+
+class LRLoss(_Loss):
+    """Module form of :func:`lr_loss`."""
+
+    _fn = staticmethod(lr_loss)
+
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        reduction: Reduction = "mean",
+        ignore_index: int = -100,
+        normalization: Normalization = "paper",
+    ) -> None:
+        super().__init__(
+            weight, reduction=reduction, ignore_index=ignore_index, normalization=normalization
+        )
+
+
+class HSLRLoss(_Loss):
+    """Module form of :func:`hs_lr_loss` (Eq. 5; beta = 10, m = 25 as in the paper)."""
+
+    _fn = staticmethod(hs_lr_loss)
+
+    def __init__(
+        self,
+        beta: float = 10.0,
+        m: float = 25.0,
+        alpha: float | None = None,
+        weight: Tensor | None = None,
+        reduction: Reduction = "mean",
+        ignore_index: int = -100,
+        normalization: Normalization = "paper",
+    ) -> None:
+        super().__init__(
+            weight,
+            beta=beta,
+            m=m,
+            alpha=alpha,
+            reduction=reduction,
+            ignore_index=ignore_index,
+            normalization=normalization,
+        )
+
+
+class SSLRLoss(_Loss):
+    """Module form of :func:`ss_lr_loss` (Eq. 6; beta = 10, r = 2 as in the paper)."""
+
+    _fn = staticmethod(ss_lr_loss)
+
+    def __init__(
+        self,
+        beta: float = 10.0,
+        r: float = 2.0,
+        alpha: float | None = None,
+        weight: Tensor | None = None,
+        reduction: Reduction = "mean",
+        ignore_index: int = -100,
+        normalization: Normalization = "paper",
+    ) -> None:
+        super().__init__(
+            weight,
+            beta=beta,
+            r=r,
+            alpha=alpha,
+            reduction=reduction,
+            ignore_index=ignore_index,
+            normalization=normalization,
+        )
+
+
+class SRLoss(_Loss):
+    """Module form of :func:`sr_loss` (softmax cross-entropy, the baseline)."""
+
+    _fn = staticmethod(sr_loss)
+
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        reduction: Reduction = "mean",
+        ignore_index: int = -100,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__(
+            weight,
+            reduction=reduction,
+            ignore_index=ignore_index,
+            label_smoothing=label_smoothing,
+        )
+
+
+class HSSRLoss(_Loss):
+    """Module form of :func:`hs_sr_loss` (hard selection on softmax, the ablation)."""
+
+    _fn = staticmethod(hs_sr_loss)
+
+    def __init__(
+        self,
+        beta: float = 10.0,
+        m: float = 25.0,
+        alpha: float | None = None,
+        weight: Tensor | None = None,
+        reduction: Reduction = "mean",
+        ignore_index: int = -100,
+    ) -> None:
+        super().__init__(
+            weight, beta=beta, m=m, alpha=alpha, reduction=reduction, ignore_index=ignore_index
+        )
+
+
+LOSSES: dict[str, type[_Loss]] = {
+    "sr": SRLoss,
+    "lr": LRLoss,
+    "hs-lr": HSLRLoss,
+    "ss-lr": SSLRLoss,
+    "hs-sr": HSSRLoss,
+}
+
+FUNCTIONAL: dict[str, Callable[..., Tensor]] = {
+    "sr": sr_loss,
+    "lr": lr_loss,
+    "hs-lr": hs_lr_loss,
+    "ss-lr": ss_lr_loss,
+    "hs-sr": hs_sr_loss,
+}
+
+
+def get_loss(name: str, **kwargs) -> nn.Module:
+    """The loss module registered under ``name`` ("sr", "lr", "hs-lr", "ss-lr", "hs-sr").
+
+    Keyword arguments go to the module's constructor; one it does not take is an error.
+    """
+    if not isinstance(name, str) or name.lower().replace("_", "-") not in LOSSES:
+        raise ValueError(f"unknown loss name {name!r}; known: {', '.join(LOSSES)}")
+    cls = LOSSES[name.lower().replace("_", "-")]
+    try:
+        return cls(**kwargs)
+    except TypeError as error:
+        raise TypeError(f"loss {name!r}: {error}") from None
