@@ -1,0 +1,194 @@
+"""Single-label classification accuracy: the paper's Table 1 reports top-1 (%), we add top-5.
+
+Ties are broken deterministically, as a stable descending sort would: a target ranks after
+every class scoring strictly higher and after every equal-scoring class of lower index. So the
+number is the same on every device and run, and a constant model scores like one that always
+predicts class 0, not 100% as a "strictly higher only" rule would give it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from frlr.eval._inputs import (
+    as_tensor,
+    check_float_matrix,
+    check_integer_vector,
+    check_positive_int,
+)
+
+__all__ = ["evaluate_classifier", "topk_accuracy"]
+
+
+def _normalise_ks(k: int | Iterable[int]) -> tuple[int, ...]:
+    ks = (k,) if isinstance(k, (int, np.integer)) else tuple(k)
+    if not ks:
+        raise ValueError("k must name at least one rank, got an empty sequence")
+    return tuple(check_positive_int(value, "k") for value in ks)
+
+
+def _target_rank(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """0-based rank of each target under a stable descending sort of its row.
+
+    rank_i = #{j : s_ij > s_iy} + #{j < y : s_ij = s_iy}, y = targets_i; O(N K), no sort.
+    A row holding a NaN (a diverged model) gets rank K: wrong at every k, never silently right.
+    """
+    target_scores = scores.gather(1, targets.unsqueeze(1))
+    class_index = torch.arange(scores.shape[1], device=scores.device)
+    ahead = (scores > target_scores) | (
+        (scores == target_scores) & (class_index < targets.unsqueeze(1))
+    )
+    rank = ahead.sum(dim=1)
+    return rank.masked_fill_(scores.isnan().any(dim=1), scores.shape[1])
+
+
+def _check_targets(targets: torch.Tensor, num_rows: int, num_classes: int, name: str) -> None:
+    check_integer_vector(targets, name, num_rows)
+    if num_rows and (int(targets.min()) < 0 or int(targets.max()) >= num_classes):
+        raise ValueError(
+            f"{name} must lie in [0, {num_classes}), got values in "
+            f"[{int(targets.min())}, {int(targets.max())}]"
+        )
+
+
+def topk_accuracy(
+    logits_or_scores: torch.Tensor | np.ndarray,
+    targets: torch.Tensor | np.ndarray,
+    k: int | Iterable[int] = (1, 5),
+) -> dict[str, float]:
+    """Fraction of rows whose target is among the k highest scores, for each k.
+
+    top-k = (1/N) sum_i [rank_i < k], rank_i the target's 0-based rank (ties broken by class
+    index, see the module docstring). Any monotone score works: logits, probabilities.
+
+    Returns ``{"top1": ..., "top5": ...}`` (keys ``f"top{k}"``), fractions in [0, 1].
+    """
+    scores = as_tensor(logits_or_scores, "logits_or_scores")
+    labels = as_tensor(targets, "targets")
+    check_float_matrix(scores, "logits_or_scores")
+    if scores.shape[0] == 0:
+        raise ValueError("logits_or_scores has no rows")
+    _check_targets(labels, scores.shape[0], scores.shape[1], "targets")
+    ks = _normalise_ks(k)
+    if max(ks) > scores.shape[1]:
+        raise ValueError(f"k={max(ks)} exceeds the number of classes ({scores.shape[1]})")
+    rank = _target_rank(scores, labels.to(device=scores.device, dtype=torch.int64))
+    return {f"top{value}": float((rank < value).double().mean()) for value in ks}
+
+
+def _default_model_input(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float in [0, 1]; float batches are taken as model-ready."""
+    return batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch
+
+
+def evaluate_classifier(
+    model: nn.Module,
+    images: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray | None = None,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    normalize_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    *,
+    k: int | Iterable[int] = (1, 5),
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    return_features: bool = False,
+) -> dict[str, Any]:
+    """Run ``model`` over ``images`` in eval mode, in batches, and score it.
+
+    ``images`` come in the toolkit's two forms: a torch tensor (N, C, H, W), as
+    ``frlr.data.augment.images_to_tensor`` returns, or a uint8 numpy array (N, H, W, C), as
+    ``ImageArrays.images`` holds (permuted per batch, after the copy to ``device``). Each batch
+    is moved to ``device`` (default: the model's) and turned into model input by
+    ``normalize_fn`` (e.g. ``partial(frlr.data.augment.normalize, mean=..., std=...)``), which
+    receives the (N, C, H, W) batch in its stored dtype; without it uint8 becomes float / 255
+    and float passes unchanged. The model's training/eval mode is restored afterwards.
+
+    Returns a dict with ``num_samples`` and, when ``labels`` is given, ``top{k}`` for each k
+    not above the class count (so CIFAR-10 gets top5, a 3-class toy only top1) and, when
+    ``loss_fn(logits, labels)`` (a batch mean) is given, ``loss``: the sample-weighted mean.
+    ``return_features=True`` adds ``features``: ``model.features(x)`` for every image, on the
+    CPU; this costs a second forward pass when labels are also given. ``labels=None`` with
+    ``return_features=True`` extracts re-id embeddings without computing logits. A row of
+    logits holding a NaN counts as wrong, so a diverged run scores low instead of raising.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    pixels = as_tensor(images, "images")
+    if pixels.ndim < 2 or pixels.shape[0] == 0:
+        raise ValueError(f"images must be a non-empty batch, got shape {tuple(pixels.shape)}")
+    if pixels.dtype != torch.uint8 and not pixels.is_floating_point():
+        raise ValueError(f"images must be uint8 or floating, got {pixels.dtype}")
+    channels_last = isinstance(images, np.ndarray)
+    if channels_last and (pixels.dtype != torch.uint8 or pixels.ndim != 4):
+        raise ValueError(
+            "numpy images must be uint8 (N, H, W, C) like ImageArrays.images, got "
+            f"{images.dtype} {images.shape}; pass other layouts as a (N, C, H, W) tensor"
+        )
+    targets = None
+    if labels is not None:
+        targets = as_tensor(labels, "labels")
+        check_integer_vector(targets, "labels", pixels.shape[0])
+    if labels is None and not return_features:
+        raise ValueError("nothing to compute: give labels, return_features=True, or both")
+    if return_features and not callable(getattr(model, "features", None)):
+        raise ValueError(
+            f"return_features=True needs a model.features(x) method; "
+            f"{type(model).__name__} has none"
+        )
+    if device is None:
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+    device = torch.device(device)
+    requested_ks = _normalise_ks(k)
+    to_model_input = normalize_fn if normalize_fn is not None else _default_model_input
+
+    total = pixels.shape[0]
+    correct = torch.zeros(len(requested_ks), dtype=torch.int64, device=device)
+    k_values = torch.tensor(requested_ks, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    feature_chunks: list[torch.Tensor] = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, total, batch_size):
+                batch = pixels[start : start + batch_size].to(device)
+                x = to_model_input(batch.permute(0, 3, 1, 2) if channels_last else batch)
+                if return_features:
+                    feature_chunks.append(model.features(x).float().cpu())
+                if targets is None:
+                    continue
+                y = targets[start : start + batch_size].to(device=device, dtype=torch.int64)
+                logits = model(x)
+                if logits.ndim != 2 or logits.shape[0] != y.shape[0]:
+                    raise ValueError(
+                        f"model output must be (batch, classes), got {tuple(logits.shape)}"
+                    )
+                if start == 0:
+                    num_classes = logits.shape[1]
+                    _check_targets(targets, total, num_classes, "labels")
+                    if min(requested_ks) > num_classes:
+                        raise ValueError(f"every k in {k!r} exceeds {num_classes} classes")
+                rank = _target_rank(logits, y)
+                correct += (rank.unsqueeze(1) < k_values).sum(dim=0)
+                if loss_fn is not None:
+                    loss_sum += loss_fn(logits, y).detach().double() * y.shape[0]
+    finally:
+        model.train(was_training)
+
+    result: dict[str, Any] = {"num_samples": total}
+    if targets is not None:
+        for value, count in zip(requested_ks, correct.tolist(), strict=True):
+            if value <= num_classes:
+                result[f"top{value}"] = count / total
+        if loss_fn is not None:
+            result["loss"] = float(loss_sum) / total
+    if return_features:
+        result["features"] = torch.cat(feature_chunks)
+    return result
