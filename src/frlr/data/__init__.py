@@ -1,0 +1,35 @@
+"""Datasets for the paper's experiments, decoded once into uint8 arrays.
+
+``load_dataset(name, split, data_dir)`` returns an :class:`ImageArrays` for any dataset in
+:data:`DATASETS`; ``dataset_info(name)`` describes one without loading it. Importing this package
+imports no deep-learning framework: the batched, on-device augmentation and the batch iterator
+that need torch live in :mod:`frlr.data.augment`.
+"""
+
+from frlr.data.arrays import ImageArrays
+from frlr.data.cache import cached, default_cache_dir
+from frlr.data.download import ChecksumError, RemoteFile
+from frlr.data.images import CorruptImageError
+from frlr.data.registry import (
+    DATASETS,
+    DatasetInfo,
+    dataset_info,
+    default_data_dir,
+    find_root,
+    load_dataset,
+)
+
+__all__ = [
+    "DATASETS",
+    "ChecksumError",
+    "CorruptImageError",
+    "DatasetInfo",
+    "ImageArrays",
+    "RemoteFile",
+    "cached",
+    "dataset_info",
+    "default_cache_dir",
+    "default_data_dir",
+    "find_root",
+    "load_dataset",
+]

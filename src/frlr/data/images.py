@@ -1,0 +1,138 @@
+"""Decode encoded images (JPEG, PNG ...) into one uint8 (N, H, W, C) array, resizing on the way.
+
+Decoding happens once per dataset (the result is cached), so this is the only place that touches
+PIL. Every decoding failure is re-raised as :class:`CorruptImageError` naming the file, because a
+bare PIL ``OSError`` from deep inside a 100k-image loop does not say which file to fix.
+
+Resizing (``image_size``) uses area averaging (PIL ``BOX``) when shrinking, which is exact for
+the 64 -> 32 Tiny ImageNet case (each output pixel is the mean of a 2x2 block), and bilinear
+interpolation when enlarging.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, TypeVar
+
+import numpy as np
+from PIL import Image
+
+if TYPE_CHECKING:
+    from frlr.data.sources import SourceTree
+
+T = TypeVar("T")
+
+MODES = {"RGB": 3, "L": 1}
+"""The PIL modes loaders ask for, and the channel count each gives."""
+
+
+class CorruptImageError(ValueError):
+    """An image file could not be decoded; the message names the file."""
+
+
+def check_image_size(image_size: object) -> int | None:
+    """Validate an ``image_size`` argument: None (keep the native size) or a positive int."""
+    if image_size is None:
+        return None
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)):
+        raise TypeError(f"image_size must be a positive int or None, got {image_size!r}")
+    if image_size < 1:
+        raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
+    return int(image_size)
+
+
+def resize_image(image: Image.Image, image_size: int) -> Image.Image:
+    """Resize to image_size x image_size: area averaging when shrinking, bilinear when enlarging."""
+    if image.size == (image_size, image_size):
+        return image
+    if image.mode == "1":
+        image = image.convert("L")
+    shrinking = image.size[0] >= image_size and image.size[1] >= image_size
+    resample = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
+    return image.resize((image_size, image_size), resample=resample)
+
+
+def decode_image(
+    data: bytes, name: str, mode: str = "RGB", image_size: int | None = None
+) -> np.ndarray:
+    """Decode one encoded image to uint8 (H, W, C); grayscale/CMYK/palette become ``mode``.
+
+    ``name`` only labels errors. Truncated files fail here (PIL decodes lazily otherwise).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            opened.load()
+            image = opened if opened.mode == mode else opened.convert(mode)
+            if image_size is not None:
+                image = resize_image(image, image_size)
+            array = np.asarray(image, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise CorruptImageError(f"cannot decode image {name}: {exc}") from exc
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return array
+
+
+def progress(items: Iterable[T], total: int, desc: str) -> Iterator[T]:
+    """A tqdm bar over ``items`` when stderr is a terminal; silent in tests, CI and logs.
+
+    ``FRLR_PROGRESS=0`` turns it off everywhere, ``FRLR_PROGRESS=1`` forces it on.
+    """
+    from tqdm.auto import tqdm
+
+    setting = os.environ.get("FRLR_PROGRESS", "")
+    disable: bool | None = None if setting == "" else setting == "0"
+    yield from tqdm(items, total=total, desc=desc, disable=disable, leave=False, mininterval=0.5)
+
+
+def decode_images(
+    tree: SourceTree,
+    names: Sequence[str],
+    mode: str = "RGB",
+    image_size: int | None = None,
+    desc: str = "decoding",
+) -> np.ndarray:
+    """Decode ``names`` from ``tree`` into one uint8 (N, H, W, C) array, in the given order.
+
+    All images must share one size unless ``image_size`` resizes them; the first one that does
+    not is named in the error.
+    """
+    image_size = check_image_size(image_size)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+    if not names:
+        size = image_size or 0
+        return np.zeros((0, size, size, MODES[mode]), dtype=np.uint8)
+    out: np.ndarray | None = None
+    for i, name in enumerate(progress(names, total=len(names), desc=desc)):
+        array = decode_image(tree.read(name), tree.describe(name), mode, image_size)
+        if out is None:
+            out = np.empty((len(names), *array.shape), dtype=np.uint8)
+        elif array.shape != out.shape[1:]:
+            raise ValueError(
+                f"image {tree.describe(name)} is {array.shape[1]}x{array.shape[0]}, others are "
+                f"{out.shape[2]}x{out.shape[1]}: pass image_size to resize them all"
+            )
+        out[i] = array
+    assert out is not None
+    return out
+
+
+def resize_images(images: np.ndarray, image_size: int | None, desc: str = "resizing") -> np.ndarray:
+    """Resize decoded uint8 (N, H, W, C) arrays (CIFAR, digits) as :func:`decode_image` would."""
+    image_size = check_image_size(image_size)
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(f"images must be uint8 (N, H, W, C), got {images.dtype} {images.shape}")
+    if image_size is None or images.shape[1:3] == (image_size, image_size):
+        return images
+    channels = images.shape[3]
+    out = np.empty((len(images), image_size, image_size, channels), dtype=np.uint8)
+    for i in progress(range(len(images)), total=len(images), desc=desc):
+        plane = images[i, :, :, 0] if channels == 1 else images[i]
+        resized = np.asarray(resize_image(Image.fromarray(plane), image_size), dtype=np.uint8)
+        out[i] = resized.reshape(image_size, image_size, channels)
+    return out

@@ -1,0 +1,205 @@
+"""Read a dataset's files the same way whether they are an extracted folder or the official archive.
+
+Official datasets ship as zip or tar.gz archives. Extracting 100k small JPEGs costs minutes, disk
+and inodes, and the decoded arrays are cached anyway, so loaders read members straight from the
+archive when that is what is on disk. Every tree names its files by POSIX paths relative to the
+dataset root: an archive's single top-level folder (``tiny-imagenet-200/``,
+``images_background_small1/``) is stripped, so a loader sees the same names in the folder and in
+the zip.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
+
+_JUNK_PREFIXES = ("__MACOSX/",)
+_JUNK_NAMES = (".DS_Store", "Thumbs.db")
+
+
+def is_archive(path: Path) -> bool:
+    """True when ``path`` names a zip or tar archive this module can read."""
+    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def _is_junk(name: str) -> bool:
+    return name.startswith(_JUNK_PREFIXES) or name.rsplit("/", 1)[-1] in _JUNK_NAMES
+
+
+def _common_top_folder(names: list[str]) -> str:
+    """The single top-level folder every member sits in (with its slash), or ''."""
+    tops = {name.split("/", 1)[0] for name in names}
+    if len(tops) == 1 and all("/" in name for name in names):
+        return tops.pop() + "/"
+    return ""
+
+
+class SourceTree:
+    """Read-only view of a dataset's files: a folder, a zip or a tar archive.
+
+    Use as a context manager so an archive's file handle is closed.
+    """
+
+    def __init__(self, location: Path) -> None:
+        self.location = location
+        self._names: list[str] = []
+        self._name_set: set[str] = set()
+
+    def names(self) -> list[str]:
+        """Sorted file names (no folders), relative to the dataset root."""
+        return list(self._names)
+
+    def read(self, name: str) -> bytes:
+        raise NotImplementedError
+
+    def describe(self, name: str) -> str:
+        """Where ``name`` lives, for error messages: a path, or ``archive.zip:member``."""
+        raise NotImplementedError
+
+    def read_many(self, names: list[str]) -> dict[str, bytes]:
+        """Several files at once; a tar archive reads them in one pass in archive order."""
+        return {name: self.read(name) for name in names}
+
+    def has(self, name: str) -> bool:
+        return name in self._name_set
+
+    def _set_names(self, names: list[str]) -> None:
+        self._names = sorted(names)
+        self._name_set = set(self._names)
+
+    def _missing(self, name: str) -> FileNotFoundError:
+        return FileNotFoundError(f"missing dataset file {self.describe(name)}")
+
+    def close(self) -> None:
+        """Release the archive handle (a folder holds none)."""
+
+    def __enter__(self) -> SourceTree:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+
+class FolderTree(SourceTree):
+    """An extracted dataset folder."""
+
+    def __init__(self, location: Path) -> None:
+        super().__init__(location)
+        found: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(location):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            rel = Path(dirpath).relative_to(location).as_posix()
+            prefix = "" if rel == "." else rel + "/"
+            found.extend(prefix + f for f in filenames if not _is_junk(prefix + f))
+        self._set_names(found)
+
+    def read(self, name: str) -> bytes:
+        try:
+            return (self.location / name).read_bytes()
+        except FileNotFoundError:
+            raise self._missing(name) from None
+
+    def describe(self, name: str) -> str:
+        return str(self.location / name)
+
+
+class ZipTree(SourceTree):
+    """A zip archive, read member by member without extracting."""
+
+    def __init__(self, location: Path) -> None:
+        super().__init__(location)
+        try:
+            self._zip = zipfile.ZipFile(location)
+        except zipfile.BadZipFile as exc:
+            raise ValueError(f"corrupt zip archive {location}: {exc}") from exc
+        members = [i.filename for i in self._zip.infolist() if not i.is_dir()]
+        members = [m for m in members if not _is_junk(m)]
+        self._prefix = _common_top_folder(members)
+        self._set_names([m[len(self._prefix) :] for m in members])
+
+    def read(self, name: str) -> bytes:
+        try:
+            return self._zip.read(self._prefix + name)
+        except KeyError:
+            raise self._missing(name) from None
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise ValueError(f"corrupt archive member {self.describe(name)}: {exc}") from exc
+
+    def describe(self, name: str) -> str:
+        return f"{self.location}:{self._prefix}{name}"
+
+    def close(self) -> None:
+        self._zip.close()
+
+
+class TarTree(SourceTree):
+    """A (gzipped) tar archive. Members are best read in archive order: gzip cannot seek back."""
+
+    def __init__(self, location: Path) -> None:
+        super().__init__(location)
+        try:
+            self._tar = tarfile.open(location)  # noqa: SIM115 (closed by close())
+            members = [m for m in self._tar.getmembers() if m.isfile() and not _is_junk(m.name)]
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise ValueError(f"corrupt tar archive {location}: {exc}") from exc
+        self._prefix = _common_top_folder([m.name for m in members])
+        self._members = {m.name[len(self._prefix) :]: m for m in members}
+        self._set_names(list(self._members))
+
+    def read(self, name: str) -> bytes:
+        member = self._members.get(name)
+        if member is None:
+            raise self._missing(name)
+        try:
+            handle = self._tar.extractfile(member)
+            if handle is None:
+                raise self._missing(name)
+            with handle:
+                return handle.read()
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise ValueError(f"corrupt archive member {self.describe(name)}: {exc}") from exc
+
+    def read_many(self, names: list[str]) -> dict[str, bytes]:
+        """One forward pass: a gzip stream re-decompresses from the start on every seek back."""
+        missing = [name for name in names if name not in self._members]
+        if missing:
+            raise self._missing(missing[0])
+        ordered = sorted(set(names), key=lambda name: self._members[name].offset_data)
+        return {name: self.read(name) for name in ordered}
+
+    def describe(self, name: str) -> str:
+        return f"{self.location}:{self._prefix}{name}"
+
+    def close(self) -> None:
+        self._tar.close()
+
+
+def open_tree(location: str | Path) -> SourceTree:
+    """Open a dataset root, whichever form it is on disk: folder, .zip, .tar, .tar.gz or .tgz."""
+    if not isinstance(location, (str, os.PathLike)):
+        raise TypeError(f"location must be a path, got {type(location).__name__}")
+    path = Path(location)
+    if path.is_dir():
+        return FolderTree(path)
+    if not path.exists():
+        raise FileNotFoundError(f"dataset root {path} does not exist")
+    lower = path.name.lower()
+    if lower.endswith(".zip"):
+        return ZipTree(path)
+    if lower.endswith((".tar", ".tar.gz", ".tgz")):
+        return TarTree(path)
+    raise ValueError(f"dataset root {path} is neither a folder nor a .zip/.tar.gz archive")
