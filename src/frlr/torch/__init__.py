@@ -5,6 +5,7 @@
 >>> loss = criterion(logits, target)     # same (logits, target) contract
 """
 
+from frlr.torch.fused import compiled
 from frlr.torch.losses import (
     FUNCTIONAL,
     LOSSES,
@@ -29,6 +30,7 @@ __all__ = [
     "LRLoss",
     "SRLoss",
     "SSLRLoss",
+    "compiled",
     "get_loss",
     "hs_lr_loss",
     "hs_sr_loss",

@@ -1,0 +1,208 @@
+"""Forward+backward time and peak memory of the frlr losses against named peers, in one run.
+
+    python benchmarks/loss_speed.py            # full table, writes docs/benchmarks/loss_speed.md
+    python benchmarks/loss_speed.py --quick    # tiny shapes, a smoke test (writes nothing)
+
+Peers, measured in the same process on the same inputs:
+* ``F.cross_entropy`` (the baseline every ratio is taken against);
+* ``F.binary_cross_entropy_with_logits`` on a one-hot target (the usual way to write LR);
+* the authors' released formulations of HS-LR and SS-LR (sigmoid, ``log(p + 1e-7)``, one-hot,
+  ``topk``), transcribed from their code;
+* the sigmoid focal loss as written in torchvision's ``sigmoid_focal_loss``.
+Peak memory growth of one forward+backward is measured in a fresh process per loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import frlr.torch as frlr
+
+
+def one_hot(target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    return torch.zeros(target.shape[0], num_classes).scatter_(1, target.unsqueeze(1), 1.0)
+
+
+def bce_one_hot(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(z, one_hot(y, z.shape[1]), reduction="sum") / len(z)
+
+
+def authors_hs_lr(z: torch.Tensor, y: torch.Tensor, alpha: float = 10.0, ratio=0.25):
+    eps = 1e-7
+    probs = torch.sigmoid(z)
+    targets = one_hot(y, z.shape[1])
+    pred_p = torch.log(probs + eps)
+    pred_n = torch.log(1.0 - probs + eps)
+    topk = int(z.shape[1] * ratio)
+    count_pos = targets.sum()
+    hard_neg_loss = -1.0 * (1.0 - targets) * pred_n
+    topk_neg_loss = -1.0 * hard_neg_loss.topk(topk, dim=1)[0]
+    return -1.0 * ((targets * pred_p).sum() / count_pos + alpha * topk_neg_loss.mean())
+
+
+def authors_ss_lr(z: torch.Tensor, y: torch.Tensor, alpha: float = 10.0, gamma: float = 2.0):
+    eps = 1e-7
+    probs = torch.sigmoid(z)
+    targets = one_hot(y, z.shape[1])
+    count_pos = targets.sum()
+    count_neg = (1.0 - targets).sum()
+    pred_p = torch.log(probs + eps)
+    pred_n = torch.pow(probs, gamma) * torch.log(1.0 - probs + eps)
+    return -1.0 * ((targets * pred_p).sum() / count_pos + alpha * ((1.0 - targets) * pred_n).sum()
+                   / count_neg)
+
+
+def sigmoid_focal(z: torch.Tensor, y: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0):
+    targets = one_hot(y, z.shape[1])
+    p = torch.sigmoid(z)
+    ce_loss = F.binary_cross_entropy_with_logits(z, targets, reduction="none")
+    p_t = p * targets + (1 - p) * (1 - targets)
+    loss = ce_loss * ((1 - p_t) ** gamma)
+    alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
+    return (alpha_t * loss).mean()
+
+
+def candidates(fused: bool) -> dict[str, Callable]:
+    methods: dict[str, Callable] = {
+        "F.cross_entropy": F.cross_entropy,
+        "BCE-with-logits(one-hot)": bce_one_hot,
+        "torchvision sigmoid_focal": sigmoid_focal,
+        "authors HS-LR": authors_hs_lr,
+        "authors SS-LR": authors_ss_lr,
+        "frlr lr": frlr.lr_loss,
+        "frlr hs-lr": frlr.hs_lr_loss,
+        "frlr ss-lr": frlr.ss_lr_loss,
+    }
+    if fused:
+        for name in ("lr", "hs-lr", "ss-lr"):
+            methods[f"frlr {name} (fused)"] = frlr.compiled(name)
+    return methods
+
+
+def time_method(fn: Callable, z: torch.Tensor, y: torch.Tensor, repeats: int) -> float:
+    """Median milliseconds of one forward+backward (after one warm-up call)."""
+    x = z.clone().requires_grad_(True)
+    fn(x, y).backward()
+    times = []
+    for _ in range(repeats):
+        x.grad = None
+        start = time.perf_counter()
+        fn(x, y).backward()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def memory_child(name: str, n: int, k: int) -> None:
+    """Run in a fresh process: print the peak RSS growth (MB) of one forward+backward."""
+    method = candidates(fused="fused" in name)[name]
+    z = torch.randn(n, k).requires_grad_(True)
+    y = torch.randint(0, k, (n,))
+    if "fused" in name:  # compile on a small input first, so compiler memory is not counted
+        method(torch.randn(2, k, requires_grad=True), y[:2]).backward()
+    base = current_rss_mb()
+    method(z, y).backward()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{max(peak - base, 0.0):.0f}")
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+def machine() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        model = next(line.split(":", 1)[1].strip() for line in out.splitlines()
+                     if line.startswith("Model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or "unknown CPU"
+    return f"{model}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny shapes, no file written")
+    parser.add_argument("--fused", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--memory-child", nargs=3, metavar=("NAME", "N", "K"), help=argparse.SUPPRESS)
+    parser.add_argument("--out", default="docs/benchmarks/loss_speed.md")
+    args = parser.parse_args()
+    if args.memory_child:
+        name, n, k = args.memory_child
+        memory_child(name, int(n), int(k))
+        return
+
+    sizes_n = (8, 32) if args.quick else (128, 1024)
+    sizes_k = (10, 200) if args.quick else (10, 200, 1000, 10_000, 100_000)
+    repeats = 2 if args.quick else args.repeats
+    methods = candidates(args.fused and not args.quick)
+    if args.fused and not args.quick:  # report the compiler's first-call latency
+        for name, fn in methods.items():
+            if "fused" in name:
+                z = torch.randn(128, 1000, requires_grad=True)
+                start = time.perf_counter()
+                fn(z, torch.randint(0, 1000, (128,))).backward()
+                print(f"first call of {name} (compile): {time.perf_counter() - start:.1f} s")
+    lines = []
+    for n in sizes_n:
+        header = "| loss | " + " | ".join(f"K={k:,}" for k in sizes_k) + " |"
+        ms = {name: [] for name in methods}
+        for k in sizes_k:
+            g = torch.Generator().manual_seed(0)
+            z = torch.randn(n, k, generator=g)
+            y = torch.randint(0, k, (n,), generator=g)
+            for name, fn in methods.items():
+                ms[name].append(time_method(fn, z, y, repeats))
+        base = ms["F.cross_entropy"]
+        table = [f"### N = {n}: median forward+backward ms (ratio to F.cross_entropy)", "",
+                 header, "|---|" + "---:|" * len(sizes_k)]
+        for name, values in ms.items():
+            cells = " | ".join(f"{v:.2f} ({v / b:.2f}x)" for v, b in zip(values, base))
+            table.append(f"| {name} | {cells} |")
+        print("\n".join(table) + "\n", flush=True)
+        lines += [*table, ""]
+
+    if not args.quick:
+        n, k = 1024, 100_000
+        table = [f"### Peak memory growth of one forward+backward, N = {n}, K = {k:,} "
+                 "(fresh process each; logits alone are "
+                 f"{n * k * 4 / 2**20:.0f} MB)", "", "| loss | MB | ratio to F.cross_entropy |",
+                 "|---|---:|---:|"]
+        mb = {}
+        for name in methods:
+            out = subprocess.run(
+                [sys.executable, __file__, "--memory-child", name, str(n), str(k)],
+                capture_output=True, text=True, check=True,
+            )
+            mb[name] = float(out.stdout.strip().splitlines()[-1])
+        for name, value in mb.items():
+            table.append(f"| {name} | {value:.0f} | {value / mb['F.cross_entropy']:.2f}x |")
+        print("\n".join(table), flush=True)
+        lines += [*table, ""]
+        header = [
+            "# Loss speed and memory", "",
+            f"Date: {datetime.date.today().isoformat()}. Machine: {machine()}.", "",
+            f"Command: `python benchmarks/loss_speed.py` (median of {repeats} calls after one "
+            "warm-up; float32; index targets; reduction mean).", "",
+        ]
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("\n".join(header + lines))
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""The opt-in fused path (``frlr.torch.compiled``) against the float64 reference."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+FUSED_SCRIPT = r"""
+import torch, warnings, frlr.torch as frlr
+from loss_reference import reference_loss
+for name, hyper in (("lr", {}), ("ss-lr", {"r": 2.0}), ("ss-lr", {"r": 0.5, "beta": 3.0})):
+    fn = frlr.compiled(name, **hyper)
+    for n, k, scale in ((4, 10, 1.0), (6, 200, 30.0), (3, 50, 1e4)):
+        g = torch.Generator().manual_seed(k)
+        logits = torch.randn(n, k, generator=g) * scale
+        target = torch.randint(0, k, (n,), generator=g)
+        z = logits.clone().requires_grad_(True)
+        loss = fn(z, target)
+        loss.backward()
+        z64 = logits.double().requires_grad_(True)
+        ref = reference_loss(name, z64, target, **hyper)
+        ref.backward()
+        torch.testing.assert_close(loss.double(), ref.detach(), rtol=2e-5, atol=1e-6)
+        torch.testing.assert_close(z.grad.double(), z64.grad, rtol=1e-4, atol=1e-7)
+# the fallback: no compiler -> one warning, same values
+torch.compile = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no compiler"))
+import frlr.torch.fused as fused
+fused._COMPILED.clear()
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    a = frlr.compiled("ss-lr")(logits, target)
+    b = frlr.compiled("ss-lr")(logits, target)
+assert sum("unavailable" in str(w.message) for w in caught) == 1, caught
+torch.testing.assert_close(a, frlr.ss_lr_loss(logits, target))
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_fused_losses_match_reference_and_fall_back(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-c", FUSED_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=__file__.rsplit("/", 1)[0],
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().endswith("ok")
+
+
+def test_compiled_rejects_bad_names_and_hyper_parameters():
+    import frlr.torch as frlr
+
+    with pytest.raises(ValueError, match="unknown loss name 'focal'"):
+        frlr.compiled("focal")
+    with pytest.raises(ValueError, match="r must be >= 0"):
+        frlr.compiled("ss-lr", r=-1.0)
