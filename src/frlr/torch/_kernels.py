@@ -159,34 +159,41 @@ def ss_lr_dense(
 # ---------------------------------------------------------------------------------------------
 
 
-def hard_negatives_index(z: Tensor, y: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
+def hard_negatives_index(z: Tensor, y: Tensor, n: int) -> tuple[Tensor, Tensor]:
     """The n highest-logit negatives per row, without a masked copy of the logits.
 
-    Takes the top n+1 logits and drops one: the positive if it is among them, else the
-    smallest. Returns (values, indices, keep) with keep False at the dropped slot.
+    One unsorted top-(n+1) over the raw logits, then one slot per row is knocked out by setting
+    its value to -inf: the positive if it is among them, else the smallest. A -inf slot adds
+    softplus(-inf) = 0 to the loss and sigmoid(-inf) = 0 to the gradient, so no keep-mask is
+    carried around. Returns (values, indices), both (M, n+1).
     """
     values, indices = z.topk(n + 1, dim=1, sorted=False)
-    is_pos = indices == y.unsqueeze(1)
-    drop = torch.where(is_pos.any(1), is_pos.to(torch.uint8).argmax(1), values.argmin(1))
-    keep = torch.ones_like(is_pos).scatter_(1, drop.unsqueeze(1), False)
-    return values, indices, keep
+    values.masked_fill_(indices == y.unsqueeze(1), float("-inf"))
+    smallest, slot = values.min(1, keepdim=True)
+    knock = torch.full_like(smallest, float("-inf"))
+    values.scatter_(1, slot, torch.where(smallest == float("-inf"), smallest, knock))
+    return values, indices
 
 
 def hs_lr_index(z: Tensor, y: Tensor, weight: Tensor | None, n: int, alpha: float, need_grad: bool):
     y1 = y.unsqueeze(1)
     z_pos = z.gather(1, y1)
-    values, indices, keep = hard_negatives_index(z, y, n)
-    coef = keep.to(z.dtype)
+    values, indices = hard_negatives_index(z, y, n)
+    negative_terms = softplus(values)
     if weight is not None:
-        coef = coef * weight[indices]
+        negative_terms.mul_(weight[indices])
     pos_rows = softplus(-z_pos).squeeze(1)
     if weight is not None:
         pos_rows = pos_rows * weight[y]
-    rows = pos_rows + alpha * (softplus(values) * coef).sum(1)
+    rows = pos_rows + alpha * negative_terms.sum(1)
     if not need_grad:
         return rows, None
+    del negative_terms
+    selected_grad = torch.sigmoid(values).mul_(alpha)
+    if weight is not None:
+        selected_grad.mul_(weight[indices])
     grad = torch.zeros_like(z)
-    grad.scatter_(1, indices, torch.sigmoid(values).mul_(coef).mul_(alpha))
+    grad.scatter_(1, indices, selected_grad)  # the knocked-out slot writes 0
     pos_grad = torch.sigmoid(-z_pos).neg_()
     if weight is not None:
         pos_grad.mul_(weight[y].unsqueeze(1))
