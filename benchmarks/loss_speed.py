@@ -60,8 +60,9 @@ def authors_ss_lr(z: torch.Tensor, y: torch.Tensor, alpha: float = 10.0, gamma: 
     count_neg = (1.0 - targets).sum()
     pred_p = torch.log(probs + eps)
     pred_n = torch.pow(probs, gamma) * torch.log(1.0 - probs + eps)
-    return -1.0 * ((targets * pred_p).sum() / count_pos + alpha * ((1.0 - targets) * pred_n).sum()
-                   / count_neg)
+    return -1.0 * (
+        (targets * pred_p).sum() / count_pos + alpha * ((1.0 - targets) * pred_n).sum() / count_neg
+    )
 
 
 def sigmoid_focal(z: torch.Tensor, y: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0):
@@ -126,8 +127,11 @@ def current_rss_mb() -> float:
 def machine() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                     if line.startswith("Model name"))
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in out.splitlines()
+            if line.startswith("Model name")
+        )
     except (OSError, StopIteration):
         model = platform.processor() or "unknown CPU"
     return f"{model}, {torch.get_num_threads()} threads, torch {torch.__version__}"
@@ -138,7 +142,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny shapes, no file written")
     parser.add_argument("--fused", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--memory-child", nargs=3, metavar=("NAME", "N", "K"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--memory-child", nargs=3, metavar=("NAME", "N", "K"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--out", default="docs/benchmarks/loss_speed.md")
     args = parser.parse_args()
     if args.memory_child:
@@ -168,25 +174,35 @@ def main() -> None:
             for name, fn in methods.items():
                 ms[name].append(time_method(fn, z, y, repeats))
         base = ms["F.cross_entropy"]
-        table = [f"### N = {n}: median forward+backward ms (ratio to F.cross_entropy)", "",
-                 header, "|---|" + "---:|" * len(sizes_k)]
+        table = [
+            f"### N = {n}: median forward+backward ms (ratio to F.cross_entropy)",
+            "",
+            header,
+            "|---|" + "---:|" * len(sizes_k),
+        ]
         for name, values in ms.items():
-            cells = " | ".join(f"{v:.2f} ({v / b:.2f}x)" for v, b in zip(values, base))
+            cells = " | ".join(f"{v:.2f} ({v / b:.2f}x)" for v, b in zip(values, base, strict=True))
             table.append(f"| {name} | {cells} |")
         print("\n".join(table) + "\n", flush=True)
         lines += [*table, ""]
 
     if not args.quick:
         n, k = 1024, 100_000
-        table = [f"### Peak memory growth of one forward+backward, N = {n}, K = {k:,} "
-                 "(fresh process each; logits alone are "
-                 f"{n * k * 4 / 2**20:.0f} MB)", "", "| loss | MB | ratio to F.cross_entropy |",
-                 "|---|---:|---:|"]
+        table = [
+            f"### Peak memory growth of one forward+backward, N = {n}, K = {k:,} "
+            "(fresh process each; logits alone are "
+            f"{n * k * 4 / 2**20:.0f} MB)",
+            "",
+            "| loss | MB | ratio to F.cross_entropy |",
+            "|---|---:|---:|",
+        ]
         mb = {}
         for name in methods:
             out = subprocess.run(
                 [sys.executable, __file__, "--memory-child", name, str(n), str(k)],
-                capture_output=True, text=True, check=True,
+                capture_output=True,
+                text=True,
+                check=True,
             )
             mb[name] = float(out.stdout.strip().splitlines()[-1])
         for name, value in mb.items():
@@ -194,10 +210,13 @@ def main() -> None:
         print("\n".join(table), flush=True)
         lines += [*table, ""]
         header = [
-            "# Loss speed and memory", "",
-            f"Date: {datetime.date.today().isoformat()}. Machine: {machine()}.", "",
+            "# Loss speed and memory",
+            "",
+            f"Date: {datetime.date.today().isoformat()}. Machine: {machine()}.",
+            "",
             f"Command: `python benchmarks/loss_speed.py` (median of {repeats} calls after one "
-            "warm-up; float32; index targets; reduction mean).", "",
+            "warm-up; float32; index targets; reduction mean).",
+            "",
         ]
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text("\n".join(header + lines))
