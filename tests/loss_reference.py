@@ -46,7 +46,7 @@ def sample_loss(
     if name == "hs-sr":  # Eq. 5 on softmax probabilities, single positive
         (y,) = positives
         log_q = z - torch.logsumexp(z, 0)
-        n = max(1, math.floor(m / 100 * (K - 1)))
+        n = max(1, math.floor(m * (K - 1) / 100))
         a = beta / n if alpha is None else alpha
         chosen = sorted(negatives, key=lambda k: -float(z[k].detach()))[:n]
         loss = -w[y] * log_q[y]
@@ -61,7 +61,7 @@ def sample_loss(
     negative = z.new_zeros(())
     if name == "hs-lr":  # Eq. 5
         if negatives:
-            n = max(1, math.floor(m / 100 * len(negatives)))
+            n = max(1, math.floor(m * len(negatives) / 100))
             a = beta / n if alpha is None else alpha
             chosen = sorted(negatives, key=lambda k: -float(z[k].detach()))[:n]
             negative = a * sum(w[k] * neg_log_1m_p(z[k]) for k in chosen)

@@ -159,6 +159,12 @@ def ss_lr_dense(
 # ---------------------------------------------------------------------------------------------
 
 
+def num_hard_negatives(num_negatives: int, m: float) -> int:
+    """n = max(1, floor(m% of the negatives)); m * count / 100, not m / 100 * count, which
+    rounds 0.29 * 100 down to 28."""
+    return max(1, math.floor(m * num_negatives / 100.0))
+
+
 def hard_negatives_index(z: Tensor, y: Tensor, n: int) -> tuple[Tensor, Tensor]:
     """The n highest-logit negatives per row, without a masked copy of the logits.
 
@@ -215,7 +221,7 @@ def hs_lr_dense(
     num_pos = t.sum(1)
     num_neg = num_classes - num_pos
     n_rows = torch.where(
-        num_neg > 0, torch.floor(num_neg * (m / 100.0)).clamp_(min=1), torch.zeros_like(num_neg)
+        num_neg > 0, torch.floor(num_neg * m / 100.0).clamp_(min=1), torch.zeros_like(num_neg)
     )
     k = min(num_classes, max(1, math.floor(m * num_classes / 100.0)))  # static bound on n_i
     masked = z.masked_fill(t.bool(), float("-inf"))

@@ -279,7 +279,7 @@ def hs_lr_loss(
             kernels.hs_lr_dense, batch.z, batch.y, batch.weight, float(m), float(beta), alpha
         )
     else:
-        n = max(1, math.floor(m / 100.0 * (batch.num_classes - 1)))
+        n = kernels.num_hard_negatives(batch.num_classes - 1, m)
         a = beta / n if alpha is None else alpha
         rows = kernels.row_losses(kernels.hs_lr_index, batch.z, batch.y, batch.weight, n, float(a))
     return batch.reduce(rows, reduction)
@@ -416,7 +416,7 @@ def hs_sr_loss(
         raise ValueError("hs_sr_loss takes class-index targets only: softmax is single-label")
     z, y = batch.z, batch.y
     num_classes = batch.num_classes
-    n = max(1, math.floor(m / 100.0 * (num_classes - 1)))
+    n = kernels.num_hard_negatives(num_classes - 1, m)
     a = beta / n if alpha is None else alpha
     log_q = torch.log_softmax(z, dim=1)
     pos = -log_q.gather(1, y.unsqueeze(1)).squeeze(1)
