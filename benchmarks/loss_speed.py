@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import resource
 import statistics
@@ -212,7 +213,9 @@ def main() -> None:
         header = [
             "# Loss speed and memory",
             "",
-            f"Date: {datetime.date.today().isoformat()}. Machine: {machine()}.",
+            f"Date: {datetime.date.today().isoformat()}. Machine: {machine()}. "
+            f"Load average at the end: {os.getloadavg()[0]:.1f} (other jobs share the cores; "
+            "ratios within a column are taken in the same run).",
             "",
             f"Command: `python benchmarks/loss_speed.py` (median of {repeats} calls after one "
             "warm-up; float32; index targets; reduction mean).",
