@@ -242,3 +242,25 @@ def test_import_frlr_needs_no_framework():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_the_loss_library_never_imports_the_toolkit():
+    """frlr.torch (diagnostics included) stands alone: a loss user never loads data or training."""
+    toolkit = (
+        "frlr.data",
+        "frlr.models",
+        "frlr.train",
+        "frlr.eval",
+        "frlr.experiments",
+        "frlr.report",
+        "frlr.cli",
+        "matplotlib",
+    )
+    code = (
+        "import sys\n"
+        "import frlr.torch, frlr.torch.diagnostics\n"
+        f"print([m for m in {toolkit!r} if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout

@@ -22,6 +22,7 @@ if int(_keras.__version__.split(".")[0]) < 3:  # pragma: no cover
         f'frlr.keras needs Keras 3, found keras {_keras.__version__}: pip install "frlr[keras]"'
     )
 
+from frlr.keras.diagnostics import NCDCallback, ncd_stats_numpy
 from frlr.keras.losses import (
     FUNCTIONAL,
     LOSSES,
@@ -44,12 +45,14 @@ __all__ = [
     "HSLRLoss",
     "HSSRLoss",
     "LRLoss",
+    "NCDCallback",
     "SRLoss",
     "SSLRLoss",
     "get_loss",
     "hs_lr_loss",
     "hs_sr_loss",
     "lr_loss",
+    "ncd_stats_numpy",
     "sr_loss",
     "ss_lr_loss",
 ]

@@ -5,6 +5,7 @@
 >>> loss = criterion(logits, target)     # same (logits, target) contract
 """
 
+from frlr.torch.diagnostics import NCDMonitor, ncd_stats, ncd_verdict, plot_ncd
 from frlr.torch.fused import compiled
 from frlr.torch.losses import (
     FUNCTIONAL,
@@ -28,6 +29,7 @@ __all__ = [
     "HSLRLoss",
     "HSSRLoss",
     "LRLoss",
+    "NCDMonitor",
     "SRLoss",
     "SSLRLoss",
     "compiled",
@@ -35,6 +37,9 @@ __all__ = [
     "hs_lr_loss",
     "hs_sr_loss",
     "lr_loss",
+    "ncd_stats",
+    "ncd_verdict",
+    "plot_ncd",
     "sr_loss",
     "ss_lr_loss",
 ]

@@ -1,0 +1,377 @@
+"""Negative class distraction (NCD) diagnostics for Keras 3 ``model.fit``, on any backend.
+
+:class:`NCDCallback` is the Keras twin of ``frlr.torch.diagnostics.NCDMonitor``: every
+``every`` optimiser steps it runs the model on a fixed probe batch (``model(x, training=False)``),
+computes the paper's Fig. 2 quantities with :func:`ncd_stats_numpy` and records them in the same
+bounded history and JSON-lines format, so :func:`frlr.ncd.ncd_verdict` and
+:func:`frlr.ncd.plot_ncd` work on it unchanged. The statistics are computed in float64
+numpy from the logits, analytically (no gradient tape), with the definitions of the torch
+``ncd_stats`` (its module docstring has the table): positive and negative parts of the loss,
+summed |dL/dz| over positive and negative logits and their ratio, and the probabilities.
+
+Keras layouts: logits (N, ..., K) with classes last; targets are class indices (N, ...) or
+(N, ..., 1), or a {0, 1} multi-hot tensor of the logits' shape, as for ``frlr.keras`` losses.
+The batch loss is the Keras one ("sum_over_batch_size", the mean over samples), which is
+torch's "mean" for every loss but SR with a class weight (torch divides by sum_i w[y_i]).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import keras
+import numpy as np
+
+from frlr.ncd import (
+    HalvingHistory,
+    JsonlWriter,
+    NCDStats,
+    NCDVerdict,
+    gradient_ratio,
+    ncd_verdict,
+    plot_ncd,
+)
+
+__all__ = ["NCDCallback", "ncd_stats_numpy"]
+
+_OPTIONS = {
+    "sr": {"weight"},
+    "lr": {"weight", "normalization"},
+    "hs-lr": {"weight", "normalization", "beta", "m", "alpha"},
+    "ss-lr": {"weight", "normalization", "beta", "r", "alpha"},
+    "hs-sr": {"weight", "beta", "m", "alpha"},
+}
+
+
+def _softplus(x: np.ndarray) -> np.ndarray:
+    return np.logaddexp(0.0, x)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -x))
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    top = x.max(axis=1, keepdims=True)
+    return x - top - np.log(np.exp(x - top).sum(axis=1, keepdims=True))
+
+
+def _check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(options) - _OPTIONS[name])
+    if unknown:
+        raise TypeError(
+            f"loss {name!r} takes no option {unknown[0]!r}; it takes "
+            f"{', '.join(sorted(_OPTIONS[name]))}"
+        )
+    for key in ("beta", "m", "r", "alpha"):
+        value = options.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            raise TypeError(f"{key} must be a real number, got {value!r}")
+        if value < 0 or (key == "m" and not 0 < value <= 100):
+            raise ValueError(f"{key} out of range: {value!r}")
+    normalization = options.get("normalization", "paper")
+    if normalization not in ("paper", "reference"):
+        raise ValueError(f"normalization must be 'paper' or 'reference', got {normalization!r}")
+    return options
+
+
+def _flatten(logits: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(N, ..., K) logits and index / multi-hot targets -> float64 (M, K) logits and targets."""
+    z = np.asarray(logits)
+    if not np.issubdtype(z.dtype, np.floating):
+        raise TypeError(f"logits must be floating point, got dtype {z.dtype}")
+    if z.ndim < 2 or z.shape[-1] < 2:
+        raise ValueError(f"logits must be (N, ..., K) with K >= 2, got shape {z.shape}")
+    num_classes = z.shape[-1]
+    z = z.reshape(-1, num_classes).astype(np.float64)
+    y = np.asarray(target)
+    if np.issubdtype(y.dtype, np.integer):
+        if y.shape == (*np.asarray(logits).shape[:-1], 1):
+            y = y[..., 0]
+        if y.shape != np.asarray(logits).shape[:-1]:
+            raise ValueError(
+                f"class-index target must have shape {np.asarray(logits).shape[:-1]}, got {y.shape}"
+            )
+        y = y.reshape(-1)
+        if y.size and (y.min() < 0 or y.max() >= num_classes):
+            raise ValueError(f"target holds a class index outside [0, {num_classes})")
+        t = np.zeros_like(z)
+        t[np.arange(len(y)), y] = 1.0
+        return z, t
+    if y.dtype == bool or np.issubdtype(y.dtype, np.floating):
+        if y.shape != np.asarray(logits).shape:
+            raise ValueError(f"a multi-hot target must have the logits' shape, got {y.shape}")
+        t = y.reshape(-1, num_classes).astype(np.float64)
+        if np.any((t != 0) & (t != 1)):
+            raise ValueError("target must be multi-hot with values in {0, 1}")
+        return z, t
+    raise TypeError(f"target must hold class indices or a multi-hot array, got dtype {y.dtype}")
+
+
+def _top_negatives(z: np.ndarray, t: np.ndarray, n_rows: np.ndarray) -> np.ndarray:
+    """0/1 mask of each row's n_i highest-logit negatives."""
+    masked = np.where(t > 0, -np.inf, z)
+    order = np.argsort(-masked, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(z.shape[1])[None, :].repeat(len(z), 0), axis=1)
+    return ((ranks < n_rows[:, None]) & (t == 0)).astype(np.float64)
+
+
+def ncd_stats_numpy(logits: Any, target: Any, loss: str = "ss-lr", **options: Any) -> NCDStats:
+    """The NCD statistics of one batch in float64 numpy: ``frlr.torch.ncd_stats`` for Keras.
+
+    Args:
+        logits: (N, ..., K) logits, classes last (any array: numpy, or a backend tensor
+            converted with ``keras.ops.convert_to_numpy``).
+        target: class indices (N, ...) / (N, ..., 1) or a {0, 1} multi-hot array of the logits'
+            shape (not for "hs-sr").
+        loss: "sr", "lr", "hs-lr", "ss-lr" or "hs-sr".
+        options: the loss's options as for ``frlr.keras.get_loss``: weight (K,), normalization,
+            beta, m, r, alpha (defaults beta = 10, m = 25, r = 2, as in the paper).
+    """
+    name = loss.lower().replace("_", "-") if isinstance(loss, str) else None
+    if name not in _OPTIONS:
+        raise ValueError(f"loss must be one of {', '.join(_OPTIONS)}, got {loss!r}")
+    o = _check_options(name, dict(options))
+    z, t = _flatten(logits, target)
+    rows, num_classes = z.shape
+    if name == "hs-sr" and np.any(t.sum(1) != 1):
+        raise ValueError("hs-sr takes class-index (single-label) targets only")
+    w = np.ones(num_classes) if o.get("weight") is None else np.asarray(o["weight"], np.float64)
+    if w.shape != (num_classes,):
+        raise ValueError(f"weight must have shape ({num_classes},), got {w.shape}")
+    w = w[None, :]
+    beta, alpha, m, r = o.get("beta", 10.0), o.get("alpha"), o.get("m", 25.0), o.get("r", 2.0)
+    reference = o.get("normalization", "paper") == "reference"
+    num_pos = t.sum(1)
+    num_neg = num_classes - num_pos
+    neg = 1.0 - t
+    s = _sigmoid(z)
+    sp_pos, sp_neg = _softplus(-z), _softplus(z)
+    per_sample = 1.0 / max(rows, 1)
+
+    if name in ("lr", "hs-lr", "ss-lr"):
+        if reference and name == "lr":
+            pool = 1.0 / max(rows * num_classes, 1)
+            pos_scale, neg_coef = np.full((rows, 1), pool), np.full((rows, 1), pool)
+        elif reference:
+            pos_scale = np.full((rows, 1), 1.0 / max(t.sum(), 1.0))
+        elif name == "lr":
+            pos_scale, neg_coef = np.full((rows, 1), per_sample), np.full((rows, 1), per_sample)
+        else:
+            pos_scale = per_sample / np.maximum(num_pos, 1.0)[:, None]
+        positive_terms = pos_scale * w * t * sp_pos
+        grad = -pos_scale * w * t * _sigmoid(-z)
+        if name == "lr":
+            negative_terms = neg_coef * w * neg * sp_neg
+            grad = grad + neg_coef * w * neg * s
+        elif name == "ss-lr":
+            if reference:
+                a = (beta if alpha is None else alpha) / max(neg.sum(), 1.0)
+                coef = np.full((rows, 1), a)
+            else:
+                a = beta / np.maximum(num_neg, 1.0) if alpha is None else np.full(rows, alpha)
+                coef = (a * per_sample)[:, None]
+            weight_r = s**r
+            negative_terms = coef * w * neg * weight_r * sp_neg
+            grad = grad + coef * w * neg * weight_r * (r * (1 - s) * sp_neg + s)
+        else:  # hs-lr
+            if reference:
+                k = int(num_classes * m / 100.0)
+                if k == 0:
+                    raise ValueError("normalization='reference' keeps int(K*m/100) = 0 negatives")
+                order = np.argsort(-(neg * sp_neg * w), axis=1, kind="stable")[:, :k]
+                selected = np.zeros_like(z)
+                np.put_along_axis(selected, order, 1.0, axis=1)
+                selected *= neg
+                coef = np.full((rows, 1), (beta if alpha is None else alpha) / max(rows * k, 1))
+            else:
+                n_rows = np.where(num_neg > 0, np.maximum(np.floor(num_neg * m / 100.0), 1), 0)
+                selected = _top_negatives(z, t, n_rows)
+                a = beta / np.maximum(n_rows, 1.0) if alpha is None else np.full(rows, alpha)
+                coef = (a * per_sample)[:, None]
+            negative_terms = coef * w * selected * sp_neg
+            grad = grad + coef * w * selected * s
+        probs = s
+    elif name == "sr":
+        c = t * w
+        log_q = _log_softmax(z)
+        scale = per_sample  # Keras divides by N (torch's weighted SR mean divides by sum w_y)
+        positive_terms = -scale * c * log_q * t
+        negative_terms = -scale * c * log_q * neg
+        grad = scale * (c.sum(1, keepdims=True) * np.exp(log_q) - c)
+        probs = np.exp(log_q)
+    else:  # hs-sr
+        n = max(1, math.floor(m * (num_classes - 1) / 100.0))
+        a = beta / n if alpha is None else alpha
+        log_q = _log_softmax(z)
+        q = np.exp(log_q)
+        selected = _top_negatives(z, t, np.full(rows, n)) * w * a * per_sample
+        log1m = np.where(q > 0.5, _log1m_top(z, log_q), np.log1p(-np.minimum(q, 0.5)))
+        w_y = (w * t).sum(1, keepdims=True) * per_sample
+        positive_terms = -w_y * log_q * t
+        negative_terms = -selected * log1m
+        # sum_{k in S} c_k odds_k ([j = k] - q_j) without overflowing odds (see the torch twin)
+        big = (q > 0.5) & (selected != 0)
+        with np.errstate(over="ignore"):
+            odds_small = np.where(big | (selected == 0), 0.0, selected * np.exp(log_q - log1m))
+        c_big = np.where(big, selected, 0.0).sum(1, keepdims=True)
+        log_odds_big = np.where(big, log_q - log1m, 0.0).sum(1, keepdims=True)
+        cross_big = np.where(big, 0.0, c_big * np.exp(np.where(big, 0.0, log_q + log_odds_big)))
+        grad = (
+            w_y * (q - t)
+            + selected * q
+            - q * (odds_small.sum(1, keepdims=True) - odds_small)
+            - cross_big
+        )
+        probs = q
+
+    pos = t > 0
+    abs_grad = np.abs(grad)
+    grad_positive = float(abs_grad[pos].sum())
+    grad_negative = float(abs_grad[~pos].sum())
+    positive = float(positive_terms.sum())
+    negative = float(negative_terms.sum())
+    return NCDStats(
+        loss=name,
+        num_classes=num_classes,
+        num_samples=rows,
+        total=positive + negative,
+        positive=positive,
+        negative=negative,
+        grad_positive=grad_positive,
+        grad_negative=grad_negative,
+        gradient_ratio=gradient_ratio(grad_positive, grad_negative),
+        prob_positive=float(probs[pos].mean()) if pos.any() else math.nan,
+        prob_negative_mean=float(probs[~pos].mean()) if (~pos).any() else math.nan,
+        prob_negative_max=float(probs[~pos].max()) if (~pos).any() else math.nan,
+    )
+
+
+def _log1m_top(z: np.ndarray, log_q: np.ndarray) -> np.ndarray:
+    """log(1 - q_top) of each row's arg-max, as logsumexp over the other classes minus logsumexp
+    over all (exact when q_top -> 1, where log1p(-q) loses everything); broadcast over K."""
+    top = z.argmax(axis=1)[:, None]
+    others = z.copy()
+    np.put_along_axis(others, top, -np.inf, axis=1)
+    high = others.max(axis=1, keepdims=True)
+    lse_others = high + np.log(np.exp(others - high).sum(axis=1, keepdims=True))
+    lse_all = np.take_along_axis(z - log_q, top, axis=1)
+    return np.broadcast_to(lse_others - lse_all, z.shape)
+
+
+def _resolve_loss(loss: Any, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A loss name, or an ``frlr.keras`` loss object whose options are then used."""
+    if isinstance(loss, str):
+        name = loss.lower().replace("_", "-")
+        if name not in _OPTIONS:
+            raise ValueError(f"loss must be one of {', '.join(_OPTIONS)}, got {loss!r}")
+        return name, _check_options(name, dict(options))
+    from frlr.keras import LOSSES  # the loss classes, only when an object is passed
+
+    names = [key for key, cls in LOSSES.items() if type(loss) is cls]
+    if not names:
+        raise TypeError(f"loss must be a name or an frlr.keras loss, got {type(loss).__name__}")
+    merged: dict[str, Any] = dict(loss.hyper)
+    if loss.weight is not None:
+        merged["weight"] = loss.weight
+    if loss.normalization is not None:
+        merged["normalization"] = loss.normalization
+    merged.update(options)
+    return names[0], _check_options(names[0], merged)
+
+
+class NCDCallback(keras.callbacks.Callback):
+    """Record the NCD statistics of a fixed probe batch during ``model.fit``.
+
+    At the start of training (step 0) and after every ``every``-th optimiser step, the model
+    runs on ``(x, y)`` in inference mode and :func:`ncd_stats_numpy` records the paper's Fig. 2
+    quantities. Records go to ``history`` (at most ``capacity``, evenly spaced over the run)
+    and, one JSON line each, to ``path``: the format of ``frlr.torch``'s ``NCDMonitor``, so
+    :meth:`verdict` and :meth:`plot` (or ``frlr.ncd``) read both. Inference mode keeps
+    batch norm and dropout out of the measurement, so the probe is comparable across steps::
+
+        probe = NCDCallback(x_train[:256], y_train[:256], "ss-lr", every=20, path="ncd.jsonl")
+        model.fit(x_train, y_train, callbacks=[probe])
+        print(probe.verdict().summary)
+
+    Args:
+        x, y: the probe batch (inputs and class-index or multi-hot targets).
+        loss: a loss name or an ``frlr.keras`` loss object (its options are used).
+        every: record every ``every`` optimiser steps (counted across epochs).
+        capacity: the most records kept in memory (>= 2).
+        path: a JSON-lines file to write; None writes nothing.
+        append: append to ``path`` instead of truncating it.
+        label: the run's name in plots and verdicts (default: the loss name).
+        loss_options: the loss's options (beta, m, r, alpha, weight, normalization).
+    """
+
+    def __init__(
+        self,
+        x: Any,
+        y: Any,
+        loss: Any = "ss-lr",
+        *,
+        every: int = 50,
+        capacity: int = 2048,
+        path: str | os.PathLike | None = None,
+        append: bool = False,
+        label: str | None = None,
+        **loss_options: Any,
+    ) -> None:
+        super().__init__()
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive int, got {every!r}")
+        self.loss, self.options = _resolve_loss(loss, loss_options)
+        self.x, self.y = x, np.asarray(y)
+        self.every = every
+        self.label = label or self.loss
+        self.step = 0
+        self.last: NCDStats | None = None
+        self._history = HalvingHistory(capacity)
+        self._writer = JsonlWriter(path, append) if path is not None else None
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """The kept records (step, label and the ``NCDStats`` fields), oldest first."""
+        return self._history.records
+
+    def record(self) -> NCDStats | None:
+        """Measure the probe batch now, as step ``self.step`` (None if not kept anywhere)."""
+        if self._writer is None and not self._history.accepts_next():
+            self._history.skip()
+            return None
+        logits = keras.ops.convert_to_numpy(self.model(self.x, training=False))
+        stats = ncd_stats_numpy(logits, self.y, self.loss, **self.options)
+        entry = {"step": self.step, "label": self.label, **stats.as_dict()}
+        if self._writer is not None:
+            self._writer.write(entry)
+        self._history.offer(entry)
+        self.last = stats
+        return stats
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        if self.step == 0 and self._history.offered == 0:
+            self.record()
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self.step += 1
+        if self.step % self.every == 0:
+            self.record()
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer.append = True  # a second fit() continues the file
+
+    def verdict(self, **kwargs: Any) -> NCDVerdict:
+        """``ncd_verdict`` on this callback's history."""
+        return ncd_verdict(self, **kwargs)
+
+    def plot(self, path: str | os.PathLike | None = None, **kwargs: Any):
+        """``plot_ncd`` of this callback alone; returns the figure."""
+        return plot_ncd(self, path, **kwargs)

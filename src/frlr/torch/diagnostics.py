@@ -1,0 +1,566 @@
+"""Negative class distraction (NCD) diagnostics: the paper's Fig. 2 quantities, for any loop.
+
+Dong, Zhu and Gong (AAAI 2019) explain why plain logistic regression (LR) loses to softmax
+regression (SR) as the class count K grows: each sample has one positive class and K - 1
+negatives, LR sums a binary cross-entropy over all of them, and at K = 200 the negative part
+starts near 140 against a positive part of 0.4, so the early gradient almost ignores the
+positive class (Fig. 2). :func:`ncd_stats` measures this on a batch: the loss split into its
+positive and negative parts, the absolute gradient reaching the positive and the negative
+logits, their ratio, and the probabilities involved. :class:`NCDMonitor` records it during
+training in one line, keeps a bounded history and writes JSON lines; :func:`ncd_verdict` and
+:func:`plot_ncd` (from :mod:`frlr.ncd`, re-exported here) judge and draw it.
+
+Everything is analytic from detached logits under ``torch.no_grad``: no backward pass, no graph
+kept. Notation: z the logits of one sample, P its positive classes, N its negatives, w_k the
+optional class weight, s = sigmoid, q = softmax(z).
+
+======  ==============================  ==============================================
+loss    positive part (per sample)      negative part (per sample)
+======  ==============================  ==============================================
+lr      sum_P w_k softplus(-z_k)        sum_N w_k softplus(z_k)                 (Eq. 3)
+hs-lr   mean_P w_k softplus(-z_k)       alpha sum_{top n of N} w_k softplus(z_k)  (Eq. 5)
+ss-lr   mean_P w_k softplus(-z_k)       alpha sum_N w_k s_k^r softplus(z_k)     (Eq. 6)
+sr      sum_P c_k (-log q_k)            sum_N c_k (-log q_k)                    (Eq. 4)
+hs-sr   w_y (-log q_y)                  alpha sum_{top n of N} w_k (-log(1 - q_k))
+======  ==============================  ==============================================
+
+SR's split follows Eq. 4 literally: the loss is sum_k c_k (-log q_k) with c the (smoothed,
+weighted) target distribution, so a class's term belongs to it. With a one-hot target the
+negative terms are all zero: SR *is* its positive term, -log q_y, and the negatives act only
+through the normalisation of q. This is also HS-SR with alpha = 0, so the two softmax losses
+share one split. The gradients are split by position, not by term, as the paper's panel (d)
+asks ("gradient ratio of positive to negative classes"): grad_positive sums |dL/dz_k| over the
+positive logits, grad_negative over the negative ones. For SR with a one-hot target the
+positive logit gets q_y - 1 and the negatives q_k, which sum to 1 - q_y: the ratio is exactly 1
+at every step, the balance the softmax's competition enforces, and the reference line against
+which Fig. 2 shows LR's near-zero ratio. (Label smoothing moves SR's ratio below 1.)
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import warnings
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from frlr.ncd import (
+    NCD_THRESHOLD,
+    HalvingHistory,
+    JsonlWriter,
+    NCDStats,
+    NCDVerdict,
+    gradient_ratio,
+    ncd_verdict,
+    plot_ncd,
+    read_history,
+)
+from frlr.torch import losses as _losses
+from frlr.torch._kernels import num_hard_negatives
+
+__all__ = [
+    "NCD_THRESHOLD",
+    "NCDMonitor",
+    "NCDStats",
+    "NCDVerdict",
+    "ncd_stats",
+    "ncd_verdict",
+    "plot_ncd",
+    "read_history",
+]
+
+_LR_FAMILY = ("lr", "hs-lr", "ss-lr")
+
+
+def _loss_name(loss: Any) -> str:
+    if isinstance(loss, str):
+        key = loss.lower().replace("_", "-")
+        if key in _losses.LOSSES:
+            return key
+    raise ValueError(f"loss must be one of {', '.join(_losses.LOSSES)}, got {loss!r}")
+
+
+def _resolve_loss(loss: Any, loss_kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A loss name or frlr loss module -> (name, options), options checked against its function.
+
+    A module contributes its constructor options and class weight; ``loss_kwargs`` override
+    them. ``reduction`` is always "mean" here (the statistics are per-sample means).
+    """
+    if isinstance(loss, nn.Module):
+        names = [k for k, cls in _losses.LOSSES.items() if type(loss) is cls]
+        if not names:
+            raise TypeError(
+                f"loss must be a name or an frlr.torch loss module, got {type(loss).__name__}"
+            )
+        options = dict(loss.options)
+        if getattr(loss, "weight", None) is not None:
+            options["weight"] = loss.weight
+        options.pop("reduction", None)
+        options.update(loss_kwargs)
+        name = names[0]
+    else:
+        name, options = _loss_name(loss), dict(loss_kwargs)
+    accepted = set(inspect.signature(_losses.FUNCTIONAL[name]).parameters) - {"logits", "target"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise TypeError(
+            f"loss {name!r} takes no option {unknown[0]!r}; it takes {', '.join(sorted(accepted))}"
+        )
+    if options.get("reduction", "mean") != "mean":
+        raise ValueError(
+            f"ncd_stats reports per-sample means; reduction must be 'mean', got "
+            f"{options['reduction']!r}"
+        )
+    options.pop("reduction", None)
+    checked = {k: options[k] for k in ("beta", "m", "r", "alpha", "normalization") if k in options}
+    _losses._check_hyper(**checked)
+    smoothing = options.get("label_smoothing", 0.0)
+    if not isinstance(smoothing, (int, float)) or not 0.0 <= smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {smoothing!r}")
+    return name, options
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-loss parts: (positive rows, negative rows, row gradient, row scale) on valid rows only.
+# Row scale s_i makes the batch loss sum_i s_i (pos_i + neg_i) and its gradient s_i * grad_i.
+# ---------------------------------------------------------------------------------------------
+
+
+def _hard_negatives(z: Tensor, pos: Tensor, n: Tensor | int, k: int) -> tuple[Tensor, Tensor]:
+    """Indices of the k highest-logit negatives per row, and a mask keeping the first n_i.
+
+    Probability is monotonic in the logit, so "most probable" is "highest logit" for sigmoid
+    and softmax alike.
+    """
+    _, indices = z.masked_fill(pos, float("-inf")).topk(k, dim=1, sorted=True)
+    n_rows = torch.as_tensor(n, device=z.device).reshape(-1, 1)
+    keep = torch.arange(k, device=z.device) < n_rows
+    return indices, keep & ~pos.gather(1, indices)
+
+
+def _lr_family(name: str, z: Tensor, t: Tensor, w: Tensor, o: dict[str, Any], index: bool):
+    """Eq. (3), (5), (6) with the paper's per-sample normalisation ("mean" over samples).
+
+    d softplus(-z)/dz = -s(-z);  d softplus(z)/dz = s(z);
+    d [s^r softplus(z)]/dz = s^r (r (1 - s) softplus(z) + s).
+    """
+    pos = t > 0
+    s = torch.sigmoid(z)
+    sp_pos, sp_neg = F.softplus(-z), F.softplus(z)
+    num_classes = z.shape[1]
+    num_pos = t.sum(1, keepdim=True)
+    num_neg = num_classes - num_pos
+    beta, alpha = o.get("beta", 10.0), o.get("alpha")
+    grad_pos_terms = -torch.sigmoid(-z) * w * t
+    if name == "lr":
+        pos_rows = (sp_pos * w * t).sum(1)
+        neg_terms = sp_neg * w * (1 - t)
+        grad = grad_pos_terms + s * w * (1 - t)
+    else:
+        pos_scale = 1.0 / num_pos.clamp(min=1)
+        pos_rows = (sp_pos * w * t * pos_scale).sum(1)
+        grad = grad_pos_terms * pos_scale
+        if name == "ss-lr":
+            r = float(o.get("r", 2.0))
+            if alpha is not None:
+                a = alpha
+            else:  # single-label: the loss's own Python-float beta / (K - 1)
+                a = beta / (num_classes - 1) if index else beta / num_neg.clamp(min=1)
+            weight_r = s.pow(r)
+            neg_terms = a * weight_r * sp_neg * w * (1 - t)
+            grad = grad + a * weight_r * (r * (1 - s) * sp_neg + s) * w * (1 - t)
+        else:  # hs-lr
+            m = float(o.get("m", 25.0))
+            if index:  # n and alpha as the loss computes them, in Python floats
+                n = num_hard_negatives(num_classes - 1, m)
+                indices, keep = _hard_negatives(z, pos, n, n)
+                a = beta / n if alpha is None else alpha
+            else:
+                n_rows = torch.where(
+                    num_neg > 0,
+                    torch.floor(num_neg * m / 100.0).clamp(min=1),
+                    torch.zeros_like(num_neg),
+                )
+                k = min(num_classes, max(1, math.floor(m * num_classes / 100.0)))
+                indices, keep = _hard_negatives(z, pos, n_rows, k)
+                a = beta / n_rows.clamp(min=1) if alpha is None else alpha
+            selected = torch.zeros_like(z).scatter_(1, indices, keep.to(z.dtype))
+            neg_terms = a * sp_neg * w * selected
+            grad = grad + a * s * w * selected
+    return pos_rows, neg_terms.sum(1), grad, torch.full_like(pos_rows, 1.0 / max(len(z), 1))
+
+
+def _lr_family_reference(name: str, z: Tensor, t: Tensor, w: Tensor, o: dict[str, Any]):
+    """``normalization="reference"``: the authors' batch pooling (see ``frlr.torch.losses``).
+
+    LR: mean BCE over all M K entries. SS-LR: positives pooled over positive entries, plus
+    alpha (default beta) times the negatives pooled over negative entries. HS-LR: the same
+    positive, plus alpha times the mean over M k entries of each row's k = int(K m / 100)
+    largest negative terms.
+    """
+    rows, num_classes = z.shape
+    s = torch.sigmoid(z)
+    sp_pos, sp_neg = F.softplus(-z), F.softplus(z)
+    if name == "lr":
+        scale = 1.0 / max(rows * num_classes, 1)
+        pos_rows = (sp_pos * w * t).sum(1) * scale
+        neg_rows = (sp_neg * w * (1 - t)).sum(1) * scale
+        grad = (s - t) * w * scale
+        return pos_rows, neg_rows, grad, torch.ones_like(pos_rows)
+    a = o.get("beta", 10.0) if o.get("alpha") is None else o["alpha"]
+    pos_pool = 1.0 / t.sum().clamp(min=1)
+    pos_rows = (sp_pos * w * t).sum(1) * pos_pool
+    grad = -torch.sigmoid(-z) * w * t * pos_pool
+    if name == "ss-lr":
+        r = float(o.get("r", 2.0))
+        neg_pool = a / (1 - t).sum().clamp(min=1)
+        weight_r = s.pow(r)
+        neg_rows = (weight_r * sp_neg * w * (1 - t)).sum(1) * neg_pool
+        grad = grad + weight_r * (r * (1 - s) * sp_neg + s) * w * (1 - t) * neg_pool
+    else:  # hs-lr
+        k = int(num_classes * o.get("m", 25.0) / 100.0)
+        if k == 0:
+            raise ValueError(
+                f"normalization='reference' keeps int(K*m/100) = 0 negatives for K={num_classes}"
+            )
+        negative_terms = (1 - t) * sp_neg * w
+        values, indices = negative_terms.topk(k, dim=1)
+        neg_pool = a / max(rows * k, 1)
+        neg_rows = values.sum(1) * neg_pool
+        selected = torch.zeros_like(z).scatter_(1, indices, 1.0) * (1 - t)
+        grad = grad + s * w * selected * neg_pool
+    return pos_rows, neg_rows, grad, torch.ones_like(pos_rows)
+
+
+def _sr(z: Tensor, t: Tensor, w: Tensor, o: dict[str, Any], index_target: bool, w_y: Tensor):
+    """Eq. (4) as ``F.cross_entropy``: sum_k c_k (-log q_k), c = w * smoothed target.
+
+    dL/dz_j = (sum_k c_k) q_j - c_j. "mean" divides by sum_i w_{y_i} for index targets (by the
+    sample count for probability targets), as ``F.cross_entropy`` does.
+    """
+    eps = float(o.get("label_smoothing", 0.0))
+    c = (t * (1 - eps) + eps / z.shape[1]) * w
+    log_q = torch.log_softmax(z, dim=1)
+    terms = -c * log_q
+    pos = t > 0
+    pos_rows = torch.where(pos, terms, 0.0).sum(1)
+    neg_rows = torch.where(pos, 0.0, terms).sum(1)
+    grad = c.sum(1, keepdim=True) * log_q.exp() - c
+    if index_target:
+        scale = torch.full_like(pos_rows, 1.0) / w_y.sum().clamp(min=torch.finfo(z.dtype).tiny)
+    else:
+        scale = torch.full_like(pos_rows, 1.0 / max(len(z), 1))
+    return pos_rows, neg_rows, grad, scale
+
+
+def _log1m_softmax(z: Tensor, log_q: Tensor) -> Tensor:
+    """log(1 - q_k) for every class, exact when q_k -> 1: log1p(-q) where q <= 1/2, else
+    logsumexp over the other classes minus logsumexp over all (only the arg-max can exceed 1/2).
+    """
+    q = log_q.exp()
+    top = z.argmax(1, keepdim=True)
+    others = torch.logsumexp(z.scatter(1, top, float("-inf")), dim=1, keepdim=True)
+    big = (others - torch.logsumexp(z, dim=1, keepdim=True)).expand_as(q)
+    return torch.where(q > 0.5, big, torch.log1p(-torch.where(q > 0.5, 0.0, q)))
+
+
+def _hs_sr(z: Tensor, t: Tensor, w: Tensor, o: dict[str, Any]):
+    """Hard selection on softmax: -log q_y + alpha sum_{S} w_k (-log(1 - q_k)).
+
+    d(-log q_y)/dz_j = q_j - [j = y];  d(-log(1 - q_k))/dz_j = odds_k ([j = k] - q_j), with
+    odds_k = q_k / (1 - q_k).
+    """
+    num_classes = z.shape[1]
+    m = float(o.get("m", 25.0))
+    n = num_hard_negatives(num_classes - 1, m)
+    alpha = o.get("alpha")
+    a = o.get("beta", 10.0) / n if alpha is None else alpha
+    pos = t > 0
+    log_q = torch.log_softmax(z, dim=1)
+    q = log_q.exp()
+    w_y = (w * t).sum(1)
+    pos_rows = -(log_q * t).sum(1) * w_y
+    indices, keep = _hard_negatives(z, pos, n, n)
+    selected = torch.zeros_like(z).scatter_(1, indices, keep.to(z.dtype)) * w * a
+    log1m = _log1m_softmax(z, log_q)
+    neg_rows = -(selected * log1m).sum(1)
+    # The negative term's gradient, sum_{k in S} c_k odds_k ([j = k] - q_j), rewritten so no
+    # odds overflows: the own term is c_j q_j; of the cross terms q_j odds_k, only one class
+    # (q > 1/2, at most one per row) can have odds > 1, and its q_j odds_k is computed in logs.
+    big = (q > 0.5) & (selected != 0)
+    odds_small = torch.where(big | (selected == 0), 0.0, selected * torch.exp(log_q - log1m))
+    c_big = torch.where(big, selected, 0.0).sum(1, keepdim=True)
+    log_odds_big = torch.where(big, log_q - log1m, 0.0).sum(1, keepdim=True)
+    cross_big = torch.where(
+        big, 0.0, c_big * torch.exp(torch.where(big, 0.0, log_q + log_odds_big))
+    )
+    grad_negative_term = (
+        selected * q - q * (odds_small.sum(1, keepdim=True) - odds_small) - cross_big
+    )
+    grad = w_y.unsqueeze(1) * (q - t) + grad_negative_term
+    return pos_rows, neg_rows, grad, torch.full_like(pos_rows, 1.0 / max(len(z), 1))
+
+
+@torch.no_grad()
+def ncd_stats(logits: Tensor, target: Tensor, loss: Any = "ss-lr", **loss_kwargs: Any) -> NCDStats:
+    """Negative-class-distraction statistics of one batch, computed analytically.
+
+    Returns the loss (``total``, "mean" reduction, equal to the value ``get_loss(loss)`` gives
+    up to rounding), its ``positive`` and ``negative`` parts (``positive + negative = total``;
+    the per-loss definitions are in the module docstring: SR's negative part is 0 for one-hot
+    targets, by Eq. 4), the summed |dL/dz| over positive and over negative logits and their
+    ratio, and the mean positive / mean and max negative probability. No graph is built: the
+    gradient is the analytic one, and equals autograd's on the same loss.
+
+    Args:
+        logits: (N, K) or (N, K, d1, ...) float logits (detached here; any float dtype,
+            computed in float32, or float64 for float64 input).
+        target: int64 class indices (N, d1, ...) or a {0, 1} multi-hot tensor of the logits'
+            shape (not for "hs-sr"). Soft targets are rejected: their split is undefined.
+        loss: a name ("sr", "lr", "hs-lr", "ss-lr", "hs-sr") or an ``frlr.torch`` loss module,
+            whose options and class weight are then used.
+        loss_kwargs: the loss's options (beta, m, r, alpha, weight, ignore_index,
+            normalization, label_smoothing for SR), as for ``frlr.torch.get_loss``.
+    """
+    if isinstance(logits, Tensor) and torch.is_autocast_enabled(logits.device.type):
+        with torch.autocast(logits.device.type, enabled=False):  # float32 maths, as the losses
+            return ncd_stats(logits, target, loss, **loss_kwargs)
+    name, options = _resolve_loss(loss, loss_kwargs)
+    if isinstance(logits, Tensor):
+        logits = logits.detach()
+    batch = _losses._Batch(
+        logits,
+        target,
+        options.get("weight"),
+        options.get("ignore_index", -100),
+        hard_targets=True,
+    )
+    z, num_classes = batch.z, batch.num_classes
+    if batch.dense:
+        if name == "hs-sr":
+            raise ValueError("hs-sr takes class-index targets only: softmax is single-label")
+        t = batch.y
+    else:
+        y = batch.y if batch.valid is None else batch.y[batch.valid]
+        z = z if batch.valid is None else z[batch.valid]
+        t = F.one_hot(y, num_classes).to(z.dtype)
+    w = batch.weight if batch.weight is not None else torch.ones(num_classes, dtype=z.dtype)
+    w = w.to(device=z.device, dtype=z.dtype).unsqueeze(0)
+
+    if name in _LR_FAMILY and options.get("normalization", "paper") == "reference":
+        pos_rows, neg_rows, grad, scale = _lr_family_reference(name, z, t, w, options)
+    elif name in _LR_FAMILY:
+        pos_rows, neg_rows, grad, scale = _lr_family(name, z, t, w, options, not batch.dense)
+    elif name == "sr":
+        w_y = (w * t).sum(1)
+        pos_rows, neg_rows, grad, scale = _sr(z, t, w, options, not batch.dense, w_y)
+    else:
+        pos_rows, neg_rows, grad, scale = _hs_sr(z, t, w, options)
+
+    pos = t > 0
+    abs_grad = (grad * scale.unsqueeze(1)).abs()
+    probs = torch.softmax(z, dim=1) if name in ("sr", "hs-sr") else torch.sigmoid(z)
+    num_pos, num_neg = pos.sum(), (~pos).sum()
+    nan = torch.tensor(math.nan, dtype=z.dtype, device=z.device)
+    neg_max = torch.where(pos, -math.inf, probs).amax() if z.numel() else nan
+    values = torch.stack(
+        [
+            (pos_rows * scale).sum(),
+            (neg_rows * scale).sum(),
+            torch.where(pos, abs_grad, 0.0).sum(),
+            torch.where(pos, 0.0, abs_grad).sum(),
+            torch.where(num_pos > 0, torch.where(pos, probs, 0).sum() / num_pos.clamp(min=1), nan),
+            torch.where(num_neg > 0, torch.where(pos, 0, probs).sum() / num_neg.clamp(min=1), nan),
+            torch.where(num_neg > 0, neg_max, nan),
+        ]
+    ).tolist()
+    positive, negative, grad_positive, grad_negative, p_pos, p_neg_mean, p_neg_max = values
+    return NCDStats(
+        loss=name,
+        num_classes=num_classes,
+        num_samples=len(z),
+        total=positive + negative,
+        positive=positive,
+        negative=negative,
+        grad_positive=grad_positive,
+        grad_negative=grad_negative,
+        gradient_ratio=gradient_ratio(grad_positive, grad_negative),
+        prob_positive=p_pos,
+        prob_negative_mean=p_neg_mean,
+        prob_negative_max=p_neg_max,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The monitor
+# ---------------------------------------------------------------------------------------------
+
+
+class NCDMonitor:
+    """Record :func:`ncd_stats` during training: every ``every`` steps, bounded, as JSON lines.
+
+    One line in any loop, with the logits the loss saw (before ``optimizer.step()``)::
+
+        monitor = NCDMonitor("ss-lr", every=10, path="runs/ncd-ss-lr.jsonl")
+        for step, (x, y) in enumerate(loader):
+            logits = model(x)
+            loss = criterion(logits, y)
+            monitor.update(logits, y, step)
+            ...
+        print(monitor.verdict().summary)
+        monitor.plot("ncd.png")
+
+    or with a forward hook on the classifier, given the targets before each forward::
+
+        monitor.attach(model.classifier)        # records in training mode only
+        monitor.set_target(y); logits = model(x)
+
+    Each recorded step is one JSON line (flushed) in ``path`` and one record in ``history``,
+    which keeps at most ``capacity`` records evenly spread over the whole run
+    (:class:`frlr.ncd.HalvingHistory`): the file is complete, memory is bounded.
+    Record every step (``every=1``) through the first hundred or so steps if you want a verdict:
+    the distracted phase lasts tens of steps at the paper's learning rate. Under DDP, monitor
+    on one rank (each rank sees its own shard of the batch).
+
+    Args:
+        loss: a loss name or an ``frlr.torch`` loss module (its options are used).
+        every: record steps that are multiples of ``every``.
+        capacity: the most records kept in memory (>= 2).
+        path: a JSON-lines file to write; None writes nothing.
+        append: append to ``path`` instead of truncating it.
+        label: the name of this run in plots and verdicts (default: the loss name).
+        loss_kwargs: the loss's options, as for :func:`ncd_stats`.
+    """
+
+    def __init__(
+        self,
+        loss: Any = "ss-lr",
+        *,
+        every: int = 1,
+        capacity: int = 2048,
+        path: str | os.PathLike | None = None,
+        append: bool = False,
+        label: str | None = None,
+        **loss_kwargs: Any,
+    ) -> None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive int, got {every!r}")
+        if label is not None and not isinstance(label, str):
+            raise TypeError(f"label must be a str or None, got {type(label).__name__}")
+        self.loss, self.options = _resolve_loss(loss, loss_kwargs)
+        self.every = every
+        self.label = label or self.loss
+        self._history = HalvingHistory(capacity)
+        self._writer = JsonlWriter(path, append) if path is not None else None
+        self._calls = 0
+        self._target: Tensor | None = None
+        self._handle = None
+        self._warned_no_target = False
+        self.last: NCDStats | None = None
+
+    @property
+    def path(self):
+        return None if self._writer is None else self._writer.path
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """The kept records (dicts: step, label and the :class:`NCDStats` fields), oldest first."""
+        return self._history.records
+
+    def update(self, logits: Tensor, target: Tensor, step: int | None = None) -> NCDStats | None:
+        """Record this batch if ``step`` (default: the count of earlier calls) is due.
+
+        Returns the statistics when they were computed, else None. Nothing is computed for a
+        step that is neither written to ``path`` nor kept in memory.
+        """
+        if step is None:
+            step = self._calls
+        elif isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"step must be a non-negative int, got {step!r}")
+        self._calls += 1
+        if step % self.every:
+            return None
+        if self._writer is None and not self._history.accepts_next():
+            self._history.skip()
+            return None
+        stats = ncd_stats(logits, target, self.loss, **self.options)
+        record = {"step": step, "label": self.label, **stats.as_dict()}
+        if self._writer is not None:
+            self._writer.write(record)
+        self._history.offer(record)
+        self.last = stats
+        return stats
+
+    def set_target(self, target: Tensor) -> None:
+        """The targets of the next forward pass through the attached module."""
+        if not isinstance(target, Tensor):
+            raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+        self._target = target
+
+    def attach(self, module: nn.Module, train_only: bool = True) -> NCDMonitor:
+        """Record the output of ``module`` (the logits) on every forward, via a forward hook.
+
+        The targets come from :meth:`set_target` and are used once. With ``train_only`` the
+        hook skips passes where the module is in eval mode (validation). Returns self.
+        """
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        self.detach()
+
+        def hook(mod: nn.Module, inputs: Any, output: Any) -> None:
+            if train_only and not mod.training:
+                return
+            if self._target is None:
+                if not self._warned_no_target:
+                    warnings.warn(
+                        "NCDMonitor: forward pass without a target; call "
+                        "monitor.set_target(target) before it (pass skipped)",
+                        stacklevel=2,
+                    )
+                    self._warned_no_target = True
+                return
+            if not isinstance(output, Tensor):
+                raise TypeError(
+                    f"the attached module must output a logits tensor, got {type(output).__name__}"
+                )
+            target, self._target = self._target, None
+            self.update(output, target)
+
+        self._handle = module.register_forward_hook(hook)
+        return self
+
+    def detach(self) -> None:
+        """Remove the forward hook, if attached."""
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def verdict(self, **kwargs: Any) -> NCDVerdict:
+        """:func:`ncd_verdict` on this monitor's history."""
+        return ncd_verdict(self, **kwargs)
+
+    def plot(self, path: str | os.PathLike | None = None, **kwargs: Any):
+        """:func:`plot_ncd` of this monitor alone; returns the figure."""
+        return plot_ncd(self, path, **kwargs)
+
+    def close(self) -> None:
+        """Detach and close the JSON-lines file (records already written stay)."""
+        self.detach()
+        if self._writer is not None:
+            self._writer.close()
+
+    def __enter__(self) -> NCDMonitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"NCDMonitor(loss={self.loss!r}, label={self.label!r}, every={self.every}, "
+            f"records={len(self._history)}, stride={self._history.stride}, path={self.path})"
+        )
