@@ -1,21 +1,242 @@
-"""The ``frlr`` command. With no arguments it runs the main job on embedded data."""
+"""The ``frlr`` command: thin, it parses and calls ``frlr.train`` and ``frlr.experiments``.
+
+    frlr                       the main job: compare sr, lr, hs-lr, ss-lr on the bundled digits
+                               (preset cpu, 3 seeds) and write the table under runs/
+    frlr train   --dataset D --arch A --loss L [--beta --m --r] --seed S --out DIR [--preset P]
+                 [--epochs N] [--data-dir DIR] [--download] [--resume] [any config field]
+    frlr compare --dataset D --arch A --losses sr,lr,hs-lr,ss-lr --seeds N [--out DIR]
+                 [--preset P] [--task classification] [any config field]
+    frlr presets [NAME] [--dataset D]   list the presets, or show one resolved for a dataset
+    frlr demo    [compare options]      the main job, with options
+
+Every field of :class:`frlr.train.TrainConfig` is an option (``--weight-decay``,
+``--no-augment``, ``--bf16``, ...). Values come from the dataclass defaults, then the preset
+(default ``paper``), then its ``[dataset.NAME]`` table, then the command line.
+Under ``torchrun``: ``torchrun --standalone --nproc_per_node 2 -m frlr.cli train ...``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
+import typing
+from dataclasses import asdict, fields, replace
+from pathlib import Path
+from typing import Any
+
+COMMANDS = ("train", "compare", "presets", "demo")
+MAIN_JOB = {
+    "dataset": "digits",
+    "preset": "cpu",  # whose [dataset.digits] table picks the small-cnn and 15 epochs
+    "losses": "sr,lr,hs-lr,ss-lr",
+    "seeds": "3",
+}
+"""What ``frlr`` with no arguments runs (``frlr demo``): about a minute on 2 CPU cores."""
+
+_NOT_OPTIONS = {"compare": ("loss", "seed", "out"), "train": ()}
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parse_float_tuple(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 0.5,0.75, got {text!r}") from None
+
+
+def _add_config_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...]) -> None:
+    """One option per TrainConfig field, default None ("not given": the preset decides)."""
+    from frlr.train import FIELD_TYPES, TrainConfig
+
+    group = parser.add_argument_group("training configuration (default: the preset's value)")
+    for f in fields(TrainConfig):
+        if f.name in exclude:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        hint = FIELD_TYPES[f.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        base = args[0] if args and typing.get_origin(hint) is not tuple else hint
+        help_text = f.metadata.get("help", "")
+        if base is bool:
+            group.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+        elif typing.get_origin(base) is tuple:
+            group.add_argument(
+                flag, type=_parse_float_tuple, default=None, metavar="F,F", help=help_text
+            )
+        else:
+            metavar = {int: "N", float: "X"}.get(base, f.name.upper().replace("_", "-"))
+            group.add_argument(flag, type=base, default=None, metavar=metavar, help=help_text)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from frlr import __version__
+
     parser = argparse.ArgumentParser(
-        prog="frlr", description="Focus-rectified logistic regression: losses and experiments."
+        prog="frlr",
+        description=(
+            "Focus-rectified logistic regression (Dong, Zhu and Gong, AAAI 2019): train networks "
+            "with SR, LR, HS-LR, SS-LR or HS-SR and compare the losses. With no arguments, runs "
+            "the main job: a comparison on the bundled 8x8 digits (about a minute on 2 CPU cores)."
+        ),
+        epilog="Run 'frlr COMMAND --help' for a command's options.",
     )
-    parser.add_argument("command", nargs="?", default="demo", choices=["demo"])
-    parser.add_argument("--seeds", type=int, default=3)
-    args = parser.parse_args(argv)
-    from frlr.demo import main as demo
+    parser.add_argument("--version", action="version", version=f"frlr {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo(seeds=args.seeds)
+    train = commands.add_parser(
+        "train",
+        help="train one network with one loss",
+        description="Train one network with one loss; writes config.json, metrics.jsonl, "
+        "checkpoint.pt and result.json to --out.",
+    )
+    train.add_argument(
+        "--preset", default="paper", help="recipe name or .toml path (default paper)"
+    )
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument(
+        "--stop-after", type=int, default=None, metavar="N", help="train at most N epochs now"
+    )
+    train.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: when stderr is a terminal)",
+    )
+    train.add_argument("--dry-run", action="store_true", help="print the resolved config, exit")
+    _add_config_options(train, ())
+
+    for name, help_text in (
+        ("compare", "train every loss x seed and test the differences"),
+        ("demo", "the main job (frlr with no arguments), with options"),
+    ):
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        defaults = MAIN_JOB if name == "demo" else {"losses": "sr,lr,hs-lr,ss-lr", "seeds": "3"}
+        sub.add_argument(
+            "--preset", default=defaults.get("preset", "paper"), help="recipe name or .toml path"
+        )
+        sub.add_argument("--losses", default=defaults["losses"], help="comma-separated losses")
+        sub.add_argument(
+            "--seeds", default=defaults["seeds"], help="how many seeds (0..N-1), or a list 0,3,5"
+        )
+        sub.add_argument("--out", default=None, help="comparison dir (default runs/D-A-PRESET)")
+        sub.add_argument("--baseline", default="sr", help="loss the others are tested against")
+        sub.add_argument(
+            "--progress",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="per-run progress bars (default: when stderr is a terminal)",
+        )
+        _add_config_options(sub, _NOT_OPTIONS["compare"])
+        if name == "demo":  # the arch comes from the preset's [dataset.digits] table
+            sub.set_defaults(dataset=MAIN_JOB["dataset"])
+
+    presets = commands.add_parser("presets", help="list the presets or show one")
+    presets.add_argument("name", nargs="?", help="show this preset resolved")
+    presets.add_argument("--dataset", default=None, help="apply its [dataset.NAME] table")
+    return parser
+
+
+def _overrides(args: argparse.Namespace, exclude: tuple[str, ...]) -> dict[str, Any]:
+    from frlr.train import FIELD_NAMES
+
+    return {name: getattr(args, name) for name in FIELD_NAMES if name not in exclude}
+
+
+def _say(text: str) -> None:
+    """Print on the first process only (under torchrun every rank runs this code)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(text)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from frlr.train import resolve_config, train
+
+    overrides = _overrides(args, ())
+    config = resolve_config(args.preset, **overrides)
+    if args.out is None:
+        config.out = str(
+            Path("runs") / f"{config.dataset}-{config.arch}-{config.loss}-seed{config.seed}"
+        )
+    if args.dry_run:
+        print(json.dumps(asdict(config), indent=2))
+        return 0
+    what = f"{config.dataset} {config.arch} {config.loss} seed {config.seed}"
+    _say(f"frlr train: {what} -> {config.out}")
+    result = train(config, resume=args.resume, stop_after=args.stop_after, progress=args.progress)
+    if result.get("status") == "stopped":
+        _say(f"stopped after epoch {result['epoch']}/{result['epochs']}; continue with --resume")
+        return 0
+    metrics = "  ".join(f"{k} {100 * v:.2f}%" for k, v in result["metrics"].items())
+    _say(f"done in {result['wall_time_s']:.1f}s: {metrics}; result in {config.out}/result.json")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from frlr.experiments.compare import compare, parse_losses, parse_seeds
+    from frlr.train import resolve_config
+
+    losses = parse_losses(args.losses)
+    seeds = parse_seeds(args.seeds)
+    # beta, m and r reach only the losses that take them: compare filters them per run.
+    hyper = ("beta", "m", "r")
+    overrides = _overrides(args, (*_NOT_OPTIONS["compare"], *hyper))
+    base = resolve_config(args.preset, loss=losses[0], **overrides)
+    base = replace(base, **{name: getattr(args, name) for name in hyper})
+    _say(
+        f"frlr {args.command}: {base.dataset}, {base.arch}, losses {','.join(losses)}, "
+        f"{len(seeds)} seeds, preset {args.preset}, {base.epochs} epochs"
+    )
+    compare(
+        base,
+        losses,
+        seeds,
+        args.out,
+        baseline=args.baseline,
+        preset=args.preset,
+        progress=args.progress,
+    )
+    return 0
+
+
+def _presets(args: argparse.Namespace) -> int:
+    from frlr.presets import available_presets
+    from frlr.train import resolve_config
+
+    if args.name is None:
+        for name, description in available_presets().items():
+            print(f"{name:<18}{description}")
+        return 0
+    overrides = {"dataset": args.dataset} if args.dataset else {}
+    config = resolve_config(args.name, **overrides)
+    print(json.dumps({k: v for k, v in asdict(config).items() if k != "out"}, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``frlr`` command; returns the exit status (2 for bad input)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
+        argv = ["demo", *argv]
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+
+    from frlr.experiments.tasks import UnsupportedTaskError
+    from frlr.train import ConfigError
+
+    handlers = {"train": _train, "compare": _compare, "demo": _compare, "presets": _presets}
+    try:
+        return handlers[args.command](args)
+    except (ConfigError, UnsupportedTaskError, FileNotFoundError) as error:
+        print(f"frlr {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        again = "add --resume to continue" if args.command == "train" else "run it again to resume"
+        print(f"\nfrlr {args.command}: interrupted; {again}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
