@@ -106,8 +106,8 @@ def test_presets_lists_and_shows(capsys):
         (["train", "--preset", "missing/file.toml"], "preset file missing/file.toml"),
         (["compare", "--losses", "sr,focal"], "unknown loss 'focal'"),
         (["compare", "--seeds", "x"], "--seeds must be a count"),
-        (["compare", "--task", "reid", "--dataset", "market1501"], "not yet supported"),
-        (["compare", "--dataset", "market1501"], "is a reid dataset; pass --task reid"),
+        (["compare", "--dataset", "mosaic-tiny-imagenet", "--losses", "sr,lr"], "'sr' does not"),
+        (["compare", "--task", "classification", "--dataset", "market1501"], "is a reid dataset"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(argv, message, capsys):

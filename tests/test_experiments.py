@@ -20,6 +20,8 @@ import torch
 import frlr.train as train_module
 from frlr.data import ImageArrays
 from frlr.experiments import (
+    KNOWN_TASKS,
+    TASKS,
     ClassificationTask,
     EvalData,
     Task,
@@ -255,10 +257,9 @@ def test_classification_task_follows_the_protocol_and_scores_a_model():
     assert int(task.batch_correct(logits, torch.tensor([1, 1]))) == 1
 
 
-def test_unimplemented_tasks_say_so():
-    for name in ("reid", "multilabel"):
-        with pytest.raises(UnsupportedTaskError, match=f"task '{name}' is not yet supported"):
-            get_task(name)
+def test_every_task_of_the_paper_is_implemented():
+    assert {get_task(name).name for name in KNOWN_TASKS} == set(KNOWN_TASKS) == set(TASKS)
+    assert issubclass(UnsupportedTaskError, NotImplementedError)
     with pytest.raises(ValueError, match="unknown task 'x'"):
         get_task("x")
 

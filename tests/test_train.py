@@ -284,8 +284,8 @@ def test_preset_from_a_file_and_its_errors(tmp_path):
         ({"momentum": 1.5}, "momentum must be in"),
         ({"milestones": (0.75, 0.5)}, "milestones must be increasing"),
         ({"head_bias_init": "ones"}, "unknown head_bias_init"),
-        ({"dataset": "market1501"}, "market1501' is a reid dataset; pass --task reid"),
-        ({"task": "reid", "dataset": "market1501"}, "task 'reid' is not yet supported"),
+        ({"task": "classification", "dataset": "market1501"}, "a reid dataset; pass --task reid"),
+        ({"dataset": "mosaic-tiny-imagenet", "loss": "sr"}, "'sr' does not apply to task"),
         ({"task": "detection"}, "unknown task 'detection'"),
         ({"device": "cuda:7"} if not torch.cuda.is_available() else {"device": "tpu"}, "device"),
     ],
@@ -298,7 +298,9 @@ def test_bad_configs_are_refused_with_a_clear_message(overrides, message):
 def test_validate_checks_a_hand_built_config():
     with pytest.raises(ConfigError, match="batch_size must be an integer"):
         validate(TrainConfig(batch_size=12.5))
-    assert validate(TrainConfig()) == TrainConfig()
+    config = TrainConfig()
+    assert validate(config) == TrainConfig(task="classification")  # auto: the dataset's task
+    assert config.task == "auto"  # the caller's config is not changed
 
 
 def test_missing_dataset_names_download_and_data_dir(tmp_path):

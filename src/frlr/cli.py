@@ -5,9 +5,15 @@
     frlr train   --dataset D --arch A --loss L [--beta --m --r] --seed S --out DIR [--preset P]
                  [--epochs N] [--data-dir DIR] [--download] [--resume] [any config field]
     frlr compare --dataset D --arch A --losses sr,lr,hs-lr,ss-lr --seeds N [--out DIR]
-                 [--preset P] [--task classification] [any config field]
+                 [--preset P] [--task auto|classification|reid|multilabel] [any config field]
     frlr presets [NAME] [--dataset D]   list the presets, or show one resolved for a dataset
     frlr demo    [compare options]      the main job, with options
+    frlr sweep   --param m --values 5,10,25,50,75,100 [--loss hs-lr] [--seeds N] [--out DIR]
+                 [--baseline V] [--preset P] [any config field]   one hyper-parameter, Fig. 6/7
+    frlr report  RUN_DIR [--no-tsne]     RUN_DIR/report/report.{md,html} and the paper's figures
+
+``compare``, ``demo`` and ``sweep`` end with ``frlr report`` of their directory (``--no-report``
+skips it).
 
 Every field of :class:`frlr.train.TrainConfig` is an option (``--weight-decay``,
 ``--no-augment``, ``--bf16``, ...). Values come from the dataclass defaults, then the preset
@@ -26,7 +32,7 @@ from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
-COMMANDS = ("train", "compare", "presets", "demo")
+COMMANDS = ("train", "compare", "presets", "demo", "sweep", "report")
 MAIN_JOB = {
     "dataset": "digits",
     "preset": "cpu",  # whose [dataset.digits] table picks the small-cnn and 15 epochs
@@ -113,30 +119,120 @@ def _build_parser() -> argparse.ArgumentParser:
         ("demo", "the main job (frlr with no arguments), with options"),
     ):
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        defaults = MAIN_JOB if name == "demo" else {"losses": "sr,lr,hs-lr,ss-lr", "seeds": "3"}
+        defaults = MAIN_JOB if name == "demo" else {"losses": None, "seeds": "3"}
         sub.add_argument(
             "--preset", default=defaults.get("preset", "paper"), help="recipe name or .toml path"
         )
-        sub.add_argument("--losses", default=defaults["losses"], help="comma-separated losses")
+        sub.add_argument(
+            "--losses",
+            default=defaults["losses"],
+            help="comma-separated losses (default sr,lr,hs-lr,ss-lr; multilabel: no sr)",
+        )
         sub.add_argument(
             "--seeds", default=defaults["seeds"], help="how many seeds (0..N-1), or a list 0,3,5"
         )
         sub.add_argument("--out", default=None, help="comparison dir (default runs/D-A-PRESET)")
-        sub.add_argument("--baseline", default="sr", help="loss the others are tested against")
+        sub.add_argument(
+            "--baseline",
+            default=None,
+            help="loss the others are tested against (default sr; multilabel: lr)",
+        )
         sub.add_argument(
             "--progress",
             action=argparse.BooleanOptionalAction,
             default=None,
             help="per-run progress bars (default: when stderr is a terminal)",
         )
+        _add_report_option(sub)
         _add_config_options(sub, _NOT_OPTIONS["compare"])
         if name == "demo":  # the arch comes from the preset's [dataset.digits] table
             sub.set_defaults(dataset=MAIN_JOB["dataset"])
+
+    _add_sweep_parser(commands)
+    _add_report_parser(commands)
 
     presets = commands.add_parser("presets", help="list the presets or show one")
     presets.add_argument("name", nargs="?", help="show this preset resolved")
     presets.add_argument("--dataset", default=None, help="apply its [dataset.NAME] table")
     return parser
+
+
+def _add_report_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--report",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="end with frlr report of the output dir (default: yes)",
+    )
+
+
+def _add_sweep_parser(commands: Any) -> None:
+    help_text = "train one loss at every value of one hyper-parameter x seed (Fig. 6, 7)"
+    sweep = commands.add_parser(
+        "sweep",
+        help=help_text,
+        description=f"{help_text}; runs go to OUT/<loss>-<param><value>-seed<k>/, the table to "
+        "OUT/sweep.{json,csv,md}, the plot to OUT/sweep_<param>.png. Rerun to resume.",
+    )
+    sweep.add_argument("--param", required=True, help="the hyper-parameter to vary: m, r or beta")
+    sweep.add_argument(
+        "--values", required=True, help="comma-separated values, e.g. 5,10,25,50,75,100"
+    )
+    sweep.add_argument(
+        "--loss", default=None, help="the loss (default: hs-lr for m, ss-lr for r and beta)"
+    )
+    sweep.add_argument("--preset", default="paper", help="recipe name or .toml path")
+    sweep.add_argument("--seeds", default="3", help="how many seeds (0..N-1), or a list 0,3,5")
+    sweep.add_argument(
+        "--out", default=None, help="sweep dir (default runs/D-A-PRESET-sweep-PARAM)"
+    )
+    sweep.add_argument(
+        "--baseline",
+        type=float,
+        default=None,
+        metavar="V",
+        help="value the others are tested against (default: the loss's default, else the first)",
+    )
+    sweep.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars (default: when stderr is a terminal)",
+    )
+    _add_report_option(sweep)
+    _add_config_options(sweep, ("loss", "seed", "out"))
+
+
+def _add_report_parser(commands: Any) -> None:
+    report = commands.add_parser(
+        "report",
+        help="write RUN_DIR/report/ for a compare or sweep dir",
+        description="Turn a frlr compare or frlr sweep directory (finished or still running) "
+        "into RUN_DIR/report/report.md and report.html (offline) with the paper's figures: "
+        "results with significance, test metric and training loss per epoch, NCD panels (runs "
+        "trained with --ncd-every), t-SNE of test features (classification), and the "
+        "commands, versions and hardware.",
+    )
+    report.add_argument("run_dir", metavar="RUN_DIR", help="the compare or sweep directory")
+    report.add_argument(
+        "--tsne", action=argparse.BooleanOptionalAction, default=True, help="t-SNE figure"
+    )
+    report.add_argument(
+        "--tsne-classes", type=_positive_int, default=5, metavar="N", help="the first N class ids"
+    )
+    report.add_argument(
+        "--tsne-points", type=_positive_int, default=200, metavar="N", help="images per class"
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _overrides(args: argparse.Namespace, exclude: tuple[str, ...]) -> dict[str, Any]:
@@ -175,16 +271,18 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from frlr.experiments.compare import compare, parse_losses, parse_seeds
+    from frlr.experiments.compare import compare, default_losses, parse_losses, parse_seeds
     from frlr.train import resolve_config
 
-    losses = parse_losses(args.losses)
+    losses = parse_losses(args.losses) if args.losses else None
     seeds = parse_seeds(args.seeds)
     # beta, m and r reach only the losses that take them: compare filters them per run.
     hyper = ("beta", "m", "r")
     overrides = _overrides(args, (*_NOT_OPTIONS["compare"], *hyper))
-    base = resolve_config(args.preset, loss=losses[0], **overrides)
+    # lr trains every task: the defaults then follow the task the dataset resolved to.
+    base = resolve_config(args.preset, loss=losses[0] if losses else "lr", **overrides)
     base = replace(base, **{name: getattr(args, name) for name in hyper})
+    losses = losses or default_losses(base.task)
     _say(
         f"frlr {args.command}: {base.dataset}, {base.arch}, losses {','.join(losses)}, "
         f"{len(seeds)} seeds, preset {args.preset}, {base.epochs} epochs"
@@ -197,12 +295,67 @@ def _compare(args: argparse.Namespace) -> int:
         baseline=args.baseline,
         preset=args.preset,
         progress=args.progress,
+        command=_command(args),
+        report=args.report,
+    )
+    return 0
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line as typed (for the report), ``frlr`` first."""
+    import shlex
+
+    return shlex.join(["frlr", *getattr(args, "argv", [])])
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from frlr.experiments.compare import parse_seeds
+    from frlr.experiments.sweep import parse_param, parse_values, sweep
+    from frlr.train import resolve_config
+
+    param, loss = parse_param(args.param, args.loss)
+    values = parse_values(args.values, param, loss)
+    seeds = parse_seeds(args.seeds)
+    hyper = ("beta", "m", "r")  # checked against the loss by sweep(), named in its errors
+    overrides = _overrides(args, ("loss", "seed", "out", *hyper))
+    base = resolve_config(args.preset, loss=loss, **overrides)
+    base = replace(base, **{name: getattr(args, name) for name in hyper})
+    _say(
+        f"frlr sweep: {base.dataset}, {base.arch}, {loss} {param} in "
+        f"{','.join(f'{v:g}' for v in values)}, {len(seeds)} seeds, preset {args.preset}, "
+        f"{base.epochs} epochs"
+    )
+    sweep(
+        base,
+        param,
+        values,
+        seeds,
+        args.out,
+        loss=loss,
+        baseline=args.baseline,
+        preset=args.preset,
+        progress=args.progress,
+        command=_command(args),
+        report=args.report,
+    )
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from frlr.report import build_report
+
+    build_report(
+        args.run_dir,
+        tsne=args.tsne,
+        tsne_classes=args.tsne_classes,
+        tsne_points=args.tsne_points,
     )
     return 0
 
 
 def _presets(args: argparse.Namespace) -> int:
-    from frlr.presets import available_presets
+    from frlr.data import DATASETS, dataset_info
+    from frlr.presets import available_presets, load_preset
     from frlr.train import resolve_config
 
     if args.name is None:
@@ -210,6 +363,12 @@ def _presets(args: argparse.Namespace) -> int:
             print(f"{name:<18}{description}")
         return 0
     overrides = {"dataset": args.dataset} if args.dataset else {}
+    try:
+        task = load_preset(args.name).get("task", "auto") if not args.dataset else "auto"
+    except ValueError:  # resolve_config below names the problem
+        task = "auto"
+    if task != "auto":  # a task preset (reid-paper) is shown for that task's first dataset
+        overrides["dataset"] = next((d for d in DATASETS if dataset_info(d).task == task), None)
     config = resolve_config(args.name, **overrides)
     print(json.dumps({k: v for k, v in asdict(config).items() if k != "out"}, indent=2))
     return 0
@@ -222,11 +381,19 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["demo", *argv]
     parser = _build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv
 
     from frlr.experiments.tasks import UnsupportedTaskError
     from frlr.train import ConfigError
 
-    handlers = {"train": _train, "compare": _compare, "demo": _compare, "presets": _presets}
+    handlers = {
+        "train": _train,
+        "compare": _compare,
+        "demo": _compare,
+        "presets": _presets,
+        "sweep": _sweep,
+        "report": _report,
+    }
     try:
         return handlers[args.command](args)
     except (ConfigError, UnsupportedTaskError, FileNotFoundError) as error:

@@ -224,6 +224,33 @@ def read_history(path: str | os.PathLike) -> list[dict[str, Any]]:
     return records
 
 
+def truncate_history(path: str | os.PathLike, before_step: int) -> int:
+    """Keep only the lines of ``path`` whose step is below ``before_step``; returns how many.
+
+    A run resumed from a checkpoint records again the steps after it, which the interrupted
+    run may have written already. The file is replaced atomically; a missing file is left so.
+    """
+    path = Path(path)
+    if not path.exists():
+        return 0
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # the truncated last line of a killed run
+            continue
+        step = record.get("step") if isinstance(record, dict) else None
+        if isinstance(step, int) and step < before_step:
+            kept.append(line + "\n")
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        temporary.write_text("".join(kept), encoding="utf-8")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return len(kept)
+
+
 # ---------------------------------------------------------------------------------------------
 # Several histories, from whatever the caller holds
 # ---------------------------------------------------------------------------------------------

@@ -29,14 +29,22 @@ global batch and scales its mean loss by its share of the batch, so the averaged
 gradient of the global batch mean even when the shards differ by one sample. Batch norm then
 still normalises per rank (like any DDP run); ``--sync-bn`` makes it normalise over the global
 batch. Only rank 0 writes files and shows the progress bar; test metrics are computed on
-1/world of the test set per rank and summed.
+1/world of the test set per rank and combined (counts summed, or outputs gathered), so every
+rank gets the same numbers.
+
+The task (``--task``, default: the dataset's own) decides the targets and the metrics
+(:mod:`frlr.experiments.tasks`): class indices and top-k accuracy; training identities, then
+Rank-k/mAP of the query and gallery features with their camera ids; or multi-hot rows and mAP
+and balanced accuracy (``train_acc`` is then the share of samples whose top label is a
+positive).
 
 Run directory: ``config.json``; ``metrics.jsonl``, one JSON object per epoch (``epoch``,
 ``train_loss`` and ``train_acc`` over the epoch's augmented batches, ``test_<metric>`` of the task,
 ``lr`` at the epoch's start, ``train_time_s``, ``epoch_time_s`` with the evaluation,
-``images_per_s``, ``elapsed_s``); ``checkpoint.pt`` (model, optimiser, scheduler, generator and
-RNG states of every rank, epoch, history); ``result.json`` (final metrics, wall time, config,
-versions, hardware).
+``images_per_s``, ``elapsed_s``); with ``ncd_every`` N, ``ncd.jsonl``: the NCD statistics of
+every N-th training batch (:class:`frlr.torch.NCDMonitor`, rank 0's shard); ``checkpoint.pt``
+(model, optimiser, scheduler, generator and RNG states of every rank, epoch, history);
+``result.json`` (final metrics, wall time, config, versions, hardware).
 """
 
 from __future__ import annotations
@@ -52,7 +60,7 @@ import time
 import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -115,15 +123,18 @@ def _option(default: Any, help: str) -> Any:
 class TrainConfig:
     """Everything that decides a run. The defaults are the paper's recipe (preset ``paper``)."""
 
-    task: str = _option("classification", "classification (reid, multilabel: later)")
+    task: str = _option("auto", "classification, reid or multilabel; auto: the dataset's task")
     dataset: str = _option("digits", "dataset name (see frlr.data.DATASETS)")
     data_dir: str | None = _option(None, "where datasets live (default $FRLR_DATA)")
     download: bool = _option(False, "fetch the official archive when the dataset is missing")
     cache_dir: str | None = _option(None, "decoded-array cache (default $FRLR_CACHE)")
-    image_size: int = _option(0, "resize to this square side at decode time; 0: native")
+    image_size: int = _option(
+        0, "resize to this side (with image_width: height) at decode time; 0: loader default"
+    )
+    image_width: int = _option(0, "resize width, re-id/multi-label only; 0: = image_size")
     arch: str = _option("resnet32", "network (small-cnn, mlp, or a frlr.models name)")
     head_bias_init: str = _option("zero", "classifier bias init: zero or prior (-log(K-1))")
-    loss: str = _option("sr", "sr, lr, hs-lr, ss-lr or hs-sr")
+    loss: str = _option("sr", "sr, lr, hs-lr, ss-lr or hs-sr (default sr; multilabel: lr)")
     beta: float | None = _option(None, "loss beta (hs-lr, ss-lr, hs-sr; default 10)")
     m: float | None = _option(None, "hard-selection percentage m (hs-lr, hs-sr; default 25)")
     r: float | None = _option(None, "soft-selection exponent r (ss-lr; default 2)")
@@ -150,6 +161,7 @@ class TrainConfig:
     threads: int = _option(0, "torch CPU threads; 0: torch's default")
     eval_batch_size: int = _option(512, "images per forward pass at test time")
     eval_every: int = _option(1, "test every this many epochs (and after the last)")
+    ncd_every: int = _option(0, "record NCD statistics (Fig. 2) every N steps in ncd.jsonl; 0: off")
     out: str = _option("runs/train", "run directory")
 
 
@@ -157,7 +169,17 @@ FIELD_TYPES: dict[str, Any] = typing.get_type_hints(TrainConfig)
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(TrainConfig))
 
 NON_RESULT_FIELDS = frozenset(
-    {"out", "device", "data_dir", "cache_dir", "download", "threads", "eval_batch_size", "compile"}
+    {
+        "out",
+        "device",
+        "data_dir",
+        "cache_dir",
+        "download",
+        "threads",
+        "eval_batch_size",
+        "compile",
+        "ncd_every",
+    }
 )
 """Fields that change where or how fast a run goes, not its result: a run resumes or is reused
 by ``frlr compare`` across changes to these only."""
@@ -202,7 +224,11 @@ def _coerce(name: str, value: Any, source: str) -> Any:
 
 def resolve_config(preset: str | None = "paper", **overrides: Any) -> TrainConfig:
     """The dataclass defaults, under ``preset`` and its ``[dataset.NAME]`` table, under
-    ``overrides`` (None means "not given"). The result is validated."""
+    ``overrides`` (None means "not given"). The result is validated.
+
+    A loss given nowhere is the task's baseline: SR, or LR for multilabel (where SR does not
+    apply).
+    """
     values: dict[str, Any] = {}
     dataset = overrides.get("dataset") or TrainConfig.dataset
     if preset is not None:
@@ -215,7 +241,19 @@ def resolve_config(preset: str | None = "paper", **overrides: Any) -> TrainConfi
     for name, value in overrides.items():
         if value is not None:
             values[name] = _coerce(name, value, "override")
-    return validate(TrainConfig(**values))
+    config = TrainConfig(**values)
+    if "loss" not in values:
+        config.loss = _baseline_loss(config)
+    return validate(config)
+
+
+def _baseline_loss(config: TrainConfig) -> str:
+    """The baseline loss of ``config``'s task; its loss as it is when the task is unknown."""
+    try:
+        name = dataset_info(config.dataset).task if config.task == "auto" else config.task
+        return get_task(name).baseline
+    except ValueError:  # validate names the unknown dataset or task
+        return config.loss
 
 
 def _choice(name: str, value: str, known: tuple[str, ...] | Any) -> None:
@@ -224,26 +262,47 @@ def _choice(name: str, value: str, known: tuple[str, ...] | Any) -> None:
 
 
 def validate(config: TrainConfig) -> TrainConfig:
-    """Check every field of ``config``; raise :class:`ConfigError` naming the bad one."""
+    """Check every field of ``config``; raise :class:`ConfigError` naming the bad one.
+
+    Returns ``config``, with task ``"auto"`` replaced by the dataset's task.
+    """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     for f in fields(config):
         _coerce(f.name, getattr(config, f.name), "config")
-    try:
-        get_task(config.task)
-    except (UnsupportedTaskError, ValueError) as error:
-        raise ConfigError(str(error)) from None
     _choice("dataset", config.dataset, tuple(DATASETS))
+    info = dataset_info(config.dataset)
+    if config.task == "auto":
+        config = replace(config, task=info.task)
+    try:
+        task = get_task(config.task)
+    except (UnsupportedTaskError, ValueError) as error:
+        raise ConfigError(f"{error} (or auto: the dataset's task)") from None
     _choice("arch", config.arch.lower(), ARCHS)
     _choice("loss", config.loss, tuple(LOSSES))
     _choice("optimizer", config.optimizer, OPTIMIZERS)
     _choice("schedule", config.schedule, SCHEDULES)
     _choice("head_bias_init", config.head_bias_init, HEAD_BIAS_INITS)
-    info = dataset_info(config.dataset)
     if info.task != config.task:
         raise ConfigError(
-            f"dataset {config.dataset!r} is a {info.task} dataset; pass --task {info.task} "
-            f"(or choose a {config.task} dataset)"
+            f"task {config.task!r} does not match dataset {config.dataset!r}, which is a "
+            f"{info.task} dataset; pass --task {info.task} or leave --task out (the dataset "
+            f"decides), or choose a {config.task} dataset"
+        )
+    if config.loss in task.unsupported_losses:
+        raise ConfigError(
+            f"loss {config.loss!r} does not apply to task {task.name!r}: "
+            f"{task.unsupported_losses[config.loss]}; use another loss (baseline: "
+            f"{task.baseline})"
+        )
+    if config.image_width and info.task == "classification":
+        raise ConfigError(
+            f"image_width {config.image_width}: {config.dataset!r} takes a square image_size "
+            "only ((height, width) sizes are for re-id and multi-label datasets)"
+        )
+    if config.image_width and not config.image_size:
+        raise ConfigError(
+            f"image_width {config.image_width} needs image_size, the height, to be set too"
         )
     takes = LOSS_HYPERPARAMETERS[config.loss]
     for name in ("beta", "m", "r"):
@@ -273,7 +332,9 @@ def validate(config: TrainConfig) -> TrainConfig:
         "warmup_epochs": config.warmup_epochs,
         "crop_padding": config.crop_padding,
         "image_size": config.image_size,
+        "image_width": config.image_width,
         "threads": config.threads,
+        "ncd_every": config.ncd_every,
     }
     for name, value in non_negative.items():
         if value < 0:
@@ -509,7 +570,9 @@ def _load_split(config: TrainConfig, split: str):
             config.dataset,
             split,
             config.data_dir,
-            config.image_size or None,
+            (config.image_size, config.image_width)
+            if config.image_width
+            else config.image_size or None,
             config.download,
             config.cache_dir,
         )
@@ -603,6 +666,8 @@ def _train(
     mean, std = channel_stats(train_arrays)
     std = tuple(s if s > 0 else 1.0 for s in std)
     num_classes = info.num_classes or len(train_arrays.classes)
+    if info.task != "classification":  # the head must fit the label rows / identities on disk
+        num_classes = len(train_arrays.classes)
     _, height, width, in_channels = train_arrays.images.shape
     train_images = images_to_tensor(train_arrays, device)
     train_targets = task.targets(train_arrays).to(device)
@@ -614,6 +679,11 @@ def _train(
         transform=partial(_model_input, mean=mean, std=std, channels_last=config.channels_last),
         batch_size=config.eval_batch_size,
         autocast=partial(torch.autocast, device.type, torch.bfloat16, config.bf16),
+        cams={
+            split: torch.from_numpy(arrays.cams).to(device)
+            for split, arrays in eval_arrays.items()
+            if arrays.cams is not None
+        },
     )
     num_train = len(train_images)
     del train_arrays, eval_arrays
@@ -668,12 +738,15 @@ def _train(
         start_epoch, history, elapsed_before = state["epoch"], state["history"], state["elapsed_s"]
         say(f"{run_dir}: resuming after epoch {start_epoch}/{config.epochs}")
         del state
+    ncd = _ncd_monitor(config, run_dir, start_epoch * steps_per_epoch) if main_process else None
 
     show_bar = main_process and (progress if progress is not None else sys.stderr.isatty())
     autocast = partial(torch.autocast, device.type, torch.bfloat16, config.bf16)
     epoch = start_epoch
     for epoch in range(start_epoch, config.epochs):
         if stop_after is not None and epoch - start_epoch >= stop_after:
+            if ncd is not None:
+                ncd.close()
             return {
                 "status": "stopped",
                 "epoch": epoch,
@@ -704,6 +777,8 @@ def _train(
             with autocast():
                 logits = net(x)
                 loss = criterion(logits, targets)
+            if ncd is not None:
+                ncd.update(logits, targets, epoch * steps_per_epoch + step)
             n = len(targets)
             # Each rank's mean, weighted by its share of the global batch: DDP's gradient
             # average is then the gradient of the global batch mean.
@@ -780,6 +855,8 @@ def _train(
         say(_epoch_line(record, config.epochs))
 
     # The result, written last: its presence marks the run finished.
+    if ncd is not None:
+        ncd.close()
     final = history[-1]
     metrics = {k.removeprefix("test_"): v for k, v in final.items() if k.startswith("test_")}
     elapsed = elapsed_before + time.perf_counter() - started
@@ -794,6 +871,7 @@ def _train(
         },
         "seed": config.seed,
         "primary_metric": task.primary_metric,
+        "evaluation": task.evaluation,
         "metrics": metrics,
         **{f"test_{k}": v for k, v in metrics.items()},
         "train_loss": final["train_loss"],
@@ -813,6 +891,23 @@ def _train(
     if world > 1:
         dist.barrier()
     return result
+
+
+def _ncd_monitor(config: TrainConfig, run_dir: Path, first_step: int) -> Any:
+    """An NCDMonitor writing ``ncd.jsonl`` every ``ncd_every`` steps (None when off), so reports
+    can draw Fig. 2 for any run; a resumed run drops the lines after its checkpoint first."""
+    if not config.ncd_every:
+        return None
+    from frlr.ncd import truncate_history
+    from frlr.torch.diagnostics import NCDMonitor
+
+    path = run_dir / "ncd.jsonl"
+    if first_step:
+        truncate_history(path, first_step)
+    options = loss_options(config)
+    return NCDMonitor(
+        config.loss, every=config.ncd_every, capacity=2, path=path, append=first_step > 0, **options
+    )
 
 
 def _model_input(

@@ -2,9 +2,11 @@
 
 * :func:`compare` (:mod:`frlr.experiments.compare`): train every (loss, seed) pair with one
   recipe, skip finished runs, tabulate mean +- std per loss and the paired Wilcoxon p-value
-  against SR (``results.json``, ``results.csv``, ``results.md``);
+  against the task's baseline, SR or LR (``results.json``, ``results.csv``, ``results.md``);
+* :func:`frlr.experiments.sweep.sweep`: one loss hyper-parameter (m, r, beta) over values x
+  seeds, through compare's run-or-reuse machinery (``sweep.json``, ``sweep.csv``, ``sweep.md``);
 * :class:`Task` (:mod:`frlr.experiments.tasks`): what differs between the paper's settings
-  (labels, training accuracy, metrics); classification today, re-id and multi-label to come;
+  (labels, training accuracy, metrics, baseline): classification, re-id and multi-label;
 * :mod:`frlr.experiments.stats`: mean/std over seeds, the paired test and its footnote;
 * :mod:`frlr.experiments.small_models`: ``small-cnn`` and ``mlp`` for 8x8 digits.
 """
@@ -16,6 +18,8 @@ from frlr.experiments.tasks import (
     TASKS,
     ClassificationTask,
     EvalData,
+    MultilabelTask,
+    ReidTask,
     Task,
     UnsupportedTaskError,
     get_task,
@@ -28,7 +32,9 @@ __all__ = [
     "TASKS",
     "ClassificationTask",
     "EvalData",
+    "MultilabelTask",
     "PairedTest",
+    "ReidTask",
     "Task",
     "UnsupportedTaskError",
     "build_model",

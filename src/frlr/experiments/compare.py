@@ -10,10 +10,12 @@ finished run whose config differs from the requested one (other than where or ho
 runs) is an error rather than silently reused.
 
 The table, printed and written to ``OUT/results.{json,csv,md}``, gives per loss the mean and
-sample standard deviation over seeds of the task's metrics, and the p-value of the paired
-Wilcoxon signed-rank test of the task's primary metric against the baseline loss (SR), with the
-wall time of every run. The task (``--task``) decides the metrics: see
-:mod:`frlr.experiments.tasks`.
+sample standard deviation over seeds of every metric of the task, and the p-value of the paired
+Wilcoxon signed-rank test of the task's tested metrics against the baseline loss, with the
+wall time of every run. The task (``--task``, default: the dataset's) decides the metrics, the
+tested ones and the baseline (:mod:`frlr.experiments.tasks`): top-1 against SR for
+classification; Rank-1 and mAP against SR for re-id; mAP and both balanced accuracies against
+LR for multi-label, where SR does not apply (and is left out of the default losses).
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from frlr.data import dataset_info
 from frlr.experiments.stats import mean_std, paired_wilcoxon, significance_footnote
-from frlr.experiments.tasks import get_task
+from frlr.experiments.tasks import Task, get_task
 from frlr.torch.losses import LOSSES
 from frlr.train import (
     LOSS_HYPERPARAMETERS,
@@ -42,12 +45,34 @@ from frlr.train import (
     write_text_atomic,
 )
 
-__all__ = ["compare", "parse_losses", "parse_seeds", "run_dir_name"]
+__all__ = [
+    "compare",
+    "default_losses",
+    "parse_losses",
+    "parse_seeds",
+    "run_dir_name",
+    "run_or_reuse",
+]
 
 DEFAULT_LOSSES = ("sr", "lr", "hs-lr", "ss-lr")
-"""The losses of the paper's Table 1."""
+"""The losses of the paper's Table 1 (less those a task cannot train: see default_losses)."""
 
-METRIC_LABELS = {"top1": "top-1", "top5": "top-5", "rank1": "Rank-1", "mAP": "mAP"}
+METRIC_LABELS = {
+    "top1": "top-1",
+    "top5": "top-5",
+    "rank1": "Rank-1",
+    "rank5": "Rank-5",
+    "rank10": "Rank-10",
+    "mAP": "mAP",
+    "balanced_acc_image": "bal. acc. per image",
+    "balanced_acc_class": "bal. acc. per class",
+}
+
+
+def default_losses(task: str | Task) -> tuple[str, ...]:
+    """:data:`DEFAULT_LOSSES` less the losses ``task`` cannot train (multilabel: no SR)."""
+    task = get_task(task) if isinstance(task, str) else task
+    return tuple(loss for loss in DEFAULT_LOSSES if loss not in task.unsupported_losses)
 
 
 def parse_losses(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -100,29 +125,65 @@ def _run_config(base: TrainConfig, loss: str, seed: int, out: Path) -> TrainConf
     )
 
 
+def run_or_reuse(
+    config: TrainConfig,
+    train_fn: Callable[..., dict[str, Any]] = train,
+    progress: bool | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """Train one run of a comparison or sweep unless ``config.out`` already holds it finished.
+
+    Returns (status, result), status "reused" (its ``result.json`` was there), "resumed" (from
+    its checkpoint) or "trained". A finished run whose config differs in a result-affecting
+    field is a :class:`ConfigError`, never silently reused.
+    """
+    run_dir = Path(config.out)
+    result_path = run_dir / "result.json"
+    if result_path.exists():
+        result = json.loads(result_path.read_text(encoding="utf-8"))
+        differences = config_differences(result["config"], asdict(config))
+        if differences:
+            raise ConfigError(
+                f"{run_dir} holds a finished run with another config "
+                f"({'; '.join(differences)}); choose another --out or delete it"
+            )
+        return "reused", result
+    status = "resumed" if (run_dir / "checkpoint.pt").exists() else "trained"
+    return status, train_fn(config, resume=True, progress=progress, log=None)
+
+
 def compare(
     base: TrainConfig,
-    losses: Sequence[str] = DEFAULT_LOSSES,
+    losses: Sequence[str] | None = None,
     seeds: int | Sequence[int] = 3,
     out: str | Path | None = None,
     *,
-    baseline: str = "sr",
+    baseline: str | None = None,
     preset: str | None = None,
     progress: bool | None = None,
     log: Callable[[str], None] | None = print,
     train_fn: Callable[..., dict[str, Any]] = train,
+    command: str | None = None,
+    report: bool = False,
 ) -> dict[str, Any]:
     """Train ``base`` with every loss and seed (skipping finished runs) and tabulate.
 
     base: the recipe (loss, seed and out are set per run; beta/m/r reach only the losses that
         take them). out: the comparison directory, default ``runs/<dataset>-<arch>-<preset>``.
-    baseline: the loss the others are tested against (the first loss when it is absent).
+    losses: default :func:`default_losses` of the task (sr, lr, hs-lr, ss-lr; no sr for
+        multilabel, where naming it is a ConfigError).
+    baseline: the loss the others are tested against; default the task's (SR; LR for
+        multilabel); the first loss when it is not among ``losses``.
     train_fn: the function that trains one run (``frlr.train.train``; a stand-in for tests).
+    command: the command line that asked for this, saved in ``results.json`` for the report.
+    report: then write ``OUT/report/`` (:func:`frlr.report.build_report`); a report that fails
+        is a warning, never a lost comparison. ``frlr compare`` does this unless ``--no-report``.
     Returns the content of ``results.json``.
     """
-    losses = parse_losses(losses)
-    seeds = parse_seeds(seeds)
+    if base.task == "auto":
+        base = replace(base, task=dataset_info(base.dataset).task)
     task = get_task(base.task)
+    losses = parse_losses(default_losses(task) if losses is None else losses)
+    seeds = parse_seeds(seeds)
     for name in ("beta", "m", "r"):
         if getattr(base, name) is not None and not any(
             name in LOSS_HYPERPARAMETERS[loss] for loss in losses
@@ -139,30 +200,26 @@ def compare(
 
     runs = []
     for index, (loss, seed, config) in enumerate(configs, start=1):
-        run_dir = Path(config.out)
-        result_path = run_dir / "result.json"
-        if result_path.exists():
-            result = json.loads(result_path.read_text(encoding="utf-8"))
-            differences = config_differences(result["config"], asdict(config))
-            if differences:
-                raise ConfigError(
-                    f"{run_dir} holds a finished run with another config "
-                    f"({'; '.join(differences)}); choose another --out or delete it"
-                )
-            status = "reused"
-        else:
-            status = "resumed" if (run_dir / "checkpoint.pt").exists() else "trained"
-            result = train_fn(config, resume=True, progress=progress, log=None)
-        runs.append(_run_row(loss, seed, run_dir, status, result, task.metric_names))
+        status, result = run_or_reuse(config, train_fn, progress)
+        runs.append(_run_row(loss, seed, Path(config.out), status, result, task.metric_names))
+        scores = "  ".join(f"{_label(m)} {_percent(runs[-1].get(m))}" for m in task.tested_metrics)
         say(
-            f"[{index}/{len(configs)}] {loss:<6} seed {seed}: "
-            f"{_label(task.primary_metric)} {_percent(runs[-1].get(task.primary_metric))}  "
+            f"[{index}/{len(configs)}] {loss:<6} seed {seed}: {scores}  "
             f"{runs[-1]['wall_time_s']:.1f}s"
             + ("  (finished before)" if status == "reused" else "")
         )
 
     metric_names = [m for m in task.metric_names if any(r[m] is not None for r in runs)]
-    summary = _summarize(runs, losses, seeds, baseline, task.primary_metric, metric_names)
+    tested = [m for m in task.tested_metrics if m in metric_names] or [task.primary_metric]
+    summary = _summarize(
+        runs,
+        losses,
+        seeds,
+        baseline or task.baseline,
+        task.primary_metric,
+        metric_names,
+        tested=tested,
+    )
     results = {
         "task": task.name,
         "dataset": base.dataset,
@@ -171,11 +228,14 @@ def compare(
         "losses": list(losses),
         "seeds": list(seeds),
         "primary_metric": task.primary_metric,
+        "tested_metrics": tested,
+        "evaluation": task.evaluation,
         "baseline": summary["baseline"],
         "summary": summary["losses"],
         "footnote": summary["footnote"],
         "runs": runs,
         "config": {k: v for k, v in asdict(base).items() if k not in ("loss", "seed", "out")},
+        "command": command,
     }
     if _is_main_process():
         write_json_atomic(out / "results.json", results)
@@ -185,7 +245,21 @@ def compare(
         say("")
         say(markdown)
         say(f"results: {out / 'results.md'} (also results.json, results.csv); runs in {out}/")
+        if report:
+            make_report(out, say)
     return results
+
+
+def make_report(out: Path, say: Callable[[str], None]) -> None:
+    """Write ``out/report/`` at the end of a comparison or sweep; a failure only warns."""
+    import warnings
+
+    try:
+        from frlr.report import build_report
+
+        build_report(out, log=say)
+    except Exception as error:  # the tables are written: the report must not lose them
+        warnings.warn(f"report of {out} failed: {error!r}", stacklevel=2)
 
 
 def _is_main_process() -> bool:
@@ -225,10 +299,20 @@ def _summarize(
     baseline: str,
     primary: str,
     metric_names: Sequence[str],
+    group_of: Callable[[dict[str, Any]], str] = lambda row: row["loss"],
+    label: Callable[[str], str] = str.upper,
+    tested: Sequence[str] | None = None,
 ) -> dict[str, Any]:
+    """Per group (a loss; a swept value for ``frlr sweep``): metric mean/std, wall time and the
+    paired test against ``baseline``. ``group_of`` names a row's group, ``label`` a group.
+
+    ``tested`` metrics (default: the primary one) are each tested, in ``entry["tests"]``;
+    the primary metric's test is also ``p_value``, ``p_note`` and ``p_statistic``.
+    """
+    tested = list(tested) if tested else [primary]
     if baseline not in losses:
         baseline = losses[0]
-    by_loss = {loss: {row["seed"]: row for row in runs if row["loss"] == loss} for loss in losses}
+    by_loss = {loss: {row["seed"]: row for row in runs if group_of(row) == loss} for loss in losses}
     summary = {}
     for loss in losses:
         rows = [by_loss[loss][s] for s in seeds if s in by_loss[loss]]
@@ -241,21 +325,31 @@ def _summarize(
         entry["wall_time_s_mean"], _ = mean_std(times)
         entry["wall_time_s_total"] = float(sum(times))
         if loss != baseline:
-            paired = [
-                s
-                for s in seeds
-                if s in by_loss[loss]
-                and s in by_loss[baseline]
-                and by_loss[loss][s][primary] is not None
-                and by_loss[baseline][s][primary] is not None
-            ]
-            test = paired_wilcoxon(
-                [by_loss[loss][s][primary] for s in paired],
-                [by_loss[baseline][s][primary] for s in paired],
-            )
-            entry.update(p_value=test.p_value, p_note=test.note, p_statistic=test.statistic)
+            entry["tests"] = {}
+            for metric in tested:
+                paired = [
+                    s
+                    for s in seeds
+                    if s in by_loss[loss]
+                    and s in by_loss[baseline]
+                    and by_loss[loss][s][metric] is not None
+                    and by_loss[baseline][s][metric] is not None
+                ]
+                test = paired_wilcoxon(
+                    [by_loss[loss][s][metric] for s in paired],
+                    [by_loss[baseline][s][metric] for s in paired],
+                )
+                entry["tests"][metric] = {
+                    "p_value": test.p_value,
+                    "p_note": test.note,
+                    "p_statistic": test.statistic,
+                }
+                if metric == primary:
+                    entry.update(p_value=test.p_value, p_note=test.note, p_statistic=test.statistic)
         summary[loss] = entry
-    footnote = significance_footnote(len(seeds), _label(primary), baseline.upper())
+    names = [_label(m) for m in tested]
+    tested_label = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+    footnote = significance_footnote(len(seeds), tested_label, label(baseline))
     return {"baseline": baseline, "losses": summary, "footnote": footnote}
 
 
@@ -286,6 +380,7 @@ def _markdown(results: dict[str, Any], metric_names: Sequence[str]) -> str:
         f"batch {config['batch_size']}, {config['epochs']} epochs"
         + (", bf16" if config["bf16"] else "")
     )
+    tested = results.get("tested_metrics") or [primary]
     lines = [
         f"## {results['dataset']}, {results['arch']}: {_label(primary)} over "
         f"{len(results['seeds'])} seeds",
@@ -294,8 +389,17 @@ def _markdown(results: dict[str, Any], metric_names: Sequence[str]) -> str:
         + f"{recipe}; seeds {', '.join(map(str, results['seeds']))}.",
         "",
     ]
+    if results.get("evaluation"):
+        lines += [
+            f"Evaluation ({results.get('task', 'classification')}): {results['evaluation']}.",
+            "",
+        ]
     header = ["loss", *[f"{_label(m)} (%)" for m in metric_names]]
-    header += [f"p vs {baseline.upper()}", "runs", "wall time / run (s)"]
+    if len(tested) == 1:
+        header.append(f"p vs {baseline.upper()}")
+    else:
+        header += [f"p {_label(m)} vs {baseline.upper()}" for m in tested]
+    header += ["runs", "wall time / run (s)"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for loss, entry in results["summary"].items():
         cells = [loss.upper()]
@@ -306,13 +410,15 @@ def _markdown(results: dict[str, Any], metric_names: Sequence[str]) -> str:
                 )
             else:
                 cells.append("n/a")
-        if loss == baseline:
-            cells.append("—")
-        elif entry.get("p_value") is None:
-            cells.append(f"n/a ({entry.get('p_note', '')})")
-        else:
-            note = f" ({entry['p_note']})" if entry.get("p_note") else ""
-            cells.append(f"{entry['p_value']:.3g}{note}")
+        for metric in tested:
+            test = entry.get("tests", {}).get(metric, entry if metric == primary else {})
+            if loss == baseline:
+                cells.append("—")
+            elif test.get("p_value") is None:
+                cells.append(f"n/a ({test.get('p_note', '')})")
+            else:
+                note = f" ({test['p_note']})" if test.get("p_note") else ""
+                cells.append(f"{test['p_value']:.3g}{note}")
         cells += [str(entry["n"]), f"{entry['wall_time_s_mean']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [

@@ -14,8 +14,9 @@ name                    recipe
 ======================  ========================================================================
 ``paper``               Table 1: SGD 0.9, lr 0.1, wd 1e-4, batch 128 (64 Tiny ImageNet), 300
                         epochs, step decay x0.1 at 50% and 75% of the epochs
-``cpu``                 2 CPU cores in minutes: resnet20 at 32x32, bf16 autocast, 6 epochs
-``reid-paper``          Table 2: Adam lr 3e-4, wd 1e-4, batch 32, 300 epochs
+``cpu``                 2 CPU cores in minutes: resnet20 at 32x32, bf16 autocast, 6 epochs;
+                        Adam 1-2 minute runs for omniglot-retrieval and mosaic-tiny-imagenet
+``reid-paper``          Table 2: Adam lr 3e-4, wd 1e-4, batch 32, 300 epochs, people 256x128
 ``multilabel-paper``    Table 3: Adam lr 1e-4 (1e-5 for the last 10%), wd 4e-5, batch 32, 50
                         epochs
 ======================  ========================================================================
