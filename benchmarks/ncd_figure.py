@@ -75,7 +75,9 @@ REPO = Path(__file__).resolve().parents[1]
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument(
-        "--data-dir", default="/work/shared/data", help="folder holding tiny-imagenet-200"
+        "--data-dir",
+        default=os.environ.get("FRLR_DATA", str(REPO.parent / "shared" / "data")),
+        help="folder holding tiny-imagenet-200 (default $FRLR_DATA, else ../shared/data)",
     )
     p.add_argument("--out", default="runs/ncd_figure", help="JSON lines and summary go here")
     p.add_argument("--figure", default=str(REPO / "docs/figures/ncd_tiny_imagenet.png"))

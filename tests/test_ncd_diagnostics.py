@@ -471,6 +471,14 @@ def test_monitor_plot_and_series_labels(tmp_path):
     assert series.label == "LR, seed 1" and series.loss == "lr"
 
 
+def test_plot_smoothing_window_longer_than_the_history(tmp_path):
+    monitor = frlr.NCDMonitor("lr")
+    for step in range(3):
+        monitor.update(torch.randn(4, 10), torch.randint(0, 10, (4,)), step)
+    monitor.plot(tmp_path / "short.png", dpi=50, smooth=9)  # window 9 over 3 records
+    assert (tmp_path / "short.png").stat().st_size > 1000
+
+
 def test_import_frlr_torch_does_not_import_matplotlib():
     code = "import sys, frlr.torch; assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -75,6 +75,15 @@ def test_a_few_epochs_on_digits_reduce_the_loss(tmp_path):
     assert result["loss_options"] == {"beta": 10.0, "r": 2.0}
 
 
+def test_max_steps_per_epoch_cuts_every_epoch_short(tmp_path, fabricated_digits):
+    config = digits_config(tmp_path, epochs=2, batch_size=8, max_steps_per_epoch=3, ncd_every=1)
+    train(config, log=None)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "ncd.jsonl").open()]
+    assert steps == [0, 1, 2, 3, 4, 5]  # 60 images would be 8 batches an epoch
+    with pytest.raises(ConfigError, match="max_steps_per_epoch"):
+        digits_config(tmp_path, max_steps_per_epoch=-1)
+
+
 def test_run_files_are_complete_and_written_atomically(tmp_path):
     result = train(digits_config(tmp_path, epochs=1), log=None)
     run = tmp_path / "run"

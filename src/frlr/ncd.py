@@ -515,6 +515,7 @@ def _geometric_smooth(values, window: int):
     values = np.asarray(values, dtype=float)
     if window <= 1 or len(values) < 2:
         return values
+    window = min(window, len(values))  # np.convolve(mode="same") returns the longer length
     logs = np.where(values > 0, np.log(np.where(values > 0, values, 1.0)), np.nan)
     finite = np.isfinite(logs)
     kernel = np.ones(window)

@@ -161,6 +161,9 @@ class TrainConfig:
     threads: int = _option(0, "torch CPU threads; 0: torch's default")
     eval_batch_size: int = _option(512, "images per forward pass at test time")
     eval_every: int = _option(1, "test every this many epochs (and after the last)")
+    max_steps_per_epoch: int = _option(
+        0, "train at most this many batches an epoch (smoke tests); 0: the whole split"
+    )
     ncd_every: int = _option(0, "record NCD statistics (Fig. 2) every N steps in ncd.jsonl; 0: off")
     out: str = _option("runs/train", "run directory")
 
@@ -335,6 +338,7 @@ def validate(config: TrainConfig) -> TrainConfig:
         "image_width": config.image_width,
         "threads": config.threads,
         "ncd_every": config.ncd_every,
+        "max_steps_per_epoch": config.max_steps_per_epoch,
     }
     for name, value in non_negative.items():
         if value < 0:
@@ -692,6 +696,8 @@ def _train(
     if config.batch_size < world:
         raise ConfigError(f"batch_size {config.batch_size} is smaller than the {world} processes")
     steps_per_epoch = num_batches(num_train, config.batch_size, drop_last)
+    if config.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
 
     # Model, loss, optimiser, schedule.
     if height != width and config.arch == "mlp":
@@ -769,6 +775,8 @@ def _train(
             world_size=world,
         )
         for step, (images, targets) in enumerate(batches):
+            if step == steps_per_epoch:  # max_steps_per_epoch cut the epoch short
+                break
             if config.augment:
                 images = augment_batch(
                     images, augment_generator, flip=config.flip, padding=config.crop_padding

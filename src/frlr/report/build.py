@@ -82,7 +82,10 @@ def _tsne(experiment: Experiment, out: Path, classes: int, per_class: int) -> Fi
         coords = embedding.tsne_2d(features)
         panels.append((f"{group.label} (seed {run.seed})", group.color, coords, data.labels))
     figures.tsne_figure(panels, data.class_names, out / "tsne.png")
-    names = [data.class_names[c] if c < len(data.class_names) else str(c) for c in data.class_ids]
+    names = [  # WordNet lists synonyms: "goldfish, Carassius auratus" -> "goldfish"
+        data.class_names[c].split(",")[0].strip() if c < len(data.class_names) else str(c)
+        for c in data.class_ids
+    ]
     n = len(data.labels)
     caption = (
         f"t-SNE of test-set features (model.features, the classifier's input) of each "
