@@ -108,6 +108,18 @@ def test_class_weights_and_ignore_index_match_reference(name):
     check_against_reference(name, logits, target, weight=weight, ignore_index=-1)
 
 
+@pytest.mark.parametrize("name", (*SIGMOID_LOSSES, "hs-sr"))
+@pytest.mark.parametrize("ignore_index", (-100, 0, 4, 18))
+def test_ignore_index_inside_or_outside_the_class_range(name, ignore_index):
+    """The unmasked fast path (no index ignored) and the masked path agree with the reference
+    whether ignore_index is a class id (0, 4, 18) or not (-100)."""
+    g = torch.Generator().manual_seed(5)
+    logits = distinct_logits(9, 19, 3.0, g)
+    target = torch.tensor([1, 4, 0, 18, 7, 4, 2, 18, 0])
+    check_against_reference(name, logits, target, ignore_index=ignore_index)
+    check_against_reference(name, logits, target, ignore_index=ignore_index, reduction="none")
+
+
 @settings(
     max_examples=40,
     deadline=None,

@@ -136,6 +136,17 @@ class _Batch:
                     f"{tuple(logits.shape)}, got {tuple(target.shape)}"
                 )
             y = target.reshape(-1).long()
+            self.dense = False
+            self.out_shape = expected
+            if _validating() and y.numel():
+                # One reduction and one host sync decide the common case: every index in range
+                # and none ignored, which needs no mask at all (the mask costs more than the
+                # loss at small K).
+                low, high = torch.stack(torch.aminmax(y)).tolist()
+                if low >= 0 and high < num_classes and not low <= ignore_index <= high:
+                    self.y, self.valid = y, None
+                    self._weight(weight, num_classes, compute)
+                    return
             valid = y != ignore_index
             if _validating():
                 bad = valid & ((y < 0) | (y >= num_classes))
@@ -146,14 +157,15 @@ class _Batch:
                     )
             self.y = torch.where(valid, y, 0)
             self.valid = valid
-            self.dense = False
-            self.out_shape = expected
         else:
             raise TypeError(
                 "target must be int64 class indices or a float multi-hot tensor, got dtype "
                 f"{target.dtype}"
             )
 
+        self._weight(weight, num_classes, compute)
+
+    def _weight(self, weight: Tensor | None, num_classes: int, compute: torch.dtype) -> None:
         if weight is not None:
             if not isinstance(weight, Tensor) or weight.shape != (num_classes,):
                 shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight)
