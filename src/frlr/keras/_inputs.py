@@ -8,12 +8,13 @@ Every error names the argument and the value.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
+
+from frlr._hyper import check_hyperparameters
 
 TARGETS = ("auto", "index", "multi_hot")
 NORMALIZATIONS = ("paper", "reference")
@@ -43,19 +44,7 @@ def check_options(
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
-    for name, value in (("beta", beta), ("m", m), ("r", r), ("alpha", alpha)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)
-        ):
-            raise TypeError(f"{name} must be a real number, got {value!r}")
-    if beta is not None and beta < 0:
-        raise ValueError(f"beta must be >= 0, got {beta}")
-    if m is not None and not 0 < m <= 100:
-        raise ValueError(f"m is a percentage of the negative classes in (0, 100], got {m}")
-    if r is not None and r < 0:
-        raise ValueError(f"r must be >= 0, got {r}")
-    if alpha is not None and alpha < 0:
-        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    check_hyperparameters(beta=beta, m=m, r=r, alpha=alpha)
 
 
 def check_reference_reduction(normalization: str, reduction: Any) -> None:

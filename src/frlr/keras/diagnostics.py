@@ -24,6 +24,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from frlr._hyper import num_hard_negatives
 from frlr.ncd import (
     HalvingHistory,
     JsonlWriter,
@@ -206,7 +207,7 @@ def ncd_stats_numpy(logits: Any, target: Any, loss: str = "ss-lr", **options: An
         grad = scale * (c.sum(1, keepdims=True) * np.exp(log_q) - c)
         probs = np.exp(log_q)
     else:  # hs-sr
-        n = max(1, math.floor(m * (num_classes - 1) / 100.0))
+        n = num_hard_negatives(num_classes - 1, m)
         a = beta / n if alpha is None else alpha
         log_q = _log_softmax(z)
         q = np.exp(log_q)

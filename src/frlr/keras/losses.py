@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 import keras
 from keras import ops
 
+from frlr._hyper import num_hard_negatives
 from frlr.keras._inputs import (
     HALF_DTYPES,
     Batch,
@@ -210,7 +211,7 @@ def hs_lr_loss(
         return _reference("hs-lr", batch, beta=beta, m=m, alpha=alpha)
     z, num_classes = batch.z, batch.num_classes
     if batch.index:
-        n = max(1, math.floor(m * (num_classes - 1) / 100.0))
+        n = num_hard_negatives(num_classes - 1, m)
         a = beta / n if alpha is None else alpha
         z_pos = ops.take_along_axis(z, batch.y[:, None], axis=1)[:, 0]
         positive = ops.softplus(-z_pos) * _class_weight(batch.weight, batch.y)
@@ -342,7 +343,7 @@ def hs_sr_loss(
     if not batch.index:
         raise ValueError("hs_sr_loss takes class-index targets only: softmax is single-label")
     z, y, num_classes = batch.z, batch.y, batch.num_classes
-    n = max(1, math.floor(m * (num_classes - 1) / 100.0))
+    n = num_hard_negatives(num_classes - 1, m)
     a = beta / n if alpha is None else alpha
     log_q = ops.log_softmax(z, axis=1)
     positive = -ops.take_along_axis(log_q, y[:, None], axis=1)[:, 0]

@@ -159,12 +159,6 @@ def ss_lr_dense(
 # ---------------------------------------------------------------------------------------------
 
 
-def num_hard_negatives(num_negatives: int, m: float) -> int:
-    """n = max(1, floor(m% of the negatives)); m * count / 100, not m / 100 * count, which
-    rounds 0.29 * 100 down to 28."""
-    return max(1, math.floor(m * num_negatives / 100.0))
-
-
 def hard_negatives_index(z: Tensor, y: Tensor, n: int) -> tuple[Tensor, Tensor]:
     """The n highest-logit negatives per row, without a masked copy of the logits.
 

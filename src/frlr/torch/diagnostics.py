@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from frlr._hyper import num_hard_negatives
 from frlr.ncd import (
     NCD_THRESHOLD,
     HalvingHistory,
@@ -60,7 +61,6 @@ from frlr.ncd import (
     read_history,
 )
 from frlr.torch import losses as _losses
-from frlr.torch._kernels import num_hard_negatives
 
 __all__ = [
     "NCD_THRESHOLD",

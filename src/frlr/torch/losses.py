@@ -17,7 +17,6 @@ against a positive term of 0.4 at K = 200 — the negative class distraction the
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from frlr._hyper import check_hyperparameters, num_hard_negatives
 from frlr.torch import _kernels as kernels
 
 Reduction = Literal["mean", "sum", "none"]
@@ -48,19 +48,7 @@ def _check_hyper(
     reduction: str | None = None,
     normalization: str | None = None,
 ) -> None:
-    for name, value in (("beta", beta), ("m", m), ("r", r), ("alpha", alpha)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)
-        ):
-            raise TypeError(f"{name} must be a real number, got {value!r}")
-    if beta is not None and beta < 0:
-        raise ValueError(f"beta must be >= 0, got {beta}")
-    if m is not None and not 0 < m <= 100:
-        raise ValueError(f"m is a percentage of the negative classes in (0, 100], got {m}")
-    if r is not None and r < 0:
-        raise ValueError(f"r must be >= 0, got {r}")
-    if alpha is not None and alpha < 0:
-        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    check_hyperparameters(beta=beta, m=m, r=r, alpha=alpha)
     if reduction is not None and reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     if normalization is not None and normalization not in _NORMALIZATIONS:
@@ -291,7 +279,7 @@ def hs_lr_loss(
             kernels.hs_lr_dense, batch.z, batch.y, batch.weight, float(m), float(beta), alpha
         )
     else:
-        n = kernels.num_hard_negatives(batch.num_classes - 1, m)
+        n = num_hard_negatives(batch.num_classes - 1, m)
         a = beta / n if alpha is None else alpha
         rows = kernels.row_losses(kernels.hs_lr_index, batch.z, batch.y, batch.weight, n, float(a))
     return batch.reduce(rows, reduction)
@@ -428,7 +416,7 @@ def hs_sr_loss(
         raise ValueError("hs_sr_loss takes class-index targets only: softmax is single-label")
     z, y = batch.z, batch.y
     num_classes = batch.num_classes
-    n = kernels.num_hard_negatives(num_classes - 1, m)
+    n = num_hard_negatives(num_classes - 1, m)
     a = beta / n if alpha is None else alpha
     log_q = torch.log_softmax(z, dim=1)
     pos = -log_q.gather(1, y.unsqueeze(1)).squeeze(1)
