@@ -203,6 +203,11 @@ def main() -> None:
     parser.add_argument(
         "--memory-child", nargs=3, metavar=("NAME", "N", "K"), help=argparse.SUPPRESS
     )
+    parser.add_argument("--n", default="128,1024", help="batch sizes, comma-separated")
+    parser.add_argument("--k", default="10,200,1000,10000,100000", help="class counts")
+    parser.add_argument(
+        "--memory", action=argparse.BooleanOptionalAction, default=True, help="the memory table"
+    )
     parser.add_argument("--out", default="docs/benchmarks/loss_speed.md")
     args = parser.parse_args()
     if args.memory_child:
@@ -210,8 +215,8 @@ def main() -> None:
         memory_child(name, int(n), int(k))
         return
 
-    sizes_n = (8, 32) if args.quick else (128, 1024)
-    sizes_k = (10, 200) if args.quick else (10, 200, 1000, 10_000, 100_000)
+    sizes_n = (8, 32) if args.quick else tuple(int(v) for v in args.n.split(","))
+    sizes_k = (10, 200) if args.quick else tuple(int(v) for v in args.k.split(","))
     rounds, min_s = (1, 0.0) if args.quick else (args.rounds, args.min_time)
     methods = candidates(args.fused and not args.quick)
     started = time.perf_counter()
@@ -252,7 +257,7 @@ def main() -> None:
     summary = target_lines(all_ms, sizes_k)
     print("\n".join(summary), flush=True)
 
-    if not args.quick:
+    if not args.quick and args.memory:
         n, k = 1024, 100_000
         table = [
             f"### Peak memory growth of one forward+backward, N = {n}, K = {k:,} "

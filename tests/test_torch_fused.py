@@ -10,24 +10,37 @@ import pytest
 FUSED_SCRIPT = r"""
 import torch, warnings, frlr.torch as frlr
 from loss_reference import reference_loss
-for name, hyper in (("lr", {}), ("ss-lr", {"r": 2.0}), ("ss-lr", {"r": 0.5, "beta": 3.0})):
+weight = torch.rand(50, generator=torch.Generator().manual_seed(1)) + 0.5
+for name, hyper in (
+    ("lr", {}),
+    ("ss-lr", {"r": 2.0}),
+    ("ss-lr", {"r": 0.5, "beta": 3.0}),
+    ("ss-lr", {"r": 0.0}),
+    ("lr", {"weight": weight, "reduction": "none"}),
+    ("ss-lr", {"r": 3.0, "weight": weight, "reduction": "sum"}),
+):
+    torch._dynamo.reset()  # each r is its own graph; stay under the recompile limit
     fn = frlr.compiled(name, **hyper)
-    for n, k, scale in ((4, 10, 1.0), (6, 200, 30.0), (3, 50, 1e4)):
-        g = torch.Generator().manual_seed(k)
+    for n, k, scale in ((4, 50, 1.0), (6, 50, 30.0), (3, 50, 1e4)):
+        g = torch.Generator().manual_seed(n)
         logits = torch.randn(n, k, generator=g) * scale
         target = torch.randint(0, k, (n,), generator=g)
         z = logits.clone().requires_grad_(True)
         loss = fn(z, target)
-        loss.backward()
+        upstream = torch.rand(loss.shape, generator=g) + 0.5
+        (loss * upstream).sum().backward()
         z64 = logits.double().requires_grad_(True)
         ref = reference_loss(name, z64, target, **hyper)
-        ref.backward()
+        (ref * upstream).sum().backward()
         torch.testing.assert_close(loss.double(), ref.detach(), rtol=2e-5, atol=1e-6)
         torch.testing.assert_close(z.grad.double(), z64.grad, rtol=1e-4, atol=1e-7)
+        with torch.no_grad():  # the forward-only path
+            torch.testing.assert_close(fn(logits, target), loss.detach())
 # the fallback: no compiler -> one warning, same values
 torch.compile = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no compiler"))
 import frlr.torch.fused as fused
 fused._COMPILED.clear()
+assert not fused._warned  # nothing above fell back
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     a = frlr.compiled("ss-lr")(logits, target)
@@ -49,6 +62,17 @@ def test_fused_losses_match_reference_and_fall_back(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("ok")
+
+
+def test_log1p_unit_is_accurate_on_the_whole_unit_interval():
+    import torch
+
+    from frlr.torch.fused import log1p_unit
+
+    e = torch.cat([torch.rand(200_000), torch.logspace(-38, 0, 20_000), torch.tensor([0.0, 1.0])])
+    exact = torch.log1p(e.double())
+    error = (log1p_unit(e).double() - exact).abs()
+    assert (error <= 2.5e-7 * exact).all(), (error / exact.clamp_min(1e-300)).max()
 
 
 def test_compiled_rejects_bad_names_and_hyper_parameters():

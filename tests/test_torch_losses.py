@@ -276,6 +276,26 @@ def test_gradcheck_float64(name):
     assert torch.autograd.gradcheck(lambda z: fn(z, target, reduction="none"), (logits,))
 
 
+@pytest.mark.parametrize(
+    ("name", "multi_hot"),
+    [(name, False) for name in ALL_LOSSES] + [(name, True) for name in SIGMOID_LOSSES],
+)
+def test_a_retained_graph_gives_the_same_gradient_every_backward(name, multi_hot):
+    """The backward scales the saved gradient in place only when the graph is not kept."""
+    g = torch.Generator().manual_seed(14)
+    logits = distinct_logits(6, 11, 2.0, g).requires_grad_(True)
+    target = (torch.rand(6, 11, generator=g) < 0.3).float() if multi_hot else torch.arange(6)
+    loss = frlr.FUNCTIONAL[name](logits, target, reduction="none")
+    upstream = torch.rand(6, generator=g)
+    (first,) = torch.autograd.grad(loss, logits, upstream, retain_graph=True)
+    (second,) = torch.autograd.grad(loss, logits, upstream * 2, retain_graph=True)
+    (last,) = torch.autograd.grad(loss, logits, upstream)  # may reuse the saved buffer
+    torch.testing.assert_close(second, 2 * first)
+    torch.testing.assert_close(last, first)
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        torch.autograd.grad(loss, logits, upstream)
+
+
 @pytest.mark.parametrize("name", SIGMOID_LOSSES)
 def test_gradcheck_float64_multi_hot(name):
     g = torch.Generator().manual_seed(10)

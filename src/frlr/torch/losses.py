@@ -420,7 +420,7 @@ def hs_sr_loss(
     a = beta / n if alpha is None else alpha
     log_q = torch.log_softmax(z, dim=1)
     pos = -log_q.gather(1, y.unsqueeze(1)).squeeze(1)
-    values, indices = kernels.hard_negatives_index(z, y, n)
+    values, indices, _ = kernels.hard_negatives_index(z, y, n)
     keep = values != float("-inf")
     log_q_sel = log_q.gather(1, indices)
     q_sel = log_q_sel.exp()
