@@ -30,6 +30,13 @@ def test_loss_speed_quick_prints_every_peer_and_frlr_loss():
     assert "N = 32" in text
 
 
+def test_selection_speed_quick_prints_every_candidate_and_the_search():
+    text = _run(str(BENCHMARKS / "selection_speed.py"), "--quick")
+    for name in ("topk(n, sorted=False)", "np.partition", "one count pass", "F.softplus"):
+        assert name in text
+    assert "log-normal logits, 16x100:" in text
+
+
 def test_loss_speed_memory_child_reports_megabytes():
     text = _run(str(BENCHMARKS / "loss_speed.py"), "--memory-child", "frlr ss-lr", "64", "1000")
     assert float(text.strip().splitlines()[-1]) >= 0

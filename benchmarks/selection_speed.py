@@ -1,0 +1,135 @@
+"""Why HS-LR costs what it costs: the exact top-m% selection against every alternative we tried.
+
+    python benchmarks/selection_speed.py            # prints the tables, writes nothing
+    python benchmarks/selection_speed.py --quick    # tiny shapes, a smoke test
+
+HS-LR keeps the n = floor(m% (K - 1)) highest-logit negatives of each row (m = 25). Selecting
+them exactly is a per-row quickselect; this times the candidates for it on the shapes of the
+loss benchmark, next to ``F.cross_entropy``'s whole forward+backward, so the floor under HS-LR
+is visible:
+
+* ``topk`` (unsorted, what frlr uses), ``kthvalue``, ``sort``, NumPy's introselect
+  ``np.partition`` (values only, one thread);
+* one *count pass* ``#{k : z_k > t}`` per row (subtract, sign, clamp, sum): the step of a
+  threshold search, which would need several such passes plus a top-k fallback for rows that
+  do not converge;
+* ``F.softplus`` over all logits, the elementwise floor of every sigmoid loss.
+
+It then runs that threshold search (a Gaussian first guess, then interpolation between the
+tightest counts above and below n) and prints the share of rows that have an exact threshold
+after each pass: the passes a row needs times the count pass's cost is what the search would
+have to beat ``topk`` by.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+from collections.abc import Callable
+from statistics import NormalDist
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def median_ms(fn: Callable[[], object], min_s: float = 0.5) -> float:
+    fn()
+    times: list[float] = []
+    while sum(times) < min_s or len(times) < 5:
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def count_pass(z: torch.Tensor, t: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
+    return torch.sub(z, t, out=buffer).sign_().clamp_min_(0.0).sum(1)
+
+
+def threshold_search(z: torch.Tensor, y: torch.Tensor, n: int, passes: int) -> list[float]:
+    """Share of rows with exactly n negatives above the threshold, after each count pass."""
+    num_classes = z.shape[1]
+    buffer = torch.empty_like(z)
+    z_pos = z.gather(1, y.unsqueeze(1))
+    lo, hi = torch.aminmax(z, dim=1, keepdim=True)
+    lo = torch.nextafter(lo, torch.full_like(lo, -math.inf))
+    c_lo, c_hi = torch.full_like(lo, num_classes - 1.0), torch.zeros_like(lo)
+    std, mean = torch.std_mean(z, dim=1, keepdim=True)
+    t = mean + std * NormalDist().inv_cdf(1 - (n + 0.5) / (num_classes - 1))
+    shares = []
+    for _ in range(passes):
+        c = count_pass(z, t, buffer).unsqueeze(1) - (z_pos > t).float()
+        hit = c == n
+        shares.append(hit.float().mean().item())
+        above, below = c > n, c < n
+        lo, c_lo = torch.where(above, t, lo), torch.where(above, c, c_lo)
+        hi, c_hi = torch.where(below, t, hi), torch.where(below, c, c_hi)
+        fraction = ((c_lo - n - 0.5) / (c_lo - c_hi)).clamp(0.05, 0.95)
+        t = torch.where(hit, t, torch.lerp(lo, hi, fraction))
+    return shares
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny shapes, a smoke test")
+    quick = parser.parse_args().quick
+    torch.manual_seed(0)
+    shapes = (
+        ((8, 50), (16, 100))
+        if quick
+        else ((128, 1000), (1024, 1000), (128, 10_000), (1024, 10_000))
+    )
+    min_s = 0.0 if quick else 0.5
+    rows = []
+    for n_rows, k in shapes:
+        z = torch.randn(n_rows, k)
+        y = torch.randint(0, k, (n_rows,))
+        n = (k - 1) // 4
+        array = z.numpy()
+        threshold = z[:, :1].clone()
+        buffer = torch.empty_like(z)
+        x = z.clone().requires_grad_(True)
+
+        def cross_entropy(x=x, y=y) -> None:
+            x.grad = None
+            F.cross_entropy(x, y).backward()
+
+        timings = {
+            "F.cross_entropy fwd+bwd": cross_entropy,
+            "topk(n, sorted=False)": lambda z=z, n=n: z.topk(n, dim=1, sorted=False),
+            "kthvalue": lambda z=z, n=n, k=k: z.kthvalue(k - n, dim=1),
+            "sort": lambda z=z: z.sort(dim=1),
+            "np.partition (1 thread)": lambda a=array, n=n, k=k: np.partition(a, k - n, axis=1),
+            "one count pass": lambda z=z, t=threshold, b=buffer: count_pass(z, t, b),
+            "F.softplus": lambda z=z: F.softplus(z),
+        }
+        rows.append((n_rows, k, {name: median_ms(fn, min_s) for name, fn in timings.items()}))
+    names = list(rows[0][2])
+    print("median ms (ratio to F.cross_entropy's forward+backward)\n")
+    print("| operation | " + " | ".join(f"{n}x{k:,}" for n, k, _ in rows) + " |")
+    print("|---|" + "---:|" * len(rows))
+    for name in names:
+        cells = []
+        for _, _, ms in rows:
+            base = ms["F.cross_entropy fwd+bwd"]
+            cells.append(f"{ms[name]:.3f} ({ms[name] / base:.1f}x)")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+    passes = 10
+    print(f"\nthreshold search, share of rows solved after each of {passes} count passes\n")
+    for label, make in (
+        ("normal logits", lambda shape: torch.randn(shape)),
+        ("log-normal logits", lambda shape: torch.randn(shape).exp()),
+    ):
+        for n_rows, k in shapes[-2:]:
+            z = make((n_rows, k))
+            y = torch.randint(0, k, (n_rows,))
+            shares = threshold_search(z, y, (k - 1) // 4, passes)
+            print(f"- {label}, {n_rows}x{k:,}: " + ", ".join(f"{100 * v:.0f}%" for v in shares))
+
+
+if __name__ == "__main__":
+    main()
