@@ -238,16 +238,16 @@ def hs_lr_dense(
 # ---------------------------------------------------------------------------------------------
 
 
-def row_losses(kernel, z: Tensor, *args) -> Tensor:
-    """Run ``kernel`` through autograd when a gradient is wanted, else forward-only."""
+def row_losses(kernel, z: Tensor, *args, divisor: int | None = None) -> Tensor:
+    """Run ``kernel`` through autograd when a gradient is wanted, else forward-only.
+
+    With ``divisor`` the rows are summed and divided by it inside the autograd Function, so a
+    "mean" or "sum" loss is one graph node with a scalar gradient, not three.
+    """
     if z.requires_grad and torch.is_grad_enabled():
-        return _apply(kernel, z, *args)
+        return _RowLossFn.apply(z, kernel, divisor, *args)
     rows, _ = kernel(z, *args, need_grad=False)
-    return rows
-
-
-def _apply(kernel, z: Tensor, *args) -> Tensor:
-    return _RowLossFn.apply(z, kernel, *args)
+    return rows if divisor is None else rows.sum() / divisor
 
 
 def _graph_is_kept() -> bool:
@@ -270,16 +270,17 @@ class _RowLossFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z: Tensor, kernel, *args):  # type: ignore[override]
+    def forward(ctx, z: Tensor, kernel, divisor: int | None, *args):  # type: ignore[override]
         rows, grad = kernel(z, *args, need_grad=True)
         ctx.save_for_backward(grad)
-        ctx.num_extra = len(args) + 1
-        return rows
+        ctx.divisor = divisor
+        ctx.num_extra = len(args) + 2
+        return rows if divisor is None else rows.sum() / divisor
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_rows: Tensor):  # type: ignore[override]
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         (grad,) = ctx.saved_tensors
-        scale = grad_rows.unsqueeze(1)
+        scale = grad_out.unsqueeze(1) if ctx.divisor is None else grad_out / ctx.divisor
         grad = grad * scale if _graph_is_kept() else grad.mul_(scale)
         return (grad,) + (None,) * ctx.num_extra

@@ -165,6 +165,15 @@ class _Batch:
     def num_classes(self) -> int:
         return self.z.shape[1]
 
+    def loss(self, kernel, reduction: str, *args) -> Tensor:
+        """``kernel``'s row losses, reduced. With nothing ignored, "mean" and "sum" are folded
+        into the kernel's autograd node (one node and a scalar gradient instead of three)."""
+        if reduction != "none" and self.valid is None and self.z.shape[0] > 0:
+            divisor = self.z.shape[0] if reduction == "mean" else 1
+            return kernels.row_losses(kernel, self.z, self.y, self.weight, *args, divisor=divisor)
+        rows = kernels.row_losses(kernel, self.z, self.y, self.weight, *args)
+        return self.reduce(rows, reduction)
+
     def reduce(self, rows: Tensor, reduction: str) -> Tensor:
         """Mean over non-ignored samples; an all-ignored batch gives 0 with a zero gradient."""
         if self.valid is not None:
@@ -229,11 +238,7 @@ def lr_loss(
     batch = _Batch(logits, target, weight, ignore_index, hard_targets=False)
     if normalization == "reference":
         return _reference_loss("lr", batch, reduction)
-    if batch.dense:
-        rows = kernels.row_losses(kernels.lr_dense, batch.z, batch.y, batch.weight)
-    else:
-        rows = kernels.row_losses(kernels.lr_index, batch.z, batch.y, batch.weight)
-    return batch.reduce(rows, reduction)
+    return batch.loss(kernels.lr_dense if batch.dense else kernels.lr_index, reduction)
 
 
 @_no_autocast
@@ -275,14 +280,10 @@ def hs_lr_loss(
     if normalization == "reference":
         return _reference_loss("hs-lr", batch, reduction, beta=beta, m=m, alpha=alpha)
     if batch.dense:
-        rows = kernels.row_losses(
-            kernels.hs_lr_dense, batch.z, batch.y, batch.weight, float(m), float(beta), alpha
-        )
-    else:
-        n = num_hard_negatives(batch.num_classes - 1, m)
-        a = beta / n if alpha is None else alpha
-        rows = kernels.row_losses(kernels.hs_lr_index, batch.z, batch.y, batch.weight, n, float(a))
-    return batch.reduce(rows, reduction)
+        return batch.loss(kernels.hs_lr_dense, reduction, float(m), float(beta), alpha)
+    n = num_hard_negatives(batch.num_classes - 1, m)
+    a = beta / n if alpha is None else alpha
+    return batch.loss(kernels.hs_lr_index, reduction, n, float(a))
 
 
 @_no_autocast
@@ -326,21 +327,11 @@ def ss_lr_loss(
         alpha_rows = (
             beta / num_neg.clamp(min=1) if alpha is None else torch.full_like(num_neg, alpha)
         )
-        rows = kernels.row_losses(
-            kernels.ss_lr_dense,
-            batch.z,
-            batch.y,
-            batch.weight,
-            float(r),
-            alpha_rows,
-            1.0 / num_pos.clamp(min=1),
+        return batch.loss(
+            kernels.ss_lr_dense, reduction, float(r), alpha_rows, 1.0 / num_pos.clamp(min=1)
         )
-    else:
-        a = beta / (batch.num_classes - 1) if alpha is None else alpha
-        rows = kernels.row_losses(
-            kernels.ss_lr_index, batch.z, batch.y, batch.weight, float(r), float(a)
-        )
-    return batch.reduce(rows, reduction)
+    a = beta / (batch.num_classes - 1) if alpha is None else alpha
+    return batch.loss(kernels.ss_lr_index, reduction, float(r), float(a))
 
 
 @_no_autocast
