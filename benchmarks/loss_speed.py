@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -34,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 import frlr.torch as frlr
+from _machine import cpu_model
 
 
 def one_hot(target: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -150,16 +150,7 @@ def peak_rss_mb() -> float:
 
 
 def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        model = next(
-            line.split(":", 1)[1].strip()
-            for line in out.splitlines()
-            if line.startswith("Model name")
-        )
-    except (OSError, StopIteration):
-        model = platform.processor() or "unknown CPU"
-    return f"{model}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    return f"{cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 TARGETS = (

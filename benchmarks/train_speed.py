@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -42,6 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from _machine import cpu_model
 from frlr.data.augment import augment_batch, images_to_tensor, iterate_batches, normalize
 from frlr.experiments.small_models import build_model
 from frlr.torch import get_loss
@@ -158,15 +158,7 @@ def loader_batches(images: np.ndarray, labels: np.ndarray, args, workers: int):
 
 
 def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in lscpu.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return f"{model}, {os.cpu_count()} cores"
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,6 +35,7 @@ def test_selection_speed_quick_prints_every_candidate_and_the_search():
     for name in ("topk(n, sorted=False)", "np.partition", "one count pass", "F.softplus"):
         assert name in text
     assert "log-normal logits, 16x100:" in text
+    assert "wrote" not in text
 
 
 def test_loss_speed_memory_child_reports_megabytes():

@@ -1,23 +1,24 @@
-"""Opt-in fused losses: the same maths, compiled by ``torch.compile`` into one loop per loss.
+"""Opt-in fused losses: the same maths, compiled by ``torch.compile`` into one loop each way.
 
-The eager kernels (``_kernels.py``) compute the gradient in the forward pass, but each PyTorch
-operator streams the logits through memory once, and the softplus/sigmoid pair costs two
-transcendental passes. Here the forward is one compiled, graph-free function that returns the
-per-row losses *and* their gradient: one read of the logits, one ``exp`` per element shared by
-the softplus and the sigmoid, one write of the gradient. It runs inside the same
-``torch.autograd.Function`` as the eager kernels, so autograd adds nothing but the backward's
-row rescale. Inductor emits vectorised C++ on CPU and Triton on CUDA. The first call compiles
-(seconds); where compilation is not available the loss falls back to the eager kernels with a
-one-time warning, so the same code runs everywhere.
+Each eager operator streams the logits through memory once, and the softplus/sigmoid pair costs
+two transcendental passes. Here the forward is one compiled loop that reads the logits once and
+writes only the row losses (one ``exp`` per element, shared by the softplus and the sigmoid);
+the backward is a second compiled loop that recomputes the gradient from the logits, already
+scaled by the incoming row gradient, and writes it once. Only the logits are saved, and the one
+logits-sized allocation is the returned gradient. Inductor emits vectorised C++ on CPU and
+Triton on CUDA. The first call compiles both loops (seconds); where compilation is not
+available the loss falls back to the eager implementation with a one-time warning.
 
 ``log1p`` is evaluated as ``2 atanh(u)``, ``u = e / (2 + e)``, by an odd polynomial: the
-argument ``e = exp(-|z|)`` lies in (0, 1], so ``u`` lies in [0, 1/3] and eight terms give
+argument ``e = exp(-|z|)`` lies in (0, 1], so ``u`` lies in [0, 1/3] and nine terms give
 float32 accuracy (max relative error 2.2e-7 over the whole range, tested) for less than the
 library ``log1p`` costs on CPU.
 
-Fused paths exist for "lr" and "ss-lr" with class-index targets. Everything else — multi-hot
-targets, "hs-lr" (whose cost is the top-k selection, which compilation does not speed up),
-"sr", "hs-sr", ``normalization="reference"`` — runs the eager implementation.
+Fused paths exist for "lr" and "ss-lr" with class-index targets. Everything else (multi-hot
+targets, "hs-lr", whose cost is the top-k selection that compilation does not speed up, "sr",
+"hs-sr", ``normalization="reference"``) runs the eager implementation. On the 2-core CPU the
+fused SS-LR pays off at large K (0.5-0.7x cross-entropy at K >= 10^4); the fused LR is no
+faster than the eager one (``docs/benchmarks/loss_speed.md``).
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ class _Recompute(torch.autograd.Function):
 
 _FUSED = {"lr": (lr_rows, lr_grad), "ss-lr": (ss_lr_rows, ss_lr_grad)}
 _COMPILED: dict[str, tuple[Callable[..., Tensor], Callable[..., Tensor]]] = {}
+_UNAVAILABLE: set[str] = set()  # losses whose compilation failed here: they run eagerly
 
 
 def _compiled_pair(name: str) -> tuple[Callable[..., Tensor], Callable[..., Tensor]]:
@@ -152,7 +154,10 @@ def _compiled_pair(name: str) -> tuple[Callable[..., Tensor], Callable[..., Tens
 
 
 def _rows(name: str, z: Tensor, y: Tensor, weight: Tensor | None, *hyper) -> Tensor:
+    fresh = name not in _COMPILED
     rows_fn, grad_fn = _compiled_pair(name)
+    if fresh:  # compile the backward loop now, where a failure can still fall back
+        grad_fn(z.detach(), y, weight, *hyper, torch.ones_like(z[:, 0]))
     if z.requires_grad and torch.is_grad_enabled():
         return _Recompute.apply(z, rows_fn, grad_fn, y, weight, *hyper)
     return rows_fn(z, y, weight, *hyper)
@@ -196,9 +201,10 @@ def compiled(name: str, **hyper) -> Callable[[Tensor, Tensor], Tensor]:
     beta, r, alpha = hyper.get("beta", 10.0), hyper.get("r", 2.0), hyper.get("alpha")
 
     def loss_fn(logits: Tensor, target: Tensor) -> Tensor:
-        if isinstance(target, Tensor) and (
+        dense = isinstance(target, Tensor) and (
             target.is_floating_point() or target.dtype == torch.bool
-        ):
+        )
+        if dense or key in _UNAVAILABLE:
             return eager(logits, target, **hyper)
         autocast = isinstance(logits, Tensor) and torch.is_autocast_enabled(logits.device.type)
         context = torch.autocast(logits.device.type, enabled=False) if autocast else None
@@ -212,8 +218,8 @@ def compiled(name: str, **hyper) -> Callable[[Tensor, Tensor], Tensor]:
                 rows = _rows(key, *args)
             except Exception as error:  # compiler missing or unsupported: same maths, eagerly
                 _fallback(error)
-                _COMPILED[key] = _FUSED[key]
-                rows = _rows(key, *args)
+                _UNAVAILABLE.add(key)
+                return eager(logits, target, **hyper)
             return batch.reduce(rows, reduction)
 
     loss_fn.__name__ = f"compiled_{key.replace('-', '_')}"
