@@ -74,13 +74,15 @@ for step in "${steps[@]}"; do
     mosaic)  # Table 3 analogue: 2x2 Tiny ImageNet mosaics, 4 positives of 200 labels.
       run "${frlr[@]}" compare --dataset mosaic-tiny-imagenet --data-dir "$data" --preset cpu \
         --losses lr,hs-lr,ss-lr "${budget[@]}" --out "$out/mosaic-cpu" ;;
-    speed)  # docs/benchmarks: loss speed and memory, training throughput.
+    speed)  # docs/benchmarks: loss speed and memory, hard selection, training throughput.
       if [ "$quick" = 1 ]; then
         run "$py" benchmarks/loss_speed.py --quick
+        run "$py" benchmarks/selection_speed.py --quick
         run "$py" benchmarks/train_speed.py --arch resnet20 --steps 2 --warmup 1 --rounds 1 \
           --images 512 --batch-size 32 --workers 0 --no-bf16
       else
         run "$py" benchmarks/loss_speed.py
+        run "$py" benchmarks/selection_speed.py
         run "$py" benchmarks/train_speed.py --steps 30 --channels-last --write docs/benchmarks/train_speed.md
         run "$py" benchmarks/train_speed.py --steps 30 --no-bf16 --write docs/benchmarks/train_speed.md --append
       fi ;;

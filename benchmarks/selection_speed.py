@@ -13,7 +13,10 @@ is visible:
 * one *count pass* ``#{k : z_k > t}`` per row (subtract, sign, clamp, sum): the step of a
   threshold search, which would need several such passes plus a top-k fallback for rows that
   do not converge;
-* ``F.softplus`` over all logits, the elementwise floor of every sigmoid loss.
+* ``F.softplus`` over all logits, the elementwise floor of every sigmoid loss;
+* filling a freshly allocated logits-sized buffer against refilling one that is reused: what
+  one more logits-sized temporary per step costs once the allocator returns freed memory to
+  the system.
 
 It then runs that threshold search (a Gaussian first guess, then interpolation between the
 tightest counts above and below n) and prints the share of rows that have an exact threshold
@@ -116,6 +119,8 @@ def main() -> None:
             "np.partition (1 thread)": lambda a=array, n=n, k=k: np.partition(a, k - n, axis=1),
             "one count pass": lambda z=z, t=threshold, b=buffer: count_pass(z, t, b),
             "F.softplus": lambda z=z: F.softplus(z),
+            "fill a new buffer": lambda z=z: torch.empty_like(z).fill_(1.0),
+            "fill a reused buffer": lambda b=buffer: b.fill_(1.0),
         }
         rows.append((n_rows, k, {name: median_ms(fn, min_s) for name, fn in timings.items()}))
     lines = ["### Median ms (ratio to F.cross_entropy's forward+backward), n = floor((K-1)/4)", ""]
