@@ -296,6 +296,37 @@ def test_a_retained_graph_gives_the_same_gradient_every_backward(name, multi_hot
         torch.autograd.grad(loss, logits, upstream)
 
 
+@pytest.mark.parametrize(
+    ("name", "hyper"), [("ss-lr", {"r": 2.0}), ("ss-lr", {"r": 0.5}), ("hs-lr", {"m": 30.0})]
+)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_row_blocks_equal_one_block(monkeypatch, name, hyper, weighted):
+    """Large inputs run SS-LR and HS-LR block by block; shrink the thresholds to test it here."""
+    from frlr.torch import _kernels
+
+    g = torch.Generator().manual_seed(15)
+    logits = distinct_logits(37, 29, 5.0, g)
+    target = torch.randint(0, 29, (37,), generator=g)
+    weight = torch.rand(29, generator=g) + 0.5 if weighted else None
+    fn = frlr.FUNCTIONAL[name]
+
+    def loss_and_grad():
+        z = logits.clone().requires_grad_(True)
+        loss = fn(z, target, weight=weight, reduction="none", **hyper)
+        loss.backward(torch.linspace(0.5, 1.5, 37))
+        with torch.no_grad():
+            forward_only = fn(logits, target, weight=weight, reduction="none", **hyper)
+        return loss.detach(), z.grad, forward_only
+
+    whole = loss_and_grad()
+    monkeypatch.setattr(_kernels, "_BLOCKED_FROM", 0)
+    monkeypatch.setattr(_kernels, "_BLOCK", 100)  # 3 rows a block, the last one short
+    blocked = loss_and_grad()
+    for a, b in zip(whole, blocked, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    check_against_reference(name, logits, target, weight=weight, **hyper)
+
+
 @pytest.mark.parametrize("name", SIGMOID_LOSSES)
 def test_gradcheck_float64_multi_hot(name):
     g = torch.Generator().manual_seed(10)

@@ -46,6 +46,31 @@ def _mul_sigmoid_power(x: Tensor, s: Tensor, r: float) -> None:
         x.mul_(s.pow(r))
 
 
+# Above this many logits, SS-LR and HS-LR run in row blocks of about _BLOCK elements: their
+# temporaries (SS-LR's sigmoid and softplus, HS-LR's top-k values and int64 indices) are then
+# block-sized, stay in cache and are recycled by the allocator, so the one logits-sized
+# allocation is the gradient. Below the threshold the loop's per-block cost does not pay
+# (measured with benchmarks/loss_speed.py). LR keeps a single buffer and gains nothing from it.
+_BLOCKED_FROM = 1 << 22
+_BLOCK = 1 << 20
+
+
+def _in_row_blocks(block_kernel, z: Tensor, y: Tensor, weight: Tensor | None, *hyper, need_grad):
+    if z.numel() < _BLOCKED_FROM:
+        return block_kernel(z, y, weight, *hyper, need_grad=need_grad)
+    step = max(1, _BLOCK // z.shape[1])
+    rows = z.new_empty(z.shape[0])
+    grad = torch.empty_like(z) if need_grad else None
+    for start in range(0, z.shape[0], step):
+        block = slice(start, start + step)
+        rows[block], block_grad = block_kernel(
+            z[block], y[block], weight, *hyper, need_grad=need_grad
+        )
+        if grad is not None:
+            grad[block] = block_grad
+    return rows, grad
+
+
 # ---------------------------------------------------------------------------------------------
 # LR, Eq. (3): sum_k [ t_k softplus(-z_k) + (1 - t_k) softplus(z_k) ]
 # ---------------------------------------------------------------------------------------------
@@ -84,7 +109,7 @@ def lr_dense(z: Tensor, t: Tensor, weight: Tensor | None, need_grad: bool):
 # ---------------------------------------------------------------------------------------------
 
 
-def ss_lr_index(
+def _ss_lr_index_block(
     z: Tensor, y: Tensor, weight: Tensor | None, r: float, alpha: float, need_grad: bool
 ):
     y1 = y.unsqueeze(1)
@@ -114,6 +139,12 @@ def ss_lr_index(
         pos_grad.mul_(weight[y].unsqueeze(1))
     grad.scatter_(1, y1, pos_grad)
     return rows, grad
+
+
+def ss_lr_index(
+    z: Tensor, y: Tensor, weight: Tensor | None, r: float, alpha: float, need_grad: bool
+):
+    return _in_row_blocks(_ss_lr_index_block, z, y, weight, r, alpha, need_grad=need_grad)
 
 
 def ss_lr_dense(
@@ -167,7 +198,9 @@ def hard_negatives_index(z: Tensor, y: Tensor, n: int) -> tuple[Tensor, Tensor, 
     return values, indices, masked
 
 
-def hs_lr_index(z: Tensor, y: Tensor, weight: Tensor | None, n: int, alpha: float, need_grad: bool):
+def _hs_lr_index_block(
+    z: Tensor, y: Tensor, weight: Tensor | None, n: int, alpha: float, need_grad: bool
+):
     y1 = y.unsqueeze(1)
     z_pos = z.gather(1, y1)
     values, indices, buffer = hard_negatives_index(z, y, n)
@@ -192,6 +225,10 @@ def hs_lr_index(z: Tensor, y: Tensor, weight: Tensor | None, n: int, alpha: floa
         pos_grad.mul_(weight[y].unsqueeze(1))
     grad.scatter_(1, y1, pos_grad)
     return rows, grad
+
+
+def hs_lr_index(z: Tensor, y: Tensor, weight: Tensor | None, n: int, alpha: float, need_grad: bool):
+    return _in_row_blocks(_hs_lr_index_block, z, y, weight, n, alpha, need_grad=need_grad)
 
 
 def hs_lr_dense(
