@@ -17,8 +17,8 @@ library ``log1p`` costs on CPU.
 Fused paths exist for "lr" and "ss-lr" with class-index targets. Everything else (multi-hot
 targets, "hs-lr", whose cost is the top-k selection that compilation does not speed up, "sr",
 "hs-sr", ``normalization="reference"``) runs the eager implementation. On the 2-core CPU the
-fused SS-LR pays off at large K (0.5-0.7x cross-entropy at K >= 10^4); the fused LR is no
-faster than the eager one (``docs/benchmarks/loss_speed.md``).
+fused SS-LR pays off at large inputs (0.6-0.7x cross-entropy at K = 10^5 and at
+1,024 x 10^4); the fused LR is no faster than the eager one (``docs/benchmarks/loss_speed.md``).
 """
 
 from __future__ import annotations
