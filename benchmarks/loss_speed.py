@@ -2,6 +2,8 @@
 
     python benchmarks/loss_speed.py            # full table, writes docs/benchmarks/loss_speed.md
     python benchmarks/loss_speed.py --quick    # tiny shapes, a smoke test (writes nothing)
+    python benchmarks/loss_speed.py --k 1000 --no-memory   # a partial run (writes nothing
+                                                           # unless --out is given)
 
 Peers, measured in the same process on the same inputs:
 * ``F.cross_entropy`` (the baseline every ratio is taken against);
@@ -199,8 +201,13 @@ def main() -> None:
     parser.add_argument(
         "--memory", action=argparse.BooleanOptionalAction, default=True, help="the memory table"
     )
-    parser.add_argument("--out", default="docs/benchmarks/loss_speed.md")
+    parser.add_argument(
+        "--out", default=None, help="record file; a full run writes docs/benchmarks/loss_speed.md"
+    )
     args = parser.parse_args()
+    full = (args.n, args.k) == (parser.get_default("n"), parser.get_default("k")) and args.memory
+    if args.out is None and full:
+        args.out = "docs/benchmarks/loss_speed.md"
     if args.memory_child:
         name, n, k = args.memory_child
         memory_child(name, int(n), int(k))
@@ -277,7 +284,9 @@ def main() -> None:
             + ("met" if leanest else "MISSED"),
         ]
         print("\n".join(table), flush=True)
-        lines = summary + lines + [*table, ""]
+        lines += [*table, ""]
+    if not args.quick and args.out is not None:
+        command = " ".join(["python", "benchmarks/loss_speed.py", *sys.argv[1:]])
         header = [
             "# Loss speed and memory",
             "",
@@ -285,13 +294,13 @@ def main() -> None:
             f"Load average at the end: {os.getloadavg()[0]:.1f}; "
             f"wall time {time.perf_counter() - started:.0f} s.",
             "",
-            "Command: `python benchmarks/loss_speed.py` (float32, index targets, reduction mean; "
+            f"Command: `{command}` (float32, index targets, reduction mean; "
             f"median over {rounds} interleaved rounds of at least {min_s:g} s of calls per "
             "method and shape, after one warm-up call).",
             "",
         ]
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text("\n".join(header + lines))
+        Path(args.out).write_text("\n".join(header + summary + lines))
         print(f"wrote {args.out}")
 
 
