@@ -1,4 +1,4 @@
-"""The CPU model for the header of every benchmark record (``lscpu``, else ``platform``)."""
+"""The machine line in the header of every benchmark record (``lscpu``, else ``platform``)."""
 
 from __future__ import annotations
 
@@ -15,3 +15,10 @@ def cpu_model() -> str:
         if line.startswith("Model name:"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_and_torch() -> str:
+    """The CPU, the threads torch computes with and torch's version: what a timing depends on."""
+    import torch
+
+    return f"{cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}"

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 import frlr.torch as frlr
-from _machine import cpu_model
+from _machine import cpu_and_torch
 
 
 def one_hot(target: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -149,10 +149,6 @@ def peak_rss_mb() -> float:
     with open("/proc/self/status") as f:
         line = next(line for line in f if line.startswith("VmHWM:"))
     return int(line.split()[1]) / 1024
-
-
-def machine() -> str:
-    return f"{cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 TARGETS = (
@@ -290,7 +286,7 @@ def main() -> None:
         header = [
             "# Loss speed and memory",
             "",
-            f"Date: {datetime.date.today().isoformat()}. Machine: {machine()}. "
+            f"Date: {datetime.date.today().isoformat()}. Machine: {cpu_and_torch()}. "
             f"Load average at the end: {os.getloadavg()[0]:.1f}; "
             f"wall time {time.perf_counter() - started:.0f} s.",
             "",

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from _machine import cpu_model
+from _machine import cpu_and_torch
 
 
 def median_ms(fn: Callable[[], object], min_s: float = 0.5) -> float:
@@ -50,10 +50,6 @@ def median_ms(fn: Callable[[], object], min_s: float = 0.5) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
-
-
-def machine() -> str:
-    return f"{cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def count_pass(z: torch.Tensor, t: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
@@ -155,7 +151,7 @@ def main() -> None:
         header = [
             "# Exact hard-negative selection: what HS-LR's top-k costs against the alternatives",
             "",
-            f"Date: {datetime.date.today().isoformat()}. Machine: {machine()}. Wall time "
+            f"Date: {datetime.date.today().isoformat()}. Machine: {cpu_and_torch()}. Wall time "
             f"{time.perf_counter() - started:.0f} s.",
             "",
             "Command: `python benchmarks/selection_speed.py` (float32 normal logits; median of at "

@@ -127,19 +127,21 @@ def _distinct(values: list[Any]) -> str:
     return " / ".join(seen) if seen else "n/a"
 
 
-def version_rows(experiment: Experiment) -> list[list[str]]:
-    """[package, version] of the finished runs (several when runs differ)."""
+def _result_rows(experiment: Experiment, section: str) -> list[list[str]]:
+    """[name, value] of one section of the finished runs' results (several values when runs
+    differ)."""
     results = [run.result for run in experiment.runs if run.result]
     names: list[str] = []
     for result in results:
-        names += [n for n in result.get("versions", {}) if n not in names]
-    return [[n, _distinct([r.get("versions", {}).get(n) for r in results])] for n in names]
+        names += [n for n in result.get(section, {}) if n not in names]
+    return [[n, _distinct([r.get(section, {}).get(n) for r in results])] for n in names]
+
+
+def version_rows(experiment: Experiment) -> list[list[str]]:
+    """[package, version] of the finished runs (several when runs differ)."""
+    return _result_rows(experiment, "versions")
 
 
 def hardware_rows(experiment: Experiment) -> list[list[str]]:
     """[field, value] of the finished runs' hardware (several when runs differ)."""
-    results = [run.result for run in experiment.runs if run.result]
-    names: list[str] = []
-    for result in results:
-        names += [n for n in result.get("hardware", {}) if n not in names]
-    return [[n, _distinct([r.get("hardware", {}).get(n) for r in results])] for n in names]
+    return _result_rows(experiment, "hardware")

@@ -287,11 +287,14 @@ def row_losses(kernel, z: Tensor, *args, divisor: int | None = None) -> Tensor:
     return rows if divisor is None else rows.sum() / divisor
 
 
+_KEEP_GRAPH_PROBE = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+
+
 def _graph_is_kept() -> bool:
     """Whether this backward pass keeps the graph (retain_graph / create_graph): only then may
     the saved gradient be needed again. Unknown (a private API gone, or inside a compiled graph,
     whose memory the compiler plans) counts as kept."""
-    probe = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+    probe = _KEEP_GRAPH_PROBE
     return probe is None or torch.compiler.is_compiling() or bool(probe())
 
 

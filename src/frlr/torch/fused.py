@@ -32,8 +32,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from frlr.torch import losses
+from frlr.torch._kernels import _rowsum
 
-_FUSABLE = ("lr", "ss-lr")
 _warned = False
 
 # 1 / (2j + 1), j = 0..8: the series of atanh(u) / u in u^2.
@@ -70,10 +70,6 @@ def _positive_mask(z: Tensor, y: Tensor) -> Tensor:
     return torch.arange(z.shape[1], device=z.device) == y.unsqueeze(1)
 
 
-def _weighted_rows(terms: Tensor, weight: Tensor | None) -> Tensor:
-    return terms.sum(1) if weight is None else terms @ weight
-
-
 def _scaled(grad: Tensor, weight: Tensor | None, grad_rows: Tensor) -> Tensor:
     scale = grad_rows.unsqueeze(1)
     return grad * scale if weight is None else grad * (scale * weight)
@@ -94,7 +90,7 @@ def _sigmoid_power(s: Tensor, sp_neg: Tensor, r: float) -> Tensor:
 def lr_rows(z: Tensor, y: Tensor, weight: Tensor | None) -> Tensor:
     """Eq. (3) per row: softplus(-z_y) + sum_{k != y} softplus(z_k)."""
     sp_pos, sp_neg, _, _ = _parts(z)
-    return _weighted_rows(torch.where(_positive_mask(z, y), sp_neg, sp_pos), weight)
+    return _rowsum(torch.where(_positive_mask(z, y), sp_neg, sp_pos), weight)
 
 
 def lr_grad(z: Tensor, y: Tensor, weight: Tensor | None, grad_rows: Tensor) -> Tensor:
@@ -107,7 +103,7 @@ def ss_lr_rows(z: Tensor, y: Tensor, weight: Tensor | None, r: float, alpha: flo
     """Eq. (6) per row: softplus(-z_y) + alpha sum_{k != y} s_k^r softplus(z_k)."""
     sp_pos, sp_neg, s, _ = _parts(z)
     negative = alpha * _sigmoid_power(s, sp_neg, r) * sp_pos
-    return _weighted_rows(torch.where(_positive_mask(z, y), sp_neg, negative), weight)
+    return _rowsum(torch.where(_positive_mask(z, y), sp_neg, negative), weight)
 
 
 def ss_lr_grad(
@@ -193,7 +189,7 @@ def compiled(name: str, **hyper) -> Callable[[Tensor, Tensor], Tensor]:
             if k in ("beta", "r", "alpha", "m", "reduction", "normalization")
         }
     )
-    if key not in _FUSABLE or hyper.get("normalization", "paper") != "paper":
+    if key not in _FUSED or hyper.get("normalization", "paper") != "paper":
         return lambda logits, target: eager(logits, target, **hyper)
     reduction = hyper.get("reduction", "mean")
     weight = hyper.get("weight")
