@@ -337,8 +337,9 @@ def ncd_stats(logits: Tensor, target: Tensor, loss: Any = "ss-lr", **loss_kwargs
         target,
         options.get("weight"),
         options.get("ignore_index", -100),
-        hard_targets=True,
     )
+    if batch.dense and bool(((batch.y != 0) & (batch.y != 1)).any()):
+        raise ValueError("ncd_stats takes index or multi-hot {0, 1} targets, not soft ones")
     z, num_classes = batch.z, batch.num_classes
     if batch.dense:
         if name == "hs-sr":
