@@ -38,7 +38,6 @@ from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 from frlr._hyper import check_hyperparameters, num_hard_negatives
 from frlr.torch import _kernels as kernels
@@ -618,8 +617,12 @@ class _LinearLossFn(torch.autograd.Function):
         return problem.output(loss.finish(problem, rows))
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out):  # type: ignore[override]
+        if torch.is_grad_enabled():  # create_graph=True: the gradients here are not a graph
+            raise RuntimeError(
+                "the linear losses compute their gradients analytically and have no second "
+                "derivative; call backward / autograd.grad without create_graph=True"
+            )
         problem, grads = ctx.problem, ctx.grads
         if grads is None:  # reduction "none": per-row weights, one recomputing sweep
             scale = grad_out.to(problem.dtype)
