@@ -19,11 +19,14 @@ DDP module (``ddp.register_comm_hook(None, sum_allreduce_hook)``) so that it sum
 classifier itself must stay outside DDP: its gradient is per-rank and must not be reduced.
 """
 
-from __future__ import annotations
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+# torch >= 2.13 names the flat-tensor collectives *_single; earlier versions *_tensor.
+_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+_reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
 
 # The layout (class_offset, K_r, num_classes) each process group was first called with: the
 # cross-rank consistency check runs once per group, later calls compare against it locally.
@@ -80,10 +83,10 @@ class ClassShards:
 
     def all_gather_equal(self, tensor: Tensor) -> Tensor:
         """(world, *shape): every rank's tensor of one common shape, stacked in rank order."""
-        out = tensor.new_empty((self.world, *tensor.shape))
-        dist.all_gather_into_tensor(out, tensor.contiguous(), group=self.group)
+        out = tensor.new_empty(self.world * tensor.numel())
+        _all_gather_single(out, tensor.contiguous().view(-1), group=self.group)
         self.sent_bytes += tensor.numel() * tensor.element_size()
-        return out
+        return out.view(self.world, *tensor.shape)
 
     def all_gather_rows(self, tensor: Tensor, rows_per_rank: list[int]) -> Tensor:
         """Every rank's (n_r, ...) tensor, padded to the largest n_r: (world * max n_r, ...).
@@ -113,7 +116,7 @@ class ClassShards:
         """Sum (world * n, ...) over the ranks and keep this rank's block of n rows."""
         block = tensor.shape[0] // self.world
         out = tensor.new_empty((block, *tensor.shape[1:]))
-        dist.reduce_scatter_tensor(out, tensor.contiguous(), group=self.group)
+        _reduce_scatter_single(out, tensor.contiguous(), group=self.group)
         self.sent_bytes += tensor.numel() * tensor.element_size()
         return out
 

@@ -627,7 +627,7 @@ class _LinearLossFn(torch.autograd.Function):
         if grads is None:  # reduction "none": per-row weights, one recomputing sweep
             scale = grad_out.to(problem.dtype)
             if problem.shards is not None:
-                scale = problem.shards.all_gather_rows(scale, problem.shards.rows_per_rank)
+                scale = problem.shards.all_gather_rows(scale, problem.rows_per_rank)
             scale = torch.where(problem.counted, scale, 0.0)
             grads = problem.new_grads(ctx.need)
             _sweep(ctx.loss, problem, scale, grads)
