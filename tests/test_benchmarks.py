@@ -80,3 +80,20 @@ def test_train_speed_runs_a_few_steps():
         "--no-bf16",
     )
     assert "images/s" in text or "img/s" in text
+
+
+@pytest.mark.slow  # a dozen fresh processes and two gloo groups
+def test_huge_k_quick_prints_every_method_the_targets_and_class_parallel():
+    text = _run(str(BENCHMARKS / "huge_k.py"), "--quick", timeout=600)
+    for name in (
+        "F.cross_entropy(x @ W.T)",
+        "F.linear_cross_entropy (batch_chunk_size=128)",
+        "frlr ss-lr (materialised)",
+        "frlr linear_hs_lr",
+        "frlr linear_sr",
+        "hs-lr time",
+        "## The largest K",
+        "linear_ss_lr_loss | 3 |",
+    ):
+        assert name in text
+    assert "wrote" not in text

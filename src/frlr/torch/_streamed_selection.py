@@ -140,12 +140,12 @@ def find_selection(
         reduce_band: (lo, hi) -> (min lo, max hi) over processes.
     """
     m = n.shape[0]
-    inf = torch.full((m,), torch.inf, dtype=bound.dtype)
+    inf = torch.full_like(bound, torch.inf)
     threshold, tie_share = inf.clone(), torch.zeros_like(bound)
     candidate_lo, candidate_hi, wanted = inf.clone(), inf.clone(), torch.zeros_like(bound)
     active = n > 0
     band = _sample_band(sample, n, num_negatives, bound, reduce_band)
-    rows = torch.arange(m)
+    rows = torch.arange(m, device=n.device)
     for _ in range(_MAX_ROUNDS):
         # Every process takes the same branch: the counts and bands are reduced over them.
         if not bool(active.any()):
@@ -177,10 +177,12 @@ def find_selection(
         candidate_hi[index] = torch.where(small, t_star, candidate_hi[index])
         wanted[index] = torch.where(small, keep.to(bound.dtype), wanted[index])
         # the rest: a narrower band (the bin) or, after a miss, the side of the band it lies on
-        top = part.largest_with_key_at_most(torch.full_like(b_value, BINS - 1))
-        bottom = part.largest_with_key_at_most(torch.full_like(b_value, -1))
-        new_lo = torch.where(high_miss, top, torch.where(low_miss, -bound[index], t_prime))
-        new_hi = torch.where(high_miss, bound[index], torch.where(low_miss, bottom, t_star))
+        new_lo, new_hi = t_prime, t_star
+        if bool(missed.any()):
+            top = part.largest_with_key_at_most(torch.full_like(b_value, BINS - 1))
+            bottom = part.largest_with_key_at_most(torch.full_like(b_value, -1))
+            new_lo = torch.where(high_miss, top, torch.where(low_miss, -bound[index], t_prime))
+            new_hi = torch.where(high_miss, bound[index], torch.where(low_miss, bottom, t_star))
         band.lo[index], band.hi[index] = new_lo, new_hi
         active[index] = ~done
     else:
@@ -218,8 +220,10 @@ def _histogram(negative_chunks: Chunks, index: Tensor, band: Band) -> Tensor:
     the keys offset by the row (in the float itself while the offsets are exact there)."""
     m = index.shape[0]
     width = BINS + 2
-    counts = torch.zeros(m * width, dtype=torch.int64)
-    base = torch.arange(m, dtype=torch.int32).mul_(width).add_(1).unsqueeze(1)
+    # int32 counts: half the bytes of the all-reduce (a row holds fewer than 2^31 classes)
+    counts = torch.zeros(m * width, dtype=torch.int32, device=index.device)
+    base = torch.arange(m, dtype=torch.int32, device=index.device).mul_(width).add_(1)
+    base = base.unsqueeze(1)
     exact = m * width < 2 ** (1 + (23 if band.lo.dtype == torch.float32 else 52))
     base_float = base.to(band.lo.dtype)
     for z in negative_chunks(index):
@@ -235,7 +239,7 @@ def resolve_candidates(
 ) -> tuple[Tensor, Tensor]:
     """Per row, the threshold u and tie share among collected candidates that selects exactly
     ``wanted`` of them: (u (M,), share (M,)); u = +inf where nothing is wanted."""
-    u = torch.full((num_rows,), torch.inf, dtype=values.dtype)
+    u = torch.full((num_rows,), torch.inf, dtype=values.dtype, device=values.device)
     counts = torch.bincount(rows, minlength=num_rows)
     want = wanted.long()
     if bool((want > counts).any()):

@@ -19,7 +19,6 @@ DDP module (``ddp.register_comm_hook(None, sum_allreduce_hook)``) so that it sum
 classifier itself must stay outside DDP: its gradient is per-rank and must not be reduced.
 """
 
-
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -36,8 +35,11 @@ _CHECKED_LAYOUTS: dict[object, tuple[int, int, int]] = {}
 class ClassShards:
     """One process group's view of a class-sharded classifier: rank, world size, collectives.
 
-    ``sent_bytes`` counts what this rank has handed to collectives (the benchmark reports it).
+    ``sent_bytes`` counts what this rank has handed to collectives in this call, and
+    :func:`sent_bytes` in this process so far (the benchmark reports them).
     """
+
+    total_sent_bytes = 0
 
     def __init__(self, group, class_offset: int, local_classes: int, num_classes: int) -> None:
         if not dist.is_available() or not dist.is_initialized():
@@ -81,11 +83,16 @@ class ClassShards:
 
     # -- collectives ---------------------------------------------------------------------------
 
+    def _count(self, tensor: Tensor) -> None:
+        size = tensor.numel() * tensor.element_size()
+        self.sent_bytes += size
+        ClassShards.total_sent_bytes += size
+
     def all_gather_equal(self, tensor: Tensor) -> Tensor:
         """(world, *shape): every rank's tensor of one common shape, stacked in rank order."""
         out = tensor.new_empty(self.world * tensor.numel())
         _all_gather_single(out, tensor.contiguous().view(-1), group=self.group)
-        self.sent_bytes += tensor.numel() * tensor.element_size()
+        self._count(tensor)
         return out.view(self.world, *tensor.shape)
 
     def all_gather_rows(self, tensor: Tensor, rows_per_rank: list[int]) -> Tensor:
@@ -109,7 +116,7 @@ class ClassShards:
         """In place, SUM or MAX over the ranks."""
         reduce_op = dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX
         dist.all_reduce(tensor, op=reduce_op, group=self.group)
-        self.sent_bytes += tensor.numel() * tensor.element_size()
+        self._count(tensor)
         return tensor
 
     def reduce_scatter_rows(self, tensor: Tensor) -> Tensor:
@@ -117,8 +124,13 @@ class ClassShards:
         block = tensor.shape[0] // self.world
         out = tensor.new_empty((block, *tensor.shape[1:]))
         _reduce_scatter_single(out, tensor.contiguous(), group=self.group)
-        self.sent_bytes += tensor.numel() * tensor.element_size()
+        self._count(tensor)
         return out
+
+
+def sent_bytes() -> int:
+    """Bytes this process has handed to the class-parallel collectives so far."""
+    return ClassShards.total_sent_bytes
 
 
 def sum_allreduce_hook(state: object, bucket: dist.GradBucket) -> torch.futures.Future[Tensor]:

@@ -136,7 +136,7 @@ def _local_targets(
                 f"target row {row} lists class {ordered[row, 1:][twice[row]][0].item()} twice; "
                 "positive lists hold distinct classes"
             )
-    counted = torch.ones(num_rows, dtype=torch.bool) if multi_label else listed[:, 0]
+    counted = torch.ones_like(listed[:, 0]) if multi_label else listed[:, 0]
     return positives, counted, multi_label
 
 
@@ -234,7 +234,9 @@ class _Problem:
         """The global batch, each rank's block padded to the largest (padding rows don't count)."""
         shards = self.shards
         assert shards is not None
-        shape = torch.tensor([x.shape[0], positives.shape[1], int(self.multi_label)])
+        shape = torch.tensor(
+            [x.shape[0], positives.shape[1], int(self.multi_label)], device=x.device
+        )
         every = shards.all_gather_equal(shape)
         if bool((every[:, 2] != every[0, 2]).any()):
             raise ValueError(
@@ -245,7 +247,7 @@ class _Problem:
         width = int(every[:, 1].max())
         self.rows_per_rank = rows
         self.block_rows = max(rows)
-        padded = torch.full((x.shape[0], width), -1, dtype=torch.int64)
+        padded = positives.new_full((x.shape[0], width), -1)
         padded[:, : positives.shape[1]] = positives
         self.x = shards.all_gather_rows(x, rows)
         self.positives = shards.all_gather_rows(padded + 1, rows) - 1  # padding rows -> -1
@@ -283,14 +285,14 @@ class _Problem:
         if r.numel() == 0:
             return None, None
         if self.multi_label:
-            dense = torch.zeros(self.x.shape[0], stop - start, dtype=self.dtype)
+            dense = self.x.new_zeros(self.x.shape[0], stop - start)
             dense[r, c] = 1.0
             return dense, None
-        column = torch.zeros(self.x.shape[0], dtype=torch.int64)
+        column = self.positives.new_zeros(self.x.shape[0])
         column[r] = c
         if r.numel() == self.x.shape[0]:
             return column, None
-        present = torch.zeros(self.x.shape[0], dtype=torch.bool)
+        present = self.counted.new_zeros(self.x.shape[0])
         present[r] = True
         return column, present
 
@@ -323,8 +325,8 @@ class _Problem:
         w = self.weight
         return _Grads(
             torch.zeros_like(self.x) if need[0] else None,
-            torch.empty(w.shape, dtype=w.dtype) if need[1] else None,
-            torch.empty(w.shape[0], dtype=self.bias_dtype) if need[2] else None,
+            torch.empty_like(w) if need[1] else None,
+            torch.empty(w.shape[0], dtype=self.bias_dtype, device=w.device) if need[2] else None,
         )
 
     def consume(self, g: Tensor, start: int, stop: int, w: Tensor, grads: _Grads) -> None:
@@ -442,7 +444,7 @@ class _HSLR(_ChunkedLoss):
     def _sample(problem: _Problem) -> Tensor:
         """Logits of ~selection.SAMPLE evenly strided classes of this rank, positives -inf."""
         stride = -(-problem.local_classes // selection.SAMPLE)
-        columns = torch.arange(0, problem.local_classes, stride)
+        columns = torch.arange(0, problem.local_classes, stride, device=problem.x.device)
         w = problem.weight[columns].to(problem.dtype)
         z = problem.x @ w.t()
         if problem.bias is not None:
@@ -456,7 +458,7 @@ class _HSLR(_ChunkedLoss):
     @staticmethod
     def _bound(problem: _Problem) -> Tensor:
         """|z_ik| <= ||x_i|| max_k ||w_k|| + max_k |b_k|, widened past any rounding."""
-        peaks = torch.zeros(2, dtype=problem.dtype)
+        peaks = problem.x.new_zeros(2)
         peaks[0] = problem.weight.to(problem.dtype).norm(dim=1).max()
         if problem.bias is not None:
             peaks[1] = problem.bias.abs().max()
@@ -518,8 +520,9 @@ class _HSLR(_ChunkedLoss):
         order = cand_rows.argsort(stable=True)
         cand_rows, cand_cols, values = cand_rows[order], cand_cols[order], values[order]
         counts = torch.bincount(cand_rows, minlength=num_rows)
-        place = torch.arange(cand_rows.numel()) - (counts.cumsum(0) - counts)[cand_rows]
-        block = torch.full((num_rows, int(counts.max())), -torch.inf, dtype=values.dtype)
+        place = torch.arange(cand_rows.numel(), device=cand_rows.device)
+        place -= (counts.cumsum(0) - counts)[cand_rows]
+        block = values.new_full((num_rows, int(counts.max())), -torch.inf)
         block[cand_rows, place] = values
         extra, grad = kernels.hs_lr_block(
             block, None, None, None, 0.0, self.neg_scale, u, share, need_grad=grads is not None
@@ -544,9 +547,9 @@ class _SR(_ChunkedLoss):
 
     def prepare(self, problem):
         rows = problem.x.shape[0]
-        peak = torch.full((rows,), -torch.inf, dtype=problem.dtype)
-        total = torch.zeros(rows, dtype=problem.dtype)
-        target_logit = torch.zeros(rows, dtype=problem.dtype)
+        peak = problem.x.new_full((rows,), -torch.inf)
+        total = problem.x.new_zeros(rows)
+        target_logit = problem.x.new_zeros(rows)
         for start, stop in problem.chunks():
             z = problem.logits(start, stop, problem.classifier(start, stop))
             new_peak = torch.maximum(peak, z.amax(1))
@@ -579,7 +582,7 @@ class _SR(_ChunkedLoss):
 def _sweep(loss: _ChunkedLoss, problem: _Problem, scale: Tensor | None, grads: _Grads | None):
     """One pass over the chunks: partial rows, and (with ``grads``) the gradients for per-row
     weights ``scale``. Returns this rank's partial rows (before ``finish``)."""
-    rows = torch.zeros(problem.x.shape[0], dtype=problem.dtype)
+    rows = problem.x.new_zeros(problem.x.shape[0])
     if isinstance(loss, _HSLR):
         loss.start_sweep()
     if isinstance(loss, _SR) and grads is None:
