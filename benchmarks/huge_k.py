@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 import frlr.torch as frlr
-from _machine import cpu_and_torch
+from _machine import cpu_and_torch, current_rss_mb, peak_rss_mb
 
 MB = 2**20
 
@@ -70,19 +70,6 @@ def estimate_gb(name: str, n: int, d: int, k: int) -> float:
     if "batch_chunk" in name:
         logits = 3 * 128 * k * 4
     return (2 * k * d * 4 + logits) / 2**30
-
-
-def current_rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * resource.getpagesize() / MB
-
-
-def peak_rss_mb() -> float:
-    """VmHWM: this process image's peak RSS (not ru_maxrss, which Linux carries over fork)."""
-    with open("/proc/self/status") as f:
-        line = next(line for line in f if line.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
 
 
 def child(name: str, n: int, d: int, k: int, calls: int) -> None:
