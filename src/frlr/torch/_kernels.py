@@ -49,10 +49,11 @@ _softplus_out = torch.ops.aten.softplus.out
 
 Scale = float | Tensor  # a Python float for every row, or a (M,) per-row tensor
 BlockResult = tuple[Tensor, Tensor | None]
-# A loss's negative-term maths: given a buffer holding softplus(z) and z, turn the buffer into
-# the negative terms in place and return the derivative maker, which turns the same buffer
-# into scale * d(term)/dz in place.
-Negative = Callable[[Tensor, Tensor], Callable[[Tensor, Scale], Tensor]]
+# A loss's negative-term maths: negative(z, out) returns the negative terms (in ``out`` when
+# given, else in one fresh logits-sized tensor) and the derivative maker, which turns that
+# same buffer into scale * d(term)/dz in place.
+Derivative = Callable[[Tensor, Scale], Tensor]
+Negative = Callable[[Tensor, Tensor | None], tuple[Tensor, Derivative]]
 
 
 def softplus(x: Tensor, out: Tensor | None = None) -> Tensor:
@@ -144,30 +145,29 @@ def _index_block(
     if y is not None:
         y1 = y.unsqueeze(1)
         z_pos = z.gather(1, y1)
-        if weight is None:
-            w_pos = None
-        else:
-            w_pos = (weight[y] if weight.dim() == 1 else weight.gather(1, y1).squeeze(1))[:, None]
-        rows, pos_grad = _positive_index(z_pos, w_pos, pos_scale, present, need_grad)
+    grad = None
     if _is_zero(neg_scale):
-        rows = rows if y is not None else z.new_zeros(z.shape[0])
-        grad = None
+        rows = z.new_zeros(z.shape[0])
         if need_grad:
             grad = out.zero_() if out is not None else torch.zeros_like(z)
     else:
-        terms = softplus(z, out)
-        derivative = negative(terms, z)
+        terms, derivative = negative(z, out)
         if y is not None:
             _put_positive(terms, y1, 0.0, present)  # negatives only from here on
-        negative_rows = _scaled_(_rowsum(terms, weight), neg_scale)
-        rows = negative_rows if y is None else rows + negative_rows
-        grad = None
+        rows = _scaled_(_rowsum(terms, weight), neg_scale)
         if need_grad:
             grad = derivative(terms, neg_scale)
             if weight is not None:
                 grad.mul_(weight)
-    if need_grad and y is not None:
-        _put_positive(grad, y1, pos_grad, present)
+    if y is not None:
+        if weight is None:
+            w_pos = None
+        else:
+            w_pos = (weight[y] if weight.dim() == 1 else weight.gather(1, y1).squeeze(1))[:, None]
+        pos_rows, pos_grad = _positive_index(z_pos, w_pos, pos_scale, present, need_grad)
+        rows = rows + pos_rows
+        if need_grad:
+            _put_positive(grad, y1, pos_grad, present)
     return rows, grad
 
 
@@ -187,9 +187,8 @@ def _dense_block(
     grad = None
     buffer = out
     if not _is_zero(neg_scale):
-        terms = softplus(z, buffer)
+        terms, derivative = negative(z, buffer)
         buffer = None
-        derivative = negative(terms, z)
         mass = torch.sub(1.0, t)  # the negative mass 1 - t, class-weighted
         if weight is not None:
             mass.mul_(weight)
@@ -243,9 +242,10 @@ def _block(
 # ---------------------------------------------------------------------------------------------
 
 
-def _lr_negative(terms: Tensor, z: Tensor) -> Callable[[Tensor, Scale], Tensor]:
-    """-log(1 - p_k) = softplus(z_k), already in ``terms``; derivative sigmoid(z_k)."""
-    return lambda buffer, scale: _scaled_(torch.sigmoid(z, out=buffer), scale)
+def _lr_negative(z: Tensor, out: Tensor | None) -> tuple[Tensor, Derivative]:
+    """-log(1 - p_k) = softplus(z_k); derivative sigmoid(z_k)."""
+    terms = softplus(z, out)
+    return terms, lambda buffer, scale: _scaled_(torch.sigmoid(z, out=buffer), scale)
 
 
 def lr_block(
@@ -277,12 +277,14 @@ def lr_block(
 def ss_lr_negative(r: float) -> Negative:
     """SS-LR's negative term s^r softplus(z) and its derivative, in place on one buffer."""
 
-    def negative(terms: Tensor, z: Tensor) -> Callable[[Tensor, Scale], Tensor]:
+    def negative(z: Tensor, out: Tensor | None) -> tuple[Tensor, Derivative]:
         s = torch.sigmoid(z)
+        terms = softplus(z, out)
         _mul_sigmoid_power(terms, s, r)  # terms = s^r softplus(z)
 
         def derivative(value: Tensor, scale: Scale) -> Tensor:
             # r (1 - s) [s^r softplus] + s^(r+1), the scale folded into the passes it needs
+            nonlocal s
             if r == 0:
                 value.zero_()
             elif isinstance(scale, Tensor):
@@ -291,10 +293,13 @@ def ss_lr_negative(r: float) -> Negative:
                 value.mul_(r * scale).addcmul_(s, value, value=-1.0)
             s.pow_(r + 1)
             if isinstance(scale, Tensor):
-                return value.add_(s.mul_(scale.unsqueeze(1)))
-            return value.add_(s, alpha=scale)
+                value.add_(s.mul_(scale.unsqueeze(1)))
+            else:
+                value.add_(s, alpha=scale)
+            s = None  # freed before the caller's next allocation, as the allocator recycles it
+            return value
 
-        return derivative
+        return terms, derivative
 
     return negative
 
@@ -343,8 +348,9 @@ def _selection(z: Tensor, threshold: Tensor | None, tie_share: Tensor | None) ->
 def hs_lr_negative(threshold: Tensor | None, tie_share: Tensor | None) -> Negative:
     """HS-LR's negative term sel_k softplus(z_k) and its derivative sel_k sigmoid(z_k)."""
 
-    def negative(terms: Tensor, z: Tensor) -> Callable[[Tensor, Scale], Tensor]:
+    def negative(z: Tensor, out: Tensor | None) -> tuple[Tensor, Derivative]:
         selected = _selection(z, threshold, tie_share)
+        terms = softplus(z, out)
         if selected is not None:
             terms.mul_(selected)
 
@@ -354,7 +360,7 @@ def hs_lr_negative(threshold: Tensor | None, tie_share: Tensor | None) -> Negati
                 grad.mul_(selected)
             return _scaled_(grad, scale)
 
-        return derivative
+        return terms, derivative
 
     return negative
 

@@ -188,6 +188,51 @@ def _inverse(mass: Tensor) -> Tensor:
     return torch.where(mass > 0, 1.0 / mass.clamp(min=torch.finfo(mass.dtype).tiny), 0.0)
 
 
+def sigmoid_block(
+    name: str,
+    target: Tensor,
+    dense: bool,
+    *,
+    beta: float = 10.0,
+    m: float = 25.0,
+    r: float = 2.0,
+    alpha: float | None = None,
+    num_classes: int | None = None,
+) -> tuple[Callable[..., tuple[Tensor, Tensor | None]], tuple]:
+    """A sigmoid loss's block function and its per-row constants (pos_scale, neg_scale, *extra)
+    for the paper's per-sample normalisation: the losses and the NCD diagnostics call it alike.
+
+    Index targets: pos_scale 1, neg_scale beta / (K - 1) (SS-LR) or beta / n with
+    n = max(1, floor(m (K - 1) / 100)) (HS-LR), as Python floats. Dense targets: per row,
+    pos_scale = 1 / sum_k t_k and the negative mass M = sum_k (1 - t_k) in place of |N_i|.
+    ``num_classes`` is K, needed for index targets only.
+    """
+    if name == "lr":
+        return kernels.lr_block, (1.0, 1.0)
+    if dense:
+        num_classes = target.shape[1]
+        num_pos = target.sum(1)
+        pos_scale: Tensor | float = _inverse(num_pos)
+        num_neg: Tensor | float = num_classes - num_pos
+    else:
+        if num_classes is None:
+            raise ValueError("num_classes (K) is required with index targets, got None")
+        pos_scale, num_neg = 1.0, float(num_classes - 1)
+    if name == "ss-lr":
+        if alpha is not None:
+            neg_scale = torch.full_like(num_pos, alpha) if dense else float(alpha)
+        else:
+            neg_scale = beta * _inverse(num_neg) if dense else beta / num_neg
+        return kernels.ss_lr_block, (pos_scale, neg_scale, float(r))
+    if dense:
+        n = kernels.num_hard_negatives_rows(num_neg, m)
+        bound = min(num_classes, num_hard_negatives(num_classes, m))
+        neg_scale = beta / n.clamp(min=1) if alpha is None else torch.full_like(n, alpha)
+        return kernels.hs_lr_rows, (pos_scale, neg_scale, n, bound)
+    n = num_hard_negatives(num_classes - 1, m)
+    return kernels.hs_lr_rows, (pos_scale, float(beta / n if alpha is None else alpha), n, n)
+
+
 def _no_autocast(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
     """Compute in float32 even inside a float16/bfloat16 autocast region, as cross-entropy does."""
 
@@ -239,7 +284,8 @@ def lr_loss(
     batch = _Batch(logits, target, weight, ignore_index)
     if normalization == "reference":
         return _reference_loss("lr", batch, reduction)
-    return batch.loss(kernels.lr_block, reduction)
+    block, constants = sigmoid_block("lr", batch.y, batch.dense)
+    return batch.loss(block, reduction, *constants)
 
 
 @_no_autocast
@@ -280,17 +326,10 @@ def hs_lr_loss(
     batch = _Batch(logits, target, weight, ignore_index)
     if normalization == "reference":
         return _reference_loss("hs-lr", batch, reduction, beta=beta, m=m, alpha=alpha)
-    if batch.dense:
-        num_pos = batch.y.sum(1)
-        n_rows = kernels.num_hard_negatives_rows(batch.num_classes - num_pos, m)
-        bound = min(batch.num_classes, num_hard_negatives(batch.num_classes, m))
-        neg_scale = beta / n_rows.clamp(min=1) if alpha is None else torch.full_like(n_rows, alpha)
-        return batch.loss(
-            kernels.hs_lr_rows, reduction, _inverse(num_pos), neg_scale, n_rows, bound
-        )
-    n = num_hard_negatives(batch.num_classes - 1, m)
-    a = beta / n if alpha is None else alpha
-    return batch.loss(kernels.hs_lr_rows, reduction, 1.0, float(a), n, n)
+    block, constants = sigmoid_block(
+        "hs-lr", batch.y, batch.dense, beta=beta, m=m, alpha=alpha, num_classes=batch.num_classes
+    )
+    return batch.loss(block, reduction, *constants)
 
 
 @_no_autocast
@@ -328,16 +367,10 @@ def ss_lr_loss(
     batch = _Batch(logits, target, weight, ignore_index)
     if normalization == "reference":
         return _reference_loss("ss-lr", batch, reduction, beta=beta, r=r, alpha=alpha)
-    if batch.dense:
-        num_pos = batch.y.sum(1)
-        neg_scale = (
-            beta * _inverse(batch.num_classes - num_pos)
-            if alpha is None
-            else torch.full_like(num_pos, alpha)
-        )
-        return batch.loss(kernels.ss_lr_block, reduction, _inverse(num_pos), neg_scale, float(r))
-    a = beta / (batch.num_classes - 1) if alpha is None else alpha
-    return batch.loss(kernels.ss_lr_block, reduction, 1.0, float(a), float(r))
+    block, constants = sigmoid_block(
+        "ss-lr", batch.y, batch.dense, beta=beta, r=r, alpha=alpha, num_classes=batch.num_classes
+    )
+    return batch.loss(block, reduction, *constants)
 
 
 @_no_autocast
