@@ -37,12 +37,11 @@ def default_cache_dir() -> Path:
     Read at every call, so setting the variable redirects later loads.
 
     Examples:
-        >>> import os
+        >>> from unittest import mock
         >>> from frlr.data import default_cache_dir
-        >>> os.environ["FRLR_CACHE"] = "/scratch/frlr-cache"
-        >>> str(default_cache_dir())
-        '/scratch/frlr-cache'
-        >>> del os.environ["FRLR_CACHE"]
+        >>> with mock.patch.dict("os.environ", {"FRLR_CACHE": "/scratch/frlr-cache"}):
+        ...     print(default_cache_dir())
+        /scratch/frlr-cache
     """
     env = os.environ.get("FRLR_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "frlr"
