@@ -65,6 +65,11 @@ class NumpyOps:
         return np.exp(-np.logaddexp(0.0, -x))
 
     @staticmethod
+    def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+        top = x.max(axis=axis, keepdims=True)
+        return x - top - np.log(np.exp(x - top).sum(axis=axis, keepdims=True))
+
+    @staticmethod
     def stop_gradient(x: np.ndarray) -> np.ndarray:
         return x
 
@@ -368,7 +373,8 @@ def logsumexp(xp: Any, x: Tensor) -> Tensor:
     which float32 rounds to about K * 6e-8. The value does not depend on the shift, so every
     derivative is exact.
     """
-    shift = xp.stop_gradient(xp.max(x, axis=1, keepdims=True))
+    # initial: Keras refuses the max of an empty tensor, and a batch may have no rows.
+    shift = xp.stop_gradient(xp.max(x, axis=1, keepdims=True, initial=-np.inf))
     return shift + xp.log(xp.sum(xp.exp(x - shift), axis=1, keepdims=True))
 
 
@@ -381,7 +387,7 @@ class SoftmaxTerms(NamedTuple):
 
     def parts(self, xp: Any, z: Tensor) -> tuple[Tensor, Tensor | None]:
         """The (M, K) positive and negative contributions (negative None for SR)."""
-        positive = -self.positive * (z - logsumexp(xp, z))
+        positive = -self.positive * xp.log_softmax(z, axis=1)
         if self.negative is None:
             return positive, None
         return positive, -self.negative * log1m_softmax(xp, z)
@@ -400,7 +406,7 @@ class SoftmaxTerms(NamedTuple):
         sum_{k != j} c_k q_k / (1 - q_k), summed without overflowing the odds q_k / (1 - q_k)
         where q_k -> 1 (only the row's arg-max can have q_k > 1/2).
         """
-        log_q = z - logsumexp(NP, z)
+        log_q = NP.log_softmax(z, axis=1)
         q = np.exp(log_q)
         grad = self.positive.sum(1, keepdims=True) * q - self.positive
         if self.negative is None:
@@ -430,7 +436,7 @@ def log1m_softmax(xp: Any, z: Tensor) -> Tensor:
     """
     num_classes = z.shape[1]
     lse_all = logsumexp(xp, z)
-    q = xp.exp(z - lse_all)
+    q = xp.exp(xp.log_softmax(z, axis=1))
     big = xp.greater(q, 0.5)
     arg_max = xp.equal(xp.arange(num_classes)[None, :], xp.argmax(z, axis=1)[:, None])
     lse_others = logsumexp(xp, xp.where(arg_max, -np.inf, z))

@@ -27,7 +27,7 @@ import keras
 import numpy as np
 
 from frlr.keras import _maths
-from frlr.keras._inputs import check_options
+from frlr.keras._inputs import check_options, check_weight_values
 from frlr.keras._maths import NP
 from frlr.ncd import (
     HalvingHistory,
@@ -61,6 +61,8 @@ def _check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
         normalization=options.get("normalization", "paper"),
         **{key: options.get(key) for key in ("beta", "m", "r", "alpha")},
     )
+    if options.get("weight") is not None:
+        check_weight_values(np.asarray(options["weight"], np.float64))
     return options
 
 
@@ -147,7 +149,7 @@ def ncd_stats_numpy(logits: Any, target: Any, loss: str = "ss-lr", **options: An
         if negative_terms is None:
             negative_terms = np.zeros_like(z)
         grad = terms.gradient(z)
-        probs = np.exp(z - _maths.logsumexp(NP, z))
+        probs = np.exp(NP.log_softmax(z, axis=1))
 
     pos = t > 0
     abs_grad = scale * np.abs(grad)
