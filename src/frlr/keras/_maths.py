@@ -43,7 +43,6 @@ class NumpyOps:
     log1p = staticmethod(np.log1p)
     floor = staticmethod(np.floor)
     maximum = staticmethod(np.maximum)
-    minimum = staticmethod(np.minimum)
     where = staticmethod(np.where)
     equal = staticmethod(np.equal)
     greater = staticmethod(np.greater)
@@ -151,6 +150,12 @@ def _safe(xp: Any, x: Tensor) -> Tensor:
     return xp.where(xp.greater(x, 0.0), x, 1.0)
 
 
+def _at_least_one(xp: Any, x: Tensor) -> Tensor:
+    """max(x, 1), written with ``where``: Keras's torch ``maximum`` returns float32 for float64
+    input."""
+    return xp.where(xp.greater(x, 1.0), x, 1.0)
+
+
 def positive_mean(xp: Any, t: Tensor, weight: Tensor | None) -> Tensor:
     """a_ik = w_k t_ik / sum_k t_ik: the mean over P_i of -log p_k (soft: weighted by t_k);
     0 for a row without positive mass."""
@@ -228,7 +233,7 @@ def top_n_selection(xp: Any, key: Tensor, allowed: Tensor, n: Tensor | int, boun
     count_above = xp.sum(xp.cast(above, dtype), axis=1, keepdims=True)
     count_tie = xp.sum(xp.cast(tie, dtype), axis=1, keepdims=True)
     n_col = n if isinstance(n, int) else n[:, None]
-    share = (n_col - count_above) / xp.maximum(count_tie, 1.0)
+    share = (n_col - count_above) / _at_least_one(xp, count_tie)
     return xp.where(above, 1.0, xp.where(tie, share, 0.0))
 
 
@@ -306,7 +311,7 @@ def hs_lr_terms(
         n = hard_negative_count(xp, mass, m, num_classes, _float_name(z.dtype))
         bound = min(num_classes, num_hard_negatives(num_classes, m))  # n_i <= n(K)
         selected = top_n_selection(xp, z, allowed, n, bound)
-        coefficient = beta / xp.maximum(n, 1.0)[:, None] if alpha is None else alpha
+        coefficient = beta / _at_least_one(xp, n)[:, None] if alpha is None else alpha
     negative = coefficient * _weighted((1.0 - t) * selected, weight)
     return Terms(positive_mean(xp, t, weight), negative)
 
@@ -340,12 +345,12 @@ def reference_terms(
     num_classes = z.shape[1]
     size = xp.sum(xp.ones_like(t))  # N K, also where N is only known at run time
     if name == "lr":
-        pooled = 1.0 / xp.maximum(size, 1.0)
+        pooled = 1.0 / _at_least_one(xp, size)
         return Terms(_weighted(t, weight) * pooled, _weighted(1.0 - t, weight) * pooled)
     a = beta if alpha is None else alpha
-    positive = _weighted(t, weight) / xp.maximum(xp.sum(t), 1.0)
+    positive = _weighted(t, weight) / _at_least_one(xp, xp.sum(t))
     if name == "ss-lr":
-        negative = _weighted(1.0 - t, weight) * (a / xp.maximum(xp.sum(1.0 - t), 1.0))
+        negative = _weighted(1.0 - t, weight) * (a / _at_least_one(xp, xp.sum(1.0 - t)))
         return Terms(positive, negative, r)
     k = int(num_classes * m / 100.0)
     if k == 0:
@@ -356,7 +361,7 @@ def reference_terms(
     neg_key = _weighted(1.0 - t, weight) * xp.softplus(z)
     everything = xp.greater(xp.ones_like(t), 0.0)
     selected = top_n_selection(xp, xp.stop_gradient(neg_key), everything, k, bound=k)
-    per_entry = a / xp.maximum(size / num_classes * k, 1.0)
+    per_entry = a / _at_least_one(xp, size / num_classes * k)
     return Terms(positive, _weighted((1.0 - t) * selected, weight) * per_entry)
 
 
