@@ -20,6 +20,7 @@ makes g = softplus. Soft targets: class k carries positive mass t_k and negative
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -168,18 +169,20 @@ def _count_floor(m: float, num_negatives: np.ndarray) -> np.ndarray:
     return np.floor(m * num_negatives / 100.0)
 
 
+@functools.lru_cache(maxsize=64)
 def count_thresholds(m: float, num_classes: int, dtype: str) -> np.ndarray:
     """T_j, j = 2..J: the smallest ``dtype`` value M with floor(m M / 100) >= j.
 
     n(M) = max(1, floor(m M / 100)) is a step function of M, so n(M) = 1 + #{j : T_j <= M}
     for 0 < M <= K, exactly, with no arithmetic on M at all: the thresholds are found here
     in float64, from a first guess 100 j / m moved by single ulps of ``dtype`` until it is the
-    first value where the count reaches j. A float32 product m * M in the graph instead
-    misrounds (m = 26, M = 450 gave 117 for 116.99...).
+    first value where the count reaches j. A float32 product in the graph misrounds instead:
+    450 * float32(26 / 100) = 116.99999 kept 116 negatives where floor(26 * 450 / 100) = 117.
+    Cached per (m, K, dtype): callers must not modify the array.
     """
     top = int(_count_floor(m, np.float64(num_classes)))
     if top < 2:
-        return np.zeros(0, dtype)
+        return np.zeros(0, dtype)  # n = 1 for every M > 0
     j = np.arange(2, top + 1, dtype=np.float64)
     guess = (100.0 * j / m).astype(dtype)
 
