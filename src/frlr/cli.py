@@ -32,11 +32,13 @@ from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
+from frlr.catalogue import HYPERPARAMETERS, TABLE_1_LOSSES
+
 COMMANDS = ("train", "compare", "presets", "demo", "sweep", "report")
 MAIN_JOB = {
     "dataset": "digits",
     "preset": "cpu",  # whose [dataset.digits] table picks the small-cnn and 15 epochs
-    "losses": "sr,lr,hs-lr,ss-lr",
+    "losses": ",".join(TABLE_1_LOSSES),
     "seeds": "3",
 }
 """What ``frlr`` with no arguments runs (``frlr demo``): about a minute on 2 CPU cores."""
@@ -126,7 +128,7 @@ def _build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--losses",
             default=defaults["losses"],
-            help="comma-separated losses (default sr,lr,hs-lr,ss-lr; multilabel: no sr)",
+            help=f"comma-separated losses (default {','.join(TABLE_1_LOSSES)}; multilabel: no sr)",
         )
         sub.add_argument(
             "--seeds", default=defaults["seeds"], help="how many seeds (0..N-1), or a list 0,3,5"
@@ -174,12 +176,21 @@ def _add_sweep_parser(commands: Any) -> None:
         description=f"{help_text}; runs go to OUT/<loss>-<param><value>-seed<k>/, the table to "
         "OUT/sweep.{json,csv,md}, the plot to OUT/sweep_<param>.png. Rerun to resume.",
     )
-    sweep.add_argument("--param", required=True, help="the hyper-parameter to vary: m, r or beta")
+    swept = [name for name, spec in HYPERPARAMETERS.items() if spec.figure_loss]
+    sweep.add_argument(
+        "--param",
+        required=True,
+        help=f"the hyper-parameter to vary: {', '.join(swept[:-1])} or {swept[-1]}",
+    )
     sweep.add_argument(
         "--values", required=True, help="comma-separated values, e.g. 5,10,25,50,75,100"
     )
     sweep.add_argument(
-        "--loss", default=None, help="the loss (default: hs-lr for m, ss-lr for r and beta)"
+        "--loss",
+        default=None,
+        help="the loss (default: "
+        + ", ".join(f"{s.figure_loss} for {n}" for n, s in HYPERPARAMETERS.items() if s.figure_loss)
+        + ")",
     )
     sweep.add_argument("--preset", default="paper", help="recipe name or .toml path")
     sweep.add_argument("--seeds", default="3", help="how many seeds (0..N-1), or a list 0,3,5")

@@ -7,23 +7,24 @@ ones (SR in blue, HS-SR in purple). Stdlib only: importing this imports no plott
 
 from __future__ import annotations
 
-LOSS_COLORS: dict[str, str] = {
-    "sr": "#0072B2",  # blue
-    "lr": "#D55E00",  # vermillion
-    "hs-lr": "#E69F00",  # orange
-    "ss-lr": "#009E73",  # bluish green
-    "hs-sr": "#CC79A7",  # reddish purple
-}
-"""Loss name (as in ``frlr.torch.get_loss``) -> matplotlib colour."""
+from frlr.catalogue import LOSS_LABELS, LOSS_NAMES, canonical_loss_name
 
-LOSS_LABELS: dict[str, str] = {
-    "sr": "SR",
-    "lr": "LR",
-    "hs-lr": "HS-LR",
-    "ss-lr": "SS-LR",
-    "hs-sr": "HS-SR",
-}
-"""Loss name -> the paper's spelling, for legends."""
+__all__ = ["FALLBACK_COLORS", "LOSS_COLORS", "LOSS_LABELS", "loss_color", "loss_label"]
+
+LOSS_COLORS: dict[str, str] = dict(
+    zip(
+        LOSS_NAMES,
+        (
+            "#0072B2",  # sr: blue
+            "#D55E00",  # lr: vermillion
+            "#E69F00",  # hs-lr: orange
+            "#009E73",  # ss-lr: bluish green
+            "#CC79A7",  # hs-sr: reddish purple
+        ),
+        strict=True,
+    )
+)
+"""Loss name (:data:`frlr.catalogue.LOSS_NAMES`) -> matplotlib colour."""
 
 FALLBACK_COLORS: tuple[str, ...] = ("#56B4E9", "#F0E442", "#000000", "#999999")
 """Colours for series whose loss is not one of the five (cycled in order)."""
@@ -31,11 +32,11 @@ FALLBACK_COLORS: tuple[str, ...] = ("#56B4E9", "#F0E442", "#000000", "#999999")
 
 def loss_color(loss: str, index: int = 0) -> str:
     """The palette colour of ``loss``; an unknown name gets ``FALLBACK_COLORS[index]`` (cycled)."""
-    key = loss.lower().replace("_", "-") if isinstance(loss, str) else ""
-    return LOSS_COLORS.get(key, FALLBACK_COLORS[index % len(FALLBACK_COLORS)])
+    key = canonical_loss_name(loss)
+    return LOSS_COLORS.get(key or "", FALLBACK_COLORS[index % len(FALLBACK_COLORS)])
 
 
 def loss_label(loss: str) -> str:
     """The paper's spelling of a loss name ("ss-lr" -> "SS-LR"); unknown names pass through."""
-    key = loss.lower().replace("_", "-") if isinstance(loss, str) else str(loss)
-    return LOSS_LABELS.get(key, str(loss))
+    key = canonical_loss_name(loss)
+    return LOSS_LABELS[key] if key is not None else str(loss)

@@ -72,6 +72,12 @@ import torch.distributed as dist
 from torch import nn
 
 import frlr
+from frlr.catalogue import (
+    HYPERPARAMETERS,
+    LOSS_HYPERPARAMETERS,
+    LOSS_NAMES,
+    hyperparameter_problem,
+)
 from frlr.data import DATASETS, dataset_info, load_dataset
 from frlr.data.augment import (
     augment_batch,
@@ -101,14 +107,6 @@ __all__ = [
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("step", "cosine", "constant")
-LOSS_HYPERPARAMETERS: dict[str, tuple[str, ...]] = {
-    "sr": (),
-    "lr": (),
-    "hs-lr": ("beta", "m"),
-    "ss-lr": ("beta", "r"),
-    "hs-sr": ("beta", "m"),
-}
-"""The hyper-parameters each loss takes (Eq. 5: beta, m; Eq. 6: beta, r)."""
 
 
 class ConfigError(ValueError):
@@ -117,6 +115,14 @@ class ConfigError(ValueError):
 
 def _option(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
+
+
+def _hyperparameter_help(name: str) -> str:
+    """A loss hyper-parameter's help, from the catalogue: "weight of the negative term (hs-lr,
+    ss-lr, hs-sr; >= 0; default 10)"."""
+    spec = HYPERPARAMETERS[name]
+    losses = ", ".join(loss for loss, takes in LOSS_HYPERPARAMETERS.items() if name in takes)
+    return f"{spec.meaning} ({losses}; {spec.range_text}; default {spec.default:g})"
 
 
 @dataclass
@@ -134,10 +140,12 @@ class TrainConfig:
     image_width: int = _option(0, "resize width, re-id/multi-label only; 0: = image_size")
     arch: str = _option("resnet32", "network (small-cnn, mlp, or a frlr.models name)")
     head_bias_init: str = _option("zero", "classifier bias init: zero or prior (-log(K-1))")
-    loss: str = _option("sr", "sr, lr, hs-lr, ss-lr or hs-sr (default sr; multilabel: lr)")
-    beta: float | None = _option(None, "loss beta (hs-lr, ss-lr, hs-sr; default 10)")
-    m: float | None = _option(None, "hard-selection percentage m (hs-lr, hs-sr; default 25)")
-    r: float | None = _option(None, "soft-selection exponent r (ss-lr; default 2)")
+    loss: str = _option(
+        "sr", f"{', '.join(LOSS_NAMES[:-1])} or {LOSS_NAMES[-1]} (default sr; multilabel: lr)"
+    )
+    beta: float | None = _option(None, _hyperparameter_help("beta"))
+    m: float | None = _option(None, _hyperparameter_help("m"))
+    r: float | None = _option(None, _hyperparameter_help("r"))
     optimizer: str = _option("sgd", "sgd, adam or adamw")
     lr: float = _option(0.1, "initial learning rate")
     momentum: float = _option(0.9, "SGD momentum (Adam: beta1)")
@@ -282,7 +290,7 @@ def validate(config: TrainConfig) -> TrainConfig:
     except (UnsupportedTaskError, ValueError) as error:
         raise ConfigError(f"{error} (or auto: the dataset's task)") from None
     _choice("arch", config.arch.lower(), ARCHS)
-    _choice("loss", config.loss, tuple(LOSSES))
+    _choice("loss", config.loss, LOSS_NAMES)
     _choice("optimizer", config.optimizer, OPTIMIZERS)
     _choice("schedule", config.schedule, SCHEDULES)
     _choice("head_bias_init", config.head_bias_init, HEAD_BIAS_INITS)
@@ -315,8 +323,10 @@ def validate(config: TrainConfig) -> TrainConfig:
                 f"--{name} does not apply to loss {config.loss!r} (its hyper-parameters: "
                 f"{accepted})"
             )
-    if config.m is not None and not 0 < config.m <= 100:
-        raise ConfigError(f"m is a percentage in (0, 100], got {config.m}")
+    for name in takes:
+        problem = hyperparameter_problem(name, getattr(config, name), label=f"--{name}")
+        if getattr(config, name) is not None and problem is not None:
+            raise ConfigError(problem)
     positive = {
         "lr": config.lr,
         "batch_size": config.batch_size,

@@ -30,12 +30,16 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from frlr.catalogue import (
+    LOSS_HYPERPARAMETERS,
+    LOSS_NAMES,
+    TABLE_1_LOSSES,
+    canonical_loss_name,
+)
 from frlr.data import dataset_info
 from frlr.experiments.stats import mean_std, paired_wilcoxon, significance_footnote
 from frlr.experiments.tasks import Task, get_task
-from frlr.torch.losses import LOSSES
 from frlr.train import (
-    LOSS_HYPERPARAMETERS,
     ConfigError,
     TrainConfig,
     config_differences,
@@ -54,7 +58,7 @@ __all__ = [
     "run_or_reuse",
 ]
 
-DEFAULT_LOSSES = ("sr", "lr", "hs-lr", "ss-lr")
+DEFAULT_LOSSES = TABLE_1_LOSSES
 """The losses of the paper's Table 1 (less those a task cannot train: see default_losses)."""
 
 METRIC_LABELS = {
@@ -78,12 +82,13 @@ def default_losses(task: str | Task) -> tuple[str, ...]:
 def parse_losses(text: str | Sequence[str]) -> tuple[str, ...]:
     """``"sr,lr,hs-lr"`` -> ("sr", "lr", "hs-lr"), checked against the loss registry."""
     names = text.split(",") if isinstance(text, str) else list(text)
-    losses = tuple(name.strip().lower().replace("_", "-") for name in names if name.strip())
-    if not losses:
+    given = [name.strip() for name in names if name.strip()]
+    if not given:
         raise ConfigError("--losses names no loss")
-    for name in losses:
-        if name not in LOSSES:
-            raise ConfigError(f"unknown loss {name!r}; known: {', '.join(LOSSES)}")
+    for name in given:
+        if canonical_loss_name(name) is None:
+            raise ConfigError(f"unknown loss {name.lower()!r}; known: {', '.join(LOSS_NAMES)}")
+    losses = tuple(canonical_loss_name(name) or name for name in given)
     if len(set(losses)) != len(losses):
         raise ConfigError(f"--losses names a loss twice: {','.join(losses)}")
     return losses

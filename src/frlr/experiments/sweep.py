@@ -20,7 +20,6 @@ bars (one standard deviation) and every seed as a dot.
 from __future__ import annotations
 
 import csv
-import inspect
 import io
 import math
 import sys
@@ -29,6 +28,14 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from frlr.catalogue import (
+    HYPERPARAMETERS,
+    LOSS_HYPERPARAMETERS,
+    LOSS_NAMES,
+    canonical_loss_name,
+    default_hyperparameter,
+    hyperparameter_problem,
+)
 from frlr.experiments.compare import (
     _is_main_process,
     _label,
@@ -40,9 +47,7 @@ from frlr.experiments.compare import (
     run_or_reuse,
 )
 from frlr.experiments.tasks import get_task
-from frlr.torch.losses import FUNCTIONAL, LOSSES
 from frlr.train import (
-    LOSS_HYPERPARAMETERS,
     ConfigError,
     TrainConfig,
     train,
@@ -65,7 +70,9 @@ __all__ = [
 SWEEPABLE: tuple[str, ...] = tuple(sorted({p for ps in LOSS_HYPERPARAMETERS.values() for p in ps}))
 """Every loss hyper-parameter a sweep can vary."""
 
-DEFAULT_LOSS = {"m": "hs-lr", "r": "ss-lr", "beta": "ss-lr"}
+DEFAULT_LOSS = {
+    name: spec.figure_loss for name, spec in HYPERPARAMETERS.items() if spec.figure_loss
+}
 """The loss swept when ``--loss`` is not given: the one the parameter belongs to in the paper."""
 
 
@@ -79,11 +86,8 @@ def run_dir_name(loss: str, param: str, value: float, seed: int) -> str:
 
 
 def default_value(loss: str, param: str) -> float | None:
-    """The loss's own default for ``param`` (hs-lr m: 25), from its function's signature."""
-    parameter = inspect.signature(FUNCTIONAL[loss]).parameters.get(param)
-    if parameter is None or parameter.default is inspect.Parameter.empty:
-        return None
-    return float(parameter.default)
+    """The loss's own default for ``param`` (hs-lr m: 25), from the loss catalogue."""
+    return default_hyperparameter(loss, param)
 
 
 def parse_param(param: str, loss: str | None = None) -> tuple[str, str]:
@@ -93,9 +97,10 @@ def parse_param(param: str, loss: str | None = None) -> tuple[str, str]:
         raise ConfigError(
             f"unknown --param {param!r}; a sweep varies one of: {', '.join(SWEEPABLE)}"
         )
-    loss = DEFAULT_LOSS[name] if loss is None else loss.strip().lower().replace("_", "-")
-    if loss not in LOSSES:
-        raise ConfigError(f"unknown --loss {loss!r}; known: {', '.join(LOSSES)}")
+    if loss is not None and canonical_loss_name(loss.strip()) is None:
+        known = ", ".join(LOSS_NAMES)
+        raise ConfigError(f"unknown --loss {loss.strip().lower()!r}; known: {known}")
+    loss = DEFAULT_LOSS[name] if loss is None else canonical_loss_name(loss.strip()) or loss
     takes = LOSS_HYPERPARAMETERS[loss]
     if name not in takes:
         accepted = ", ".join(takes) if takes else "none"
@@ -122,12 +127,9 @@ def parse_values(values: str | Sequence[float], param: str, loss: str) -> tuple[
     for value in parsed:
         if not math.isfinite(value):
             raise ConfigError(f"--values: {param} must be finite, got {value}")
-        try:
-            LOSSES[loss](**{param: value})
-        except (ValueError, TypeError) as error:
-            raise ConfigError(
-                f"--values: {param} = {value_text(value)} for {loss}: {error}"
-            ) from None
+        problem = hyperparameter_problem(param, value)
+        if problem is not None:
+            raise ConfigError(f"--values: {param} = {value_text(value)} for {loss}: {problem}")
     return tuple(parsed)
 
 

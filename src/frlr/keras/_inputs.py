@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from frlr._hyper import check_hyperparameters
+from frlr.catalogue import check_hyperparameters
 
 TARGETS = ("auto", "index", "multi_hot")
 NORMALIZATIONS = ("paper", "reference")

@@ -24,7 +24,13 @@ from typing import Any
 import keras
 import numpy as np
 
-from frlr._hyper import num_hard_negatives
+from frlr.catalogue import (
+    LOSS_HYPERPARAMETERS,
+    LOSS_NAMES,
+    canonical_loss_name,
+    check_hyperparameters,
+    num_hard_negatives,
+)
 from frlr.ncd import (
     HalvingHistory,
     JsonlWriter,
@@ -38,12 +44,16 @@ from frlr.ncd import (
 __all__ = ["NCDCallback", "ncd_stats_numpy"]
 
 _OPTIONS = {
-    "sr": {"weight"},
-    "lr": {"weight", "normalization"},
-    "hs-lr": {"weight", "normalization", "beta", "m", "alpha"},
-    "ss-lr": {"weight", "normalization", "beta", "r", "alpha"},
-    "hs-sr": {"weight", "beta", "m", "alpha"},
+    name: {
+        "weight",
+        *LOSS_HYPERPARAMETERS[name],
+        *(("alpha",) if LOSS_HYPERPARAMETERS[name] else ()),
+        *(("normalization",) if name.endswith("lr") else ()),  # the LR family
+    }
+    for name in LOSS_NAMES
 }
+"""The options each loss's statistics take: its hyper-parameters (from the catalogue), alpha
+with beta, the class weight, and the LR family's normalization."""
 
 
 def _softplus(x: np.ndarray) -> np.ndarray:
@@ -66,14 +76,7 @@ def _check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
             f"loss {name!r} takes no option {unknown[0]!r}; it takes "
             f"{', '.join(sorted(_OPTIONS[name]))}"
         )
-    for key in ("beta", "m", "r", "alpha"):
-        value = options.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-            raise TypeError(f"{key} must be a real number, got {value!r}")
-        if value < 0 or (key == "m" and not 0 < value <= 100):
-            raise ValueError(f"{key} out of range: {value!r}")
+    check_hyperparameters(**{k: options.get(k) for k in ("beta", "m", "r", "alpha")})
     normalization = options.get("normalization", "paper")
     if normalization not in ("paper", "reference"):
         raise ValueError(f"normalization must be 'paper' or 'reference', got {normalization!r}")
@@ -134,8 +137,8 @@ def ncd_stats_numpy(logits: Any, target: Any, loss: str = "ss-lr", **options: An
         options: the loss's options as for ``frlr.keras.get_loss``: weight (K,), normalization,
             beta, m, r, alpha (defaults beta = 10, m = 25, r = 2, as in the paper).
     """
-    name = loss.lower().replace("_", "-") if isinstance(loss, str) else None
-    if name not in _OPTIONS:
+    name = canonical_loss_name(loss)
+    if name is None:
         raise ValueError(f"loss must be one of {', '.join(_OPTIONS)}, got {loss!r}")
     o = _check_options(name, dict(options))
     z, t = _flatten(logits, target)
@@ -268,11 +271,11 @@ def _log1m_top(z: np.ndarray, log_q: np.ndarray) -> np.ndarray:
 def _resolve_loss(loss: Any, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """A loss name, or an ``frlr.keras`` loss object whose options are then used."""
     if isinstance(loss, str):
-        name = loss.lower().replace("_", "-")
-        if name not in _OPTIONS:
+        name = canonical_loss_name(loss)
+        if name is None:
             raise ValueError(f"loss must be one of {', '.join(_OPTIONS)}, got {loss!r}")
         return name, _check_options(name, dict(options))
-    from frlr.keras import LOSSES  # the loss classes, only when an object is passed
+    from frlr.keras.losses import LOSSES  # the loss classes, only when an object is passed
 
     names = [key for key, cls in LOSSES.items() if type(loss) is cls]
     if not names:

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import keras
 from keras import ops
 
-from frlr._hyper import num_hard_negatives
+from frlr.catalogue import LOSS_NAMES, canonical_loss_name, num_hard_negatives
 from frlr.keras._inputs import (
     HALF_DTYPES,
     Batch,
@@ -587,21 +587,15 @@ class HSSRLoss(_FocusLoss):
         )
 
 
-LOSSES: dict[str, type[_FocusLoss]] = {
-    "sr": SRLoss,
-    "lr": LRLoss,
-    "hs-lr": HSLRLoss,
-    "ss-lr": SSLRLoss,
-    "hs-sr": HSSRLoss,
-}
+LOSSES: dict[str, type[_FocusLoss]] = dict(
+    zip(LOSS_NAMES, (SRLoss, LRLoss, HSLRLoss, SSLRLoss, HSSRLoss), strict=True)
+)
+"""Registry name (:data:`frlr.catalogue.LOSS_NAMES`) -> Loss class."""
 
-FUNCTIONAL: dict[str, Callable[..., Tensor]] = {
-    "sr": sr_loss,
-    "lr": lr_loss,
-    "hs-lr": hs_lr_loss,
-    "ss-lr": ss_lr_loss,
-    "hs-sr": hs_sr_loss,
-}
+FUNCTIONAL: dict[str, Callable[..., Tensor]] = dict(
+    zip(LOSS_NAMES, (sr_loss, lr_loss, hs_lr_loss, ss_lr_loss, hs_sr_loss), strict=True)
+)
+"""Registry name -> functional form."""
 
 
 def get_loss(name: str, **kwargs: Any) -> keras.losses.Loss:
@@ -609,8 +603,8 @@ def get_loss(name: str, **kwargs: Any) -> keras.losses.Loss:
 
     Keyword arguments go to the class's constructor; one it does not take is a TypeError.
     """
-    key = name.lower().replace("_", "-") if isinstance(name, str) else None
-    if key not in LOSSES:
+    key = canonical_loss_name(name)
+    if key is None:
         raise ValueError(f"unknown loss name {name!r}; known: {', '.join(LOSSES)}")
     try:
         return LOSSES[key](**kwargs)

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from frlr.catalogue import LOSS_NAMES
 from frlr.experiments.sweep import value_text
 from frlr.style import loss_color, loss_label
-from frlr.torch.losses import LOSSES
 
 __all__ = ["Experiment", "Group", "Run", "load_experiment"]
 
@@ -243,7 +243,7 @@ def _compare_groups(
     listed = [str(loss) for loss in (saved or {}).get("losses", [])]
     present = {run.loss for run in runs}
     order = [loss for loss in listed if loss in present]
-    order += [loss for loss in LOSSES if loss in present and loss not in order]
+    order += [loss for loss in LOSS_NAMES if loss in present and loss not in order]
     order += sorted(present - set(order))
     groups = []
     for index, loss in enumerate(order):
