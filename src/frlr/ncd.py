@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from frlr.style import loss_color, loss_label
+from frlr.style import loss_color, loss_label, plain_log_labels
 
 NCD_THRESHOLD = 0.05
 """Default gradient-ratio threshold below which a step counts as distracted; see
@@ -446,6 +446,9 @@ def ncd_verdict(
             ``early_steps``.
         early_steps: the length of the judged window in optimiser steps (>= 0).
         min_early_records: the fewest records judged when the window holds fewer.
+
+    It is long because its argument docs and checks come first; the judgement itself is the
+    short loop at the end (:func:`_judge` per loss).
     """
     if not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
@@ -525,20 +528,6 @@ def _geometric_smooth(values, window: int):
         return np.where(counts > 0, np.exp(sums / np.maximum(counts, 1)), np.nan)
 
 
-def _plain_log_labels(ax) -> None:
-    """Tick labels as plain numbers (0.01, 0.5, 140), not 10^x; minor ticks labelled too when
-    the axis spans less than about one decade, so a narrow panel still has numbers on it."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-
-    def plain(value: float, _position: int) -> str:
-        return f"{value:.3g}"
-
-    ax.yaxis.set_major_formatter(FuncFormatter(plain))
-    low, high = ax.get_ylim()
-    narrow = low > 0 and math.log10(high / low) < 1.3
-    ax.yaxis.set_minor_formatter(FuncFormatter(plain) if narrow else NullFormatter())
-
-
 def plot_ncd(
     histories: Any,
     path: str | os.PathLike | None = None,
@@ -570,6 +559,9 @@ def plot_ncd(
             after), which spreads out the first steps where NCD lives.
     Returns:
         the matplotlib ``Figure`` (no pyplot state is touched).
+
+    It is long because it draws the four panels in one place, so they share axes, colours and
+    one legend exactly as Fig. 2 does.
     """
     if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 1:
         raise ValueError(f"smooth must be an int >= 1, got {smooth!r}")
@@ -619,7 +611,7 @@ def plot_ncd(
         ax.set_ylabel(ylabel, fontsize=8)
         ax.tick_params(which="both", labelsize=7)
         ax.grid(True, which="major", linewidth=0.4, alpha=0.5)
-        _plain_log_labels(ax)
+        plain_log_labels(ax)
     for ax in axes[1]:
         ax.set_xlabel("training iteration (optimiser steps)", fontsize=8)
     if xscale == "symlog":

@@ -115,6 +115,9 @@ def evaluate_classifier(
     CPU; this costs a second forward pass when labels are also given. ``labels=None`` with
     ``return_features=True`` extracts re-id embeddings without computing logits. A row of
     logits holding a NaN counts as wrong, so a diverged run scores low instead of raising.
+
+    It is long because every argument is checked first, naming it, and one pass over the
+    batches computes logits, features and loss together.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

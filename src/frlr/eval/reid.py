@@ -130,6 +130,9 @@ def reid_metrics(
 
     Returns ``rank{k}`` for each k in ``ranks`` and ``mAP`` (fractions in [0, 1], averaged
     over valid queries), ``num_valid_queries`` and ``num_skipped_queries``.
+
+    It is long because the checks of its many inputs come first, each naming the argument,
+    and the chunked scoring shares their state; split, the steps would pass it all around.
     """
     if metric not in DISTANCE_METRICS:
         raise ValueError(f"metric must be one of {DISTANCE_METRICS}, got {metric!r}")
