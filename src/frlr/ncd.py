@@ -513,7 +513,7 @@ PANELS: tuple[tuple[str, str, str], ...] = (
 
 def _geometric_smooth(values, window: int):
     """Centred moving geometric mean (the right average on a log axis); NaN where none."""
-    import numpy as np
+    import numpy as np  # this module is plain Python until a figure is drawn
 
     values = np.asarray(values, dtype=float)
     if window <= 1 or len(values) < 2:
@@ -568,7 +568,7 @@ def plot_ncd(
     if xscale not in ("linear", "symlog"):
         raise ValueError(f"xscale must be 'linear' or 'symlog', got {xscale!r}")
     try:
-        import numpy as np
+        import numpy as np  # plotting is optional: imported only to draw
         from matplotlib.figure import Figure
     except ImportError as error:  # pragma: no cover
         raise ImportError('plot_ncd needs matplotlib: pip install "frlr[toolkit]"') from error

@@ -1,7 +1,7 @@
 """Test-set features of a trained run, embedded in two dimensions by t-SNE (the paper's Fig. 1).
 
 The model is rebuilt exactly as the training loop built it: the saved config, the same data
-loader (:func:`frlr.train._load_split`, hence the same decoding, resizing and cache), the same
+loader (:func:`frlr.train.load_split`, hence the same decoding, resizing and cache), the same
 builder (:func:`frlr.experiments.build_model`) and the training split's channel statistics for
 normalisation; then ``checkpoint.pt``'s weights, in eval mode, on the CPU. The features are
 ``model.features(x)``, the embedding the classifier reads.
@@ -146,7 +146,7 @@ def run_features(run: Run, data: FeatureData, batch_size: int = 256) -> np.ndarr
 def tsne_2d(features: np.ndarray, seed: int = TSNE_SEED) -> np.ndarray:
     """(n, d) features -> (n, 2) t-SNE coordinates (deterministic for a fixed seed)."""
     from sklearn.manifold import TSNE  # scikit-learn is slow to import: only for a t-SNE
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits  # scikit-learn's dependency, with it
 
     n = len(features)
     if n < 10:

@@ -51,7 +51,7 @@ def summarize(experiment: Experiment) -> dict[str, Any]:
 
 
 def sweep_results(experiment: Experiment, summary: dict[str, Any]) -> dict[str, Any]:
-    """The summary shaped like ``sweep.json``, for :func:`frlr.report.figures.sweep_figure`."""
+    """The summary shaped like ``sweep.json``, for :func:`frlr.experiments.figures.sweep_figure`."""
     return {
         "param": experiment.param,
         "loss": experiment.loss,
