@@ -29,7 +29,20 @@ MODES = {"RGB": 3, "L": 1}
 
 
 class CorruptImageError(ValueError):
-    """An image file could not be decoded; the message names the file."""
+    """An image file could not be decoded; the message names the file.
+
+    A ``ValueError``: a dataset with a truncated or non-image file fails at decode time with
+    the file's name, instead of training on a half-read split.
+
+    Examples:
+        >>> from frlr.data import CorruptImageError
+        >>> from frlr.data.images import decode_image
+        >>> try:
+        ...     decode_image(b"not an image", "train/cat/0.jpg")
+        ... except CorruptImageError as error:
+        ...     print("train/cat/0.jpg" in str(error))
+        True
+    """
 
 
 def check_image_size(image_size: object) -> int | None:
@@ -82,7 +95,7 @@ def progress(items: Iterable[T], total: int, desc: str) -> Iterator[T]:
 
     ``FRLR_PROGRESS=0`` turns it off everywhere, ``FRLR_PROGRESS=1`` forces it on.
     """
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # the data layer imports no toolkit extra until a bar is shown
 
     setting = os.environ.get("FRLR_PROGRESS", "")
     disable: bool | None = None if setting == "" else setting == "0"

@@ -17,15 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
-
 _JUNK_PREFIXES = ("__MACOSX/",)
 _JUNK_NAMES = (".DS_Store", "Thumbs.db")
-
-
-def is_archive(path: Path) -> bool:
-    """True when ``path`` names a zip or tar archive this module can read."""
-    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
 def _is_junk(name: str) -> bool:
