@@ -39,7 +39,13 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from frlr._hyper import check_hyperparameters, num_hard_negatives
+from frlr.catalogue import (
+    HYPERPARAMETERS,
+    LOSS_HYPERPARAMETERS,
+    canonical_loss_name,
+    check_hyperparameters,
+    num_hard_negatives,
+)
 from frlr.torch import _kernels as kernels
 from frlr.torch import _streamed_selection as selection
 from frlr.torch.distributed import ClassShards
@@ -690,27 +696,6 @@ def _linear_loss(
         return _LinearLossFn.apply(features, weight, bias, loss, problem)
 
 
-_SHARED_ARGS = """
-    Args:
-        features: (N, d) float32/float16/bfloat16 (float64 computes in float64).
-        weight: (K, d), laid out like ``nn.Linear.weight`` (this rank's classes when
-            class-parallel); float16/bfloat16 weights are accumulated in float32.
-        target: int64 class indices (N,), or int64 positive lists (N, P) padded with
-            ``ignore_index`` -- sparse multi-label, equal to the multi-hot target of the
-            materialised loss. Index targets equal to ``ignore_index`` drop their row.
-        bias: (K,) or None.
-        reduction: "mean" over counted rows, "sum", or "none" (this rank's rows).
-        ignore_index: the padding / ignored class index.
-        chunk_size: classes per chunk; None sizes one (N, chunk) float32 buffer at
-            ``CHUNK_BYTES``. Results do not depend on it beyond float round-off.
-        process_group: shard the classifier by class over this group's ranks; each rank
-            passes its own local batch and the loss is that of the global batch (all ranks'
-            batches in rank order) against the whole classifier.
-        class_offset: this rank's first class (class-parallel only).
-        num_classes: the whole classifier's class count (class-parallel only).
-"""
-
-
 def linear_lr_loss(
     features: Tensor,
     weight: Tensor,
@@ -728,6 +713,35 @@ def linear_lr_loss(
 
     LR, Eq. (3): loss_i = sum_{k in P_i} softplus(-z_k) + sum_{k in N_i} softplus(z_k),
     z = x_i W^T + b, computed over chunks of classes with the gradient consumed per chunk.
+
+    Args:
+        features: (N, d) float32/float16/bfloat16 (float64 computes in float64).
+        weight: (K, d), laid out like ``nn.Linear.weight`` (this rank's classes when
+            class-parallel); float16/bfloat16 weights are accumulated in float32.
+        target: int64 class indices (N,), or int64 positive lists (N, P) padded with
+            ``ignore_index`` -- sparse multi-label, equal to the multi-hot target of the
+            materialised loss. A class index equal to ``ignore_index`` drops its row.
+        bias: (K,) or None.
+        reduction: "mean" over the counted rows, "sum", or "none" (this rank's rows).
+        ignore_index: the ignored class index, and the padding of positive lists.
+        chunk_size: classes per chunk; None sizes one (N, chunk) float32 buffer at
+            ``CHUNK_BYTES``. The result does not depend on it beyond float round-off.
+        process_group: shard the classifier by class over this group's ranks; each rank
+            passes its own local batch, and the loss is that of the global batch (all ranks'
+            batches in rank order) against the whole classifier. See
+            :mod:`frlr.torch.distributed` for the collectives and DDP.
+        class_offset: this rank's first class (class-parallel only).
+        num_classes: the whole classifier's class count (class-parallel only).
+
+    Examples:
+        >>> import torch
+        >>> import frlr.torch as frlr
+        >>> head = torch.nn.Linear(16, 1000)
+        >>> features, target = torch.randn(8, 16), torch.randint(0, 1000, (8,))
+        >>> loss = frlr.linear_lr_loss(features, head.weight, target, bias=head.bias)
+        >>> loss.backward()  # head.weight.grad, head.bias.grad: written chunk by chunk
+        >>> torch.allclose(loss, frlr.lr_loss(head(features), target))
+        True
     """
     return _linear_loss(
         _LR(), features, weight, target, bias, reduction, ignore_index, chunk_size,
@@ -755,6 +769,23 @@ def linear_ss_lr_loss(
 
     SS-LR, Eq. (6): loss_i = mean_{k in P_i} softplus(-z_k)
     + (beta / |N_i|) sum_{k in N_i} sigmoid(z_k)^r softplus(z_k).
+
+    Args:
+        r: the attending power, >= 0; 2 in the paper.
+        beta: the balance weight, 10 in the paper.
+        features, weight, target, bias: as in :func:`linear_lr_loss`.
+        reduction, ignore_index, chunk_size: as in :func:`linear_lr_loss`.
+        process_group, class_offset, num_classes: as in :func:`linear_lr_loss`.
+
+    Examples:
+        >>> import torch
+        >>> import frlr.torch as frlr
+        >>> head = torch.nn.Linear(16, 1000)
+        >>> features, target = torch.randn(8, 16), torch.randint(0, 1000, (8,))
+        >>> loss = frlr.linear_ss_lr_loss(features, head.weight, target, bias=head.bias, r=1.0)
+        >>> loss.backward()  # head.weight.grad, head.bias.grad: written chunk by chunk
+        >>> torch.allclose(loss, frlr.ss_lr_loss(head(features), target, r=1.0))
+        True
     """
     check_hyperparameters(beta=beta, r=r)
     return _linear_loss(
@@ -786,6 +817,23 @@ def linear_hs_lr_loss(
     per-row threshold is counted over the chunks first (one more matrix product per chunk);
     negatives tied at the threshold share the remaining places equally (the materialised
     loss's top-k picks some of them instead: same value, another subgradient).
+
+    Args:
+        beta: the balance weight, 10 in the paper.
+        m: the percentage of negative classes kept, in (0, 100]; 25 in the paper.
+        features, weight, target, bias: as in :func:`linear_lr_loss`.
+        reduction, ignore_index, chunk_size: as in :func:`linear_lr_loss`.
+        process_group, class_offset, num_classes: as in :func:`linear_lr_loss`.
+
+    Examples:
+        >>> import torch
+        >>> import frlr.torch as frlr
+        >>> head = torch.nn.Linear(16, 1000)
+        >>> features, target = torch.randn(8, 16), torch.randint(0, 1000, (8,))
+        >>> loss = frlr.linear_hs_lr_loss(features, head.weight, target, bias=head.bias, m=10.0)
+        >>> loss.backward()  # head.weight.grad, head.bias.grad: written chunk by chunk
+        >>> torch.allclose(loss, frlr.hs_lr_loss(head(features), target, m=10.0))
+        True
     """
     check_hyperparameters(beta=beta, m=m)
     return _linear_loss(
@@ -813,6 +861,22 @@ def linear_sr_loss(
     loss_i = log sum_k e^{z_k} - z_{y_i}: the log-sum-exp is taken online over the chunks
     (running max m, sum s <- s e^{m - m'} + sum e^{z - m'}), then d/dz = softmax(z) - onehot(y)
     chunk by chunk. Class indices only.
+
+    Args:
+        features, weight, bias: as in :func:`linear_lr_loss`.
+        target: int64 class indices (N,); softmax is single-label.
+        reduction, ignore_index, chunk_size: as in :func:`linear_lr_loss`.
+        process_group, class_offset, num_classes: as in :func:`linear_lr_loss`.
+
+    Examples:
+        >>> import torch
+        >>> import frlr.torch as frlr
+        >>> head = torch.nn.Linear(16, 1000)
+        >>> features, target = torch.randn(8, 16), torch.randint(0, 1000, (8,))
+        >>> loss = frlr.linear_sr_loss(features, head.weight, target, bias=head.bias)
+        >>> loss.backward()  # head.weight.grad, head.bias.grad: written chunk by chunk
+        >>> torch.allclose(loss, frlr.sr_loss(head(features), target))
+        True
     """
     return _linear_loss(
         _SR(), features, weight, target, bias, reduction, ignore_index, chunk_size,
@@ -820,13 +884,14 @@ def linear_sr_loss(
     )  # fmt: skip
 
 
-for _fn in (linear_lr_loss, linear_ss_lr_loss, linear_hs_lr_loss, linear_sr_loss):
-    _fn.__doc__ = (_fn.__doc__ or "") + _SHARED_ARGS
-
-
 # ---------------------------------------------------------------------------------------------
 # Modules and the registry
 # ---------------------------------------------------------------------------------------------
+
+
+def _paper_defaults(loss: str) -> dict[str, float]:
+    """The catalogue's hyper-parameters of ``loss`` with the paper's defaults (beta, r / m)."""
+    return {name: HYPERPARAMETERS[name].default for name in LOSS_HYPERPARAMETERS[loss]}  # type: ignore[misc]
 
 
 class _LinearLoss(nn.Module):
@@ -881,27 +946,87 @@ class _LinearLoss(nn.Module):
 
 
 class LinearLRLoss(_LinearLoss):
-    """Module form of :func:`linear_lr_loss`."""
+    """Module form of :func:`linear_lr_loss`.
+
+    Args:
+        reduction, ignore_index, chunk_size, process_group, class_offset, num_classes: as in
+            :func:`linear_lr_loss`, keyword-only.
+        hyper: the loss's hyper-parameters by name (none), default the paper's.
+
+    Examples:
+        >>> import torch
+        >>> import frlr.torch as frlr
+        >>> head = torch.nn.Linear(16, 1000)
+        >>> criterion = frlr.LinearLRLoss()
+        >>> features, target = torch.randn(8, 16), torch.randint(0, 1000, (8,))
+        >>> loss = criterion(features, head.weight, target, head.bias)
+        >>> loss.backward()
+    """
 
     _fn = staticmethod(linear_lr_loss)
 
 
 class LinearSSLRLoss(_LinearLoss):
-    """Module form of :func:`linear_ss_lr_loss` (r = 2, beta = 10 as in the paper)."""
+    """Module form of :func:`linear_ss_lr_loss` (r = 2, beta = 10 as in the paper).
+
+    Args:
+        reduction, ignore_index, chunk_size, process_group, class_offset, num_classes: as in
+            :func:`linear_lr_loss`, keyword-only.
+        hyper: the loss's hyper-parameters by name (r, beta), default the paper's.
+
+    Examples:
+        >>> import torch
+        >>> import frlr.torch as frlr
+        >>> head = torch.nn.Linear(16, 1000)
+        >>> criterion = frlr.LinearSSLRLoss(r=1.0)
+        >>> features, target = torch.randn(8, 16), torch.randint(0, 1000, (8,))
+        >>> loss = criterion(features, head.weight, target, head.bias)
+        >>> loss.backward()
+    """
 
     _fn = staticmethod(linear_ss_lr_loss)
-    _hyper: ClassVar[dict[str, float]] = {"r": 2.0, "beta": 10.0}
+    _hyper: ClassVar[dict[str, float]] = _paper_defaults("ss-lr")
 
 
 class LinearHSLRLoss(_LinearLoss):
-    """Module form of :func:`linear_hs_lr_loss` (beta = 10, m = 25 as in the paper)."""
+    """Module form of :func:`linear_hs_lr_loss` (beta = 10, m = 25 as in the paper).
+
+    Args:
+        reduction, ignore_index, chunk_size, process_group, class_offset, num_classes: as in
+            :func:`linear_lr_loss`, keyword-only.
+        hyper: the loss's hyper-parameters by name (beta, m), default the paper's.
+
+    Examples:
+        >>> import torch
+        >>> import frlr.torch as frlr
+        >>> head = torch.nn.Linear(16, 1000)
+        >>> criterion = frlr.LinearHSLRLoss(m=10.0)
+        >>> features, target = torch.randn(8, 16), torch.randint(0, 1000, (8,))
+        >>> loss = criterion(features, head.weight, target, head.bias)
+        >>> loss.backward()
+    """
 
     _fn = staticmethod(linear_hs_lr_loss)
-    _hyper: ClassVar[dict[str, float]] = {"beta": 10.0, "m": 25.0}
+    _hyper: ClassVar[dict[str, float]] = _paper_defaults("hs-lr")
 
 
 class LinearSRLoss(_LinearLoss):
-    """Module form of :func:`linear_sr_loss` (softmax cross-entropy, the baseline)."""
+    """Module form of :func:`linear_sr_loss` (softmax cross-entropy, the baseline).
+
+    Args:
+        reduction, ignore_index, chunk_size, process_group, class_offset, num_classes: as in
+            :func:`linear_lr_loss`, keyword-only.
+        hyper: the loss's hyper-parameters by name (none), default the paper's.
+
+    Examples:
+        >>> import torch
+        >>> import frlr.torch as frlr
+        >>> head = torch.nn.Linear(16, 1000)
+        >>> criterion = frlr.LinearSRLoss()
+        >>> features, target = torch.randn(8, 16), torch.randint(0, 1000, (8,))
+        >>> loss = criterion(features, head.weight, target, head.bias)
+        >>> loss.backward()
+    """
 
     _fn = staticmethod(linear_sr_loss)
 
@@ -916,8 +1041,18 @@ LINEAR_LOSSES: dict[str, type[_LinearLoss]] = {
 
 def get_linear_loss(name: str, **options) -> nn.Module:
     """The logits-free loss module for ``name`` ("sr", "lr", "hs-lr", "ss-lr"; the same
-    spellings as :func:`frlr.torch.get_loss`). Options go to its constructor."""
-    key = name.lower().replace("_", "-") if isinstance(name, str) else None
+    spellings as :func:`frlr.torch.get_loss`).
+
+    Args:
+        name: the loss, in any of the catalogue's spellings ("SS_LR", "ss-lr").
+        options: keyword arguments of its module (hyper-parameters, reduction, chunk_size...).
+
+    Examples:
+        >>> import frlr.torch as frlr
+        >>> frlr.get_linear_loss("SS_LR", r=1.0).options["r"]
+        1.0
+    """
+    key = canonical_loss_name(name)
     if key not in LINEAR_LOSSES:
         raise ValueError(f"unknown linear loss name {name!r}; known: {', '.join(LINEAR_LOSSES)}")
     try:
