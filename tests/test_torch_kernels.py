@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from frlr._hyper import num_hard_negatives
+from frlr.catalogue import num_hard_negatives
 from frlr.torch import _kernels as kernels
 from loss_reference import reference_loss
 
