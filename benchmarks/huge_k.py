@@ -72,13 +72,17 @@ def estimate_gb(name: str, n: int, d: int, k: int) -> float:
     return (2 * k * d * 4 + logits) / 2**30
 
 
-def child(name: str, n: int, d: int, k: int, calls: int) -> None:
+def child(name: str, n: int, d: int, k: int, calls: int, threads: int) -> None:
     """In a fresh process: print {"seconds": [...], "growth_mb": ...} as one JSON line."""
+    torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, d, generator=g).requires_grad_()
     w = (torch.randn(k, d, generator=g) / d**0.5).requires_grad_()
     y = torch.randint(0, k, (n,), generator=g)
     fn = METHODS[name][0]
+    # a small call first: one-time set-up (imports, dispatch caches) is not the method's cost
+    small = w[:1000].detach().clone().requires_grad_()
+    fn(x[:8].detach().clone().requires_grad_(), small, y[:8] % small.shape[0]).backward()
     base = current_rss_mb()
     seconds = []
     for _ in range(calls):
@@ -89,7 +93,9 @@ def child(name: str, n: int, d: int, k: int, calls: int) -> None:
     print(json.dumps({"seconds": seconds, "growth_mb": max(peak_rss_mb() - base, 0.0)}))
 
 
-def run_child(name: str, n: int, d: int, k: int, calls: int, limit_gb: float) -> dict | None:
+def run_child(
+    name: str, n: int, d: int, k: int, calls: int, limit_gb: float, threads: int
+) -> dict | None:
     """One configuration in a fresh process, its address space capped so that a method that
     outgrows the budget fails alone instead of pushing the machine into swap or OOM."""
     limit = int((limit_gb + 6) * 2**30)
@@ -98,6 +104,7 @@ def run_child(name: str, n: int, d: int, k: int, calls: int, limit_gb: float) ->
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     argv = [sys.executable, __file__, "--child", name, str(n), str(d), str(k), str(calls)]
+    argv += ["--threads", str(threads)]
     out = subprocess.run(argv, capture_output=True, text=True, preexec_fn=cap)
     if out.returncode != 0:
         print(f"  {name}: failed ({out.stderr.strip().splitlines()[-1:]})", flush=True)
@@ -105,7 +112,9 @@ def run_child(name: str, n: int, d: int, k: int, calls: int, limit_gb: float) ->
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def shape_table(n: int, d: int, k: int, calls: int, budget_gb: float, methods) -> list[str]:
+def shape_table(
+    n: int, d: int, k: int, calls: int, budget_gb: float, threads: int, methods
+) -> list[str]:
     floor_mb = (k + n) * d * 4 / MB
     rows: dict[str, dict | str] = {}
     for name in methods:
@@ -114,7 +123,7 @@ def shape_table(n: int, d: int, k: int, calls: int, budget_gb: float, methods) -
             rows[name] = f"not run: needs about {need:.0f} GB, over the {budget_gb:g} GB budget"
             print(f"  {name}: {rows[name]}", flush=True)
             continue
-        result = run_child(name, n, d, k, calls, budget_gb)
+        result = run_child(name, n, d, k, calls, budget_gb, threads)
         rows[name] = result if result is not None else "failed (out of memory?)"
         if result is not None:
             print(
@@ -298,6 +307,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny shapes, no file written")
     parser.add_argument("--child", nargs=5, metavar=("NAME", "N", "D", "K", "CALLS"))
     parser.add_argument("--memory-budget-gb", type=float, default=12.0)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per process (1: steady timings on a shared machine)",
+    )
     parser.add_argument("--out", default=None, help="default: docs/benchmarks/huge_k.md")
     parser.add_argument(
         "--largest-k", type=int, default=10_000_000, help="the largest K, at d = 64, chunked"
@@ -305,9 +320,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         name, n, d, k, calls = args.child
-        child(name, int(n), int(d), int(k), int(calls))
+        child(name, int(n), int(d), int(k), int(calls), args.threads)
         return
 
+    torch.set_num_threads(args.threads)  # the class-parallel section's one-process reference
     started = time.perf_counter()
     if args.quick:
         shapes = [(32, 16, 1_000, 1)]
@@ -322,12 +338,12 @@ def main() -> None:
     lines: list[str] = []
     for n, d, k, calls in shapes:
         print(f"N = {n}, d = {d}, K = {k}", flush=True)
-        lines += shape_table(n, d, k, calls, args.memory_budget_gb, METHODS)
+        lines += shape_table(n, d, k, calls, args.memory_budget_gb, args.threads, METHODS)
     n, d, k, calls = largest
     print(f"largest: N = {n}, d = {d}, K = {k}", flush=True)
     largest_methods = ("frlr linear_lr", "frlr linear_ss_lr", "frlr ss-lr (materialised)")
     lines += ["## The largest K", ""]
-    lines += shape_table(n, d, k, calls, args.memory_budget_gb, largest_methods)
+    lines += shape_table(n, d, k, calls, args.memory_budget_gb, args.threads, largest_methods)
     print("class-parallel", flush=True)
     lines += ["## Class-parallel", ""]
     lines += parallel_table(*parallel_shape)
@@ -343,8 +359,9 @@ def main() -> None:
         f"Load average at the end: {os.getloadavg()[0]:.1f} (other jobs shared the machine); "
         f"wall time {time.perf_counter() - started:.0f} s.",
         "",
-        f"Command: `{command}`. float32, index targets, reduction mean, default chunk_size; "
-        "each (method, shape) in a fresh process; peak growth is VmHWM over the inputs.",
+        f"Command: `{command}`. float32, index targets, reduction mean, default chunk_size, "
+        f"{args.threads} torch thread(s) per process; each (method, shape) in a fresh process; "
+        "peak growth is VmHWM over the inputs.",
         "",
     ]
     out.parent.mkdir(parents=True, exist_ok=True)
