@@ -14,10 +14,12 @@ from frlr.torch.linear import (
     LinearSRLoss,
     LinearSSLRLoss,
     get_linear_loss,
+    linear_argmax,
     linear_hs_lr_loss,
     linear_lr_loss,
     linear_sr_loss,
     linear_ss_lr_loss,
+    positive_lists,
 )
 from frlr.torch.losses import (
     FUNCTIONAL,
@@ -54,6 +56,7 @@ __all__ = [
     "get_loss",
     "hs_lr_loss",
     "hs_sr_loss",
+    "linear_argmax",
     "linear_hs_lr_loss",
     "linear_lr_loss",
     "linear_sr_loss",
@@ -62,6 +65,7 @@ __all__ = [
     "ncd_stats",
     "ncd_verdict",
     "plot_ncd",
+    "positive_lists",
     "sr_loss",
     "ss_lr_loss",
 ]

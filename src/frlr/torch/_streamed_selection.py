@@ -106,6 +106,7 @@ class Selection:
     candidate_lo: Tensor
     candidate_hi: Tensor
     wanted: Tensor
+    expected: int = 0  # candidates over all processes: a bound on what one process collects
 
     def candidates(self, negatives: Tensor) -> Tensor:
         """(M, C) bool: the chunk's logits to collect (negatives only: positives are -inf)."""
@@ -143,6 +144,7 @@ def find_selection(
     inf = torch.full_like(bound, torch.inf)
     threshold, tie_share = inf.clone(), torch.zeros_like(bound)
     candidate_lo, candidate_hi, wanted = inf.clone(), inf.clone(), torch.zeros_like(bound)
+    expected = 0
     active = n > 0
     band = _sample_band(sample, n, num_negatives, bound, reduce_band)
     rows = torch.arange(m, device=n.device)
@@ -176,6 +178,7 @@ def find_selection(
         candidate_lo[index] = torch.where(small, t_prime, candidate_lo[index])
         candidate_hi[index] = torch.where(small, t_star, candidate_hi[index])
         wanted[index] = torch.where(small, keep.to(bound.dtype), wanted[index])
+        expected += int(in_bin[small].sum())
         # the rest: a narrower band (the bin) or, after a miss, the side of the band it lies on
         new_lo, new_hi = t_prime, t_star
         if bool(missed.any()):
@@ -187,7 +190,7 @@ def find_selection(
         active[index] = ~done
     else:
         raise RuntimeError("hard selection did not converge; please report this input")
-    return Selection(threshold, tie_share, candidate_lo, candidate_hi, wanted)
+    return Selection(threshold, tie_share, candidate_lo, candidate_hi, wanted, int(expected))
 
 
 def _sample_band(

@@ -499,18 +499,27 @@ class _HSLR(_ChunkedLoss):
         r, c = problem.positives_in(start, stop)
         mask[r, c] = False
         found_rows, found_cols = mask.nonzero(as_tuple=True)
-        self._found.append((found_rows, found_cols + start, z[found_rows, found_cols]))
+        end = self._filled + found_rows.numel()
+        if end > self._found[0].numel():
+            raise RuntimeError("hard selection collected more candidates than it counted")
+        self._found[0][self._filled : end] = found_rows
+        self._found[1][self._filled : end] = found_cols + start
+        self._found[2][self._filled : end] = z[found_rows, found_cols]
+        self._filled = end
         return rows, grad
 
-    def start_sweep(self) -> None:
-        self._found: list[tuple[Tensor, Tensor, Tensor]] = []
+    def start_sweep(self, problem: _Problem) -> None:
+        """Candidate buffers sized by the count pass, filled chunk by chunk: small tensors kept
+        from every chunk would pin the heap between the chunk-sized buffers (glibc then grows
+        RSS by megabytes per chunk)."""
+        total = self.selection.expected
+        index = torch.empty(total, dtype=torch.int64, device=problem.x.device)
+        self._found = (index, torch.empty_like(index), problem.x.new_empty(total))
+        self._filled = 0
 
     def after_sweep(self, problem, rows, scale, grads):
-        found = self._found
-        self._found = []
-        cand_rows = torch.cat([f[0] for f in found])
-        cand_cols = torch.cat([f[1] for f in found])
-        values = torch.cat([f[2] for f in found])
+        cand_rows, cand_cols, values = (t[: self._filled] for t in self._found)
+        del self._found
         if problem.shards is None:
             every_rows, every_values = cand_rows, values
         else:
@@ -590,7 +599,7 @@ def _sweep(loss: _ChunkedLoss, problem: _Problem, scale: Tensor | None, grads: _
     weights ``scale``. Returns this rank's partial rows (before ``finish``)."""
     rows = problem.x.new_zeros(problem.x.shape[0])
     if isinstance(loss, _HSLR):
-        loss.start_sweep()
+        loss.start_sweep(problem)
     if isinstance(loss, _SR) and grads is None:
         return rows
     for start, stop in problem.chunks():
@@ -882,6 +891,72 @@ def linear_sr_loss(
         _SR(), features, weight, target, bias, reduction, ignore_index, chunk_size,
         process_group, class_offset, num_classes,
     )  # fmt: skip
+
+
+def linear_argmax(
+    features: Tensor, weight: Tensor, bias: Tensor | None = None, chunk_size: int | None = None
+) -> Tensor:
+    """The class of each row's largest logit, argmax_k (x_i w_k + b_k), over class chunks
+    (ties: the lower class index, as ``torch.argmax``), without the N x K logits.
+
+    Args:
+        features: (N, d).
+        weight: (K, d), laid out like ``nn.Linear.weight``.
+        bias: (K,) or None.
+        chunk_size: classes per chunk; None: as in :func:`linear_lr_loss`.
+
+    Examples:
+        >>> import torch
+        >>> import frlr.torch as frlr
+        >>> head = torch.nn.Linear(16, 1000)
+        >>> features = torch.randn(8, 16)
+        >>> bool((frlr.linear_argmax(features, head.weight, head.bias)
+        ...       == head(features).argmax(1)).all())
+        True
+    """
+    _check_tensors(features, weight, bias)
+    if chunk_size is not None:
+        _check_int("chunk_size", chunk_size, 1)
+    compute = torch.float64 if features.dtype == torch.float64 else torch.float32
+    num_classes = weight.shape[0]
+    chunk = chunk_size or default_chunk_size(features.shape[0], num_classes)
+    with torch.no_grad(), _no_autocast(features.device):
+        x = features.detach().to(compute)
+        best = x.new_full((x.shape[0],), -torch.inf)
+        top = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+        for start in range(0, num_classes, chunk):
+            z = x @ weight[start : start + chunk].detach().to(compute).t()
+            if bias is not None:
+                z += bias[start : start + chunk].detach().to(compute)
+            value, index = z.max(1)
+            better = value > best  # strictly: a tie keeps the earlier, lower class
+            best = torch.where(better, value, best)
+            top = torch.where(better, index + start, top)
+    return top
+
+
+def positive_lists(multi_hot: Tensor, ignore_index: int = -100) -> Tensor:
+    """A multi-hot target (N, K) as the positive lists (N, P) the linear losses take: each row's
+    positive classes in increasing order, padded with ``ignore_index`` to the longest row.
+
+    Args:
+        multi_hot: (N, K) {0, 1} (float or bool).
+        ignore_index: the padding.
+
+    Examples:
+        >>> import torch
+        >>> import frlr.torch as frlr
+        >>> frlr.positive_lists(torch.tensor([[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]]))
+        tensor([[   1,    2],
+                [   0, -100]])
+    """
+    if not isinstance(multi_hot, Tensor) or multi_hot.dim() != 2:
+        raise ValueError(f"multi_hot must be a (N, K) tensor, got {multi_hot!r:.80}")
+    hot = multi_hot > 0.5
+    width = max(int(hot.sum(1).max()) if hot.numel() else 0, 1)
+    # stable sort of "not hot" puts each row's positives first, in class order
+    order = (~hot).to(torch.int8).argsort(dim=1, stable=True)[:, :width]
+    return torch.where(hot.gather(1, order), order, ignore_index)
 
 
 # ---------------------------------------------------------------------------------------------
