@@ -302,3 +302,26 @@ def test_sr_matches_torch_cross_entropy_with_ignored_rows():
     y[:3] = -100
     loss = frlr.linear_sr_loss(x, w, y, bias=b, chunk_size=11)
     torch.testing.assert_close(loss, F.cross_entropy(x @ w.T + b, y))
+
+
+@pytest.mark.parametrize("name", list(LINEAR))
+def test_an_empty_batch_gives_zero_and_zero_gradients(name):
+    x = torch.randn(0, 4, requires_grad=True)
+    w = torch.randn(30, 4, requires_grad=True)
+    for reduction in ("mean", "sum", "none"):
+        loss = LINEAR[name](x, w, torch.zeros(0, dtype=torch.int64), reduction=reduction)
+        loss.sum().backward()
+        assert float(loss.detach().sum()) == 0.0 and float(w.grad.abs().sum()) == 0.0
+
+
+@pytest.mark.parametrize("name", list(LINEAR))
+def test_a_frozen_classifier_or_frozen_features(name):
+    """Only the gradients asked for are built, and they are the materialised ones."""
+    x, w, b, y = _problem()
+    _, want = _both(name, x, w, b, y)[1]
+    frozen_w = LINEAR[name](x, w.detach(), y, bias=b.detach(), **HYPER[name])
+    torch.testing.assert_close(torch.autograd.grad(frozen_w, x)[0], want[0])
+    frozen_x = LINEAR[name](x.detach(), w, y, bias=b, **HYPER[name])
+    grads = torch.autograd.grad(frozen_x, (w, b))
+    torch.testing.assert_close(grads[0], want[1])
+    torch.testing.assert_close(grads[1], want[2])

@@ -124,7 +124,7 @@ def _local_targets(
             "linear_sr_loss takes class indices (N,): softmax is single-label, got a target of "
             f"shape {tuple(target.shape)}"
         )
-    positives = target.long().reshape(num_rows, -1)
+    positives = target.long() if multi_label else target.long().unsqueeze(1)
     listed = positives != ignore_index
     bad = listed & ((positives < 0) | (positives >= num_classes))
     if bool(bad.any()):
