@@ -546,14 +546,17 @@ class _HSLR(_ChunkedLoss):
         if grads is None:
             return
         g = grad[cand_rows, place] * scale[cand_rows]
-        x = problem.x[cand_rows]
-        w = problem.weight[cand_cols].to(problem.dtype)
-        if grads.features is not None:
-            grads.features.index_add_(0, cand_rows, g.unsqueeze(1) * w)
-        if grads.weight is not None:
-            grads.weight.index_add_(0, cand_cols, (g.unsqueeze(1) * x).to(grads.weight.dtype))
         if grads.bias is not None:
             grads.bias.index_add_(0, cand_cols, g.to(grads.bias.dtype))
+        # (candidates, d) temporaries, in slices of about one chunk buffer
+        step = max(1, CHUNK_BYTES // (problem.x.element_size() * problem.x.shape[1]))
+        for start in range(0, g.numel(), step):
+            part = slice(start, start + step)
+            r, c, gp = cand_rows[part], cand_cols[part], g[part].unsqueeze(1)
+            if grads.features is not None:
+                grads.features.index_add_(0, r, gp * problem.weight[c].to(problem.dtype))
+            if grads.weight is not None:
+                grads.weight.index_add_(0, c, (gp * problem.x[r]).to(grads.weight.dtype))
 
 
 class _SR(_ChunkedLoss):
