@@ -15,13 +15,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from frlr.data.errors import DataError
 from frlr.data.images import progress
 
 _CHUNK = 1 << 20
 
 
-class ChecksumError(ValueError):
-    """A file's digest differs from the published one; the message names the file."""
+class ChecksumError(DataError):
+    """A file's digest differs from the published one; the message names the file.
+
+    Reads ``<file> has <algorithm> <digest>, expected ...; <remedy>``.
+    """
+
+    def _message(self) -> str:
+        return f"{self.location} {self.problem}; {self.remedy}"
 
 
 @dataclass(frozen=True)
@@ -64,8 +71,10 @@ def verify_checksum(path: str | Path, remote: RemoteFile) -> None:
     actual = file_digest(path, remote.algorithm)
     if actual != remote.digest:
         raise ChecksumError(
-            f"{path} has {remote.algorithm} {actual}, expected {remote.digest} "
-            f"(published for {remote.url}); delete it and download again"
+            path,
+            f"has {remote.algorithm} {actual}, expected {remote.digest} "
+            f"(published for {remote.url})",
+            "delete it and download again",
         )
 
 
@@ -102,8 +111,10 @@ def download_file(remote: RemoteFile, directory: str | Path) -> Path:
         actual = hasher.hexdigest()
         if actual != remote.digest:
             raise ChecksumError(
-                f"download of {remote.url} into {destination} has {remote.algorithm} {actual}, "
-                f"expected {remote.digest}; the file was discarded"
+                destination,
+                f"(downloaded from {remote.url}) has {remote.algorithm} {actual}, "
+                f"expected {remote.digest}",
+                "the file was discarded: try the download again, or fetch it by hand",
             )
         os.replace(partial, destination)
     finally:
