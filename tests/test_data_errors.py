@@ -57,6 +57,17 @@ def damage_member(archive: Path, member: str, offset: int = 4, length: int = 24)
     archive.write_bytes(bytes(raw))
 
 
+def patch_central_directory(archive: Path, member: str, offset: int, value: int) -> None:
+    """Overwrite a 2-byte field of ``member``'s central-directory entry (zip spec 4.3.12)."""
+    raw = bytearray(archive.read_bytes())
+    entry = raw.index(b"PK\x01\x02")
+    name = member.encode()
+    while raw[entry + 46 : entry + 46 + len(name)] != name:
+        entry = raw.index(b"PK\x01\x02", entry + 4)
+    raw[entry + offset : entry + offset + 2] = value.to_bytes(2, "little")
+    archive.write_bytes(bytes(raw))
+
+
 def assert_one_line_naming(exc: DataError, path: Path, member: str | None) -> str:
     message = str(exc)
     assert "\n" not in message
@@ -85,6 +96,24 @@ def test_stored_zip_member_with_a_bad_crc_is_named(tmp_path: Path) -> None:
         tree.read("train/n01000001/images/n01000001_2.JPEG")
     message = assert_one_line_naming(caught.value, archive, MEMBER)
     assert "CRC" in message
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        (10, 9, "compression Python cannot read"),  # method 9: Deflate64, which zipfile lacks
+        (8, 1, "encrypted"),  # general-purpose flag bit 0: a password-protected member
+    ],
+)
+def test_unreadable_zip_member_says_to_extract_it_elsewhere(
+    tmp_path: Path, field: int, value: int, words: str
+) -> None:
+    archive = tiny_zip(tmp_path)
+    patch_central_directory(archive, MEMBER, field, value)
+    with open_tree(archive) as tree, pytest.raises(DataError) as caught:
+        tree.read("train/n01000001/images/n01000001_2.JPEG")
+    message = assert_one_line_naming(caught.value, archive, MEMBER)
+    assert words in message and "extract the archive" in message
 
 
 def test_truncated_image_in_a_zip_names_archive_and_member(tmp_path: Path) -> None:
@@ -160,12 +189,13 @@ def load_both_splits(data: Path, cache_dir: Path) -> list[warnings.WarningMessag
     return [w for w in seen if "cache" in str(w.message)]
 
 
-def test_cache_folder_below_a_regular_file_warns_once_and_goes_on(tmp_path: Path) -> None:
+@pytest.mark.parametrize("below", [True, False], ids=["below-a-file", "is-a-file"])
+def test_cache_folder_that_is_a_file_warns_once_and_goes_on(tmp_path: Path, below: bool) -> None:
     data = tmp_path / "data"
     make_tiny_imagenet(data)
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the cache folder's parent should be")
-    cache_dir = blocker / "cache"
+    cache_dir = blocker / "cache" if below else blocker
     warned = load_both_splits(data, cache_dir)
     assert len(warned) == 1
     message = str(warned[0].message)

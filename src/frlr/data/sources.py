@@ -111,7 +111,9 @@ class SourceTree:
             )
         if isinstance(exc, RuntimeError):  # zipfile: an encrypted member
             return self.error(name, f"cannot be read ({exc})", extract)
-        reason = f"{type(exc).__name__}: {exc}"
+        kind = type(exc)
+        module = "" if kind.__module__ == "builtins" else f"{kind.__module__}."
+        reason = f"{module}{kind.__name__}: {exc}"
         if self.locate(name)[1] is None:
             return self.error(name, f"cannot be read ({reason})", "check its permissions")
         return self.error(
