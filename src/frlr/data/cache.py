@@ -54,7 +54,17 @@ _unwritable_dirs: set[Path] = set()
 
 
 def default_cache_dir() -> Path:
-    """``$FRLR_CACHE`` when set, else ``~/.cache/frlr``."""
+    """``$FRLR_CACHE`` when set, else ``~/.cache/frlr``.
+
+    Read at every call, so setting the variable redirects later loads.
+
+    Examples:
+        >>> from unittest import mock
+        >>> from frlr.data import default_cache_dir
+        >>> with mock.patch.dict("os.environ", {"FRLR_CACHE": "/scratch/frlr-cache"}):
+        ...     print(default_cache_dir())
+        /scratch/frlr-cache
+    """
     env = os.environ.get("FRLR_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "frlr"
 
@@ -166,11 +176,27 @@ def cached(
 ) -> ImageArrays:
     """Return the cached arrays for ``key_parts``, building and storing them on a miss.
 
-    key_parts: the loader arguments that change the output (name, split, image_size, root ...);
-        JSON-serialisable values, anything else by ``str``.
-    build: decodes the dataset; called only on a miss or when ``sources`` changed.
-    sources: files or folders the arrays are decoded from; their fingerprint is checked on every
-        load, so an edited source invalidates the entry.
+    Args:
+        key_parts: the loader arguments that change the output (name, split, image_size,
+            root ...); JSON-serialisable values, anything else by ``str``.
+        build: decodes the dataset; called only on a miss or when ``sources`` changed.
+        cache_dir: where entries live; default ``$FRLR_CACHE`` or ``~/.cache/frlr``.
+        sources: files or folders the arrays are decoded from; their fingerprint is checked on
+            every load, so an edited source invalidates the entry.
+
+    Examples:
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from frlr.data import ImageArrays, cached
+        >>> calls = []
+        >>> def build():
+        ...     calls.append(1)
+        ...     return ImageArrays(np.zeros((2, 4, 4, 3), np.uint8), np.array([0, 1]), ["a", "b"])
+        >>> cache_dir = tempfile.mkdtemp()
+        >>> first = cached(["toy", "train"], build, cache_dir)
+        >>> again = cached(["toy", "train"], build, cache_dir)   # read back, not rebuilt
+        >>> len(calls), np.array_equal(first.images, again.images)
+        (1, True)
     """
     if not callable(build):
         raise TypeError(f"build must be callable, got {type(build).__name__}")

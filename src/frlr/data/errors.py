@@ -17,13 +17,22 @@ import os
 class DataError(ValueError):
     """A dataset file is missing, damaged or malformed; the message names it and the remedy.
 
-    path: the file, or the archive that holds ``member``.
-    problem: what is wrong, in a few words (``"its compressed data is damaged (...)"``).
-    remedy: what the user can do (``"delete it and download it again"``).
-    member: the file inside the archive ``path``, or None for a plain file.
-
     The message reads ``<member> in <archive>: <problem>; <remedy>`` (``<path>: ...`` without a
-    member), one line.
+    member), on one line, so a command line can print it alone; the parts stay attributes.
+
+    Args:
+        path: the file, or the archive that holds ``member``.
+        problem: what is wrong, in a few words (``"missing dataset file"``).
+        remedy: what the user can do (``"delete it and download it again"``).
+        member: the file inside the archive ``path``, or None for a plain file.
+
+    Examples:
+        >>> from frlr.data import DataError
+        >>> error = DataError("data.zip", "damaged", "download it again", member="a/1.png")
+        >>> print(error)
+        a/1.png in data.zip: damaged; download it again
+        >>> error.path, error.member
+        ('data.zip', 'a/1.png')
     """
 
     def __init__(
@@ -56,7 +65,23 @@ class DataError(ValueError):
 
 
 class MissingDataError(DataError, FileNotFoundError):
-    """A dataset file or folder is not where it is looked for (also a ``FileNotFoundError``)."""
+    """A dataset file or folder is not where it is looked for (also a ``FileNotFoundError``).
+
+    Args:
+        path: the file or folder looked for, or the archive that lacks ``member``.
+        problem: what is missing.
+        remedy: how to get it (``"pass download=True to fetch it"``).
+        member: the file the archive ``path`` lacks, or None.
+
+    Examples:
+        >>> import tempfile
+        >>> from frlr.data import MissingDataError, load_dataset
+        >>> try:
+        ...     load_dataset("cifar10", "train", tempfile.mkdtemp())
+        ... except MissingDataError as error:
+        ...     print(isinstance(error, FileNotFoundError), error.remedy)
+        True pass download=True to fetch it
+    """
 
 
 def _rebuild(

@@ -32,7 +32,27 @@ MODES = {"RGB": 3, "L": 1}
 
 
 class CorruptImageError(DataError):
-    """An image file could not be decoded; the message names the file and the archive member."""
+    """An image file could not be decoded; the message names the file and the archive member.
+
+    A :class:`~frlr.data.DataError` (so a ``ValueError``): a dataset with a truncated or
+    non-image file fails at decode time with the file's name, instead of training on a
+    half-read split.
+
+    Args:
+        path: the file, or the archive that holds ``member``.
+        problem: what is wrong with it.
+        remedy: what the user can do about it.
+        member: the file inside the archive ``path``, or None for a plain file.
+
+    Examples:
+        >>> from frlr.data import CorruptImageError
+        >>> from frlr.data.images import decode_image
+        >>> try:
+        ...     decode_image(b"not an image", "train/cat/0.jpg")
+        ... except CorruptImageError as error:
+        ...     print("train/cat/0.jpg" in str(error))
+        True
+    """
 
 
 def check_image_size(image_size: object) -> int | None:
