@@ -18,7 +18,8 @@ import torch.nn.functional as F
 import frlr.torch as frlr
 from frlr.data.augment import augment_batch, crop_padded, iterate_batches, normalize, random_crop
 from frlr.data.augment import random_flip as flip_batch
-from frlr.train import build_model, train
+from frlr.models import build_model
+from frlr.train import train
 from loss_reference import reference_loss
 from test_train import digits_config as train_digits_config
 

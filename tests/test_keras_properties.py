@@ -3,7 +3,7 @@
 Hypothesis draws shapes (N = 0 included, K from 2), dtypes, index / multi-hot / soft targets,
 options (m anywhere in (0, 100], whole numbers and not), class weights and logits up to 1e4;
 values and gradients must match ``test_keras_reference`` (and ``soft_reference`` for soft
-HS-LR/SS-LR targets). The hard-negative count must equal ``frlr._hyper.num_hard_negatives``
+HS-LR/SS-LR targets). The hard-negative count must equal ``frlr.catalogue.num_hard_negatives``
 exactly, and second derivatives (nested ``tf.GradientTape``, ``jax.hessian``, torch double
 backward) the float64 reference Hessian.
 
@@ -30,7 +30,7 @@ keras = pytest.importorskip("keras")
 import frlr.keras as fk  # noqa: E402
 import soft_reference  # noqa: E402
 import test_keras_reference as ref  # noqa: E402
-from frlr._hyper import num_hard_negatives  # noqa: E402
+from frlr.catalogue import num_hard_negatives  # noqa: E402
 from frlr.keras import _maths  # noqa: E402
 
 BACKEND = keras.backend.backend()

@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 import torch
 
+import frlr.io as io_module
 import frlr.train as train_module
 from frlr.data import ImageArrays
+from frlr.io import write_text_atomic
 from frlr.presets import available_presets, load_preset
 from frlr.train import (
     ConfigError,
@@ -26,7 +28,6 @@ from frlr.train import (
     resolve_config,
     train,
     validate,
-    write_text_atomic,
 )
 
 
@@ -114,7 +115,7 @@ def test_atomic_write_keeps_the_old_file_when_the_rename_fails(tmp_path, monkeyp
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(train_module.os, "replace", broken_replace)
+    monkeypatch.setattr(io_module.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         write_text_atomic(target, "new")
     assert target.read_text() == "old"

@@ -13,7 +13,9 @@
     frlr report  RUN_DIR [--no-tsne]     RUN_DIR/report/report.{md,html} and the paper's figures
 
 ``compare``, ``demo`` and ``sweep`` end with ``frlr report`` of their directory (``--no-report``
-skips it).
+skips it): this module is the one place that chains an experiment and its report. Every field
+is checked before anything runs: a bad one exits with status 2 and one ``error:`` line naming
+the flag and what it allows.
 
 Every field of :class:`frlr.train.TrainConfig` is an option (``--weight-decay``,
 ``--no-augment``, ``--bf16``, ...). Values come from the dataclass defaults, then the preset
@@ -25,18 +27,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import shlex
 import sys
 import typing
+import warnings
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
+
+from frlr import __version__
+from frlr.catalogue import HYPERPARAMETERS, TABLE_1_LOSSES
+from frlr.config import FIELD_NAMES, FIELD_TYPES, ConfigError, TrainConfig, resolve_config
+from frlr.data import DATASETS, dataset_info
+from frlr.experiments import compare, sweep
+from frlr.io import is_main_process
+from frlr.presets import available_presets, load_preset
+from frlr.report import build_report
+from frlr.tasks import UnsupportedTaskError
+from frlr.train import train
 
 COMMANDS = ("train", "compare", "presets", "demo", "sweep", "report")
 MAIN_JOB = {
     "dataset": "digits",
     "preset": "cpu",  # whose [dataset.digits] table picks the small-cnn and 15 epochs
-    "losses": "sr,lr,hs-lr,ss-lr",
+    "losses": ",".join(TABLE_1_LOSSES),
     "seeds": "3",
 }
 """What ``frlr`` with no arguments runs (``frlr demo``): about a minute on 2 CPU cores."""
@@ -53,8 +67,6 @@ def _parse_float_tuple(text: str) -> tuple[float, ...]:
 
 def _add_config_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...]) -> None:
     """One option per TrainConfig field, default None ("not given": the preset decides)."""
-    from frlr.train import FIELD_TYPES, TrainConfig
-
     group = parser.add_argument_group("training configuration (default: the preset's value)")
     for f in fields(TrainConfig):
         if f.name in exclude:
@@ -78,8 +90,6 @@ def _add_config_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from frlr import __version__
-
     parser = argparse.ArgumentParser(
         prog="frlr",
         description=(
@@ -126,7 +136,7 @@ def _build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--losses",
             default=defaults["losses"],
-            help="comma-separated losses (default sr,lr,hs-lr,ss-lr; multilabel: no sr)",
+            help=f"comma-separated losses (default {','.join(TABLE_1_LOSSES)}; multilabel: no sr)",
         )
         sub.add_argument(
             "--seeds", default=defaults["seeds"], help="how many seeds (0..N-1), or a list 0,3,5"
@@ -174,12 +184,21 @@ def _add_sweep_parser(commands: Any) -> None:
         description=f"{help_text}; runs go to OUT/<loss>-<param><value>-seed<k>/, the table to "
         "OUT/sweep.{json,csv,md}, the plot to OUT/sweep_<param>.png. Rerun to resume.",
     )
-    sweep.add_argument("--param", required=True, help="the hyper-parameter to vary: m, r or beta")
+    swept = [name for name, spec in HYPERPARAMETERS.items() if spec.figure_loss]
+    sweep.add_argument(
+        "--param",
+        required=True,
+        help=f"the hyper-parameter to vary: {', '.join(swept[:-1])} or {swept[-1]}",
+    )
     sweep.add_argument(
         "--values", required=True, help="comma-separated values, e.g. 5,10,25,50,75,100"
     )
     sweep.add_argument(
-        "--loss", default=None, help="the loss (default: hs-lr for m, ss-lr for r and beta)"
+        "--loss",
+        default=None,
+        help="the loss (default: "
+        + ", ".join(f"{s.figure_loss} for {n}" for n, s in HYPERPARAMETERS.items() if s.figure_loss)
+        + ")",
     )
     sweep.add_argument("--preset", default="paper", help="recipe name or .toml path")
     sweep.add_argument("--seeds", default="3", help="how many seeds (0..N-1), or a list 0,3,5")
@@ -236,20 +255,16 @@ def _positive_int(text: str) -> int:
 
 
 def _overrides(args: argparse.Namespace, exclude: tuple[str, ...]) -> dict[str, Any]:
-    from frlr.train import FIELD_NAMES
-
     return {name: getattr(args, name) for name in FIELD_NAMES if name not in exclude}
 
 
 def _say(text: str) -> None:
     """Print on the first process only (under torchrun every rank runs this code)."""
-    if os.environ.get("RANK", "0") == "0":
+    if is_main_process():
         print(text)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from frlr.train import resolve_config, train
-
     overrides = _overrides(args, ())
     config = resolve_config(args.preset, **overrides)
     if args.out is None:
@@ -271,23 +286,22 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from frlr.experiments.compare import compare, default_losses, parse_losses, parse_seeds
-    from frlr.train import resolve_config
-
-    losses = parse_losses(args.losses) if args.losses else None
-    seeds = parse_seeds(args.seeds)
+    """Every field is checked by resolve_config and by compare before its first run; then
+    the report of the directory, unless --no-report."""
+    losses = compare.parse_losses(args.losses) if args.losses else None
+    seeds = compare.parse_seeds(args.seeds)
     # beta, m and r reach only the losses that take them: compare filters them per run.
     hyper = ("beta", "m", "r")
     overrides = _overrides(args, (*_NOT_OPTIONS["compare"], *hyper))
     # lr trains every task: the defaults then follow the task the dataset resolved to.
     base = resolve_config(args.preset, loss=losses[0] if losses else "lr", **overrides)
     base = replace(base, **{name: getattr(args, name) for name in hyper})
-    losses = losses or default_losses(base.task)
+    losses = losses or compare.default_losses(base.task)
     _say(
         f"frlr {args.command}: {base.dataset}, {base.arch}, losses {','.join(losses)}, "
         f"{len(seeds)} seeds, preset {args.preset}, {base.epochs} epochs"
     )
-    compare(
+    results = compare.compare(
         base,
         losses,
         seeds,
@@ -296,26 +310,34 @@ def _compare(args: argparse.Namespace) -> int:
         preset=args.preset,
         progress=args.progress,
         command=_command(args),
-        report=args.report,
     )
+    out = Path(args.out) if args.out else compare.experiment_dir(base, args.preset)
+    if args.report and results.get("runs"):
+        _report_experiment(out)
     return 0
+
+
+def _report_experiment(out: Path) -> None:
+    """Write ``out/report/`` after a comparison or sweep; its tables are written already, so a
+    report that fails is a warning, never a lost experiment."""
+    if not is_main_process():
+        return
+    try:
+        build_report(out, log=print)
+    except Exception as error:  # the tables are written: the report must not lose them
+        warnings.warn(f"report of {out} failed: {error!r}", stacklevel=2)
 
 
 def _command(args: argparse.Namespace) -> str:
     """The command line as typed (for the report), ``frlr`` first."""
-    import shlex
-
     return shlex.join(["frlr", *getattr(args, "argv", [])])
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from frlr.experiments.compare import parse_seeds
-    from frlr.experiments.sweep import parse_param, parse_values, sweep
-    from frlr.train import resolve_config
-
-    param, loss = parse_param(args.param, args.loss)
-    values = parse_values(args.values, param, loss)
-    seeds = parse_seeds(args.seeds)
+    """As :func:`_compare`, over the values of one hyper-parameter."""
+    param, loss = sweep.parse_param(args.param, args.loss)
+    values = sweep.parse_values(args.values, param, loss)
+    seeds = compare.parse_seeds(args.seeds)
     hyper = ("beta", "m", "r")  # checked against the loss by sweep(), named in its errors
     overrides = _overrides(args, ("loss", "seed", "out", *hyper))
     base = resolve_config(args.preset, loss=loss, **overrides)
@@ -325,7 +347,7 @@ def _sweep(args: argparse.Namespace) -> int:
         f"{','.join(f'{v:g}' for v in values)}, {len(seeds)} seeds, preset {args.preset}, "
         f"{base.epochs} epochs"
     )
-    sweep(
+    results = sweep.sweep(
         base,
         param,
         values,
@@ -336,14 +358,14 @@ def _sweep(args: argparse.Namespace) -> int:
         preset=args.preset,
         progress=args.progress,
         command=_command(args),
-        report=args.report,
     )
+    out = Path(args.out) if args.out else compare.experiment_dir(base, args.preset, "sweep", param)
+    if args.report and results.get("runs"):
+        _report_experiment(out)
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    from frlr.report import build_report
-
     build_report(
         args.run_dir,
         tsne=args.tsne,
@@ -354,10 +376,6 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _presets(args: argparse.Namespace) -> int:
-    from frlr.data import DATASETS, dataset_info
-    from frlr.presets import available_presets, load_preset
-    from frlr.train import resolve_config
-
     if args.name is None:
         for name, description in available_presets().items():
             print(f"{name:<18}{description}")
@@ -382,9 +400,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     args.argv = argv
-
-    from frlr.experiments.tasks import UnsupportedTaskError
-    from frlr.train import ConfigError
 
     handlers = {
         "train": _train,

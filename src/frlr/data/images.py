@@ -130,7 +130,7 @@ def progress(items: Iterable[T], total: int, desc: str) -> Iterator[T]:
 
     ``FRLR_PROGRESS=0`` turns it off everywhere, ``FRLR_PROGRESS=1`` forces it on.
     """
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # the data layer imports no toolkit extra until a bar is shown
 
     setting = os.environ.get("FRLR_PROGRESS", "")
     disable: bool | None = None if setting == "" else setting == "0"

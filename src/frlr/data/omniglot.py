@@ -32,14 +32,6 @@ from frlr.data.errors import DataError
 from frlr.data.images import check_image_size, decode_images
 from frlr.data.sources import open_tree
 
-SUBSETS = {
-    "background": "images_background",
-    "evaluation": "images_evaluation",
-    "background_small1": "images_background_small1",
-    "background_small2": "images_background_small2",
-}
-"""The official archives, by subset name; each is ``<value>.zip`` or the folder ``<value>/``."""
-
 TRAIN_DRAWERS = tuple(range(1, 16))
 TEST_DRAWERS = tuple(range(16, 21))
 SPLITS = {"train": TRAIN_DRAWERS, "test": TEST_DRAWERS, "all": TRAIN_DRAWERS + TEST_DRAWERS}

@@ -287,7 +287,7 @@ def _lazy(module: str, function: str) -> Loader:
     def load(
         root: Path | None, split: str, image_size: ImageSize = None, **options: Any
     ) -> ImageArrays:
-        import importlib
+        import importlib  # a dataset's loader module is imported when that dataset is loaded
 
         loader = getattr(importlib.import_module(f"frlr.data.{module}"), function)
         if image_size is None:

@@ -117,19 +117,6 @@ def _resize_hw(image: Image.Image, size_hw: tuple[int, int]) -> Image.Image:
     return image.resize(target, resample=resample)
 
 
-def _resize_array(images: np.ndarray, size_hw: tuple[int, int], desc: str) -> np.ndarray:
-    """Resize a decoded uint8 (N, H, W, C) array to (N, *size_hw, C), one image at a time."""
-    if images.shape[1:3] == size_hw:
-        return images
-    channels = images.shape[3]
-    out = np.empty((len(images), *size_hw, channels), dtype=np.uint8)
-    for i in progress(range(len(images)), total=len(images), desc=desc):
-        plane = images[i, :, :, 0] if channels == 1 else images[i]
-        resized = np.asarray(_resize_hw(Image.fromarray(plane), size_hw), dtype=np.uint8)
-        out[i] = resized.reshape(*size_hw, channels)
-    return out
-
-
 def _decode_hw(
     tree: SourceTree,
     names: Sequence[str],

@@ -24,18 +24,11 @@ from types import TracebackType
 
 from frlr.data.errors import REDOWNLOAD, DataError, MissingDataError
 
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
-
 _JUNK_PREFIXES = ("__MACOSX/",)
 _JUNK_NAMES = (".DS_Store", "Thumbs.db")
 
 _DAMAGED = (zlib.error, zipfile.BadZipFile, tarfile.TarError, EOFError, OSError)
 """What a damaged archive raises while a member is decompressed (a bad CRC, a cut-off stream)."""
-
-
-def is_archive(path: Path) -> bool:
-    """True when ``path`` names a zip or tar archive this module can read."""
-    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
 def _is_junk(name: str) -> bool:

@@ -118,6 +118,9 @@ def evaluate_classifier(
     is restored afterwards. A row of logits holding a NaN counts as wrong, so a diverged run
     scores low instead of raising.
 
+    It is long because every argument is checked first, naming it, and one pass over the
+    batches computes logits, features and loss together.
+
     Args:
         model: the classifier; ``model(x)`` returns (batch, K) logits.
         images: a torch tensor (N, C, H, W), as ``frlr.data.augment.images_to_tensor``

@@ -121,6 +121,8 @@ def multilabel_metrics(
     ``num_classes_with_positives``, ``num_images_with_positives`` (the mAP and recall
     denominators) and ``k``.
 
+    It is long because this docstring defines each metric it returns.
+
     Args:
         scores: float (N, K), any monotone score (logits or probabilities); a torch tensor or
             numpy array.

@@ -128,6 +128,9 @@ def reid_metrics(
     ``chunk_size`` queries are scored at once (default: about 4M distance elements per chunk).
     Computation runs on ``query_features``' device in its precision (at least float32).
 
+    It is long because the checks of its many inputs come first, each naming the argument,
+    and the chunked scoring shares their state; split, the steps would pass it all around.
+
     Args:
         query_features: float (Q, D) query embeddings, a torch tensor or numpy array.
         gallery_features: float (G, D) gallery embeddings.

@@ -20,36 +20,32 @@ bars (one standard deviation) and every seed as a dot.
 from __future__ import annotations
 
 import csv
-import inspect
 import io
 import math
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from frlr.experiments.compare import (
-    _is_main_process,
-    _label,
-    _percent,
-    _run_row,
-    _summarize,
-    make_report,
-    parse_seeds,
-    run_or_reuse,
-)
-from frlr.experiments.tasks import get_task
-from frlr.torch.losses import FUNCTIONAL, LOSSES
-from frlr.train import (
+from tqdm.auto import tqdm
+
+from frlr.catalogue import (
+    HYPERPARAMETERS,
     LOSS_HYPERPARAMETERS,
-    ConfigError,
-    TrainConfig,
-    train,
-    validate,
-    write_json_atomic,
-    write_text_atomic,
+    LOSS_NAMES,
+    canonical_loss_name,
+    default_hyperparameter,
+    hyperparameter_problem,
 )
+from frlr.config import ConfigError, TrainConfig, validate
+from frlr.experiments.compare import experiment_dir, parse_seeds, run_or_reuse
+from frlr.experiments.figures import sweep_figure
+from frlr.experiments.results import metric_label, percent, run_row, summarize
+from frlr.io import is_main_process, write_json_atomic, write_text_atomic
+from frlr.tasks import Task, get_task
+from frlr.train import train
 
 __all__ = [
     "DEFAULT_LOSS",
@@ -65,7 +61,9 @@ __all__ = [
 SWEEPABLE: tuple[str, ...] = tuple(sorted({p for ps in LOSS_HYPERPARAMETERS.values() for p in ps}))
 """Every loss hyper-parameter a sweep can vary."""
 
-DEFAULT_LOSS = {"m": "hs-lr", "r": "ss-lr", "beta": "ss-lr"}
+DEFAULT_LOSS = {
+    name: spec.figure_loss for name, spec in HYPERPARAMETERS.items() if spec.figure_loss
+}
 """The loss swept when ``--loss`` is not given: the one the parameter belongs to in the paper."""
 
 
@@ -79,11 +77,8 @@ def run_dir_name(loss: str, param: str, value: float, seed: int) -> str:
 
 
 def default_value(loss: str, param: str) -> float | None:
-    """The loss's own default for ``param`` (hs-lr m: 25), from its function's signature."""
-    parameter = inspect.signature(FUNCTIONAL[loss]).parameters.get(param)
-    if parameter is None or parameter.default is inspect.Parameter.empty:
-        return None
-    return float(parameter.default)
+    """The loss's own default for ``param`` (hs-lr m: 25), from the loss catalogue."""
+    return default_hyperparameter(loss, param)
 
 
 def parse_param(param: str, loss: str | None = None) -> tuple[str, str]:
@@ -93,9 +88,10 @@ def parse_param(param: str, loss: str | None = None) -> tuple[str, str]:
         raise ConfigError(
             f"unknown --param {param!r}; a sweep varies one of: {', '.join(SWEEPABLE)}"
         )
-    loss = DEFAULT_LOSS[name] if loss is None else loss.strip().lower().replace("_", "-")
-    if loss not in LOSSES:
-        raise ConfigError(f"unknown --loss {loss!r}; known: {', '.join(LOSSES)}")
+    if loss is not None and canonical_loss_name(loss.strip()) is None:
+        known = ", ".join(LOSS_NAMES)
+        raise ConfigError(f"unknown --loss {loss.strip().lower()!r}; known: {known}")
+    loss = DEFAULT_LOSS[name] if loss is None else canonical_loss_name(loss.strip()) or loss
     takes = LOSS_HYPERPARAMETERS[loss]
     if name not in takes:
         accepted = ", ".join(takes) if takes else "none"
@@ -122,12 +118,9 @@ def parse_values(values: str | Sequence[float], param: str, loss: str) -> tuple[
     for value in parsed:
         if not math.isfinite(value):
             raise ConfigError(f"--values: {param} must be finite, got {value}")
-        try:
-            LOSSES[loss](**{param: value})
-        except (ValueError, TypeError) as error:
-            raise ConfigError(
-                f"--values: {param} = {value_text(value)} for {loss}: {error}"
-            ) from None
+        problem = hyperparameter_problem(param, value)
+        if problem is not None:
+            raise ConfigError(f"--values: {param} = {value_text(value)} for {loss}: {problem}")
     return tuple(parsed)
 
 
@@ -152,7 +145,6 @@ def sweep(
     log: Callable[[str], None] | None = print,
     train_fn: Callable[..., dict[str, Any]] = train,
     command: str | None = None,
-    report: bool = False,
 ) -> dict[str, Any]:
     """Train ``base`` with ``loss`` at every value of ``param`` and every seed, and tabulate.
 
@@ -162,74 +154,26 @@ def sweep(
         against (default: the loss's default value when swept, else the first value).
     out: default ``runs/<dataset>-<arch>[-<preset>]-sweep-<param>``.
     progress: a bar over the runs and per-run bars (default: when stderr is a terminal).
-    train_fn, command, report: as for :func:`frlr.experiments.compare.compare`.
+    train_fn, command: as for :func:`frlr.experiments.compare.compare`; every run's config is
+    checked before the first run starts, and the report is the caller's next step.
     Returns the content of ``sweep.json``.
     """
     param, loss = parse_param(param, loss)
     values = parse_values(values, param, loss)
     seeds = parse_seeds(seeds)
-    if getattr(base, param) is not None:
-        raise ConfigError(
-            f"--{param} {getattr(base, param):g} conflicts with the sweep over {param}: the "
-            "values come from --values; drop it"
-        )
-    takes = LOSS_HYPERPARAMETERS[loss]
-    for name in ("beta", "m", "r"):
-        if getattr(base, name) is not None and name not in takes:
-            raise ConfigError(
-                f"--{name} does not apply to loss {loss!r} (its hyper-parameters: "
-                f"{', '.join(takes)})"
-            )
-    if baseline is None:
-        default = default_value(loss, param)
-        baseline = default if default in values else values[0]
-    elif value_text(baseline) not in {value_text(v) for v in values}:
-        raise ConfigError(
-            f"--baseline {value_text(baseline)} is not one of --values "
-            f"{','.join(map(value_text, values))}"
-        )
+    baseline = _check_request(base, param, loss, values, baseline)
     task = get_task(validate(replace(base, loss=loss)).task)
-    if out is None:
-        parts = [base.dataset, base.arch, *([Path(preset).stem] if preset else [])]
-        out = Path("runs") / "-".join([*parts, "sweep", param])
-    out = Path(out)
-    main_process = _is_main_process()
-    say = log if (log is not None and main_process) else (lambda _: None)
+    out = Path(out) if out is not None else experiment_dir(base, preset, "sweep", param)
+    say = log if (log is not None and is_main_process()) else (lambda _: None)
     configs = [
         (value, seed, _run_config(base, loss, param, value, seed, out))
         for seed in seeds
         for value in values
     ]
-
-    show = main_process and (progress if progress is not None else sys.stderr.isatty())
-    bar = _bar(len(configs), f"sweep {loss} {param}") if show else None
-    write = bar.write if bar is not None else say
-    runs = []
-    try:
-        for index, (value, seed, config) in enumerate(configs, start=1):
-            if bar is not None:
-                bar.set_postfix_str(f"{param}={value_text(value)} seed {seed}")
-            status, result = run_or_reuse(config, train_fn, progress)
-            row = {
-                "param": param,
-                "value": value,
-                **_run_row(loss, seed, Path(config.out), status, result, task.metric_names),
-            }
-            runs.append(row)
-            write(
-                f"[{index}/{len(configs)}] {loss} {param}={value_text(value):<5} seed {seed}: "
-                f"{_label(task.primary_metric)} {_percent(row.get(task.primary_metric))}  "
-                f"{row['wall_time_s']:.1f}s" + ("  (finished before)" if status == "reused" else "")
-            )
-            if bar is not None:
-                bar.update()
-    finally:
-        if bar is not None:
-            bar.close()
-
+    runs = _run_all(configs, loss, param, task, train_fn, progress, say)
     metric_names = [m for m in task.metric_names if any(r[m] is not None for r in runs)]
     keys = [value_text(v) for v in values]
-    summary = _summarize(
+    summary = summarize(
         runs,
         keys,
         seeds,
@@ -260,32 +204,96 @@ def sweep(
         "config": config,
         "command": command,
     }
-    if main_process:
-        write_json_atomic(out / "sweep.json", results)
-        write_text_atomic(out / "sweep.csv", _csv(runs, metric_names))
-        markdown = _markdown(results, metric_names)
-        write_text_atomic(out / "sweep.md", markdown)
-        figure = out / f"sweep_{param}.png"
-        try:
-            from frlr.report.figures import sweep_figure
-
-            sweep_figure(results, figure)
-        except Exception as error:  # the table is written; a figure must not lose it
-            import warnings
-
-            warnings.warn(f"sweep figure {figure} failed: {error!r}", stacklevel=2)
-        say("")
-        say(markdown)
-        say(f"results: {out / 'sweep.md'} (also sweep.json, sweep.csv, {figure.name})")
-        if report:
-            make_report(out, say)
+    if is_main_process():
+        _write_tables(out, results, metric_names, say)
     return results
 
 
-def _bar(total: int, desc: str):
-    from tqdm.auto import tqdm
+def _check_request(
+    base: TrainConfig, param: str, loss: str, values: Sequence[float], baseline: float | None
+) -> float:
+    """The recipe gives no value of ``param`` and no hyper-parameter the loss does not take;
+    returns the baseline value, one of ``values``."""
+    if getattr(base, param) is not None:
+        raise ConfigError(
+            f"--{param} {getattr(base, param):g} conflicts with the sweep over {param}: the "
+            "values come from --values; drop it"
+        )
+    takes = LOSS_HYPERPARAMETERS[loss]
+    for name in ("beta", "m", "r"):
+        if getattr(base, name) is not None and name not in takes:
+            raise ConfigError(
+                f"--{name} does not apply to loss {loss!r} (its hyper-parameters: "
+                f"{', '.join(takes)})"
+            )
+    if baseline is None:
+        default = default_value(loss, param)
+        return default if default in values else values[0]
+    if value_text(baseline) not in {value_text(v) for v in values}:
+        raise ConfigError(
+            f"--baseline {value_text(baseline)} is not one of --values "
+            f"{','.join(map(value_text, values))}"
+        )
+    return baseline
 
-    return tqdm(total=total, desc=desc, unit="run", dynamic_ncols=True)
+
+def _run_all(
+    configs: list[tuple[float, int, TrainConfig]],
+    loss: str,
+    param: str,
+    task: Task,
+    train_fn: Callable[..., dict[str, Any]],
+    progress: bool | None,
+    say: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """Train, resume or reuse every (value, seed) run in turn, with a bar over the runs: their
+    rows, each with the value."""
+    show = is_main_process() and (progress if progress is not None else sys.stderr.isatty())
+    bar = tqdm(total=len(configs), desc=f"sweep {loss} {param}", unit="run", dynamic_ncols=True)
+    bar = bar if show else None
+    write = bar.write if bar is not None else say
+    runs = []
+    try:
+        for index, (value, seed, config) in enumerate(configs, start=1):
+            if bar is not None:
+                bar.set_postfix_str(f"{param}={value_text(value)} seed {seed}")
+            status, result = run_or_reuse(config, train_fn, progress)
+            row = {
+                "param": param,
+                "value": value,
+                **run_row(loss, seed, Path(config.out), status, result, task.metric_names),
+            }
+            runs.append(row)
+            write(
+                f"[{index}/{len(configs)}] {loss} {param}={value_text(value):<5} seed {seed}: "
+                f"{metric_label(task.primary_metric)} {percent(row.get(task.primary_metric))}  "
+                f"{row['wall_time_s']:.1f}s" + ("  (finished before)" if status == "reused" else "")
+            )
+            if bar is not None:
+                bar.update()
+    finally:
+        if bar is not None:
+            bar.close()
+    return runs
+
+
+def _write_tables(
+    out: Path, results: dict[str, Any], metric_names: list[str], say: Callable[[str], None]
+) -> None:
+    """``sweep.{json,csv,md}`` and ``sweep_<param>.png`` in ``out``; the table printed. A
+    figure that fails is a warning: the tables are written first and kept."""
+    write_json_atomic(out / "sweep.json", results)
+    write_text_atomic(out / "sweep.csv", _csv(results["runs"], metric_names))
+    markdown = _markdown(results, metric_names)
+    write_text_atomic(out / "sweep.md", markdown)
+    figure = out / f"sweep_{results['param']}.png"
+    try:
+        sweep_figure(results, figure)
+    except Exception as error:  # the table is written; a figure must not lose it
+        warnings.warn(f"sweep figure {figure} failed: {error!r}", stacklevel=3)
+    say("")
+    say(markdown)
+    say(f"results: {out / 'sweep.md'} (also sweep.json, sweep.csv, {figure.name})")
 
 
 def _csv(runs: list[dict[str, Any]], metric_names: Sequence[str]) -> str:
@@ -329,7 +337,8 @@ def _markdown(results: dict[str, Any], metric_names: Sequence[str]) -> str:
     )
     lines = [
         f"## {results['dataset']}, {results['arch']}, {loss}: "
-        f"{_label(results['primary_metric'])} against {param} over {len(results['seeds'])} seeds",
+        f"{metric_label(results['primary_metric'])} against {param} over "
+        f"{len(results['seeds'])} seeds",
         "",
         (f"Preset `{results['preset']}`: " if results["preset"] else "Recipe: ")
         + f"{recipe}; {loss} {others + ', ' if others else ''}{param} in "
@@ -337,7 +346,7 @@ def _markdown(results: dict[str, Any], metric_names: Sequence[str]) -> str:
         f"seeds {', '.join(map(str, results['seeds']))}.",
         "",
     ]
-    header = [param, *[f"{_label(m)} (%)" for m in metric_names]]
+    header = [param, *[f"{metric_label(m)} (%)" for m in metric_names]]
     header += [f"p vs {param} = {baseline}", "runs", "wall time / run (s)"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key, entry in results["summary"].items():
@@ -352,7 +361,7 @@ def _markdown(results: dict[str, Any], metric_names: Sequence[str]) -> str:
         "### Runs",
         "",
         f"| {param} | seed | "
-        + " | ".join(f"{_label(m)} (%)" for m in metric_names)
+        + " | ".join(f"{metric_label(m)} (%)" for m in metric_names)
         + " | wall time (s) |",
         "|" + "---|" * (len(metric_names) + 3),
     ]

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from frlr._hyper import check_hyperparameters
+from frlr.catalogue import check_hyperparameters
 
 TARGETS = ("auto", "index", "multi_hot")
 NORMALIZATIONS = ("paper", "reference")
@@ -53,7 +53,7 @@ def check_options(
 def check_finite(**options: Any) -> None:
     """ValueError naming a real-valued option that is NaN or inf: beta = inf gives an inf loss,
     r = inf an overflow, m = NaN no count at all. Types and ranges are then checked by
-    ``frlr._hyper.check_hyperparameters``, the check ``frlr.torch`` uses too."""
+    ``frlr.catalogue.check_hyperparameters``, the check ``frlr.torch`` uses too."""
     for name, value in options.items():
         real = isinstance(value, (int, float)) and not isinstance(value, bool)
         if real and not math.isfinite(value):

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from frlr._hyper import num_hard_negatives
+from frlr.catalogue import num_hard_negatives
 
 Tensor = Any
 
@@ -164,7 +164,7 @@ def positive_mean(xp: Any, t: Tensor, weight: Tensor | None) -> Tensor:
 
 
 def _count_floor(m: float, num_negatives: np.ndarray) -> np.ndarray:
-    """floor(m * M / 100) in float64 with the operations of ``frlr._hyper.num_hard_negatives``
+    """floor(m * M / 100) in float64 with the operations of ``frlr.catalogue.num_hard_negatives``
     (the tests check the two agree), vectorised over M."""
     return np.floor(m * num_negatives / 100.0)
 
@@ -203,7 +203,7 @@ def hard_negative_count(
     """n_i = max(1, floor(m M_i / 100)) for M_i > 0, else 0, exactly (:func:`count_thresholds`).
 
     M_i is the row's negative mass: an integer for {0, 1} targets, real for soft targets. The
-    result equals ``frlr._hyper.num_hard_negatives(M_i, m)`` for every m in (0, 100] and every
+    result equals ``frlr.catalogue.num_hard_negatives(M_i, m)`` for every m in (0, 100] and every
     M_i representable in ``dtype``.
     """
     thresholds = count_thresholds(m, num_classes, dtype)

@@ -26,6 +26,11 @@ from typing import Any
 import keras
 import numpy as np
 
+from frlr.catalogue import (
+    LOSS_HYPERPARAMETERS,
+    LOSS_NAMES,
+    canonical_loss_name,
+)
 from frlr.keras import _maths
 from frlr.keras._inputs import check_options, check_weight_values
 from frlr.keras._maths import NP
@@ -42,12 +47,16 @@ from frlr.ncd import (
 __all__ = ["NCDCallback", "ncd_stats_numpy"]
 
 _OPTIONS = {
-    "sr": {"weight"},
-    "lr": {"weight", "normalization"},
-    "hs-lr": {"weight", "normalization", "beta", "m", "alpha"},
-    "ss-lr": {"weight", "normalization", "beta", "r", "alpha"},
-    "hs-sr": {"weight", "beta", "m", "alpha"},
+    name: {
+        "weight",
+        *LOSS_HYPERPARAMETERS[name],
+        *(("alpha",) if LOSS_HYPERPARAMETERS[name] else ()),
+        *(("normalization",) if name.endswith("lr") else ()),  # the LR family
+    }
+    for name in LOSS_NAMES
 }
+"""The options each loss's statistics take: its hyper-parameters (from the catalogue), alpha
+with beta, the class weight, and the LR family's normalization."""
 
 
 def _check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -111,8 +120,8 @@ def ncd_stats_numpy(logits: Any, target: Any, loss: str = "ss-lr", **options: An
         options: the loss's options as for ``frlr.keras.get_loss``: weight (K,), normalization,
             beta, m, r, alpha (defaults beta = 10, m = 25, r = 2, as in the paper).
     """
-    name = loss.lower().replace("_", "-") if isinstance(loss, str) else None
-    if name not in _OPTIONS:
+    name = canonical_loss_name(loss)
+    if name is None:
         raise ValueError(f"loss must be one of {', '.join(_OPTIONS)}, got {loss!r}")
     o = _check_options(name, dict(options))
     z, t = _flatten(logits, target)
@@ -176,11 +185,11 @@ def ncd_stats_numpy(logits: Any, target: Any, loss: str = "ss-lr", **options: An
 def _resolve_loss(loss: Any, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """A loss name, or an ``frlr.keras`` loss object whose options are then used."""
     if isinstance(loss, str):
-        name = loss.lower().replace("_", "-")
-        if name not in _OPTIONS:
+        name = canonical_loss_name(loss)
+        if name is None:
             raise ValueError(f"loss must be one of {', '.join(_OPTIONS)}, got {loss!r}")
         return name, _check_options(name, dict(options))
-    from frlr.keras import LOSSES  # the loss classes, only when an object is passed
+    from frlr.keras.losses import LOSSES  # the loss classes, only when an object is passed
 
     names = [key for key, cls in LOSSES.items() if type(loss) is cls]
     if not names:

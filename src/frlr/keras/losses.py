@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 import keras
 from keras import ops
 
+from frlr.catalogue import LOSS_NAMES, canonical_loss_name
 from frlr.keras import _maths
 from frlr.keras._inputs import (
     HALF_DTYPES,
@@ -115,7 +116,7 @@ def hs_lr_loss(
     S_i holds the n_i = max(1, floor(m |N_i| / 100)) negatives of highest probability, i.e.
     highest logit (the sigmoid is monotonic, so this is one ``top_k`` over logits, never a
     sort), and alpha_i = beta / n_i unless ``alpha`` is given. n_i is exactly
-    ``frlr._hyper.num_hard_negatives(|N_i|, m)``, as in ``frlr.torch``, for every m (found
+    ``frlr.catalogue.num_hard_negatives(|N_i|, m)``, as in ``frlr.torch``, for every m (found
     by comparison with precomputed thresholds, not by float32 arithmetic in the graph). A
     multi-hot sample without positives has a zero positive term; one without negatives a
     zero negative term.
@@ -498,21 +499,15 @@ class HSSRLoss(_FocusLoss):
         )
 
 
-LOSSES: dict[str, type[_FocusLoss]] = {
-    "sr": SRLoss,
-    "lr": LRLoss,
-    "hs-lr": HSLRLoss,
-    "ss-lr": SSLRLoss,
-    "hs-sr": HSSRLoss,
-}
+LOSSES: dict[str, type[_FocusLoss]] = dict(
+    zip(LOSS_NAMES, (SRLoss, LRLoss, HSLRLoss, SSLRLoss, HSSRLoss), strict=True)
+)
+"""Registry name (:data:`frlr.catalogue.LOSS_NAMES`) -> Loss class."""
 
-FUNCTIONAL: dict[str, Callable[..., Tensor]] = {
-    "sr": sr_loss,
-    "lr": lr_loss,
-    "hs-lr": hs_lr_loss,
-    "ss-lr": ss_lr_loss,
-    "hs-sr": hs_sr_loss,
-}
+FUNCTIONAL: dict[str, Callable[..., Tensor]] = dict(
+    zip(LOSS_NAMES, (sr_loss, lr_loss, hs_lr_loss, ss_lr_loss, hs_sr_loss), strict=True)
+)
+"""Registry name -> functional form."""
 
 
 def get_loss(name: str, **kwargs: Any) -> keras.losses.Loss:
@@ -520,8 +515,8 @@ def get_loss(name: str, **kwargs: Any) -> keras.losses.Loss:
 
     Keyword arguments go to the class's constructor; one it does not take is a TypeError.
     """
-    key = name.lower().replace("_", "-") if isinstance(name, str) else None
-    if key not in LOSSES:
+    key = canonical_loss_name(name)
+    if key is None:
         raise ValueError(f"unknown loss name {name!r}; known: {', '.join(LOSSES)}")
     try:
         return LOSSES[key](**kwargs)

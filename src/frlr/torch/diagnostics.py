@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from frlr._hyper import num_hard_negatives
+from frlr.catalogue import canonical_loss_name, num_hard_negatives
 from frlr.ncd import (
     NCD_THRESHOLD,
     HalvingHistory,
@@ -77,10 +77,9 @@ _LR_FAMILY = ("lr", "hs-lr", "ss-lr")
 
 
 def _loss_name(loss: Any) -> str:
-    if isinstance(loss, str):
-        key = loss.lower().replace("_", "-")
-        if key in _losses.LOSSES:
-            return key
+    key = canonical_loss_name(loss)
+    if key is not None:
+        return key
     raise ValueError(f"loss must be one of {', '.join(_losses.LOSSES)}, got {loss!r}")
 
 

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from frlr.catalogue import canonical_loss_name
 from frlr.torch import losses
 from frlr.torch._kernels import _rowsum
 
@@ -177,8 +178,8 @@ def compiled(name: str, **hyper) -> Callable[[Tensor, Tensor], Tensor]:
     >>> loss_fn = frlr.torch.compiled("ss-lr", r=2.0)
     >>> loss = loss_fn(logits, target)
     """
-    key = name.lower().replace("_", "-") if isinstance(name, str) else name
-    if key not in losses.FUNCTIONAL:
+    key = canonical_loss_name(name)
+    if key is None:
         raise ValueError(f"unknown loss name {name!r}; known: {', '.join(losses.FUNCTIONAL)}")
     eager = losses.FUNCTIONAL[key]
     # validate the hyper-parameters now, not at the first step

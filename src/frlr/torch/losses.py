@@ -24,7 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from frlr._hyper import check_hyperparameters, num_hard_negatives
+from frlr.catalogue import (
+    LOSS_NAMES,
+    canonical_loss_name,
+    check_hyperparameters,
+    num_hard_negatives,
+)
 from frlr.torch import _kernels as kernels
 
 Reduction = Literal["mean", "sum", "none"]
@@ -619,21 +624,15 @@ class HSSRLoss(_Loss):
         )
 
 
-LOSSES: dict[str, type[_Loss]] = {
-    "sr": SRLoss,
-    "lr": LRLoss,
-    "hs-lr": HSLRLoss,
-    "ss-lr": SSLRLoss,
-    "hs-sr": HSSRLoss,
-}
+LOSSES: dict[str, type[_Loss]] = dict(
+    zip(LOSS_NAMES, (SRLoss, LRLoss, HSLRLoss, SSLRLoss, HSSRLoss), strict=True)
+)
+"""Registry name (:data:`frlr.catalogue.LOSS_NAMES`) -> module class."""
 
-FUNCTIONAL: dict[str, Callable[..., Tensor]] = {
-    "sr": sr_loss,
-    "lr": lr_loss,
-    "hs-lr": hs_lr_loss,
-    "ss-lr": ss_lr_loss,
-    "hs-sr": hs_sr_loss,
-}
+FUNCTIONAL: dict[str, Callable[..., Tensor]] = dict(
+    zip(LOSS_NAMES, (sr_loss, lr_loss, hs_lr_loss, ss_lr_loss, hs_sr_loss), strict=True)
+)
+"""Registry name -> functional form."""
 
 
 def get_loss(name: str, **kwargs) -> nn.Module:
@@ -641,9 +640,10 @@ def get_loss(name: str, **kwargs) -> nn.Module:
 
     Keyword arguments go to the module's constructor; one it does not take is an error.
     """
-    if not isinstance(name, str) or name.lower().replace("_", "-") not in LOSSES:
+    key = canonical_loss_name(name)
+    if key is None:
         raise ValueError(f"unknown loss name {name!r}; known: {', '.join(LOSSES)}")
-    cls = LOSSES[name.lower().replace("_", "-")]
+    cls = LOSSES[key]
     try:
         return cls(**kwargs)
     except TypeError as error:
