@@ -310,6 +310,15 @@ def hs_lr_loss(
     alpha_i = beta / n_i unless ``alpha`` is given. A multi-label sample with no positive has a
     zero positive term; one with no negative has a zero negative term.
 
+    Soft targets t in [0, 1]^K (class k: positive mass t_k, negative mass 1 - t_k) generalise
+    it, reducing to the above for {0, 1} targets:
+
+        loss_i = sum_k t_k softplus(-z_k) / sum_k t_k
+                 + alpha_i sum_{k in S_i} (1 - t_k) softplus(z_k)
+
+    with M_i = sum_k (1 - t_k), n_i = max(1, floor(m M_i / 100)) (0 when M_i = 0), S_i the n_i
+    highest-logit classes among those with t_k < 1, and alpha_i = beta / n_i.
+
     Args:
         beta: the balance weight, 10 in the paper.
         m: the percentage of negative classes kept, in (0, 100]; 25 in the paper.
@@ -351,6 +360,14 @@ def ss_lr_loss(
 
     with alpha_i = beta / |N_i| unless ``alpha`` is given. The weight p_k^r is not detached
     (as in the authors' code), so it is differentiated too. r = 0 equals HS-LR at m = 100.
+
+    Soft targets t in [0, 1]^K (class k: positive mass t_k, negative mass 1 - t_k) generalise
+    it, reducing to the above for {0, 1} targets:
+
+        loss_i = sum_k t_k softplus(-z_k) / sum_k t_k
+                 + alpha_i sum_k (1 - t_k) p_k^r softplus(z_k),   alpha_i = beta / sum_k (1 - t_k)
+
+    (the first term 0 when sum_k t_k = 0, the second when sum_k (1 - t_k) = 0).
 
     Args:
         beta: the balance weight, 10 in the paper.
