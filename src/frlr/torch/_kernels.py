@@ -231,9 +231,7 @@ def _block(
         rows, grad = _index_block(
             z, target, present, weight, pos_scale, neg_scale, negative, need_grad, out
         )
-    if out is not None and grad is not None and grad.data_ptr() != out.data_ptr():
-        grad = out.copy_(grad)  # the caller's buffer holds the gradient
-    return rows, grad
+    return rows, grad  # with ``out``, every path has written the gradient into it
 
 
 # ---------------------------------------------------------------------------------------------
