@@ -522,8 +522,10 @@ _BLOCK = 1 << 20
 
 def in_row_blocks(block, z: Tensor, target, present, weight, *rest, need_grad: bool):
     """``block(z, target, present, weight, *rest)`` over row blocks of a big input. Every
-    tensor argument is per-row and cut with the rows, except a per-class (C,) ``weight``."""
-    if z.numel() < _BLOCKED_FROM:
+    tensor argument is per-row and cut with the rows, except a per-class (C,) ``weight``.
+    LR runs whole: it keeps a single buffer and gains nothing from blocks (measured), while
+    each block's operators cost a thread synchronisation on a busy machine."""
+    if z.numel() < _BLOCKED_FROM or block is lr_block:
         return block(z, target, present, weight, *rest, need_grad=need_grad)
     step = max(1, _BLOCK // z.shape[1])
     rows = z.new_empty(z.shape[0])
