@@ -43,7 +43,6 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 _softplus_out = torch.ops.aten.softplus.out
 
@@ -57,9 +56,20 @@ Derivative = Callable[[Tensor, Scale, Tensor | None], Tensor]
 Negative = Callable[[Tensor, Tensor | None], tuple[Tensor, Derivative]]
 
 
+def _differentiable(x: Tensor) -> bool:
+    """Whether ``x`` is being differentiated by autograd: the block functions' differentiable
+    mode (second derivatives, see :class:`_RowLossFn`), where an ``out=`` call cannot be."""
+    return x.requires_grad and torch.is_grad_enabled()
+
+
 def softplus(x: Tensor, out: Tensor | None = None) -> Tensor:
-    """log(1 + e^x), exact to float precision (PyTorch switches to x itself past x = 20)."""
+    """log(1 + e^x), exact to float precision (PyTorch switches to x itself past x = 20).
+
+    Into ``out`` (or one fresh tensor) by the ``out=`` operator; under autograd (``x``
+    requires grad) by ``F.softplus``, the same values, which autograd can differentiate."""
     if out is None:
+        if _differentiable(x):
+            return torch.nn.functional.softplus(x, 1, 20)
         out = torch.empty_like(x)
     return _softplus_out(x, 1, 20, out=out)
 
@@ -520,8 +530,12 @@ def hs_lr_rows(
         selected_target = target.gather(1, indices)
         selected_weight = keep if weight is None else keep.mul_(weight[indices])
         buffer = masked if out is None else out
+        if _differentiable(z):  # the selected logits, through the graph (not the detached copy)
+            values, buffer = torch.where(keep > 0, z.gather(1, indices), 0.0), None
     else:
         values, indices, buffer = hard_negatives_index(z, target, n, out)
+        if _differentiable(z):
+            values = z.gather(1, indices)
         selected_target = None
         selected_weight = None if weight is None else weight[indices]
     negative_rows, negative_grad = hs_lr_block(
@@ -606,26 +620,42 @@ def _graph_is_kept() -> bool:
 class _RowLossFn(torch.autograd.Function):
     """Per-row losses whose gradient the kernel computed analytically in the forward pass.
 
-    Saves one logits-sized tensor (that gradient); backward scales its rows by the incoming
-    per-row gradient, in place unless the graph is kept for another backward: a fresh
-    logits-sized buffer per step costs page faults once the allocator returns freed memory to
-    the system, which at N = 1024, K = 1000 is more than the arithmetic.
-    ``once_differentiable``: no optimiser here needs a Hessian, and saying so loudly beats
-    returning a wrong one.
+    Saves the logits and one logits-sized tensor (that gradient); backward scales the
+    gradient's rows by the incoming per-row gradient, in place unless the graph is kept for
+    another backward: a fresh logits-sized buffer per step costs page faults once the allocator
+    returns freed memory to the system, which at N = 1024, K = 1000 is more than the arithmetic.
+
+    Second derivatives (``create_graph=True``: gradient penalties, double backprop, MAML): the
+    saved gradient is a number, not a graph, so there backward -- and only there, as autograd
+    enables grad mode inside backward exactly under ``create_graph`` -- recomputes the row
+    losses from the saved logits with the same block function in its differentiable mode and
+    differentiates them with ``torch.autograd.grad(create_graph=True)``. That mode is the
+    block function itself: its ``out=`` softplus becomes ``F.softplus`` when the logits require
+    grad, and HS-LR takes its selected logits through a gather instead of the detached top-k
+    copy (the selection itself is piecewise constant, so it carries no derivative). One
+    definition of each loss's maths, at the cost of a second forward pass in that case only; the
+    first-order step keeps the fused gradient (saving the logits adds no memory: they are an
+    input, alive during the step anyway).
     """
 
     @staticmethod
     def forward(ctx, z: Tensor, block, divisor: int | None, *args):  # type: ignore[override]
         rows, grad = in_row_blocks(block, z, *args, need_grad=True)
-        ctx.save_for_backward(grad)
+        ctx.save_for_backward(z, grad)
+        ctx.block, ctx.args = block, args
         ctx.divisor = divisor
         ctx.num_extra = len(args) + 2
         return rows if divisor is None else rows.sum() / divisor
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
-        (grad,) = ctx.saved_tensors
+        z, grad = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: differentiate a differentiable recompute
+            with torch.enable_grad():
+                rows, _ = ctx.block(z, *ctx.args, need_grad=False)
+                out = rows if ctx.divisor is None else rows.sum() / ctx.divisor
+                (grad,) = torch.autograd.grad(out, z, grad_out, create_graph=True)
+            return (grad,) + (None,) * ctx.num_extra
         scale = grad_out.unsqueeze(1) if ctx.divisor is None else grad_out / ctx.divisor
         grad = grad * scale if _graph_is_kept() else grad.mul_(scale)
         return (grad,) + (None,) * ctx.num_extra

@@ -32,7 +32,6 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from frlr.catalogue import canonical_loss_name
 from frlr.torch import _kernels as kernels
@@ -99,20 +98,30 @@ def ss_lr_grad(
 class _Recompute(torch.autograd.Function):
     """Rows in the forward; the gradient recomputed from the logits in the backward, already
     scaled by the incoming row gradient: one read of the logits each way and a single
-    logits-sized allocation (the returned gradient). Saves only the logits."""
+    logits-sized allocation (the returned gradient). Saves only the logits.
+
+    Under ``create_graph=True`` (grad mode is on inside backward exactly then) the backward
+    instead differentiates the uncompiled rows function -- the same maths, plain autograd-able
+    torch -- with ``torch.autograd.grad(create_graph=True)``, so second derivatives are exact;
+    compiled graphs do not support double backward, and that case is off the fast path anyway.
+    """
 
     @staticmethod
-    def forward(ctx, z: Tensor, rows_fn, grad_fn, y: Tensor, weight, *hyper):  # type: ignore[override]
+    def forward(ctx, z: Tensor, rows_fn, grad_fn, eager_rows_fn, y: Tensor, weight, *hyper):  # type: ignore[override]
         ctx.save_for_backward(z, y, weight)
-        ctx.grad_fn, ctx.hyper = grad_fn, hyper
+        ctx.grad_fn, ctx.eager_rows_fn, ctx.hyper = grad_fn, eager_rows_fn, hyper
         return rows_fn(z, y, weight, *hyper)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_rows: Tensor):  # type: ignore[override]
         z, y, weight = ctx.saved_tensors
-        grad = ctx.grad_fn(z, y, weight, *ctx.hyper, grad_rows.contiguous())
-        return (grad,) + (None,) * (4 + len(ctx.hyper))
+        if torch.is_grad_enabled():
+            with torch.enable_grad():
+                rows = ctx.eager_rows_fn(z, y, weight, *ctx.hyper)
+                (grad,) = torch.autograd.grad(rows, z, grad_rows, create_graph=True)
+        else:
+            grad = ctx.grad_fn(z, y, weight, *ctx.hyper, grad_rows.contiguous())
+        return (grad,) + (None,) * (5 + len(ctx.hyper))
 
 
 _FUSED = {"ss-lr": (ss_lr_rows, ss_lr_grad)}
@@ -136,7 +145,7 @@ def _rows(name: str, z: Tensor, y: Tensor, weight: Tensor | None, *hyper) -> Ten
     if fresh:  # compile the backward loop now, where a failure can still fall back
         grad_fn(z.detach(), y, weight, *hyper, torch.ones_like(z[:, 0]))
     if z.requires_grad and torch.is_grad_enabled():
-        return _Recompute.apply(z, rows_fn, grad_fn, y, weight, *hyper)
+        return _Recompute.apply(z, rows_fn, grad_fn, _FUSED[name][0], y, weight, *hyper)
     return rows_fn(z, y, weight, *hyper)
 
 

@@ -157,6 +157,14 @@ class _Batch:
                 shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight)
                 raise ValueError(f"weight must be a tensor of shape ({num_classes},), got {shape}")
             weight = weight.to(device=self.z.device, dtype=compute)
+            if _validating():
+                # a negative weight rewards a class's error, a NaN or inf poisons every loss
+                bad = ~torch.isfinite(weight) | (weight < 0)
+                if bool(bad.any()):
+                    k = int(bad.nonzero()[0, 0])
+                    raise ValueError(
+                        f"weight must be finite and >= 0, got weight[{k}] = {weight[k].item()}"
+                    )
         self.weight = weight
 
     @property
@@ -183,7 +191,7 @@ class _Batch:
         total = rows.sum()
         if reduction == "sum":
             return total
-        count = rows.numel() if self.valid is None else self.valid.sum().clamp(min=1)
+        count = max(rows.numel(), 1) if self.valid is None else self.valid.sum().clamp(min=1)
         return total / count
 
 
@@ -418,6 +426,10 @@ def sr_loss(
         weight = weight.to(device=logits.device, dtype=logits.dtype)
     if target.dtype == torch.bool or target.is_floating_point():
         target = target.to(logits.dtype)
+    samples = logits.numel() // logits.shape[1] if logits.dim() >= 2 and logits.shape[1] else 0
+    if reduction == "mean" and target.is_floating_point() and samples == 0:
+        # F.cross_entropy's mean of no samples is 0/0 = NaN; the empty sum is 0, grad zero
+        reduction = "sum"
     if reduction != "mean" or target.is_floating_point():
         return F.cross_entropy(
             logits,
