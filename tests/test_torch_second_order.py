@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import frlr.torch as frlr
+from frlr.torch import _kernels as kernels
 from frlr.torch import fused
 from frlr.torch.diagnostics import ncd_stats
 from loss_reference import reference_loss
@@ -132,6 +133,15 @@ def test_gradient_penalty_matches_reference(name, kind):
     ref = _penalty_gradients(lambda z, t: _plain_autograd(name)(z, t, **kwargs), x, target, w1, w2)
     for a, b in zip(fast, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["hs-lr", "ss-lr"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_gradient_penalty_through_row_blocks(name, kind, monkeypatch):
+    """A forward that ran in row blocks (big inputs) still gives exact second derivatives."""
+    monkeypatch.setattr(kernels, "_BLOCKED_FROM", 1)
+    monkeypatch.setattr(kernels, "_BLOCK", 14)  # blocks of 2 rows of 7 classes
+    test_gradient_penalty_matches_reference(name, kind)
 
 
 @pytest.mark.parametrize("name", SIGMOID_LOSSES)
