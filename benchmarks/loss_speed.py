@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 import frlr.torch as frlr
-from _machine import cpu_and_torch
+from _machine import cpu_and_torch, current_rss_mb, peak_rss_mb
 
 
 def one_hot(target: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -161,20 +160,6 @@ def cuda_peak_mb(name: str, n: int, k: int, device: torch.device) -> float:
     method(z, y).backward()
     synchronize(device)
     return max(torch.cuda.max_memory_allocated(device) - base, 0) / 2**20
-
-
-def current_rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * resource.getpagesize() / 2**20
-
-
-def peak_rss_mb() -> float:
-    """This process image's peak RSS (VmHWM). Not ru_maxrss: Linux carries that across
-    fork+exec, so a child started by a large parent would report the parent's peak."""
-    with open("/proc/self/status") as f:
-        line = next(line for line in f if line.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
 
 
 TARGETS = (

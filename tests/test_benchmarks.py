@@ -89,3 +89,20 @@ def test_loss_speed_target_lines_judge_the_worst_case():
 def test_train_speed_runs_a_few_steps():
     text = _run(str(BENCHMARKS / "train_speed.py"), *TRAIN_SPEED_SMOKE)
     assert "images/s" in text or "img/s" in text
+
+
+@pytest.mark.slow  # a dozen fresh processes and two gloo groups
+def test_huge_k_quick_prints_every_method_the_targets_and_class_parallel():
+    text = _run(str(BENCHMARKS / "huge_k.py"), "--quick", timeout=600)
+    for name in (
+        "F.cross_entropy(x @ W.T)",
+        "F.linear_cross_entropy (batch_chunk_size=128)",
+        "frlr ss-lr (materialised)",
+        "frlr linear_hs_lr",
+        "frlr linear_sr",
+        "hs-lr time",
+        "## The largest K",
+        "linear_ss_lr_loss | 3 |",
+    ):
+        assert name in text
+    assert "wrote" not in text

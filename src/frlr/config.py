@@ -32,6 +32,8 @@ from frlr.presets import load_preset
 from frlr.tasks import UnsupportedTaskError, get_task
 
 __all__ = [
+    "CHUNKED_LOSSES",
+    "CLASSIFIERS",
     "FIELD_NAMES",
     "FIELD_TYPES",
     "LOSS_HYPERPARAMETERS",
@@ -48,6 +50,9 @@ __all__ = [
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("step", "cosine", "constant")
+CLASSIFIERS = ("materialised", "chunked")
+CHUNKED_LOSSES = ("sr", "lr", "hs-lr", "ss-lr")
+"""The losses with a logits-free form (:func:`frlr.torch.get_linear_loss`)."""
 
 
 class ConfigError(ValueError):
@@ -88,6 +93,11 @@ class TrainConfig:
     # the network
     arch: str = _option("resnet32", "network (small-cnn, mlp, or a frlr.models name)")
     head_bias_init: str = _option("zero", "classifier bias init: zero or prior (-log(K-1))")
+    classifier: str = _option(
+        "materialised",
+        "materialised (logits, then the loss) or chunked: the network's last Linear fused with "
+        "the loss in class chunks, never holding the N x K logits (frlr.torch.linear)",
+    )
     # the loss (hyper-parameters: None is the loss's default)
     loss: str = _option(
         "sr", f"{', '.join(LOSS_NAMES[:-1])} or {LOSS_NAMES[-1]} (default sr; multilabel: lr)"
@@ -254,6 +264,7 @@ def _check_names(config: TrainConfig) -> TrainConfig:
     _choice("optimizer", config.optimizer, OPTIMIZERS)
     _choice("schedule", config.schedule, SCHEDULES)
     _choice("head_bias_init", config.head_bias_init, HEAD_BIAS_INITS)
+    _choice("classifier", config.classifier, CLASSIFIERS)
     if info.task != config.task:
         raise ConfigError(
             f"task {config.task!r} does not match dataset {config.dataset!r}, which is a "
@@ -282,6 +293,18 @@ def _check_loss(config: TrainConfig) -> None:
             f"{task.unsupported_losses[config.loss]}; use another loss (baseline: "
             f"{task.baseline})"
         )
+    if config.classifier == "chunked":
+        if config.loss not in CHUNKED_LOSSES:
+            raise ConfigError(
+                f"--classifier chunked takes the losses {', '.join(CHUNKED_LOSSES)}; "
+                f"got loss {config.loss!r}"
+            )
+        for name in ("ncd_every", "compile"):
+            if getattr(config, name):
+                raise ConfigError(
+                    f"--classifier chunked never forms the logits, which --{name.replace('_', '-')}"
+                    " needs; leave one of them out"
+                )
     takes = LOSS_HYPERPARAMETERS[config.loss]
     for name in ("beta", "m", "r"):
         value = getattr(config, name)

@@ -99,6 +99,7 @@ from frlr.ncd import truncate_history
 from frlr.provenance import hardware, versions
 from frlr.tasks import EvalData, Task, get_task
 from frlr.torch.diagnostics import NCDMonitor
+from frlr.torch.linear import get_linear_loss, linear_argmax, positive_lists
 from frlr.torch.losses import LOSSES
 
 __all__ = [
@@ -431,12 +432,33 @@ def _set_up(config: TrainConfig, task: Task, process: _Process) -> _Session:
         steps_per_epoch=steps_per_epoch,
         model=model,
         net=net,
-        criterion=LOSSES[config.loss](**loss_options(config)).to(device),
+        criterion=_criterion(config).to(device),
         optimizer=optimizer,
         scheduler=torch.optim.lr_scheduler.LambdaLR(
             optimizer, partial(lr_factor, config=config, steps_per_epoch=steps_per_epoch)
         ),
     )
+
+
+def _criterion(config: TrainConfig) -> nn.Module:
+    """The loss module: of the logits, or with ``--classifier chunked`` of the features and the
+    network's last Linear (:func:`frlr.torch.get_linear_loss`)."""
+    if config.classifier == "chunked":
+        return get_linear_loss(config.loss, **loss_options(config))
+    return LOSSES[config.loss](**loss_options(config))
+
+
+class _Features(nn.Module):
+    """The network up to its classifier: what DDP runs when the classifier is fused with the
+    loss. The model is its submodule, so DDP still reduces the classifier's gradient (which
+    reaches it through the loss)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.features(x)
 
 
 def _load_data(config: TrainConfig, task: Task, process: _Process) -> _Data:
@@ -503,9 +525,17 @@ def _build_network(
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     net: nn.Module = model
+    if config.classifier == "chunked":
+        head = getattr(model, "classifier", None)
+        if not callable(getattr(model, "features", None)) or not isinstance(head, nn.Linear):
+            raise ConfigError(
+                f"--classifier chunked needs a network with features(x) and a Linear "
+                f"classifier; arch {config.arch!r} has not"
+            )
+        net = _Features(model)
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+            net, device_ids=[device.index] if device.type == "cuda" else None
         )
     if config.compile:
         net = torch.compile(net)
@@ -545,7 +575,7 @@ def _resume(session: _Session, checkpoint_path: Path) -> None:
 def _train_epoch(session: _Session, epoch: int, ncd: Any, show_bar: bool) -> dict[str, Any]:
     """One epoch of optimiser steps, then the test metrics when due: the epoch's record for
     ``metrics.jsonl``."""
-    config, task, data = session.config, session.task, session.data
+    config, data = session.config, session.data
     world, device = session.process.world, session.process.device
     epoch_start = time.perf_counter()
     epoch_lr = session.optimizer.param_groups[0]["lr"]
@@ -565,10 +595,10 @@ def _train_epoch(session: _Session, epoch: int, ncd: Any, show_bar: bool) -> dic
     for step, (images, targets) in enumerate(batches):
         if step == session.steps_per_epoch:  # max_steps_per_epoch cut the epoch short
             break
-        loss, logits = _step(session, images, targets, epoch * session.steps_per_epoch + step, ncd)
+        loss, correct = _step(session, images, targets, epoch * session.steps_per_epoch + step, ncd)
         with torch.no_grad():
             sums[0] += loss.detach() * len(targets)
-            sums[1] += task.batch_correct(logits.detach(), targets)
+            sums[1] += correct
             sums[2] += len(targets)
         if bar is not None:
             bar.update()
@@ -602,10 +632,14 @@ def _train_epoch(session: _Session, epoch: int, ncd: Any, show_bar: bool) -> dic
 def _step(
     session: _Session, images: torch.Tensor, targets: torch.Tensor, global_step: int, ncd: Any
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimiser step on this rank's shard of a global batch: (its mean loss, its logits).
+    """One optimiser step on this rank's shard of a global batch: (its mean loss, its count of
+    correct top-1 predictions).
 
     Each rank's mean is weighted by its share of the global batch, so DDP's gradient average
-    is the gradient of the global batch mean even when the shards differ by one sample.
+    is the gradient of the global batch mean even when the shards differ by one sample. With
+    ``--classifier chunked`` the network returns its features and the loss takes them with
+    the classifier's weight and bias; the logits are never formed (nor the top-1 class: it is
+    found chunk by chunk).
     """
     config, data, world = session.config, session.data, session.process.world
     if config.augment:
@@ -614,10 +648,22 @@ def _step(
         )
     x = _model_input(images, data.mean, data.std, config.channels_last)
     with torch.autocast(session.process.device.type, torch.bfloat16, config.bf16):
-        logits = session.net(x)
-        loss = session.criterion(logits, targets)
+        if config.classifier == "chunked":
+            features = session.net(x)
+            head = session.model.classifier
+            target = positive_lists(targets) if targets.is_floating_point() else targets
+            loss = session.criterion(features, head.weight, target, head.bias)
+        else:
+            logits = session.net(x)
+            loss = session.criterion(logits, targets)
     if ncd is not None:
         ncd.update(logits, targets, global_step)
+    with torch.no_grad():
+        if config.classifier == "chunked":
+            top = linear_argmax(features, head.weight, head.bias)
+            correct = session.task.prediction_correct(top, targets)
+        else:
+            correct = session.task.batch_correct(logits.detach(), targets)
     n = len(targets)
     step = global_step % session.steps_per_epoch
     global_n = min(config.batch_size, len(data.train_images) - step * config.batch_size)
@@ -626,7 +672,7 @@ def _step(
     scaled.backward()
     session.optimizer.step()
     session.scheduler.step()
-    return loss, logits
+    return loss, correct
 
 
 def _evaluate(session: _Session) -> dict[str, float]:
