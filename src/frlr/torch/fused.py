@@ -206,7 +206,7 @@ def compiled(name: str, **hyper) -> Callable[[Tensor, Tensor], Tensor]:
         autocast = isinstance(logits, Tensor) and torch.is_autocast_enabled(logits.device.type)
         context = torch.autocast(logits.device.type, enabled=False) if autocast else None
         with context or contextlib.nullcontext():
-            batch = losses._Batch(logits, target, weight, ignore_index, hard_targets=True)
+            batch = losses._Batch(logits, target, weight, ignore_index)
             args: tuple = (batch.z, batch.y, batch.weight)
             if key == "ss-lr":
                 a = beta / (batch.num_classes - 1) if alpha is None else alpha

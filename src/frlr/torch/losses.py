@@ -66,7 +66,10 @@ def _validating() -> bool:
 
 
 class _Batch:
-    """Logits flattened to (M, K) in the compute dtype, with index or dense targets."""
+    """Logits flattened to (M, K) in the compute dtype, with index or dense targets.
+
+    Dense targets may be soft: every value in [0, 1] (NaN rejected).
+    """
 
     __slots__ = ("dense", "out_shape", "valid", "weight", "y", "z")
 
@@ -76,8 +79,6 @@ class _Batch:
         target: Tensor,
         weight: Tensor | None,
         ignore_index: int,
-        *,
-        hard_targets: bool,
     ) -> None:
         if not isinstance(logits, Tensor):
             raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
@@ -108,19 +109,11 @@ class _Batch:
             self.valid = None
             self.out_shape = logits.shape[:1] + logits.shape[2:]
             if _validating():
-                if hard_targets:
-                    bad = (self.y != 0) & (self.y != 1)
-                    if bool(bad.any()):
-                        raise ValueError(
-                            "target must be multi-hot with values in {0, 1} for this loss, got "
-                            f"value {self.y[bad][0].item()}"
-                        )
-                else:
-                    bad = (self.y < 0) | (self.y > 1) | torch.isnan(self.y)
-                    if bool(bad.any()):
-                        raise ValueError(
-                            f"target values must lie in [0, 1], got {self.y[bad][0].item()}"
-                        )
+                bad = (self.y < 0) | (self.y > 1) | torch.isnan(self.y)
+                if bool(bad.any()):
+                    raise ValueError(
+                        f"target values must lie in [0, 1], got {self.y[bad][0].item()}"
+                    )
         elif target.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
             expected = logits.shape[:1] + logits.shape[2:]
             if target.shape != expected:
@@ -170,13 +163,15 @@ class _Batch:
     def num_classes(self) -> int:
         return self.z.shape[1]
 
-    def loss(self, kernel, reduction: str, *args) -> Tensor:
-        """``kernel``'s row losses, reduced. With nothing ignored, "mean" and "sum" are folded
-        into the kernel's autograd node (one node and a scalar gradient instead of three)."""
+    def loss(self, block, reduction: str, *args) -> Tensor:
+        """``block(z, target, None, weight, *args)``'s row losses, reduced. With nothing
+        ignored, "mean" and "sum" are folded into the kernel's autograd node (one node and a
+        scalar gradient instead of three)."""
+        operands = (self.z, self.y, None, self.weight, *args)
         if reduction != "none" and self.valid is None and self.z.shape[0] > 0:
             divisor = self.z.shape[0] if reduction == "mean" else 1
-            return kernels.row_losses(kernel, self.z, self.y, self.weight, *args, divisor=divisor)
-        rows = kernels.row_losses(kernel, self.z, self.y, self.weight, *args)
+            return kernels.row_losses(block, *operands, divisor=divisor)
+        rows = kernels.row_losses(block, *operands)
         return self.reduce(rows, reduction)
 
     def reduce(self, rows: Tensor, reduction: str) -> Tensor:
@@ -190,6 +185,57 @@ class _Batch:
             return total
         count = rows.numel() if self.valid is None else self.valid.sum().clamp(min=1)
         return total / count
+
+
+def _inverse(mass: Tensor) -> Tensor:
+    """1 / mass per row, 0 where the mass is 0: a row without positive (negative) mass has no
+    positive (negative) term."""
+    return torch.where(mass > 0, 1.0 / mass.clamp(min=torch.finfo(mass.dtype).tiny), 0.0)
+
+
+def sigmoid_block(
+    name: str,
+    target: Tensor,
+    dense: bool,
+    *,
+    beta: float = 10.0,
+    m: float = 25.0,
+    r: float = 2.0,
+    alpha: float | None = None,
+    num_classes: int | None = None,
+) -> tuple[Callable[..., tuple[Tensor, Tensor | None]], tuple]:
+    """A sigmoid loss's block function and its per-row constants (pos_scale, neg_scale, *extra)
+    for the paper's per-sample normalisation: the losses and the NCD diagnostics call it alike.
+
+    Index targets: pos_scale 1, neg_scale beta / (K - 1) (SS-LR) or beta / n with
+    n = max(1, floor(m (K - 1) / 100)) (HS-LR), as Python floats. Dense targets: per row,
+    pos_scale = 1 / sum_k t_k and the negative mass M = sum_k (1 - t_k) in place of |N_i|.
+    ``num_classes`` is K, needed for index targets only.
+    """
+    if name == "lr":
+        return kernels.lr_block, (1.0, 1.0)
+    if dense:
+        num_classes = target.shape[1]
+        num_pos = target.sum(1)
+        pos_scale: Tensor | float = _inverse(num_pos)
+        num_neg: Tensor | float = num_classes - num_pos
+    else:
+        if num_classes is None:
+            raise ValueError("num_classes (K) is required with index targets, got None")
+        pos_scale, num_neg = 1.0, float(num_classes - 1)
+    if name == "ss-lr":
+        if alpha is not None:
+            neg_scale = torch.full_like(num_pos, alpha) if dense else float(alpha)
+        else:
+            neg_scale = beta * _inverse(num_neg) if dense else beta / num_neg
+        return kernels.ss_lr_block, (pos_scale, neg_scale, float(r))
+    if dense:
+        n = kernels.num_hard_negatives_rows(num_neg, m)
+        bound = min(num_classes, num_hard_negatives(num_classes, m))
+        neg_scale = beta / n.clamp(min=1) if alpha is None else torch.full_like(n, alpha)
+        return kernels.hs_lr_rows, (pos_scale, neg_scale, n, bound)
+    n = num_hard_negatives(num_classes - 1, m)
+    return kernels.hs_lr_rows, (pos_scale, float(beta / n if alpha is None else alpha), n, n)
 
 
 def _no_autocast(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
@@ -240,10 +286,11 @@ def lr_loss(
             (the authors released no LR code).
     """
     _check_hyper(reduction=reduction, normalization=normalization)
-    batch = _Batch(logits, target, weight, ignore_index, hard_targets=False)
+    batch = _Batch(logits, target, weight, ignore_index)
     if normalization == "reference":
         return _reference_loss("lr", batch, reduction)
-    return batch.loss(kernels.lr_dense if batch.dense else kernels.lr_index, reduction)
+    block, constants = sigmoid_block("lr", batch.y, batch.dense)
+    return batch.loss(block, reduction, *constants)
 
 
 @_no_autocast
@@ -281,14 +328,13 @@ def hs_lr_loss(
         weight, reduction, ignore_index: as in :func:`lr_loss`.
     """
     _check_hyper(beta=beta, m=m, alpha=alpha, reduction=reduction, normalization=normalization)
-    batch = _Batch(logits, target, weight, ignore_index, hard_targets=True)
+    batch = _Batch(logits, target, weight, ignore_index)
     if normalization == "reference":
         return _reference_loss("hs-lr", batch, reduction, beta=beta, m=m, alpha=alpha)
-    if batch.dense:
-        return batch.loss(kernels.hs_lr_dense, reduction, float(m), float(beta), alpha)
-    n = num_hard_negatives(batch.num_classes - 1, m)
-    a = beta / n if alpha is None else alpha
-    return batch.loss(kernels.hs_lr_index, reduction, n, float(a))
+    block, constants = sigmoid_block(
+        "hs-lr", batch.y, batch.dense, beta=beta, m=m, alpha=alpha, num_classes=batch.num_classes
+    )
+    return batch.loss(block, reduction, *constants)
 
 
 @_no_autocast
@@ -323,20 +369,13 @@ def ss_lr_loss(
         weight, reduction, ignore_index: as in :func:`lr_loss`.
     """
     _check_hyper(beta=beta, r=r, alpha=alpha, reduction=reduction, normalization=normalization)
-    batch = _Batch(logits, target, weight, ignore_index, hard_targets=True)
+    batch = _Batch(logits, target, weight, ignore_index)
     if normalization == "reference":
         return _reference_loss("ss-lr", batch, reduction, beta=beta, r=r, alpha=alpha)
-    if batch.dense:
-        num_pos = batch.y.sum(1)
-        num_neg = batch.num_classes - num_pos
-        alpha_rows = (
-            beta / num_neg.clamp(min=1) if alpha is None else torch.full_like(num_neg, alpha)
-        )
-        return batch.loss(
-            kernels.ss_lr_dense, reduction, float(r), alpha_rows, 1.0 / num_pos.clamp(min=1)
-        )
-    a = beta / (batch.num_classes - 1) if alpha is None else alpha
-    return batch.loss(kernels.ss_lr_index, reduction, float(r), float(a))
+    block, constants = sigmoid_block(
+        "ss-lr", batch.y, batch.dense, beta=beta, r=r, alpha=alpha, num_classes=batch.num_classes
+    )
+    return batch.loss(block, reduction, *constants)
 
 
 @_no_autocast
@@ -355,7 +394,7 @@ def sr_loss(
     "mean" reduction follow ``F.cross_entropy`` exactly (mean weighted by weight[y]).
     """
     _check_hyper(reduction=reduction)
-    _Batch(logits, target, weight, ignore_index, hard_targets=False)  # validation only
+    _Batch(logits, target, weight, ignore_index)  # validation only
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
     if weight is not None:
@@ -407,7 +446,7 @@ def hs_sr_loss(
     the row's arg-max), so it stays exact when q_k -> 1. Single-label (index) targets only.
     """
     _check_hyper(beta=beta, m=m, alpha=alpha, reduction=reduction)
-    batch = _Batch(logits, target, weight, ignore_index, hard_targets=True)
+    batch = _Batch(logits, target, weight, ignore_index)
     if batch.dense:
         raise ValueError("hs_sr_loss takes class-index targets only: softmax is single-label")
     z, y = batch.z, batch.y
