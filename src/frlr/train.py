@@ -92,6 +92,7 @@ from frlr.data.augment import (
     normalize,
     num_batches,
 )
+from frlr.data.mixing import mix_batch
 from frlr.io import save_torch_atomic, write_json_atomic, write_text_atomic
 from frlr.models import build_model
 from frlr.ncd import truncate_history
@@ -518,10 +519,11 @@ def _train_epoch(session: _Session, epoch: int, ncd: Any, show_bar: bool) -> dic
     for step, (images, targets) in enumerate(batches):
         if step == session.steps_per_epoch:  # max_steps_per_epoch cut the epoch short
             break
-        loss, logits = _step(session, images, targets, epoch * session.steps_per_epoch + step, ncd)
+        global_step = epoch * session.steps_per_epoch + step
+        loss, logits, labels = _step(session, images, targets, global_step, ncd)
         with torch.no_grad():
             sums[0] += loss.detach() * len(targets)
-            sums[1] += task.batch_correct(logits.detach(), targets)
+            sums[1] += task.batch_correct(logits.detach(), labels)
             sums[2] += len(targets)
         if bar is not None:
             bar.update()
@@ -554,18 +556,35 @@ def _train_epoch(session: _Session, epoch: int, ncd: Any, show_bar: bool) -> dic
 
 def _step(
     session: _Session, images: torch.Tensor, targets: torch.Tensor, global_step: int, ncd: Any
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimiser step on this rank's shard of a global batch: (its mean loss, its logits).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimiser step on this rank's shard of a global batch: (its mean loss, its logits,
+    the labels its training accuracy is counted against).
 
-    Each rank's mean is weighted by its share of the global batch, so DDP's gradient average
-    is the gradient of the global batch mean even when the shards differ by one sample.
+    With mixup, CutMix or label smoothing on, the normalised batch is mixed after the
+    augmentation (:func:`frlr.data.mixing.mix_batch`, drawing from the augmentation generator):
+    the loss (and the NCD monitor) get the soft targets, the accuracy the dominant labels. Each
+    rank's mean is weighted by its share of the global batch, so DDP's gradient average is the
+    gradient of the global batch mean even when the shards differ by one sample.
     """
     config, data, world = session.config, session.data, session.process.world
     if config.augment:
         images = augment_batch(
             images, session.augment_generator, flip=config.flip, padding=config.crop_padding
         )
-    x = _model_input(images, data.mean, data.std, config.channels_last)
+    x = normalize(images, data.mean, data.std)
+    labels = targets
+    if config.mixup or config.cutmix or config.label_smoothing:
+        mixed = mix_batch(
+            x,
+            targets,
+            session.augment_generator,
+            num_classes=data.num_classes,
+            mixup=config.mixup,
+            cutmix=config.cutmix,
+            label_smoothing=config.label_smoothing,
+        )
+        x, targets, labels = mixed.images, mixed.targets, mixed.dominant
+    x = _memory_format(x, config.channels_last)
     with torch.autocast(session.process.device.type, torch.bfloat16, config.bf16):
         logits = session.net(x)
         loss = session.criterion(logits, targets)
@@ -579,7 +598,7 @@ def _step(
     scaled.backward()
     session.optimizer.step()
     session.scheduler.step()
-    return loss, logits
+    return loss, logits, labels
 
 
 def _evaluate(session: _Session) -> dict[str, float]:
@@ -675,7 +694,10 @@ def _ncd_monitor(config: TrainConfig, run_dir: Path, first_step: int) -> Any:
 def _model_input(
     images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], channels_last: bool
 ) -> torch.Tensor:
-    x = normalize(images, mean, std)
+    return _memory_format(normalize(images, mean, std), channels_last)
+
+
+def _memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
