@@ -101,10 +101,7 @@ def test_mixup_lambda_is_beta_alpha_alpha():
     images, labels = batch(n=2, h=1, w=1)
     generator = seeded()
     lams = torch.stack(
-        [
-            mix_batch(images, labels, generator, num_classes=K, mixup=0.2).lam
-            for _ in range(4000)
-        ]
+        [mix_batch(images, labels, generator, num_classes=K, mixup=0.2).lam for _ in range(4000)]
     ).double()
     assert abs(float(lams.mean()) - 0.5) < 0.02
     assert abs(float(lams.var()) - 1 / (4 * 1.4)) < 0.01
@@ -204,7 +201,7 @@ def test_bad_batches_are_refused():
         mix_batch(images[0], labels, num_classes=K, mixup=0.2)
     with pytest.raises(ValueError, match="7 targets for 8 images"):
         mix_batch(images, labels[:7], num_classes=K, mixup=0.2)
-    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+    with pytest.raises(TypeError, match=r"generator must be a torch\.Generator"):
         mix_batch(images, labels, 0, num_classes=K, mixup=0.2)
     with pytest.raises(ValueError, match=r"multi-hot targets must have shape \(N, 10\)"):
         smooth_targets(torch.zeros(8, 3), K)

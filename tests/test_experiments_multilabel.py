@@ -175,7 +175,13 @@ def test_soft_target_flags_mix_multi_hot_rows(tiny, tmp_path, monkeypatch):
 
     monkeypatch.setitem(train_module.LOSSES, "ss-lr", Recording)
     config = mosaic_config(
-        tiny, tmp_path, loss="ss-lr", mixup=0.2, cutmix=1.0, label_smoothing=0.1, epochs=1,
+        tiny,
+        tmp_path,
+        loss="ss-lr",
+        mixup=0.2,
+        cutmix=1.0,
+        label_smoothing=0.1,
+        epochs=1,
         out=str(tmp_path / "run"),
     )
     result = train_module.train(config, log=None)

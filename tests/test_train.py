@@ -194,6 +194,7 @@ def test_progress_bar_and_log_lines(tmp_path, fabricated_digits, capsys):
 
 # --------------------------------------------------------------------------- soft targets
 
+
 @pytest.mark.parametrize(
     ("loss", "flags"),
     [

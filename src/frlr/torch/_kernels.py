@@ -231,9 +231,7 @@ def _block(
         rows, grad = _index_block(
             z, target, present, weight, pos_scale, neg_scale, negative, need_grad, out
         )
-    if out is not None and grad is not None and grad.data_ptr() != out.data_ptr():
-        grad = out.copy_(grad)  # the caller's buffer holds the gradient
-    return rows, grad
+    return rows, grad  # with ``out``, every path has written the gradient into it
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,30 +272,52 @@ def lr_block(
 # ---------------------------------------------------------------------------------------------
 
 
+def ss_lr_negative_value_(softplus_z: Tensor, s: Tensor, r: float, inplace: bool = True):
+    """SS-LR's negative term s^r softplus(z); in place on ``softplus_z`` unless ``inplace`` is
+    False (the compiled path, whose compiler fuses out-of-place arithmetic best)."""
+    if r == int(r) and r <= 4:  # integer r by repeated multiplication (exact, no pow temporary)
+        for _ in range(int(r)):
+            softplus_z = softplus_z.mul_(s) if inplace else softplus_z * s
+        return softplus_z
+    return softplus_z.mul_(s.pow(r)) if inplace else softplus_z * s.pow(r)
+
+
+def ss_lr_negative_derivative_(
+    value: Tensor, s: Tensor, r: float, scale: Scale, inplace: bool = True
+) -> Tensor:
+    """scale * d/dz [s^r softplus(z)] = scale (r (1 - s) value + s^(r+1)), value = s^r softplus(z);
+    in place on ``value`` and ``s`` (consumed) unless ``inplace`` is False. The scale is folded
+    into the passes that need it."""
+    if isinstance(scale, Tensor):
+        scale = scale.unsqueeze(1)
+    mul, addcmul, pow_, add = (
+        (Tensor.mul_, Tensor.addcmul_, Tensor.pow_, Tensor.add_)
+        if inplace
+        else (torch.mul, torch.addcmul, torch.pow, torch.add)
+    )
+    if r == 0:
+        value = mul(value, 0.0)
+    else:
+        value = mul(value, scale * r)
+        value = addcmul(value, s, value, value=-1.0)
+    s = pow_(s, int(r) + 1 if r == int(r) else r + 1)  # an int power compiles to products
+    if isinstance(scale, Tensor):
+        return add(value, mul(s, scale))
+    return add(value, s, alpha=scale)
+
+
 def ss_lr_negative(r: float) -> Negative:
-    """SS-LR's negative term s^r softplus(z) and its derivative, in place on one buffer."""
+    """SS-LR's negative term and its derivative, in place on one buffer."""
 
     def negative(z: Tensor, out: Tensor | None) -> tuple[Tensor, Derivative]:
         s = torch.sigmoid(z)
-        terms = softplus(z, out)
-        _mul_sigmoid_power(terms, s, r)  # terms = s^r softplus(z)
+        terms = ss_lr_negative_value_(softplus(z, out), s, r)
 
         def derivative(value: Tensor, scale: Scale) -> Tensor:
-            # r (1 - s) [s^r softplus] + s^(r+1), the scale folded into the passes it needs
             nonlocal s
-            if r == 0:
-                value.zero_()
-            elif isinstance(scale, Tensor):
-                value.mul_(scale.unsqueeze(1) * r).addcmul_(s, value, value=-1.0)
-            else:
-                value.mul_(r * scale).addcmul_(s, value, value=-1.0)
-            s.pow_(r + 1)
-            if isinstance(scale, Tensor):
-                value.add_(s.mul_(scale.unsqueeze(1)))
-            else:
-                value.add_(s, alpha=scale)
+            grad = ss_lr_negative_derivative_(value, s, r, scale)
             s = None  # freed before the caller's next allocation, as the allocator recycles it
-            return value
+            return grad
 
         return terms, derivative
 
@@ -416,7 +436,7 @@ def hard_negatives_index(
 
 
 def num_hard_negatives_rows(num_negative: Tensor, m: float) -> Tensor:
-    """n_i = max(1, floor(m M_i / 100)), 0 where M_i = 0 (``frlr._hyper.num_hard_negatives``'s
+    """n_i = max(1, floor(m M_i / 100)), 0 where M_i = 0 (``frlr.catalogue.num_hard_negatives``'s
     rounding, per row, for a real negative mass M_i)."""
     n = torch.floor(num_negative * m / 100.0).clamp_(min=1)
     return torch.where(num_negative > 0, n, torch.zeros_like(n))
