@@ -17,10 +17,12 @@ default ``paper``) and its ``[dataset.NAME]`` table, under the command line. The
 loaded once with :func:`frlr.data.load_dataset` and moved to the device as uint8 tensors. Each
 step takes this rank's shard of a shuffled global batch (:func:`frlr.data.augment.iterate_batches`),
 translates and flips it on the device, normalises it with the training split's channel
-statistics, and takes an optimiser step under optional bfloat16 autocast; the learning rate
-follows the schedule step by step. Each epoch ends with the task's test metrics, a line of
-``metrics.jsonl`` and a checkpoint; ``result.json`` is written last. Every file is written
-atomically (a temporary file, then ``os.replace``), so a killed run leaves the last complete one.
+statistics, with ``mixup``, ``cutmix`` or ``label_smoothing`` on turns its labels into soft
+targets and mixes it (:mod:`frlr.data.mixing`), and takes an optimiser step under optional
+bfloat16 autocast; the learning rate follows the schedule step by step. Each epoch ends with the
+task's test metrics, a line of ``metrics.jsonl`` and a checkpoint; ``result.json`` is written
+last. Every file is written atomically (a temporary file, then ``os.replace``), so a killed run
+leaves the last complete one.
 
 Determinism: shuffling and augmentation draw from two ``torch.Generator``s seeded from
 ``seed`` (augmentation also from the rank), whose states are checkpointed with the model,
@@ -43,7 +45,8 @@ and balanced accuracy (``train_acc`` is then the share of samples whose top labe
 positive).
 
 Run directory: ``config.json``; ``metrics.jsonl``, one JSON object per epoch (``epoch``,
-``train_loss`` and ``train_acc`` over the epoch's augmented batches, ``test_<metric>`` of the task,
+``train_loss`` and ``train_acc`` over the epoch's augmented batches (with mixing,
+``train_acc`` counts the labels of each pair's larger-weight sample), ``test_<metric>`` of the task,
 ``lr`` at the epoch's start, ``train_time_s``, ``epoch_time_s`` with the evaluation,
 ``images_per_s``, ``elapsed_s``); with ``ncd_every`` N, ``ncd.jsonl``: the NCD statistics of
 every N-th training batch (:class:`frlr.torch.NCDMonitor`, rank 0's shard); ``checkpoint.pt``
