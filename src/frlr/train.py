@@ -24,10 +24,11 @@ task's test metrics, a line of ``metrics.jsonl`` and a checkpoint; ``result.json
 last. Every file is written atomically (a temporary file, then ``os.replace``), so a killed run
 leaves the last complete one.
 
-Determinism: shuffling and augmentation draw from two ``torch.Generator``s seeded from
-``seed`` (augmentation also from the rank), whose states are checkpointed with the model,
-optimiser, scheduler and the global torch, numpy and python RNG states; ``--resume`` therefore
-ends with the same weights as an uninterrupted run (bitwise on CPU in float32).
+Determinism: shuffling and augmentation (mixup and CutMix included) draw from two
+``torch.Generator``s seeded from ``seed`` (augmentation also from the rank), whose states are
+checkpointed with the model, optimiser, scheduler and the global torch, numpy and python RNG
+states; ``--resume`` therefore ends with the same weights as an uninterrupted run (bitwise on
+CPU in float32).
 
 Distributed data parallel: under ``torchrun`` the process group is set up from its environment
 variables. ``batch_size`` is the global batch: each rank takes its contiguous shard of every
