@@ -209,3 +209,24 @@ def test_bad_batches_are_refused():
         smooth_targets(torch.zeros(8, 3, dtype=torch.long), K)
     with pytest.raises(ValueError, match="num_classes must be an int >= 2, got 1"):
         smooth_targets(labels, 1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_batches_follow_the_generator():
+    """A CPU generator gives a CUDA batch the CPU batch's draws; a CUDA generator (the training
+    loop's on a GPU) draws on the device and is as deterministic."""
+    images, labels = batch(n=16, h=8, w=8)
+    options = {"num_classes": K, "mixup": 0.2, "cutmix": 1.0, "label_smoothing": 0.1}
+    for seed in range(4):
+        on_cpu = mix_batch(images, labels, seeded(seed), **options)
+        on_gpu = mix_batch(images.cuda(), labels.cuda(), seeded(seed), **options)
+        assert on_gpu.images.device.type == "cuda"
+        torch.testing.assert_close(on_gpu.images.cpu(), on_cpu.images)
+        torch.testing.assert_close(on_gpu.targets.cpu(), on_cpu.targets)
+        assert torch.equal(on_gpu.dominant.cpu(), on_cpu.dominant)
+    a, b = (
+        mix_batch(images.cuda(), labels.cuda(), torch.Generator("cuda").manual_seed(1), **options)
+        for _ in range(2)
+    )
+    assert torch.equal(a.images, b.images) and torch.equal(a.targets, b.targets)
+    torch.testing.assert_close(a.targets.sum(1), torch.ones(16, device="cuda"))
