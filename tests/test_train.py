@@ -237,7 +237,10 @@ def test_soft_target_flags_reach_every_loss_which_then_trains(tmp_path, monkeypa
 
 
 def test_resume_with_mixing_gives_the_same_weights(tmp_path, fabricated_digits):
+    """The mixing draws come from the checkpointed augmentation generator; the NCD monitor
+    takes the soft targets."""
     flags = {"mixup": 0.2, "cutmix": 1.0, "label_smoothing": 0.1, "arch": "small-cnn"}
+    flags["ncd_every"] = 2
     straight = digits_config(tmp_path, out=str(tmp_path / "straight"), **flags)
     split = digits_config(tmp_path, out=str(tmp_path / "split"), **flags)
     full = train(straight, log=None)
@@ -248,6 +251,8 @@ def test_resume_with_mixing_gives_the_same_weights(tmp_path, fabricated_digits):
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
     assert full["train_loss"] == resumed["train_loss"]
+    ncd = [json.loads(line) for line in (tmp_path / "split" / "ncd.jsonl").open()]
+    assert ncd and all(math.isfinite(r["positive"]) for r in ncd)
     plain = train(digits_config(tmp_path, arch="small-cnn", out=str(tmp_path / "p")), log=None)
     assert plain["train_loss"] != full["train_loss"]
 
