@@ -178,11 +178,13 @@ def test_resume_with_another_config_is_refused(tmp_path, fabricated_digits):
     train(digits_config(tmp_path, epochs=2, eval_batch_size=7), resume=True, log=None)
 
 
-def test_bf16_autocast_and_channels_last_run(tmp_path, fabricated_digits):
-    config = digits_config(tmp_path, arch="small-cnn", epochs=1, bf16=True, channels_last=True)
+def test_bf16_autocast_and_channels_last_run(tmp_path):
+    """Not only runs: learns the real digits (small-cnn reaches about 0.85 in 2 epochs)."""
+    config = digits_config(tmp_path, arch="small-cnn", epochs=2, bf16=True, channels_last=True)
     result = train(config, log=None)
     assert math.isfinite(result["train_loss"])
     assert 0 <= result["test_top1"] <= 1
+    assert result["test_top1"] > 0.5  # chance is 0.1
 
 
 def test_progress_bar_and_log_lines(tmp_path, fabricated_digits, capsys):

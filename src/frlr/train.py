@@ -64,6 +64,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -87,7 +88,7 @@ from frlr.config import (
     resolve_config,
     validate,
 )
-from frlr.data import ImageArrays, dataset_info, load_dataset
+from frlr.data import ImageArrays, MissingDataError, dataset_info, load_dataset
 from frlr.data.augment import (
     augment_batch,
     channel_stats,
@@ -97,7 +98,7 @@ from frlr.data.augment import (
     num_batches,
 )
 from frlr.data.mixing import mix_batch
-from frlr.io import save_torch_atomic, write_json_atomic, write_text_atomic
+from frlr.io import load_checkpoint, save_torch_atomic, write_json_atomic, write_text_atomic
 from frlr.models import build_model
 from frlr.ncd import truncate_history
 from frlr.provenance import hardware, versions
@@ -203,8 +204,38 @@ def _rng_state(augment_generator: torch.Generator) -> dict[str, Any]:
     return state
 
 
-def _set_rng_state(state: dict[str, Any], augment_generator: torch.Generator) -> None:
-    augment_generator.set_state(state["augment"])
+def _restore_generator(generator: torch.Generator, saved: torch.Tensor, seed: int) -> bool:
+    """Set ``generator`` to a saved state; False when the state is another device type's.
+
+    A CUDA generator's state (Philox seed and offset, 16 bytes) and a CPU one's (Mersenne
+    Twister, 5,056 bytes) do not convert: a checkpoint resumed on the other kind of device
+    reseeds the stream from ``seed`` instead, so the run goes on, though no longer bit for bit.
+    """
+    if saved.numel() == generator.get_state().numel():
+        generator.set_state(saved)
+        return True
+    generator.manual_seed(seed)
+    return False
+
+
+CHECKPOINT_KEYS = (
+    "epoch",
+    "config",
+    "model",
+    "optimizer",
+    "scheduler",
+    "shuffle_generator",
+    "rng",
+    "world_size",
+    "history",
+    "elapsed_s",
+)
+"""What ``checkpoint.pt`` holds; a file without one of them is not a training checkpoint."""
+
+
+def _set_rng_state(state: dict[str, Any], augment_generator: torch.Generator, reseed: int) -> bool:
+    """Every random state of one rank; False when the augmentation stream had to be reseeded."""
+    same_device = _restore_generator(augment_generator, state["augment"], reseed)
     torch.set_rng_state(state["torch"])
     kind, key, *rest = state["numpy"]
     np.random.set_state((kind, np.asarray(key, dtype=np.uint32), *rest))
@@ -212,6 +243,7 @@ def _set_rng_state(state: dict[str, Any], augment_generator: torch.Generator) ->
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
+    return same_device
 
 
 # --------------------------------------------------------------------------- the loop
@@ -231,6 +263,11 @@ def load_split(config: TrainConfig, split: str) -> ImageArrays:
             config.download,
             config.cache_dir,
         )
+    except MissingDataError as error:
+        flags = "on the command line, --download fetches it and --data-dir DIR points at it"
+        raise MissingDataError(
+            error.path, error.problem, f"{error.remedy}; {flags}", member=error.member
+        ) from None
     except FileNotFoundError as error:
         raise FileNotFoundError(
             f"{error}. On the command line: --download fetches it, --data-dir DIR points at "
@@ -482,7 +519,7 @@ def _build_network(
 
 def _resume(session: _Session, checkpoint_path: Path) -> None:
     """Every state the remaining epochs depend on, from the checkpoint of the same run."""
-    state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(checkpoint_path, CHECKPOINT_KEYS)
     _check_same_run(state["config"], session.config, checkpoint_path)
     world = session.process.world
     if state["world_size"] != world:
@@ -493,8 +530,18 @@ def _resume(session: _Session, checkpoint_path: Path) -> None:
     session.model.load_state_dict(state["model"])
     session.optimizer.load_state_dict(state["optimizer"])
     session.scheduler.load_state_dict(state["scheduler"])
-    session.shuffle_generator.set_state(state["shuffle_generator"])
-    _set_rng_state(state["rng"][session.process.rank], session.augment_generator)
+    reseed = session.config.seed + 7919 * state["epoch"]
+    restored = [
+        _restore_generator(session.shuffle_generator, state["shuffle_generator"], reseed),
+        _set_rng_state(state["rng"][session.process.rank], session.augment_generator, reseed),
+    ]
+    if not all(restored):
+        warnings.warn(
+            f"{checkpoint_path} was written on another kind of device: the data order and "
+            f"augmentation after epoch {state['epoch']} are reseeded, so this run will not "
+            "match an uninterrupted one bit for bit",
+            stacklevel=2,
+        )
     session.start_epoch = state["epoch"]
     session.history = state["history"]
     session.elapsed_before = state["elapsed_s"]
