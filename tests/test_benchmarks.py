@@ -10,6 +10,32 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
+TRAIN_SPEED_SMOKE = (
+    "--arch",
+    "resnet20",
+    "--steps",
+    "2",
+    "--warmup",
+    "1",
+    "--rounds",
+    "1",
+    "--images",
+    "512",
+    "--batch-size",
+    "32",
+    "--workers",
+    "0",
+    "--no-bf16",
+)
+"""The train_speed.py arguments of the smoke test below; ``reproduce.sh --quick`` runs the same."""
+
+QUICK_COMMANDS = (
+    ("benchmarks/loss_speed.py", "--quick"),
+    ("benchmarks/selection_speed.py", "--quick"),
+    ("benchmarks/train_speed.py", *TRAIN_SPEED_SMOKE),
+)
+"""What these smoke tests run, as ``reproduce.sh --quick speed`` runs it (checked there)."""
+
 
 def _run(*argv: str, timeout: float = 180) -> str:
     out = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=timeout)
@@ -61,24 +87,7 @@ def test_loss_speed_target_lines_judge_the_worst_case():
 
 @pytest.mark.slow
 def test_train_speed_runs_a_few_steps():
-    text = _run(
-        str(BENCHMARKS / "train_speed.py"),
-        "--arch",
-        "resnet20",
-        "--steps",
-        "2",
-        "--warmup",
-        "1",
-        "--rounds",
-        "1",
-        "--images",
-        "512",
-        "--batch-size",
-        "32",
-        "--workers",
-        "0",
-        "--no-bf16",
-    )
+    text = _run(str(BENCHMARKS / "train_speed.py"), *TRAIN_SPEED_SMOKE)
     assert "images/s" in text or "img/s" in text
 
 

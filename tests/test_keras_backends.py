@@ -408,7 +408,12 @@ def _check_compiled() -> None:
     if backend == "tensorflow":  # out-of-range indices can only be checked eagerly
         import tensorflow as tf
 
-        tf.function(lambda zz: fk.lr_loss(tf.constant([0, 60]), zz))(z[:2])
+        got = tf.function(lambda zz: fk.lr_loss(tf.constant([0, 60]), zz))(z[:2]).numpy()
+        # Unchecked in a graph, index 60 of K = 50 matches no class: a row with no positive.
+        no_positive = np.zeros((2, 50), np.float32)
+        no_positive[0, 0] = 1
+        want = keras.ops.convert_to_numpy(fk.lr_loss(no_positive, z[:2]))
+        np.testing.assert_allclose(got, want, rtol=1e-6, err_msg="out-of-range index in a graph")
 
 
 def _check_shapes_and_reductions() -> None:

@@ -131,20 +131,26 @@ def test_hs_lr_ties_at_the_threshold_are_shared_whatever_the_chunking(form):
 
 
 @pytest.mark.parametrize("name", ("lr", "ss-lr", "hs-lr"))
-def test_float32_blocks_write_the_gradient_into_out(name):
-    z, target, weight = make_problem("index", seed=5)
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("parts", ("both", "positive", "negative"))
+def test_float32_blocks_write_the_gradient_into_out(name, form, parts):
+    z, target, weight = make_problem(form, seed=5)
     constants = row_constants(name, z, target)
+    if parts != "both":  # the diagnostics' split: one part switched off by a 0.0 scale
+        scales = (0.0, constants[1]) if parts == "negative" else (constants[0], 0.0)
+        constants = scales + constants[2:]
+    target32 = target.float() if form != "index" else target
     z32 = z.float()
     constants32 = tuple(c.float() if isinstance(c, torch.Tensor) else c for c in constants)
     out = torch.full_like(z32, math.nan)
-    rows, grad = BLOCKS[name](z32, target, None, weight.float(), *constants32, out=out)
+    rows, grad = BLOCKS[name](z32, target32, None, weight.float(), *constants32, out=out)
     assert grad.data_ptr() == out.data_ptr()
     expected_rows, expected_grad = BLOCKS[name](z, target, None, weight, *constants)
     assert rows.dtype == grad.dtype == torch.float32
     torch.testing.assert_close(rows.double(), expected_rows, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad.double(), expected_grad, rtol=1e-5, atol=1e-6)
     no_grad_rows, no_grad = BLOCKS[name](
-        z32, target, None, weight.float(), *constants32, need_grad=False
+        z32, target32, None, weight.float(), *constants32, need_grad=False
     )
     assert no_grad is None
     torch.testing.assert_close(no_grad_rows, rows)

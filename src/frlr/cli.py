@@ -15,7 +15,11 @@
 ``compare``, ``demo`` and ``sweep`` end with ``frlr report`` of their directory (``--no-report``
 skips it): this module is the one place that chains an experiment and its report. Every field
 is checked before anything runs: a bad one exits with status 2 and one ``error:`` line naming
-the flag and what it allows.
+the flag and what it allows; so does a dataset that is not where it is looked for. A dataset or
+checkpoint that is there but unusable (a damaged archive member, a truncated image, a checkpoint
+that does not load) and a full disk exit with status 1 and one ``error:`` line naming the file
+(the archive and its member), what is wrong and what to do. No traceback is shown unless
+``--debug`` or ``FRLR_DEBUG=1`` is given.
 
 Every field of :class:`frlr.train.TrainConfig` is an option (``--weight-decay``,
 ``--no-augment``, ``--bf16``, ...). Values come from the dataclass defaults, then the preset
@@ -26,7 +30,9 @@ Under ``torchrun``: ``torchrun --standalone --nproc_per_node 2 -m frlr.cli train
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import shlex
 import sys
 import typing
@@ -38,9 +44,9 @@ from typing import Any
 from frlr import __version__
 from frlr.catalogue import HYPERPARAMETERS, TABLE_1_LOSSES
 from frlr.config import FIELD_NAMES, FIELD_TYPES, ConfigError, TrainConfig, resolve_config
-from frlr.data import DATASETS, dataset_info
+from frlr.data import DATASETS, DataError, dataset_info
 from frlr.experiments import compare, sweep
-from frlr.io import is_main_process
+from frlr.io import NoSpaceError, is_main_process
 from frlr.presets import available_presets, load_preset
 from frlr.report import build_report
 from frlr.tasks import UnsupportedTaskError
@@ -164,6 +170,10 @@ def _build_parser() -> argparse.ArgumentParser:
     presets = commands.add_parser("presets", help="list the presets or show one")
     presets.add_argument("name", nargs="?", help="show this preset resolved")
     presets.add_argument("--dataset", default=None, help="apply its [dataset.NAME] table")
+    for sub in commands.choices.values():
+        sub.add_argument(
+            "--debug", action="store_true", help="show the traceback of an error (or FRLR_DEBUG=1)"
+        )
     return parser
 
 
@@ -392,6 +402,13 @@ def _presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _user_fixable(error: BaseException) -> bool:
+    """A data or checkpoint error, or a full disk: one line says it all, no traceback needed."""
+    if isinstance(error, DataError | NoSpaceError):
+        return True
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``frlr`` command; returns the exit status (2 for bad input)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -409,11 +426,21 @@ def main(argv: list[str] | None = None) -> int:
         "sweep": _sweep,
         "report": _report,
     }
+    debug = args.debug or os.environ.get("FRLR_DEBUG", "") not in ("", "0")
     try:
         return handlers[args.command](args)
     except (ConfigError, UnsupportedTaskError, FileNotFoundError) as error:
+        if debug:
+            raise
         print(f"frlr {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except (DataError, OSError) as error:  # a CheckpointError is a DataError
+        if debug or not _user_fixable(error):
+            raise
+        if isinstance(error, OSError) and not isinstance(error, NoSpaceError):
+            error = NoSpaceError(error.filename or "a file")  # a full disk outside frlr.io
+        print(f"frlr {args.command}: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         again = "add --resume to continue" if args.command == "train" else "run it again to resume"
         print(f"\nfrlr {args.command}: interrupted; {again}", file=sys.stderr)

@@ -9,10 +9,15 @@ stale files left to pile up. Files are written to a temporary name and renamed
 entry is rebuilt with a warning.
 
 The cache folder is ``cache_dir`` if given, else ``$FRLR_CACHE``, else ``~/.cache/frlr``.
+
+The cache only saves time, so a folder that cannot be written (read-only, full, not a folder)
+costs a warning, not the run: the first failed write warns once per folder and process, and the
+data is decoded afresh on every load after it, with nothing written there again.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -29,6 +34,23 @@ from frlr.data.arrays import ImageArrays
 
 CACHE_FORMAT = 1
 """Bump when the stored layout or any loader's output changes, to orphan old entries."""
+
+UNWRITABLE_ERRNOS = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.ENOTDIR,
+        errno.EEXIST,
+    }
+)
+"""Write failures that mean "this folder takes no files" (read-only, full, a file in the way):
+the cache is skipped with a warning. Any other error is a bug or a fault worth raising."""
+
+_unwritable_dirs: set[Path] = set()
+"""Cache folders a write already failed in, in this process: warned about once, then skipped."""
 
 
 def default_cache_dir() -> Path:
@@ -181,16 +203,37 @@ def cached(
     path = cache_path(key_parts, cache_dir)
     fingerprint = source_fingerprint(sources)
     key = _key_json(key_parts)
-    if path.exists():
-        try:
-            arrays, extra = load_arrays(path)
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+    try:
+        arrays, extra = load_arrays(path)
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        if not _unreadable_dir(exc):
             warnings.warn(f"cache file {path} is unreadable ({exc}); rebuilding it", stacklevel=2)
-        else:
-            if extra.get("fingerprint") == fingerprint and extra.get("key") == key:
-                return arrays
+    else:
+        if extra.get("fingerprint") == fingerprint and extra.get("key") == key:
+            return arrays
     arrays = build()
     if not isinstance(arrays, ImageArrays):
         raise TypeError(f"build must return ImageArrays, got {type(arrays).__name__}")
-    save_arrays(arrays, path, extra={"fingerprint": fingerprint, "key": key})
+    if path.parent in _unwritable_dirs:
+        return arrays
+    try:
+        save_arrays(arrays, path, extra={"fingerprint": fingerprint, "key": key})
+    except OSError as exc:
+        if exc.errno not in UNWRITABLE_ERRNOS:
+            raise
+        _unwritable_dirs.add(path.parent)
+        warnings.warn(
+            f"cache folder {path.parent} cannot be written ({exc.strerror or exc}); going on "
+            "without the cache, so every run decodes the data afresh: pass a writable "
+            "cache_dir (or set FRLR_CACHE) to cache it",
+            stacklevel=2,
+        )
     return arrays
+
+
+def _unreadable_dir(exc: BaseException) -> bool:
+    """True for a cache folder that cannot even be looked into (a file in the way, no access):
+    that is the write's warning to give, not an unreadable-entry one."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOTDIR, errno.EACCES)

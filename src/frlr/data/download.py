@@ -15,15 +15,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from frlr.data.errors import DataError
 from frlr.data.images import progress
 
 _CHUNK = 1 << 20
 
 
-class ChecksumError(ValueError):
+class ChecksumError(DataError):
     """A file's digest differs from the published one; the message names the file.
 
-    A ``ValueError``, so code that already handles bad input catches it too.
+    A :class:`~frlr.data.DataError` (so a ``ValueError``): code that already handles bad input
+    catches it too. The message reads ``<file> has <algorithm> <digest>, expected ...; <remedy>``.
+
+    Args:
+        path: the file, or the archive that holds ``member``.
+        problem: what is wrong with it.
+        remedy: what the user can do about it.
+        member: the file inside the archive ``path``, or None for a plain file.
 
     Examples:
         >>> import tempfile
@@ -39,6 +47,9 @@ class ChecksumError(ValueError):
         ...     print("refused:", str(error).endswith("delete it and download again"))
         refused: True
     """
+
+    def _message(self) -> str:
+        return f"{self.location} {self.problem}; {self.remedy}"
 
 
 @dataclass(frozen=True)
@@ -100,8 +111,10 @@ def verify_checksum(path: str | Path, remote: RemoteFile) -> None:
     actual = file_digest(path, remote.algorithm)
     if actual != remote.digest:
         raise ChecksumError(
-            f"{path} has {remote.algorithm} {actual}, expected {remote.digest} "
-            f"(published for {remote.url}); delete it and download again"
+            path,
+            f"has {remote.algorithm} {actual}, expected {remote.digest} "
+            f"(published for {remote.url})",
+            "delete it and download again",
         )
 
 
@@ -138,8 +151,10 @@ def download_file(remote: RemoteFile, directory: str | Path) -> Path:
         actual = hasher.hexdigest()
         if actual != remote.digest:
             raise ChecksumError(
-                f"download of {remote.url} into {destination} has {remote.algorithm} {actual}, "
-                f"expected {remote.digest}; the file was discarded"
+                destination,
+                f"(downloaded from {remote.url}) has {remote.algorithm} {actual}, "
+                f"expected {remote.digest}",
+                "the file was discarded: try the download again, or fetch it by hand",
             )
         os.replace(partial, destination)
     finally:

@@ -23,6 +23,7 @@ import numpy as np
 from frlr.data.arrays import ImageArrays
 from frlr.data.cache import cached
 from frlr.data.download import RemoteFile, download_file
+from frlr.data.errors import MissingDataError
 
 Task = Literal["classification", "reid", "multilabel"]
 ImageSize = int | tuple[int, int] | None
@@ -484,7 +485,7 @@ def load_dataset(
             if info.downloads
             else f"download it by hand from {info.url}"
         )
-        raise FileNotFoundError(f"{name} not found (looked for {looked}); {fetch}")
+        raise MissingDataError(base, f"{name} not found (looked for {looked})", fetch)
 
     def build() -> ImageArrays:
         return loader(root, split, image_size, **options)

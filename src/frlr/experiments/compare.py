@@ -37,7 +37,13 @@ from frlr.catalogue import (
 from frlr.config import ConfigError, TrainConfig, config_differences, validate
 from frlr.data import dataset_info
 from frlr.experiments.results import metric_label, percent, run_row, summarize
-from frlr.io import is_main_process, write_json_atomic, write_text_atomic
+from frlr.io import (
+    is_main_process,
+    lock_holder,
+    run_lock,
+    write_json_atomic,
+    write_text_atomic,
+)
 from frlr.tasks import Task, get_task
 from frlr.train import train
 
@@ -48,6 +54,7 @@ __all__ = [
     "parse_losses",
     "parse_seeds",
     "run_dir_name",
+    "run_each",
     "run_or_reuse",
 ]
 
@@ -116,13 +123,28 @@ def run_or_reuse(
     config: TrainConfig,
     train_fn: Callable[..., dict[str, Any]] = train,
     progress: bool | None = None,
+    *,
+    wait: bool = True,
 ) -> tuple[str, dict[str, Any]]:
     """Train one run of a comparison or sweep unless ``config.out`` already holds it finished.
 
     Returns (status, result), status "reused" (its ``result.json`` was there), "resumed" (from
     its checkpoint) or "trained". A finished run whose config differs in a result-affecting
-    field is a :class:`ConfigError`, never silently reused.
+    field is a :class:`ConfigError`, never silently reused. The run directory is locked
+    (:func:`frlr.io.run_lock`) from the check to the end of training, so two processes never
+    train one run: with ``wait=False`` a run another process holds returns ("busy", {}) at
+    once; with ``wait=True`` this waits for it, then reuses what it finished (or, if it
+    crashed, resumes from its checkpoint).
     """
+    with run_lock(config.out, wait=wait) as held:
+        if not held:
+            return "busy", {}
+        return _run_or_reuse_locked(config, train_fn, progress)
+
+
+def _run_or_reuse_locked(
+    config: TrainConfig, train_fn: Callable[..., dict[str, Any]], progress: bool | None
+) -> tuple[str, dict[str, Any]]:
     run_dir = Path(config.out)
     result_path = run_dir / "result.json"
     if result_path.exists():
@@ -136,6 +158,33 @@ def run_or_reuse(
         return "reused", result
     status = "resumed" if (run_dir / "checkpoint.pt").exists() else "trained"
     return status, train_fn(config, resume=True, progress=progress, log=None)
+
+
+def run_each(
+    configs: Sequence[TrainConfig],
+    train_fn: Callable[..., dict[str, Any]],
+    progress: bool | None,
+    done: Callable[[int, str, dict[str, Any]], None],
+    say: Callable[[str], None],
+) -> None:
+    """:func:`run_or_reuse` every config; ``done(index, status, result)`` after each.
+
+    Runs that another process (a second ``compare`` or ``sweep`` on the same ``--out``) is
+    training are skipped on the first pass and waited for after the others, so two processes
+    share the work instead of both doing all of it, and each ends with every run finished:
+    each one's ``results.json`` lists them all.
+    """
+    busy = []
+    for index, config in enumerate(configs):
+        status, result = run_or_reuse(config, train_fn, progress, wait=False)
+        if status == "busy":
+            say(f"{config.out}: {lock_holder(config.out)} is training it; waiting for it last")
+            busy.append(index)
+        else:
+            done(index, status, result)
+    for index in busy:
+        status, result = run_or_reuse(configs[index], train_fn, progress, wait=True)
+        done(index, status, result)
 
 
 def experiment_dir(base: TrainConfig, preset: str | None, *suffix: str) -> Path:
@@ -188,18 +237,19 @@ def compare(
     configs = [
         (loss, seed, _run_config(base, loss, seed, out)) for seed in seeds for loss in losses
     ]
-    runs = []
-    for index, (loss, seed, config) in enumerate(configs, start=1):
-        status, result = run_or_reuse(config, train_fn, progress)
-        runs.append(run_row(loss, seed, Path(config.out), status, result, task.metric_names))
-        scores = "  ".join(
-            f"{metric_label(m)} {percent(runs[-1].get(m))}" for m in task.tested_metrics
-        )
+    rows: dict[int, dict[str, Any]] = {}
+
+    def done(index: int, status: str, result: dict[str, Any]) -> None:
+        loss, seed, config = configs[index]
+        row = rows[index] = run_row(loss, seed, Path(config.out), status, result, task.metric_names)
+        scores = "  ".join(f"{metric_label(m)} {percent(row.get(m))}" for m in task.tested_metrics)
         say(
-            f"[{index}/{len(configs)}] {loss:<6} seed {seed}: {scores}  "
-            f"{runs[-1]['wall_time_s']:.1f}s"
-            + ("  (finished before)" if status == "reused" else "")
+            f"[{index + 1}/{len(configs)}] {loss:<6} seed {seed}: {scores}  "
+            f"{row['wall_time_s']:.1f}s" + ("  (finished before)" if status == "reused" else "")
         )
+
+    run_each([config for _, _, config in configs], train_fn, progress, done, say)
+    runs = [rows[index] for index in range(len(configs))]
     results = _results(base, task, losses, seeds, runs, baseline, preset, command)
     if is_main_process():
         _write_tables(out, results, say)

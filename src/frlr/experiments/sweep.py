@@ -40,7 +40,7 @@ from frlr.catalogue import (
     hyperparameter_problem,
 )
 from frlr.config import ConfigError, TrainConfig, validate
-from frlr.experiments.compare import experiment_dir, parse_seeds, run_or_reuse
+from frlr.experiments.compare import experiment_dir, parse_seeds, run_each
 from frlr.experiments.figures import sweep_figure
 from frlr.experiments.results import metric_label, percent, run_row, summarize
 from frlr.io import is_main_process, write_json_atomic, write_text_atomic
@@ -252,29 +252,29 @@ def _run_all(
     bar = tqdm(total=len(configs), desc=f"sweep {loss} {param}", unit="run", dynamic_ncols=True)
     bar = bar if show else None
     write = bar.write if bar is not None else say
-    runs = []
+    rows: dict[int, dict[str, Any]] = {}
+
+    def done(index: int, status: str, result: dict[str, Any]) -> None:
+        value, seed, config = configs[index]
+        row = rows[index] = {
+            "param": param,
+            "value": value,
+            **run_row(loss, seed, Path(config.out), status, result, task.metric_names),
+        }
+        write(
+            f"[{index + 1}/{len(configs)}] {loss} {param}={value_text(value):<5} seed {seed}: "
+            f"{metric_label(task.primary_metric)} {percent(row.get(task.primary_metric))}  "
+            f"{row['wall_time_s']:.1f}s" + ("  (finished before)" if status == "reused" else "")
+        )
+        if bar is not None:
+            bar.update()
+
     try:
-        for index, (value, seed, config) in enumerate(configs, start=1):
-            if bar is not None:
-                bar.set_postfix_str(f"{param}={value_text(value)} seed {seed}")
-            status, result = run_or_reuse(config, train_fn, progress)
-            row = {
-                "param": param,
-                "value": value,
-                **run_row(loss, seed, Path(config.out), status, result, task.metric_names),
-            }
-            runs.append(row)
-            write(
-                f"[{index}/{len(configs)}] {loss} {param}={value_text(value):<5} seed {seed}: "
-                f"{metric_label(task.primary_metric)} {percent(row.get(task.primary_metric))}  "
-                f"{row['wall_time_s']:.1f}s" + ("  (finished before)" if status == "reused" else "")
-            )
-            if bar is not None:
-                bar.update()
+        run_each([config for _, _, config in configs], train_fn, progress, done, write)
     finally:
         if bar is not None:
             bar.close()
-    return runs
+    return [rows[index] for index in range(len(configs))]
 
 
 def _write_tables(

@@ -24,6 +24,7 @@ import torch
 from frlr.config import TrainConfig
 from frlr.data import dataset_info
 from frlr.data.augment import channel_stats, images_to_tensor, normalize
+from frlr.io import load_checkpoint
 from frlr.models import build_model
 from frlr.report.runs import Run
 from frlr.train import load_split
@@ -130,7 +131,7 @@ def run_features(run: Run, data: FeatureData, batch_size: int = 256) -> np.ndarr
         config.get("head_bias_init", "zero"),
         image_size=data.image_size,
     )
-    state = torch.load(run.checkpoint, map_location="cpu", weights_only=True)
+    state = load_checkpoint(run.checkpoint, ("model",))
     model.load_state_dict(state["model"])
     model.eval()
     if not hasattr(model, "features"):

@@ -43,7 +43,6 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 _softplus_out = torch.ops.aten.softplus.out
 
@@ -51,14 +50,26 @@ Scale = float | Tensor  # a Python float for every row, or a (M,) per-row tensor
 BlockResult = tuple[Tensor, Tensor | None]
 # A loss's negative-term maths: negative(z, out) returns the negative terms (in ``out`` when
 # given, else in one fresh logits-sized tensor) and the derivative maker, which turns that
-# same buffer into scale * d(term)/dz in place.
-Derivative = Callable[[Tensor, Scale], Tensor]
+# same buffer into scale * d(term)/dz in place -- times ``mass`` (M, C) when given, in which
+# case the caller has already multiplied the terms by that mass in place.
+Derivative = Callable[[Tensor, Scale, Tensor | None], Tensor]
 Negative = Callable[[Tensor, Tensor | None], tuple[Tensor, Derivative]]
 
 
+def _differentiable(x: Tensor) -> bool:
+    """Whether ``x`` is being differentiated by autograd: the block functions' differentiable
+    mode (second derivatives, see :class:`_RowLossFn`), where an ``out=`` call cannot be."""
+    return x.requires_grad and torch.is_grad_enabled()
+
+
 def softplus(x: Tensor, out: Tensor | None = None) -> Tensor:
-    """log(1 + e^x), exact to float precision (PyTorch switches to x itself past x = 20)."""
+    """log(1 + e^x), exact to float precision (PyTorch switches to x itself past x = 20).
+
+    Into ``out`` (or one fresh tensor) by the ``out=`` operator; under autograd (``x``
+    requires grad) by ``F.softplus``, the same values, which autograd can differentiate."""
     if out is None:
+        if _differentiable(x):
+            return torch.nn.functional.softplus(x, 1, 20)
         out = torch.empty_like(x)
     return _softplus_out(x, 1, 20, out=out)
 
@@ -156,7 +167,7 @@ def _index_block(
             _put_positive(terms, y1, 0.0, present)  # negatives only from here on
         rows = _scaled_(_rowsum(terms, weight), neg_scale)
         if need_grad:
-            grad = derivative(terms, neg_scale)
+            grad = derivative(terms, neg_scale, None)
             if weight is not None:
                 grad.mul_(weight)
     if y is not None:
@@ -192,14 +203,14 @@ def _dense_block(
         mass = torch.sub(1.0, t)  # the negative mass 1 - t, class-weighted
         if weight is not None:
             mass.mul_(weight)
-        rows = _scaled_(_rowsum(terms, mass), neg_scale)
+        rows = _scaled_(terms.mul_(mass).sum(1), neg_scale)
         if need_grad:
-            grad = derivative(terms, neg_scale).mul_(mass)
+            grad = derivative(terms, neg_scale, mass)
         del mass
     if not _is_zero(pos_scale):
         mass = t if weight is None else t * weight
-        positive = softplus(-z, buffer if grad is None else None)
-        rows = rows + _scaled_(_rowsum(positive, mass), pos_scale)
+        positive = softplus(-z, buffer if grad is None else None).mul_(mass)
+        rows = rows + _scaled_(positive.sum(1), pos_scale)
         if need_grad:
             pos_grad = torch.sigmoid(-z, out=positive).mul_(mass)
             grad = (
@@ -231,9 +242,7 @@ def _block(
         rows, grad = _index_block(
             z, target, present, weight, pos_scale, neg_scale, negative, need_grad, out
         )
-    if out is not None and grad is not None and grad.data_ptr() != out.data_ptr():
-        grad = out.copy_(grad)  # the caller's buffer holds the gradient
-    return rows, grad
+    return rows, grad  # with ``out``, every path has written the gradient into it
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,10 +251,17 @@ def _block(
 # ---------------------------------------------------------------------------------------------
 
 
+def _masked_(x: Tensor, mass: Tensor | None) -> Tensor:
+    return x if mass is None else x.mul_(mass)
+
+
 def _lr_negative(z: Tensor, out: Tensor | None) -> tuple[Tensor, Derivative]:
     """-log(1 - p_k) = softplus(z_k); derivative sigmoid(z_k)."""
-    terms = softplus(z, out)
-    return terms, lambda buffer, scale: _scaled_(torch.sigmoid(z, out=buffer), scale)
+
+    def derivative(buffer: Tensor, scale: Scale, mass: Tensor | None) -> Tensor:
+        return _masked_(_scaled_(torch.sigmoid(z, out=buffer), scale), mass)
+
+    return softplus(z, out), derivative
 
 
 def lr_block(
@@ -263,7 +279,18 @@ def lr_block(
 
     The paper's LR has ps = ns = 1 (a 0.0 switches a part off, for the diagnostics' split).
     Returns (rows (M,), d rows / dz (M, C) or None); see the module docstring for the forms.
+    Dense targets at ps = ns = 1 without ``out`` take torch's fused elementwise binary
+    cross-entropy, the same terms in one pass (half the time of the general dense path).
     """
+    dense = target is not None and target.is_floating_point()
+    unit = not isinstance(pos_scale, Tensor) and not isinstance(neg_scale, Tensor)
+    if dense and out is None and present is None and unit and pos_scale == neg_scale == 1.0:
+        terms = torch.nn.functional.binary_cross_entropy_with_logits(z, target, reduction="none")
+        rows = _rowsum(terms, weight)
+        if not need_grad:
+            return rows, None
+        grad = torch.sigmoid(z, out=terms).sub_(target)  # d/dz = sigmoid(z) - t
+        return rows, grad if weight is None else grad.mul_(weight)
     return _block(z, target, present, weight, pos_scale, neg_scale, _lr_negative, need_grad, out)
 
 
@@ -274,30 +301,60 @@ def lr_block(
 # ---------------------------------------------------------------------------------------------
 
 
+def ss_lr_negative_value_(softplus_z: Tensor, s: Tensor, r: float, inplace: bool = True):
+    """SS-LR's negative term s^r softplus(z); in place on ``softplus_z`` unless ``inplace`` is
+    False (the compiled path, whose compiler fuses out-of-place arithmetic best)."""
+    if r == int(r) and r <= 4:  # integer r by repeated multiplication (exact, no pow temporary)
+        for _ in range(int(r)):
+            softplus_z = softplus_z.mul_(s) if inplace else softplus_z * s
+        return softplus_z
+    return softplus_z.mul_(s.pow(r)) if inplace else softplus_z * s.pow(r)
+
+
+def ss_lr_negative_derivative_(
+    value: Tensor,
+    s: Tensor,
+    r: float,
+    scale: Scale,
+    mass: Tensor | None = None,
+    inplace: bool = True,
+) -> Tensor:
+    """scale * d/dz [s^r softplus(z)] = scale (r (1 - s) value + s^(r+1)), value = s^r softplus(z);
+    in place on ``value`` and ``s`` (consumed) unless ``inplace`` is False. The scale is folded
+    into the passes that need it. With ``mass`` the value arrives already times the mass, and
+    the result is the derivative times the mass."""
+    if isinstance(scale, Tensor):
+        scale = scale.unsqueeze(1)
+    mul, addcmul, pow_, add = (
+        (Tensor.mul_, Tensor.addcmul_, Tensor.pow_, Tensor.add_)
+        if inplace
+        else (torch.mul, torch.addcmul, torch.pow, torch.add)
+    )
+    if r == 0:
+        value = mul(value, 0.0)
+    else:
+        value = mul(value, scale * r)
+        value = addcmul(value, s, value, value=-1.0)
+    s = pow_(s, int(r) + 1 if r == int(r) else r + 1)  # an int power compiles to products
+    if mass is not None:
+        s = mul(s, mass)
+    if isinstance(scale, Tensor):
+        return add(value, mul(s, scale))
+    return add(value, s, alpha=scale)
+
+
 def ss_lr_negative(r: float) -> Negative:
-    """SS-LR's negative term s^r softplus(z) and its derivative, in place on one buffer."""
+    """SS-LR's negative term and its derivative, in place on one buffer."""
 
     def negative(z: Tensor, out: Tensor | None) -> tuple[Tensor, Derivative]:
         s = torch.sigmoid(z)
-        terms = softplus(z, out)
-        _mul_sigmoid_power(terms, s, r)  # terms = s^r softplus(z)
+        terms = ss_lr_negative_value_(softplus(z, out), s, r)
 
-        def derivative(value: Tensor, scale: Scale) -> Tensor:
-            # r (1 - s) [s^r softplus] + s^(r+1), the scale folded into the passes it needs
+        def derivative(value: Tensor, scale: Scale, mass: Tensor | None) -> Tensor:
             nonlocal s
-            if r == 0:
-                value.zero_()
-            elif isinstance(scale, Tensor):
-                value.mul_(scale.unsqueeze(1) * r).addcmul_(s, value, value=-1.0)
-            else:
-                value.mul_(r * scale).addcmul_(s, value, value=-1.0)
-            s.pow_(r + 1)
-            if isinstance(scale, Tensor):
-                value.add_(s.mul_(scale.unsqueeze(1)))
-            else:
-                value.add_(s, alpha=scale)
+            grad = ss_lr_negative_derivative_(value, s, r, scale, mass)
             s = None  # freed before the caller's next allocation, as the allocator recycles it
-            return value
+            return grad
 
         return terms, derivative
 
@@ -354,11 +411,11 @@ def hs_lr_negative(threshold: Tensor | None, tie_share: Tensor | None) -> Negati
         if selected is not None:
             terms.mul_(selected)
 
-        def derivative(buffer: Tensor, scale: Scale) -> Tensor:
+        def derivative(buffer: Tensor, scale: Scale, mass: Tensor | None) -> Tensor:
             grad = torch.sigmoid(z, out=buffer)
             if selected is not None:
                 grad.mul_(selected)
-            return _scaled_(grad, scale)
+            return _masked_(_scaled_(grad, scale), mass)
 
         return terms, derivative
 
@@ -416,7 +473,7 @@ def hard_negatives_index(
 
 
 def num_hard_negatives_rows(num_negative: Tensor, m: float) -> Tensor:
-    """n_i = max(1, floor(m M_i / 100)), 0 where M_i = 0 (``frlr._hyper.num_hard_negatives``'s
+    """n_i = max(1, floor(m M_i / 100)), 0 where M_i = 0 (``frlr.catalogue.num_hard_negatives``'s
     rounding, per row, for a real negative mass M_i)."""
     n = torch.floor(num_negative * m / 100.0).clamp_(min=1)
     return torch.where(num_negative > 0, n, torch.zeros_like(n))
@@ -473,8 +530,12 @@ def hs_lr_rows(
         selected_target = target.gather(1, indices)
         selected_weight = keep if weight is None else keep.mul_(weight[indices])
         buffer = masked if out is None else out
+        if _differentiable(z):  # the selected logits, through the graph (not the detached copy)
+            values, buffer = torch.where(keep > 0, z.gather(1, indices), 0.0), None
     else:
         values, indices, buffer = hard_negatives_index(z, target, n, out)
+        if _differentiable(z):
+            values = z.gather(1, indices)
         selected_target = None
         selected_weight = None if weight is None else weight[indices]
     negative_rows, negative_grad = hs_lr_block(
@@ -502,8 +563,10 @@ _BLOCK = 1 << 20
 
 def in_row_blocks(block, z: Tensor, target, present, weight, *rest, need_grad: bool):
     """``block(z, target, present, weight, *rest)`` over row blocks of a big input. Every
-    tensor argument is per-row and cut with the rows, except a per-class (C,) ``weight``."""
-    if z.numel() < _BLOCKED_FROM:
+    tensor argument is per-row and cut with the rows, except a per-class (C,) ``weight``.
+    LR runs whole: it keeps a single buffer and gains nothing from blocks (measured), while
+    each block's operators cost a thread synchronisation on a busy machine."""
+    if z.numel() < _BLOCKED_FROM or block is lr_block:
         return block(z, target, present, weight, *rest, need_grad=need_grad)
     step = max(1, _BLOCK // z.shape[1])
     rows = z.new_empty(z.shape[0])
@@ -557,26 +620,42 @@ def _graph_is_kept() -> bool:
 class _RowLossFn(torch.autograd.Function):
     """Per-row losses whose gradient the kernel computed analytically in the forward pass.
 
-    Saves one logits-sized tensor (that gradient); backward scales its rows by the incoming
-    per-row gradient, in place unless the graph is kept for another backward: a fresh
-    logits-sized buffer per step costs page faults once the allocator returns freed memory to
-    the system, which at N = 1024, K = 1000 is more than the arithmetic.
-    ``once_differentiable``: no optimiser here needs a Hessian, and saying so loudly beats
-    returning a wrong one.
+    Saves the logits and one logits-sized tensor (that gradient); backward scales the
+    gradient's rows by the incoming per-row gradient, in place unless the graph is kept for
+    another backward: a fresh logits-sized buffer per step costs page faults once the allocator
+    returns freed memory to the system, which at N = 1024, K = 1000 is more than the arithmetic.
+
+    Second derivatives (``create_graph=True``: gradient penalties, double backprop, MAML): the
+    saved gradient is a number, not a graph, so there backward -- and only there, as autograd
+    enables grad mode inside backward exactly under ``create_graph`` -- recomputes the row
+    losses from the saved logits with the same block function in its differentiable mode and
+    differentiates them with ``torch.autograd.grad(create_graph=True)``. That mode is the
+    block function itself: its ``out=`` softplus becomes ``F.softplus`` when the logits require
+    grad, and HS-LR takes its selected logits through a gather instead of the detached top-k
+    copy (the selection itself is piecewise constant, so it carries no derivative). One
+    definition of each loss's maths, at the cost of a second forward pass in that case only; the
+    first-order step keeps the fused gradient (saving the logits adds no memory: they are an
+    input, alive during the step anyway).
     """
 
     @staticmethod
     def forward(ctx, z: Tensor, block, divisor: int | None, *args):  # type: ignore[override]
         rows, grad = in_row_blocks(block, z, *args, need_grad=True)
-        ctx.save_for_backward(grad)
+        ctx.save_for_backward(z, grad)
+        ctx.block, ctx.args = block, args
         ctx.divisor = divisor
         ctx.num_extra = len(args) + 2
         return rows if divisor is None else rows.sum() / divisor
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
-        (grad,) = ctx.saved_tensors
+        z, grad = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: differentiate a differentiable recompute
+            with torch.enable_grad():
+                rows, _ = ctx.block(z, *ctx.args, need_grad=False)
+                out = rows if ctx.divisor is None else rows.sum() / ctx.divisor
+                (grad,) = torch.autograd.grad(out, z, grad_out, create_graph=True)
+            return (grad,) + (None,) * ctx.num_extra
         scale = grad_out.unsqueeze(1) if ctx.divisor is None else grad_out / ctx.divisor
         grad = grad * scale if _graph_is_kept() else grad.mul_(scale)
         return (grad,) + (None,) * ctx.num_extra

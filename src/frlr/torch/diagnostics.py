@@ -156,46 +156,20 @@ def _lr_family(name: str, z: Tensor, target: Tensor, dense: bool, w: Tensor | No
     return pos_rows, neg_rows, grad.add_(neg_grad), torch.full_like(pos_rows, 1 / max(len(z), 1))
 
 
-def _lr_family_reference(name: str, z: Tensor, t: Tensor, w: Tensor, o: dict[str, Any]):
-    """``normalization="reference"``: the authors' batch pooling (see ``frlr.torch.losses``).
-
-    LR: mean BCE over all M K entries. SS-LR: positives pooled over positive entries, plus
-    alpha (default beta) times the negatives pooled over negative entries. HS-LR: the same
-    positive, plus alpha times the mean over M k entries of each row's k = int(K m / 100)
-    largest negative terms.
-    """
-    rows, num_classes = z.shape
-    s = torch.sigmoid(z)
-    sp_pos, sp_neg = F.softplus(-z), F.softplus(z)
-    if name == "lr":
-        scale = 1.0 / max(rows * num_classes, 1)
-        pos_rows = (sp_pos * w * t).sum(1) * scale
-        neg_rows = (sp_neg * w * (1 - t)).sum(1) * scale
-        grad = (s - t) * w * scale
-        return pos_rows, neg_rows, grad, torch.ones_like(pos_rows)
-    a = o.get("beta", 10.0) if o.get("alpha") is None else o["alpha"]
-    pos_pool = 1.0 / t.sum().clamp(min=1)
-    pos_rows = (sp_pos * w * t).sum(1) * pos_pool
-    grad = -torch.sigmoid(-z) * w * t * pos_pool
-    if name == "ss-lr":
-        r = float(o.get("r", 2.0))
-        neg_pool = a / (1 - t).sum().clamp(min=1)
-        weight_r = s.pow(r)
-        neg_rows = (weight_r * sp_neg * w * (1 - t)).sum(1) * neg_pool
-        grad = grad + weight_r * (r * (1 - s) * sp_neg + s) * w * (1 - t) * neg_pool
-    else:  # hs-lr
-        k = int(num_classes * o.get("m", 25.0) / 100.0)
-        if k == 0:
-            raise ValueError(
-                f"normalization='reference' keeps int(K*m/100) = 0 negatives for K={num_classes}"
-            )
-        negative_terms = (1 - t) * sp_neg * w
-        values, indices = negative_terms.topk(k, dim=1)
-        neg_pool = a / max(rows * k, 1)
-        neg_rows = values.sum(1) * neg_pool
-        selected = torch.zeros_like(z).scatter_(1, indices, 1.0) * (1 - t)
-        grad = grad + s * w * selected * neg_pool
-    return pos_rows, neg_rows, grad, torch.ones_like(pos_rows)
+def _lr_family_reference(name: str, z: Tensor, t: Tensor, w: Tensor | None, o: dict[str, Any]):
+    """``normalization="reference"``: the authors' batch pooling, by the same block calls as
+    the loss (:func:`frlr.torch.losses.reference_blocks`); a part computed on gathered logits
+    (HS-LR's selected negatives) has its gradient scattered back."""
+    hyper = {key: o[key] for key in ("beta", "m", "r", "alpha") if o.get(key) is not None}
+    parts = []
+    for block, indices, args in _losses.reference_blocks(name, z, t, w, **hyper):
+        operand = z if indices is None else z.gather(1, indices)
+        rows, grad = block(operand, *args, need_grad=True)
+        if indices is not None:
+            grad = torch.zeros_like(z).scatter_add_(1, indices, grad)
+        parts.append((rows, grad))
+    (pos_rows, pos_grad), (neg_rows, neg_grad) = parts
+    return pos_rows, neg_rows, pos_grad + neg_grad, torch.ones_like(pos_rows)
 
 
 def _sr(z: Tensor, t: Tensor, w: Tensor, o: dict[str, Any], index_target: bool, w_y: Tensor):
@@ -314,10 +288,10 @@ def ncd_stats(logits: Tensor, target: Tensor, loss: Any = "ss-lr", **loss_kwargs
     w = batch.weight if batch.weight is not None else torch.ones(num_classes, dtype=z.dtype)
     w = w.to(device=z.device, dtype=z.dtype).unsqueeze(0)
 
+    weight = None if batch.weight is None else w[0]  # the sigmoid losses' (K,) or None
     if name in _LR_FAMILY and options.get("normalization", "paper") == "reference":
-        pos_rows, neg_rows, grad, scale = _lr_family_reference(name, z, t, w, options)
+        pos_rows, neg_rows, grad, scale = _lr_family_reference(name, z, t, weight, options)
     elif name in _LR_FAMILY:
-        weight = None if batch.weight is None else w[0]
         pos_rows, neg_rows, grad, scale = _lr_family(
             name, z, target_rows, batch.dense, weight, options
         )

@@ -157,6 +157,14 @@ class _Batch:
                 shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight)
                 raise ValueError(f"weight must be a tensor of shape ({num_classes},), got {shape}")
             weight = weight.to(device=self.z.device, dtype=compute)
+            if _validating():
+                # a negative weight rewards a class's error, a NaN or inf poisons every loss
+                bad = ~torch.isfinite(weight) | (weight < 0)
+                if bool(bad.any()):
+                    k = int(bad.nonzero()[0, 0])
+                    raise ValueError(
+                        f"weight must be finite and >= 0, got weight[{k}] = {weight[k].item()}"
+                    )
         self.weight = weight
 
     @property
@@ -183,7 +191,7 @@ class _Batch:
         total = rows.sum()
         if reduction == "sum":
             return total
-        count = rows.numel() if self.valid is None else self.valid.sum().clamp(min=1)
+        count = max(rows.numel(), 1) if self.valid is None else self.valid.sum().clamp(min=1)
         return total / count
 
 
@@ -315,6 +323,15 @@ def hs_lr_loss(
     alpha_i = beta / n_i unless ``alpha`` is given. A multi-label sample with no positive has a
     zero positive term; one with no negative has a zero negative term.
 
+    Soft targets t in [0, 1]^K (class k: positive mass t_k, negative mass 1 - t_k) generalise
+    it, reducing to the above for {0, 1} targets:
+
+        loss_i = sum_k t_k softplus(-z_k) / sum_k t_k
+                 + alpha_i sum_{k in S_i} (1 - t_k) softplus(z_k)
+
+    with M_i = sum_k (1 - t_k), n_i = max(1, floor(m M_i / 100)) (0 when M_i = 0), S_i the n_i
+    highest-logit classes among those with t_k < 1, and alpha_i = beta / n_i.
+
     Args:
         beta: the balance weight, 10 in the paper.
         m: the percentage of negative classes kept, in (0, 100]; 25 in the paper.
@@ -356,6 +373,14 @@ def ss_lr_loss(
 
     with alpha_i = beta / |N_i| unless ``alpha`` is given. The weight p_k^r is not detached
     (as in the authors' code), so it is differentiated too. r = 0 equals HS-LR at m = 100.
+
+    Soft targets t in [0, 1]^K (class k: positive mass t_k, negative mass 1 - t_k) generalise
+    it, reducing to the above for {0, 1} targets:
+
+        loss_i = sum_k t_k softplus(-z_k) / sum_k t_k
+                 + alpha_i sum_k (1 - t_k) p_k^r softplus(z_k),   alpha_i = beta / sum_k (1 - t_k)
+
+    (the first term 0 when sum_k t_k = 0, the second when sum_k (1 - t_k) = 0).
 
     Args:
         beta: the balance weight, 10 in the paper.
@@ -401,6 +426,10 @@ def sr_loss(
         weight = weight.to(device=logits.device, dtype=logits.dtype)
     if target.dtype == torch.bool or target.is_floating_point():
         target = target.to(logits.dtype)
+    samples = logits.numel() // logits.shape[1] if logits.dim() >= 2 and logits.shape[1] else 0
+    if reduction == "mean" and target.is_floating_point() and samples == 0:
+        # F.cross_entropy's mean of no samples is 0/0 = NaN; the empty sum is 0, grad zero
+        reduction = "sum"
     if reduction != "mean" or target.is_floating_point():
         return F.cross_entropy(
             logits,
@@ -477,6 +506,66 @@ def hs_sr_loss(
 # ---------------------------------------------------------------------------------------------
 
 
+def reference_blocks(
+    name: str,
+    z: Tensor,
+    t: Tensor,
+    weight: Tensor | None,
+    *,
+    beta: float = 10.0,
+    m: float = 25.0,
+    r: float = 2.0,
+    alpha: float | None = None,
+) -> list[tuple[Callable[..., tuple[Tensor, Tensor | None]], Tensor | None, tuple]]:
+    """The authors' batch pooling as calls of the block functions: [positive part, negative
+    part], each ``(block, indices, args)`` meaning ``block(z.gather(1, indices), *args)`` (or
+    ``block(z, *args)`` when ``indices`` is None), whose rows sum to that part of the loss.
+
+    LR: the mean of the elementwise binary cross-entropy over all M K entries. SS-LR: positive
+    terms pooled over the batch's positive mass, plus alpha (default beta) times the negative
+    terms pooled over its negative mass. HS-LR: the same positive part, plus alpha times the
+    mean, over M k entries, of each row's k = int(K m / 100) largest (1 - t) w softplus(z).
+    Used by the losses (``normalization="reference"``) and the NCD diagnostics alike.
+    """
+    num_classes = z.shape[1]
+    a = beta if alpha is None else alpha
+    if name == "lr":
+        scale = 1.0 / max(z.numel(), 1)
+        return [
+            (kernels.lr_block, None, (t, None, weight, scale, 0.0)),
+            (kernels.lr_block, None, (t, None, weight, 0.0, scale)),
+        ]
+    pos_scale = 1.0 / max(float(t.sum()), 1.0)
+    if name == "ss-lr":
+        neg_scale = a / max(float((1 - t).sum()), 1.0)
+        return [
+            (kernels.ss_lr_block, None, (t, None, weight, pos_scale, 0.0, float(r))),
+            (kernels.ss_lr_block, None, (t, None, weight, 0.0, neg_scale, float(r))),
+        ]
+    k = int(num_classes * m / 100.0)
+    if k == 0:
+        raise ValueError(
+            f"normalization='reference' keeps int(K*m/100) = 0 negatives for K={num_classes}"
+            f", m={m} (the authors' code returns NaN there); raise m or use 'paper'"
+        )
+    # the selection ranks the weighted negative terms (a positive counts as a zero term)
+    ranked = kernels.softplus(z.detach()).mul_(1 - t)
+    if weight is not None:
+        ranked.mul_(weight)
+    indices = ranked.topk(k, dim=1).indices
+    selected = (
+        t.gather(1, indices),
+        None,
+        None if weight is None else weight[indices],
+        0.0,
+        a / max(z.shape[0] * k, 1),
+    )
+    return [
+        (kernels.hs_lr_block, None, (t, None, weight, pos_scale, 0.0)),
+        (kernels.hs_lr_block, indices, selected),
+    ]
+
+
 def _reference_loss(
     name: str,
     batch: _Batch,
@@ -493,7 +582,8 @@ def _reference_loss(
     entries of the batch (not per sample), the negative term is averaged over all negative
     entries (SS) or over N * int(K m/100) selected entries (HS), alpha defaults to beta, and
     the authors' ``log(p + 1e-7)`` is replaced by exact softplus forms (they agree on moderate
-    logits). Ignored samples are dropped before pooling.
+    logits). Ignored samples are dropped before pooling. Computed by the block functions
+    (:func:`reference_blocks`).
     """
     if reduction != "mean":
         raise ValueError(
@@ -501,34 +591,20 @@ def _reference_loss(
             f"got {reduction!r}"
         )
     z = batch.z
-    num_classes = batch.num_classes
     if batch.dense:
         t = batch.y
     else:
-        t = F.one_hot(batch.y, num_classes).to(z.dtype)
+        t = F.one_hot(batch.y, batch.num_classes).to(z.dtype)
         if batch.valid is not None:
             z, t = z[batch.valid], t[batch.valid]
-    w = batch.weight if batch.weight is not None else torch.ones_like(z[0])
-    if name == "lr":
-        if z.shape[0] == 0:
-            return z.sum() * 0.0
-        return F.binary_cross_entropy_with_logits(z, t, weight=w, reduction="mean")
-    a = beta if alpha is None else alpha
-    positive = (F.softplus(-z) * t * w).sum() / t.sum().clamp(min=1)
-    negative_terms = (1 - t) * F.softplus(z) * w
-    if name == "hs-lr":
-        k = int(num_classes * m / 100.0)
-        if k == 0:
-            raise ValueError(
-                f"normalization='reference' keeps int(K*m/100) = 0 negatives for K={num_classes}"
-                f", m={m} (the authors' code returns NaN there); raise m or use 'paper'"
-            )
-        top = negative_terms.topk(k, dim=1).values
-        negative = top.sum() / max(top.numel(), 1)
-    else:
-        negative_terms = negative_terms * torch.sigmoid(z).pow(r)
-        negative = negative_terms.sum() / (1 - t).sum().clamp(min=1)
-    return positive + a * negative
+    parts = reference_blocks(name, z, t, batch.weight, beta=beta, m=m, r=r, alpha=alpha)
+    if z.shape[0] == 0:
+        return z.sum() * 0.0
+    total = z.new_zeros(())
+    for block, indices, args in parts:
+        operand = z if indices is None else z.gather(1, indices)
+        total = total + kernels.row_losses(block, operand, *args, divisor=1)
+    return total
 
 
 # ---------------------------------------------------------------------------------------------
