@@ -72,7 +72,7 @@ import torch.distributed as dist
 from torch import nn
 
 import frlr
-from frlr.data import DATASETS, dataset_info, load_dataset
+from frlr.data import DATASETS, dataset_info, keep_first_classes, load_dataset
 from frlr.data.augment import (
     augment_batch,
     channel_stats,
@@ -128,6 +128,11 @@ class TrainConfig:
     data_dir: str | None = _option(None, "where datasets live (default $FRLR_DATA)")
     download: bool = _option(False, "fetch the official archive when the dataset is missing")
     cache_dir: str | None = _option(None, "decoded-array cache (default $FRLR_CACHE)")
+    num_classes: int | None = _option(
+        None,
+        "keep only the first K classes of a classification dataset, in its class order, in "
+        "every split (K from 2 to the dataset's class count); default: all",
+    )
     image_size: int = _option(
         0, "resize to this side (with image_width: height) at decode time; 0: loader default"
     )
@@ -298,6 +303,8 @@ def validate(config: TrainConfig) -> TrainConfig:
             f"{task.unsupported_losses[config.loss]}; use another loss (baseline: "
             f"{task.baseline})"
         )
+    if config.num_classes is not None:
+        _check_num_classes(config.num_classes, config.dataset, info.task, info.num_classes)
     if config.image_width and info.task == "classification":
         raise ConfigError(
             f"image_width {config.image_width}: {config.dataset!r} takes a square image_size "
@@ -361,6 +368,24 @@ def validate(config: TrainConfig) -> TrainConfig:
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"device {config.device!r} asked for, but CUDA is not available")
     return config
+
+
+def _check_num_classes(k: int, dataset: str, task: str, available: int | None) -> None:
+    """``num_classes`` keeps a prefix of a single-label class list: at least 2 classes (one
+    has no negatives), at most the dataset's (checked again on the loaded data when the
+    dataset's count depends on the files), and never for re-id or multi-label data."""
+    if task != "classification":
+        raise ConfigError(
+            f"num_classes {k}: {dataset!r} is a {task} dataset; keeping the first K classes "
+            "applies to classification datasets only (leave --num-classes out)"
+        )
+    if k < 2:
+        raise ConfigError(f"num_classes must be at least 2 (one class has no negatives), got {k}")
+    if available is not None and k > available:
+        raise ConfigError(
+            f"num_classes {k} is more than the {available} classes of {dataset!r}; choose "
+            f"2..{available}, or leave --num-classes out for all of them"
+        )
 
 
 def config_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -569,8 +594,10 @@ def _set_rng_state(state: dict[str, Any], augment_generator: torch.Generator) ->
 
 
 def _load_split(config: TrainConfig, split: str):
+    """One split as ``config`` asks: decoded at its image size, cut to its first
+    ``num_classes`` classes when set."""
     try:
-        return load_dataset(
+        arrays = load_dataset(
             config.dataset,
             split,
             config.data_dir,
@@ -585,6 +612,12 @@ def _load_split(config: TrainConfig, split: str):
             f"{error}. On the command line: --download fetches it, --data-dir DIR points at "
             "the folder holding it"
         ) from None
+    if config.num_classes is None:
+        return arrays
+    try:
+        return keep_first_classes(arrays, config.num_classes)
+    except ValueError as error:
+        raise ConfigError(f"num_classes, {config.dataset} {split}: {error}") from None
 
 
 def train(
@@ -669,7 +702,7 @@ def _train(
         eval_arrays = {split: _load_split(config, split) for split in eval_split_names}
     mean, std = channel_stats(train_arrays)
     std = tuple(s if s > 0 else 1.0 for s in std)
-    num_classes = info.num_classes or len(train_arrays.classes)
+    num_classes = config.num_classes or info.num_classes or len(train_arrays.classes)
     if info.task != "classification":  # the head must fit the label rows / identities on disk
         num_classes = len(train_arrays.classes)
     _, height, width, in_channels = train_arrays.images.shape

@@ -6,7 +6,7 @@ imports no deep-learning framework: the batched, on-device augmentation and the 
 that need torch live in :mod:`frlr.data.augment`.
 """
 
-from frlr.data.arrays import ImageArrays
+from frlr.data.arrays import ImageArrays, keep_first_classes
 from frlr.data.cache import cached, default_cache_dir
 from frlr.data.download import ChecksumError, RemoteFile
 from frlr.data.images import CorruptImageError
@@ -31,5 +31,6 @@ __all__ = [
     "default_cache_dir",
     "default_data_dir",
     "find_root",
+    "keep_first_classes",
     "load_dataset",
 ]
