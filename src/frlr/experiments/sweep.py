@@ -548,10 +548,11 @@ def sweep_losses(
     seed, and tabulate each loss's primary metric against the first loss (SR when given).
 
     Runs live in ``OUT/<slug>-<param><value>-seed<k>/`` (slug: ``ss-lr_r0`` for ``ss-lr:r=0``)
-    and are trained, resumed or reused as in ``frlr compare``, seed by seed, smallest value
-    first as listed. After every run the tables and figure are rebuilt from every finished run
-    in OUT, of any seed (so two processes over disjoint ``seeds`` can share OUT: the tables are
-    written under a lock and each includes the other's runs); ``train_runs=False`` only
+    and are trained, resumed or reused as in ``frlr compare``, seed by seed, value by value in
+    the order listed (the table sorts them). After every run the tables and figure are rebuilt
+    from every finished run in OUT, of any seed (so two processes over disjoint ``seeds`` can
+    share OUT: the tables are written under a lock and each includes the other's runs);
+    ``train_runs=False`` only
     rebuilds them. Returns the content of ``sweep.json``.
     """
     param = parse_data_param(param)
@@ -657,6 +658,7 @@ def _collect_curves(
     """Every finished run in ``out`` of the sweep's curves and values (any seed), checked to be
     of the same recipe, summarised per (value, curve) against the first curve."""
     primary, metric_names = meta["primary_metric"], meta["metric_names"]
+    values = sorted(values)  # the table's order, whatever order the runs are trained in
     runs = []
     for value in values:
         for spec in specs:
@@ -692,7 +694,10 @@ def _collect_curves(
                 for s in sorted(mine)
                 if s in base_rows and mine[s] is not None and base_rows[s] is not None
             ]
-            delta_mean, delta_std = mean_std(paired) if paired else (None, None)
+            if not paired or spec.key == baseline:
+                delta_mean, delta_std = None, None
+            else:
+                delta_mean, delta_std = mean_std(paired)
             config = _spec_config(base, spec, param, value, 0, out)
             summary.append(
                 {
@@ -703,7 +708,7 @@ def _collect_curves(
                     **entry,
                     "delta_mean": delta_mean,
                     "delta_std": delta_std,
-                    "delta_n": len(paired),
+                    "delta_n": 0 if spec.key == baseline else len(paired),
                     "ncd_ratio_init": ncd_ratio_at_init(config),
                 }
             )

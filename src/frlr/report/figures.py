@@ -368,7 +368,7 @@ def loss_curves_figure(results: dict[str, Any], path: str | os.PathLike) -> Path
             linestyle=style,
             linewidth=1.3,
             capsize=2.5,
-            label=f"{label} (n = {n_text})",
+            label=f"{label}, n = {n_text}",
             zorder=3,
         )
         full = np.array([count == most for count in counts])
