@@ -268,3 +268,29 @@ def test_cli_help_and_errors(capsys):
     assert "--loss is for hyper-parameter sweeps" in capsys.readouterr().err
     assert main([*argv, "--param", "num-classes", "--losses", "sr:m=5"]) == 2
     assert "not key=value for a hyper-parameter of sr" in capsys.readouterr().err
+
+
+def test_a_run_another_process_is_training_is_skipped(tmp_path):
+    import fcntl
+
+    fake = FakeTrainer()
+    messages = []
+    lock = tmp_path / ".locks" / f"{run_dir_name('lr', 'num_classes', 3, 0)}.lock"
+    lock.parent.mkdir()
+    with open(lock, "w") as held:  # another process training lr at K = 3, seed 0
+        fcntl.flock(held, fcntl.LOCK_EX)
+        results = sweep_losses(
+            base_config(),
+            "num_classes",
+            "3",
+            "sr,lr",
+            [0],
+            tmp_path,
+            log=messages.append,
+            train_fn=fake,
+        )
+    assert fake.calls == [("sr", None, 3, 0)]
+    assert "[2/2] lr num-classes=3 seed 0: being trained by another process, skipped" in messages
+    assert [row["n"] for row in results["summary"]] == [1, 0]
+    sweep_losses(base_config(), "num_classes", "3", "sr,lr", [0], tmp_path, log=None, train_fn=fake)
+    assert fake.calls == [("sr", None, 3, 0), ("lr", None, 3, 0)]  # released: trained now

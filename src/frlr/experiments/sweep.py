@@ -551,8 +551,10 @@ def sweep_losses(
     and are trained, resumed or reused as in ``frlr compare``, seed by seed, value by value in
     the order listed (the table sorts them). After every run the tables and figure are rebuilt
     from every finished run in OUT, of any seed (so two processes over disjoint ``seeds`` can
-    share OUT: the tables are written under a lock and each includes the other's runs);
-    ``train_runs=False`` only
+    share OUT: the tables are written under a lock and each includes the other's runs). Each
+    run is trained under its own lock (``OUT/.locks/``): a run another process is training is
+    skipped, so processes may even go over the same seeds in opposite orders of ``values``, and
+    together finish every value of a seed as early as possible. ``train_runs=False`` only
     rebuilds them. Returns the content of ``sweep.json``.
     """
     param = parse_data_param(param)
@@ -606,11 +608,16 @@ def sweep_losses(
         say(_curves_markdown(results))
         return results
     for index, (value, spec, config) in enumerate(plan, start=1):
-        status, result = run_or_reuse(config, train_fn, progress)
+        where = f"[{index}/{len(plan)}] {spec.key} {flag}={value} seed {config.seed}"
+        with _locked(out / ".locks" / f"{Path(config.out).name}.lock", wait=False) as mine:
+            if not mine:
+                say(f"{where}: being trained by another process, skipped")
+                continue
+            status, result = run_or_reuse(config, train_fn, progress)
         top = _percent(result.get("metrics", {}).get(task.primary_metric))
+        wall = float(result.get("wall_time_s", 0))
         say(
-            f"[{index}/{len(plan)}] {spec.key} {flag}={value} seed {config.seed}: "
-            f"{_label(task.primary_metric)} {top}  {float(result.get('wall_time_s', 0)):.1f}s"
+            f"{where}: {_label(task.primary_metric)} {top}  {wall:.1f}s"
             + ("  (finished before)" if status == "reused" else "")
         )
         if status != "reused":
@@ -623,16 +630,22 @@ def sweep_losses(
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``path`` (created), so processes sharing a sweep dir
-    never write its tables at the same time."""
+def _locked(path: Path, wait: bool = True) -> Iterator[bool]:
+    """An exclusive advisory lock on ``path`` (created), so processes sharing a sweep dir never
+    write its tables at the same time nor train the same run. Yields whether this process holds
+    it: always after waiting; with ``wait=False``, False at once when another holds it. The
+    system drops the lock of a process that dies, so a killed sweep never blocks a rerun."""
     import fcntl
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
