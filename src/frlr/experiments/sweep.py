@@ -799,13 +799,7 @@ def _curves_markdown(results: dict[str, Any]) -> str:
         if row["loss"] == baseline:
             cells += ["—", "—"]
         else:
-            delta = (
-                "n/a"
-                if row["delta_mean"] is None
-                else f"{100 * row['delta_mean']:+.2f} ± {100 * row['delta_std']:.2f} "
-                f"(n = {row['delta_n']})"
-            )
-            cells += [delta, _p_cell(row, False)]
+            cells += [_delta_cell(row), _p_cell(row, False)]
         wall = row.get("wall_time_s_mean")
         cells += [f"{row['ncd_ratio_init']:.3g}", str(row["n"])]
         cells.append("n/a" if wall is None or not math.isfinite(wall) else f"{wall:.1f}")
@@ -817,5 +811,39 @@ def _curves_markdown(results: dict[str, Any]) -> str:
         "finished. NCD ratio at init: summed |dL/dz| over positive logits / over negative "
         "ones with equal logits (an untrained head), from frlr.torch.diagnostics.ncd_stats. "
         + results["footnote"],
+        "",
+        *_gap_table(results, name),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _delta_cell(row: dict[str, Any]) -> str:
+    if row["delta_mean"] is None:
+        return "n/a"
+    return f"{100 * row['delta_mean']:+.2f} ± {100 * row['delta_std']:.2f} (n = {row['delta_n']})"
+
+
+def _gap_table(results: dict[str, Any], name: str) -> list[str]:
+    """The same numbers, one row per value: the baseline's primary metric, then each other
+    loss's paired gap to it, each with its n (the compact form of the figure's left panel)."""
+    primary, baseline = results["primary_metric"], results["baseline"]
+    keys = results["losses"]
+    header = [
+        name,
+        f"{baseline} {_label(primary)} (%)",
+        *[f"{key} − {baseline}" for key in keys[1:]],
+    ]
+    lines = [
+        f"### {_label(primary)} gap to {baseline} per {name} (pp, paired by seed; n seeds)",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    by = {(row["value"], row["loss"]): row for row in results["summary"]}
+    for value in sorted({row["value"] for row in results["summary"]}):
+        base = by[value, baseline]
+        cells = [str(value), f"{_mean_cell(base, primary)} (n = {base['n']})"]
+        for key in keys[1:]:
+            cells.append(_delta_cell(by[value, key]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
