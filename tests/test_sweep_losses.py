@@ -84,6 +84,11 @@ def test_a_real_sweep_trains_every_curve_value_and_seed_and_writes_the_files(swe
     assert "| 10 | ss-lr:r=0 |" in (swept / "sweep.md").read_text()
 
 
+def test_frlr_report_points_a_loss_sweep_to_its_own_tables(swept, capsys):
+    assert main(["report", str(swept), "--no-tsne"]) == 2
+    assert "its report is sweep.md and sweep_num_classes.png" in capsys.readouterr().err
+
+
 def test_the_gap_is_paired_by_seed(swept):
     results = json.loads((swept / "sweep.json").read_text())
     top1 = {(r["loss"], r["value"], r["seed"]): r["top1"] for r in results["runs"]}

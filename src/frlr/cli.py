@@ -206,7 +206,7 @@ def _add_sweep_parser(commands: Any) -> None:
         dest="train_runs",
         action="store_false",
         help="num-classes sweeps: rebuild the table and figure from the finished runs in OUT "
-        "(any seed), train nothing",
+        "(any seed), train nothing (these two are their report: --report does not apply)",
     )
     sweep.add_argument("--preset", default="paper", help="recipe name or .toml path")
     sweep.add_argument("--seeds", default="3", help="how many seeds (0..N-1), or a list 0,3,5")
