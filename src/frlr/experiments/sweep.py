@@ -820,7 +820,8 @@ def _curves_markdown(results: dict[str, Any]) -> str:
 def _delta_cell(row: dict[str, Any]) -> str:
     if row["delta_mean"] is None:
         return "n/a"
-    return f"{100 * row['delta_mean']:+.2f} ± {100 * row['delta_std']:.2f} (n = {row['delta_n']})"
+    spread = f" ± {100 * row['delta_std']:.2f}" if row["delta_n"] > 1 else ""  # none from one
+    return f"{100 * row['delta_mean']:+.2f}{spread} (n = {row['delta_n']})"
 
 
 def _gap_table(results: dict[str, Any], name: str) -> list[str]:
