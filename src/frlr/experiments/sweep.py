@@ -795,7 +795,7 @@ def _curves_markdown(results: dict[str, Any]) -> str:
     header += ["NCD ratio at init", "n", "wall time / run (s)"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in results["summary"]:
-        cells = [str(row["value"]), row["loss"], *[_mean_cell(row, m) for m in metrics]]
+        cells = [str(row["value"]), row["loss"], *[_seeds_cell(row, m) for m in metrics]]
         if row["loss"] == baseline:
             cells += ["—", "—"]
         else:
@@ -815,6 +815,13 @@ def _curves_markdown(results: dict[str, Any]) -> str:
         *_gap_table(results, name),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _seeds_cell(row: dict[str, Any], name: str) -> str:
+    """A metric's mean ± std over seeds in per cent; no ± from one seed."""
+    if row.get(f"{name}_mean") is None or row["n"] > 1:
+        return _mean_cell(row, name)
+    return f"{100 * row[f'{name}_mean']:.2f}"
 
 
 def _delta_cell(row: dict[str, Any]) -> str:
@@ -843,7 +850,7 @@ def _gap_table(results: dict[str, Any], name: str) -> list[str]:
     by = {(row["value"], row["loss"]): row for row in results["summary"]}
     for value in sorted({row["value"] for row in results["summary"]}):
         base = by[value, baseline]
-        cells = [str(value), f"{_mean_cell(base, primary)} (n = {base['n']})"]
+        cells = [str(value), f"{_seeds_cell(base, primary)} (n = {base['n']})"]
         for key in keys[1:]:
             cells.append(_delta_cell(by[value, key]))
         lines.append("| " + " | ".join(cells) + " |")
