@@ -103,7 +103,8 @@ def parse_param(param: str, loss: str | None = None) -> tuple[str, str]:
     name = param.strip().lower() if isinstance(param, str) else param
     if name not in SWEEPABLE:
         raise ConfigError(
-            f"unknown --param {param!r}; a sweep varies one of: {', '.join(SWEEPABLE)}"
+            f"unknown --param {param!r}; a sweep varies one of: {', '.join(SWEEPABLE)} (one "
+            "--loss), or num-classes (several --losses)"
         )
     loss = DEFAULT_LOSS[name] if loss is None else loss.strip().lower().replace("_", "-")
     if loss not in LOSSES:
