@@ -1,8 +1,10 @@
-"""The machine line in the header of every benchmark record (``lscpu``, else ``platform``)."""
+"""The machine line in the header of every benchmark record (``lscpu``, else ``platform``), and
+the process memory readings the memory tables take."""
 
 from __future__ import annotations
 
 import platform
+import resource
 import subprocess
 
 
@@ -22,3 +24,18 @@ def cpu_and_torch() -> str:
     import torch
 
     return f"{cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def current_rss_mb() -> float:
+    """This process's resident memory now, MB."""
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+def peak_rss_mb() -> float:
+    """This process image's peak RSS (VmHWM), MB. Not ru_maxrss: Linux carries that across
+    fork+exec, so a child started by a large parent would report the parent's peak."""
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from _machine import cpu_model
 from frlr.data.augment import augment_batch, images_to_tensor, iterate_batches, normalize
-from frlr.experiments.small_models import build_model
+from frlr.models import build_model
 from frlr.torch import get_loss
 
 MEAN = (0.4914, 0.4822, 0.4465)

@@ -55,21 +55,27 @@ def sample_loss(
             log_1m_q = torch.logsumexp(others, 0) - torch.logsumexp(z, 0)
             loss = loss - a * w[k] * log_1m_q
         return loss
+    # Eq. 5 and 6 with dense targets t in [0, 1]: class k has positive mass t_k and negative
+    # mass 1 - t_k; with {0, 1} targets the masses are |P| and |N| and this is the paper's.
+    positive_mass = sum(float(t[k]) for k in range(K))
+    negative_mass = sum(1.0 - float(t[k]) for k in range(K))
     positive = z.new_zeros(())
-    if positives:
-        positive = sum(w[k] * neg_log_p(z[k]) for k in positives) / len(positives)
+    if positive_mass > 0:
+        positive = sum(t[k] * w[k] * neg_log_p(z[k]) for k in range(K)) / positive_mass
     negative = z.new_zeros(())
     if name == "hs-lr":  # Eq. 5
-        if negatives:
-            n = max(1, math.floor(m * len(negatives) / 100))
+        if negative_mass > 0:
+            n = max(1, math.floor(m * negative_mass / 100))
             a = beta / n if alpha is None else alpha
-            chosen = sorted(negatives, key=lambda k: -float(z[k].detach()))[:n]
-            negative = a * sum(w[k] * neg_log_1m_p(z[k]) for k in chosen)
+            candidates = [k for k in range(K) if t[k] < 1]
+            chosen = sorted(candidates, key=lambda k: -float(z[k].detach()))[:n]
+            negative = a * sum((1 - t[k]) * w[k] * neg_log_1m_p(z[k]) for k in chosen)
     elif name == "ss-lr":  # Eq. 6
-        if negatives:
-            a = beta / len(negatives) if alpha is None else alpha
+        if negative_mass > 0:
+            a = beta / negative_mass if alpha is None else alpha
             negative = a * sum(
-                w[k] * torch.exp(-r * neg_log_p(z[k])) * neg_log_1m_p(z[k]) for k in negatives
+                (1 - t[k]) * w[k] * torch.exp(-r * neg_log_p(z[k])) * neg_log_1m_p(z[k])
+                for k in range(K)
             )
     else:
         raise ValueError(name)

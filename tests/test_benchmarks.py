@@ -10,6 +10,32 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
+TRAIN_SPEED_SMOKE = (
+    "--arch",
+    "resnet20",
+    "--steps",
+    "2",
+    "--warmup",
+    "1",
+    "--rounds",
+    "1",
+    "--images",
+    "512",
+    "--batch-size",
+    "32",
+    "--workers",
+    "0",
+    "--no-bf16",
+)
+"""The train_speed.py arguments of the smoke test below; ``reproduce.sh --quick`` runs the same."""
+
+QUICK_COMMANDS = (
+    ("benchmarks/loss_speed.py", "--quick"),
+    ("benchmarks/selection_speed.py", "--quick"),
+    ("benchmarks/train_speed.py", *TRAIN_SPEED_SMOKE),
+)
+"""What these smoke tests run, as ``reproduce.sh --quick speed`` runs it (checked there)."""
+
 
 def _run(*argv: str, timeout: float = 180) -> str:
     out = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=timeout)
@@ -61,22 +87,22 @@ def test_loss_speed_target_lines_judge_the_worst_case():
 
 @pytest.mark.slow
 def test_train_speed_runs_a_few_steps():
-    text = _run(
-        str(BENCHMARKS / "train_speed.py"),
-        "--arch",
-        "resnet20",
-        "--steps",
-        "2",
-        "--warmup",
-        "1",
-        "--rounds",
-        "1",
-        "--images",
-        "512",
-        "--batch-size",
-        "32",
-        "--workers",
-        "0",
-        "--no-bf16",
-    )
+    text = _run(str(BENCHMARKS / "train_speed.py"), *TRAIN_SPEED_SMOKE)
     assert "images/s" in text or "img/s" in text
+
+
+@pytest.mark.slow  # a dozen fresh processes and two gloo groups
+def test_huge_k_quick_prints_every_method_the_targets_and_class_parallel():
+    text = _run(str(BENCHMARKS / "huge_k.py"), "--quick", timeout=600)
+    for name in (
+        "F.cross_entropy(x @ W.T)",
+        "F.linear_cross_entropy (batch_chunk_size=128)",
+        "frlr ss-lr (materialised)",
+        "frlr linear_hs_lr",
+        "frlr linear_sr",
+        "hs-lr time",
+        "## The largest K",
+        "linear_ss_lr_loss | 3 |",
+    ):
+        assert name in text
+    assert "wrote" not in text

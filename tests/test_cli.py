@@ -128,3 +128,35 @@ def test_argparse_errors_exit_2(capsys):
         main(["train", "--epochs", "many"])
     assert exit_info.value.code == 2
     assert "invalid int value" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["compare", "--beta", "-1"], "--beta must be >= 0, got -1.0"),
+        (["compare", "--baseline", "nosuchloss"], "--baseline 'nosuchloss' is not one of"),
+        (["compare", "--losses", "sr,lr", "--baseline", "hs-lr"], "losses compared (sr,lr)"),
+        (["compare", "--m", "150"], "--m is a percentage of the negative classes in (0, 100]"),
+        (["train", "--loss", "ss-lr", "--r", "inf"], "--r must be finite and >= 0, got inf"),
+        (["train", "--loss", "ss-lr", "--beta", "nan"], "--beta must be finite and >= 0"),
+        (["train", "--loss", "hs-lr", "--m", "nan"], "--m must be finite and in (0, 100]"),
+        (["train", "--lr", "inf"], "lr must be positive, got inf"),
+        (["sweep", "--param", "r", "--values", "0,2", "--beta", "inf"], "--beta must be finite"),
+        (["sweep", "--param", "r", "--values", "0,inf"], "r must be finite"),
+    ],
+)
+def test_a_bad_field_exits_2_before_anything_runs(argv, message, tmp_path, monkeypatch, capsys):
+    """Every field is checked before data is loaded or a run starts: one error line naming
+    the flag and its range, no traceback, nothing written."""
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("data was loaded before the bad field was found")
+
+    monkeypatch.setattr("frlr.train.load_dataset", no_data)
+    out = tmp_path / "out"
+    argv = [*argv, "--dataset", "digits", "--preset", "cpu", "--out", str(out)]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"frlr {argv[0]}: error: ") and message in error
+    assert error.count("\n") == 1 and "Traceback" not in error
+    assert not out.exists()

@@ -217,6 +217,7 @@ def test_iterator_argument_checks() -> None:
         list(iterate_batches(images, torch.zeros(4), 2, True, world_size=2))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_batches_match_cpu_for_the_same_seed() -> None:
     images = batch(n=64)

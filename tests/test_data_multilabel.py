@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+import frlr.data.multilabel as multilabel
+from frlr.data import ImageArrays
 from frlr.data.images import CorruptImageError
 from frlr.data.multilabel import (
     _group_quads,
@@ -22,8 +25,6 @@ from frlr.data.multilabel import (
     max_mosaics,
     mosaic_plan,
 )
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 # --------------------------------------------------------------------------- DeepFashion fixture
 
@@ -343,20 +344,43 @@ def test_quad_grouping_reports_an_impossible_request() -> None:
 # --------------------------------------------------------------------------- real data
 
 
+@pytest.fixture
+def decoded_tiny_imagenet(
+    shared_data: Path, real_dataset: Callable[..., ImageArrays]
+) -> dict[str, np.ndarray]:
+    """Every real Tiny ImageNet image by its name under the dataset root, from the session's
+    one decode (``conftest.real_dataset``) rather than a second one."""
+    from frlr.data.sources import open_tree
+    from frlr.data.tiny_imagenet import _train_names, _val_names, read_wnids
+
+    by_name: dict[str, np.ndarray] = {}
+    with open_tree(shared_data / "tiny-imagenet-200") as tree:
+        index_of = {wnid: i for i, wnid in enumerate(read_wnids(tree))}
+        for split, names_of in (("train", _train_names), ("val", _val_names)):
+            names, _ = names_of(tree, index_of)
+            by_name.update(zip(names, real_dataset("tiny-imagenet", split).images, strict=True))
+    return by_name
+
+
 @pytest.mark.slow
 @pytest.mark.shared_data
-@pytest.mark.skipif(
-    not (SHARED_DATA / "tiny-imagenet-200").is_dir(),
-    reason=f"shared data folder {SHARED_DATA / 'tiny-imagenet-200'} is absent",
-)
-def test_real_mosaic_counts() -> None:
+def test_real_mosaic_counts(
+    shared_data: Path, decoded_tiny_imagenet: dict[str, np.ndarray], monkeypatch
+) -> None:
     """Default counts on the shared subset: 5,000 train / 2,500 val mosaics, 4 of 200 labels.
 
-    Decoding all 30,000 JPEGs takes 15-25 s on a busy 2-core machine, so val is loaded in
-    full, while train is checked in full at plan level (the same plan the loader decodes,
-    no decoding) and decoded for its first 1,000 mosaics.
+    The tiles come from the session's one decode of the 30,000 JPEGs (the same
+    ``decode_images`` call the mosaic loader makes), not a second decode. Val is built in
+    full, while train is checked in full at plan level (the same plan the loader decodes)
+    and built for its first 1,000 mosaics.
     """
-    root = SHARED_DATA / "tiny-imagenet-200"
+
+    def serve(tree: object, names: list[str], mode: str, image_size: object, desc: str):
+        assert mode == "RGB" and image_size is None
+        return np.stack([decoded_tiny_imagenet[name] for name in names])
+
+    monkeypatch.setattr(multilabel, "decode_images", serve)
+    root = shared_data / "tiny-imagenet-200"
     val = load_mosaic_tiny_imagenet(root, "val", image_size=64)
     assert val.images.shape == (2500, 64, 64, 3)
     assert val.labels.shape == (2500, 200)

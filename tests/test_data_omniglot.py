@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from frlr.data import dataset_info, load_dataset
+from frlr.data import ImageArrays, dataset_info, load_dataset
 from frlr.data.omniglot import load_omniglot
 
 CHARACTERS = [("Latin", 2, "0701"), ("Greek", 1, "0400"), ("Latin", 1, "0700")]
@@ -110,26 +111,15 @@ def test_registry_finds_the_zip_under_data_dir(omniglot: Path, tmp_path: Path) -
         load_dataset("omniglot", "train", data_dir, cache_dir=tmp_path / "c")
 
 
-@pytest.fixture
-def shared_data() -> Path:
-    """/work/shared/data, found as ../shared/data from the repository root."""
-    root = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    if not root.is_dir():
-        pytest.skip(f"shared data folder {root} is absent")
-    return root
-
-
 @pytest.mark.slow
 @pytest.mark.shared_data
-def test_real_omniglot_small1(shared_data: Path, tmp_path: Path) -> None:
-    if not (shared_data / "omniglot" / "images_background_small1.zip").is_file():
-        pytest.skip("images_background_small1.zip is absent from the shared data")
-    everything = load_dataset("omniglot-small1", "all", shared_data, cache_dir=tmp_path)
+def test_real_omniglot_small1(real_dataset: Callable[..., ImageArrays]) -> None:
+    everything = real_dataset("omniglot-small1", "all")
     assert everything.images.shape == (2720, 105, 105, 1)
     assert everything.num_classes == 136
     assert np.bincount(everything.labels).tolist() == [20] * 136
     assert everything.images.mean() < 64  # inverted: mostly zero background
-    train = load_dataset("omniglot-small1", "train", shared_data, cache_dir=tmp_path)
+    train = real_dataset("omniglot-small1", "train")
     assert len(train) == 136 * 15
     assert train.cams is not None and int(train.cams.max()) == 15
     assert train.classes[0] == "Balinese/character01"

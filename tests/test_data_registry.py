@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -155,20 +156,9 @@ def test_digits_default_dataset() -> None:
     assert load_dataset("digits", "test", image_size=16).images.shape == (360, 16, 16, 1)
 
 
-@pytest.fixture
-def shared_data() -> Path:
-    """/work/shared/data, found as ../shared/data from the repository root."""
-    root = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    if not root.is_dir():
-        pytest.skip(f"shared data folder {root} is absent")
-    return root
-
-
 @pytest.mark.slow
 @pytest.mark.shared_data
-def test_registry_reaches_the_retrieval_loader(shared_data: Path, tmp_path: Path) -> None:
-    if not (shared_data / "omniglot" / "images_background_small1.zip").is_file():
-        pytest.skip("the Omniglot small zips are absent from the shared data")
-    train = load_dataset("omniglot-retrieval", "train", shared_data, cache_dir=tmp_path)
+def test_registry_reaches_the_retrieval_loader(real_dataset: Callable[..., ImageArrays]) -> None:
+    train = real_dataset("omniglot-retrieval", "train")
     assert train.images.shape == (2720, 105, 105, 1)
     assert train.num_classes == dataset_info("omniglot-retrieval").num_classes == 136

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from frlr.data import ImageArrays
 from frlr.data.images import CorruptImageError
 from frlr.data.reid import (
     load_dukemtmc_reid,
@@ -21,7 +23,6 @@ from frlr.data.reid import (
     load_omniglot_retrieval,
 )
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 NATIVE = (128, 64)  # Market-1501 / Duke crops are 128 high, 64 wide
 
 MARKET_FILES = {
@@ -328,21 +329,14 @@ def test_omniglot_missing_zip_and_bad_split(omniglot: Path) -> None:
 
 # --------------------------------------------------------------------------- real data
 
-needs_shared = pytest.mark.skipif(
-    not (SHARED_DATA / "omniglot").is_dir(),
-    reason=f"shared data folder {SHARED_DATA / 'omniglot'} is absent",
-)
-
 
 @pytest.mark.slow
 @pytest.mark.shared_data
-@needs_shared
-def test_real_omniglot_retrieval_counts() -> None:
-    root = SHARED_DATA / "omniglot"
-    train = load_omniglot_retrieval(root, "train")
+def test_real_omniglot_retrieval_counts(real_dataset: Callable[..., ImageArrays]) -> None:
+    train = real_dataset("omniglot-retrieval", "train")
     assert train.num_classes == 136
     assert len(train) == 2720
-    query = load_omniglot_retrieval(root, "query")
+    query = real_dataset("omniglot-retrieval", "query")
     assert query.num_classes == 106
     assert len(query) == 2120
     assert query.images.shape == (2120, 105, 105, 1)

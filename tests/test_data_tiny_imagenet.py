@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import shutil
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from frlr.data import dataset_info, load_dataset
+from frlr.data import ImageArrays, dataset_info, load_dataset
 from frlr.data.tiny_imagenet import load_tiny_imagenet
 
 WNIDS_FILE_ORDER = ["n02000002", "n01000001", "n03000003"]
@@ -153,12 +154,9 @@ def test_registry_finds_the_conventional_folder(tiny: Path, tmp_path: Path) -> N
 
 @pytest.mark.slow
 @pytest.mark.shared_data
-def test_real_tiny_imagenet_subset(shared_data: Path, tmp_path: Path) -> None:
-    root = shared_data / "tiny-imagenet-200"
-    if not root.is_dir():
-        pytest.skip(f"{root} is absent")
-    train = load_dataset("tiny-imagenet", "train", shared_data, cache_dir=tmp_path)
-    val = load_dataset("tiny-imagenet", "val", shared_data, cache_dir=tmp_path)
+def test_real_tiny_imagenet_subset(real_dataset: Callable[..., ImageArrays]) -> None:
+    train = real_dataset("tiny-imagenet", "train")
+    val = real_dataset("tiny-imagenet", "val")
     assert train.images.shape == (20000, 64, 64, 3)
     assert val.images.shape == (10000, 64, 64, 3)
     assert train.images.dtype == val.images.dtype == np.uint8
@@ -166,12 +164,3 @@ def test_real_tiny_imagenet_subset(shared_data: Path, tmp_path: Path) -> None:
     assert np.bincount(train.labels, minlength=200).tolist() == [100] * 200
     assert np.bincount(val.labels, minlength=200).tolist() == [50] * 200
     assert train.classes[0] == "goldfish, Carassius auratus"  # n01443537, first sorted wnid
-
-
-@pytest.fixture
-def shared_data() -> Path:
-    """/work/shared/data, found as ../shared/data from the repository root."""
-    root = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    if not root.is_dir():
-        pytest.skip(f"shared data folder {root} is absent")
-    return root

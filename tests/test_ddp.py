@@ -83,3 +83,17 @@ def test_a_resumed_two_process_run_ends_with_the_same_weights(tmp_path):
     b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
     for name, weight in a["model"].items():
         assert torch.equal(b["model"][name], weight), name
+
+
+def test_two_processes_with_a_chunked_classifier_train_the_same_weights_as_one(tmp_path):
+    """--classifier chunked under DDP: the classifier's gradient reaches it through the loss,
+    and DDP still averages it with the backbone's."""
+    settings = {**SETTINGS, "classifier": "chunked"}
+    single = train(resolve_config("cpu", **settings, out=str(tmp_path / "one")), log=None)
+    process = torchrun_train(tmp_path / "two", 2, settings)
+    assert process.returncode == 0, process.stderr[-3000:]
+    one = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=True)
+    two = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)
+    for name, weight in one["model"].items():
+        torch.testing.assert_close(two["model"][name], weight, rtol=0, atol=1e-5, msg=name)
+    assert two["history"][-1]["train_loss"] == pytest.approx(single["train_loss"], abs=1e-6)

@@ -19,21 +19,20 @@ import torch
 
 import frlr.train as train_module
 from frlr.data import ImageArrays
-from frlr.experiments import (
+from frlr.experiments import mean_std, min_two_sided_p, paired_wilcoxon
+from frlr.experiments.compare import compare, parse_losses, parse_seeds
+from frlr.experiments.stats import seeds_needed, significance_footnote
+from frlr.io import write_json_atomic
+from frlr.models import build_model
+from frlr.tasks import (
     KNOWN_TASKS,
     TASKS,
     ClassificationTask,
     EvalData,
     Task,
     UnsupportedTaskError,
-    build_model,
     get_task,
-    mean_std,
-    min_two_sided_p,
-    paired_wilcoxon,
 )
-from frlr.experiments.compare import compare, parse_losses, parse_seeds
-from frlr.experiments.stats import seeds_needed, significance_footnote
 from frlr.train import ConfigError, resolve_config
 
 
@@ -72,7 +71,7 @@ class FakeTrainer:
             "wall_time_s": 1.5,
             "config": vars(config),
         }
-        train_module.write_json_atomic(Path(config.out) / "result.json", result)
+        write_json_atomic(Path(config.out) / "result.json", result)
         return result
 
 

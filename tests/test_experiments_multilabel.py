@@ -20,8 +20,9 @@ from PIL import Image
 from frlr.cli import main
 from frlr.data import ImageArrays, dataset_info
 from frlr.eval import multilabel_metrics
-from frlr.experiments import EvalData, MultilabelTask, Task, build_model, get_task
 from frlr.experiments.compare import compare, default_losses
+from frlr.models import build_model
+from frlr.tasks import EvalData, MultilabelTask, Task, get_task
 from frlr.train import ConfigError, resolve_config
 
 WNIDS = [f"n0{i:07d}" for i in range(1, 9)]

@@ -23,8 +23,9 @@ import frlr.train as train_module
 from frlr.cli import main
 from frlr.data import dataset_info
 from frlr.eval import reid_metrics
-from frlr.experiments import EvalData, ReidTask, Task, build_model, get_task
 from frlr.experiments.compare import compare, default_losses
+from frlr.models import build_model
+from frlr.tasks import EvalData, ReidTask, Task, get_task
 from frlr.train import ConfigError, resolve_config
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -245,7 +246,7 @@ def test_reid_paper_preset_resizes_people_to_256x128(market, tmp_path):
     assert (config.image_size, config.image_width, config.task) == (256, 128, "reid")
     assert resolve_config("reid-paper", dataset="omniglot-retrieval").image_width == 0
     small = reid_config(market, tmp_path)
-    arrays = train_module._load_split(small, "gallery")
+    arrays = train_module.load_split(small, "gallery")
     assert arrays.images.shape == (len(TEST_IDS) * 3 + 2, 16, 8, 3)
     with pytest.raises(ConfigError, match="image_width 8: 'cifar10' takes a square"):
         resolve_config("cpu", dataset="cifar10", image_size=16, image_width=8)

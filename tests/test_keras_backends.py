@@ -7,7 +7,8 @@ to the logits with the backend's own autodiff (``tf.GradientTape``, ``jax.value_
 torch autograd) for a grid of losses and inputs (single-label, multi-hot and soft targets,
 K = 2 to 1000, logits up to 1e4), runs the Keras-side checks (``tf.function``/``jax.jit``,
 reductions, serialisation, dtypes, ``model.fit`` on ``load_digits``, ``model.save``
-and reload, bad input), and writes what it found; the test then compares the arrays with
+and reload, bad input, and ``test_keras_properties.run_all``: property tests and second
+derivatives), and writes what it found; the test then compares the arrays with
 ``test_keras_reference`` and with ``frlr.torch``, in this process.
 """
 
@@ -407,7 +408,12 @@ def _check_compiled() -> None:
     if backend == "tensorflow":  # out-of-range indices can only be checked eagerly
         import tensorflow as tf
 
-        tf.function(lambda zz: fk.lr_loss(tf.constant([0, 60]), zz))(z[:2])
+        got = tf.function(lambda zz: fk.lr_loss(tf.constant([0, 60]), zz))(z[:2]).numpy()
+        # Unchecked in a graph, index 60 of K = 50 matches no class: a row with no positive.
+        no_positive = np.zeros((2, 50), np.float32)
+        no_positive[0, 0] = 1
+        want = keras.ops.convert_to_numpy(fk.lr_loss(no_positive, z[:2]))
+        np.testing.assert_allclose(got, want, rtol=1e-6, err_msg="out-of-range index in a graph")
 
 
 def _check_shapes_and_reductions() -> None:
@@ -610,8 +616,8 @@ def _check_bad_input() -> None:
         (lambda: fk.lr_loss(t[:, :4], z), ValueError, "must have shape (4, 5)"),
         (lambda: fk.lr_loss(t, z, target="index"), ValueError, "class-index target"),
         (lambda: fk.lr_loss(y, z, target="multi_hot"), ValueError, "multi-hot target"),
-        (lambda: fk.hs_lr_loss(t + 0.5, z), ValueError, "{0, 1}"),
-        (lambda: fk.ss_lr_loss(t + 0.5, z), ValueError, "{0, 1}"),
+        (lambda: fk.hs_lr_loss(t + 1.5, z), ValueError, "[0, 1]"),
+        (lambda: fk.ss_lr_loss(t - 0.5, z), ValueError, "[0, 1]"),
         (lambda: fk.lr_loss(t + 1.5, z), ValueError, "[0, 1]"),
         (lambda: fk.hs_sr_loss(t, z), ValueError, "class-index targets only"),
         (lambda: fk.hs_lr_loss(y, z, m=0), ValueError, "m is a percentage"),
@@ -658,6 +664,15 @@ def _check_bad_input() -> None:
     assert keras.backend.backend() in BACKENDS
 
 
+def _check_properties() -> None:
+    """test_keras_properties on this backend, with few examples: values and gradients against
+    float64 on drawn problems, the exact hard-negative count, the empty batch, and second
+    derivatives (nested tf.GradientTape, jax.hessian, torch double backward)."""
+    import test_keras_properties
+
+    test_keras_properties.run_all(max_examples=12)
+
+
 def _subprocess_main(backend: str, workdir: Path) -> None:
     import keras
 
@@ -672,6 +687,7 @@ def _subprocess_main(backend: str, workdir: Path) -> None:
         ("bad_input", _check_bad_input),
         *[(f"fit_{name}", _check_fit(name)) for name in ("sr", "lr", "hs-lr", "ss-lr", "hs-sr")],
         ("save_and_reload", _check_save_and_reload(workdir)),
+        ("properties_and_second_derivatives", _check_properties),
     ]
     report: dict[str, Any] = {"checks": {}}
     for name, check in checks:

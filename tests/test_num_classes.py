@@ -16,8 +16,9 @@ import pytest
 import torch
 
 from frlr.cli import main
+from frlr.config import ConfigError, config_differences, resolve_config
 from frlr.data import ImageArrays, keep_first_classes
-from frlr.train import ConfigError, _load_split, config_differences, resolve_config, train
+from frlr.train import load_split, train
 from test_data_tiny_imagenet import make_tiny_imagenet
 
 
@@ -87,16 +88,16 @@ def tiny_config(tiny, tmp_path, **overrides):
 
 def test_every_split_is_cut_to_the_first_classes(tiny, tmp_path):
     config = tiny_config(tiny, tmp_path, num_classes=2)
-    full = {split: _load_split(tiny_config(tiny, tmp_path), split) for split in ("train", "val")}
+    full = {split: load_split(tiny_config(tiny, tmp_path), split) for split in ("train", "val")}
     for split in ("train", "val"):
-        kept = _load_split(config, split)
+        kept = load_split(config, split)
         assert kept.classes == full[split].classes[:2]
         assert set(kept.labels.tolist()) == {0, 1}
         mask = full[split].labels < 2
         np.testing.assert_array_equal(kept.images, full[split].images[mask])
         np.testing.assert_array_equal(kept.labels, full[split].labels[mask])
     # the fabricated val split: val_0 and val_10 of class 0, val_2 of class 1, val_11 of class 2
-    assert _load_split(config, "val").labels.tolist() == [0, 1, 0]
+    assert load_split(config, "val").labels.tolist() == [0, 1, 0]
     assert len(full["val"]) == 4
 
 

@@ -1,4 +1,9 @@
-"""CI smoke test of benchmarks/reproduce.sh: every RESULTS.md step on 2 batches an epoch."""
+"""CI smoke test of benchmarks/reproduce.sh: every RESULTS.md step on 2 batches an epoch.
+
+The ``speed`` step's quick commands are exactly the benchmark smoke tests of
+``test_benchmarks.py``, so they are not run a second time here: the full smoke test runs the
+other steps, and a cheap test checks that ``--quick speed`` would run those same commands.
+"""
 
 from __future__ import annotations
 
@@ -10,26 +15,31 @@ from pathlib import Path
 
 import pytest
 
+from test_benchmarks import QUICK_COMMANDS
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+REPRODUCE = REPO / "benchmarks" / "reproduce.sh"
+STEPS_BUT_SPEED = ("main", "ncd", "tiny", "sweep", "omniglot", "mosaic")
 
 
 @pytest.mark.slow
 @pytest.mark.shared_data
-@pytest.mark.skipif(
-    not (SHARED_DATA / "tiny-imagenet-200").is_dir() or not (SHARED_DATA / "omniglot").is_dir(),
-    reason=f"reproduce.sh needs the Tiny ImageNet subset and Omniglot zips in {SHARED_DATA}",
-)
-def test_reproduce_quick_runs_every_step(tmp_path):
+def test_reproduce_quick_runs_every_step(tmp_path, shared_data, data_cache_dir):
+    """Decoded arrays go to the session's cache folder, never the user's ~/.cache/frlr."""
+    if not (shared_data / "tiny-imagenet-200").is_dir() or not (shared_data / "omniglot").is_dir():
+        pytest.skip(
+            f"reproduce.sh needs the Tiny ImageNet subset and Omniglot zips in {shared_data}"
+        )
     env = dict(
         os.environ,
         OUT=str(tmp_path / "runs"),
-        FRLR_DATA=str(SHARED_DATA),
+        FRLR_DATA=str(shared_data),
+        FRLR_CACHE=str(data_cache_dir),
         PYTHON=sys.executable,
         MPLBACKEND="Agg",
     )
     out = subprocess.run(
-        ["bash", str(REPO / "benchmarks" / "reproduce.sh"), "--quick"],
+        ["bash", str(REPRODUCE), "--quick", *STEPS_BUT_SPEED],
         capture_output=True,
         text=True,
         env=env,
@@ -53,4 +63,21 @@ def test_reproduce_quick_runs_every_step(tmp_path):
     curves = json.loads((runs / "k-curve" / "sweep.json").read_text())
     assert len(curves["summary"]) == 2 * 5  # K = 2 and 10, five curves
     assert (runs / "k-curve" / "sweep_num_classes.png").is_file()
+    assert "reproduce: done" in out.stdout
+
+
+def test_reproduce_quick_speed_runs_the_benchmark_smoke_tests(tmp_path):
+    """``--quick speed`` runs what test_benchmarks.py runs, so the smoke test above skips it."""
+    env = dict(os.environ, OUT=str(tmp_path), PYTHON="echo")  # print each command, run none
+    out = subprocess.run(
+        ["bash", str(REPRODUCE), "--quick", "speed"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert out.returncode == 0, out.stderr
+    ran = [tuple(line.split()) for line in out.stdout.splitlines() if line.startswith("bench")]
+    assert ran == list(QUICK_COMMANDS)
     assert "reproduce: done" in out.stdout

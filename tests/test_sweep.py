@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import frlr.train as train_module
 from frlr.cli import main
 from frlr.experiments.sweep import (
     default_value,
@@ -24,6 +23,7 @@ from frlr.experiments.sweep import (
     run_dir_name,
     sweep,
 )
+from frlr.io import write_json_atomic
 from frlr.train import ConfigError, resolve_config
 
 TINY = ["--dataset", "digits", "--arch", "mlp", "--preset", "cpu", "--epochs", "1"]
@@ -58,7 +58,7 @@ class FakeTrainer:
             "wall_time_s": 1.0,
             "config": vars(config),
         }
-        train_module.write_json_atomic(Path(config.out) / "result.json", result)
+        write_json_atomic(Path(config.out) / "result.json", result)
         return result
 
 

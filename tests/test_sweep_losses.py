@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from frlr.cli import main
+from frlr.config import ConfigError, resolve_config
 from frlr.experiments.sweep import (
     LossSpec,
     ncd_ratio_at_init,
@@ -26,7 +27,6 @@ from frlr.experiments.sweep import (
     run_dir_name,
     sweep_losses,
 )
-from frlr.train import ConfigError, resolve_config
 from loss_reference import reference_loss
 from test_sweep import FakeTrainer as SweepFakeTrainer
 
@@ -280,7 +280,7 @@ def test_a_run_another_process_is_training_is_skipped(tmp_path):
 
     fake = FakeTrainer()
     messages = []
-    lock = tmp_path / ".locks" / f"{run_dir_name('lr', 'num_classes', 3, 0)}.lock"
+    lock = tmp_path / run_dir_name("lr", "num_classes", 3, 0) / ".lock"  # frlr.io.run_lock
     lock.parent.mkdir()
     with open(lock, "w") as held:  # another process training lr at K = 3, seed 0
         fcntl.flock(held, fcntl.LOCK_EX)

@@ -51,7 +51,7 @@ assert sum("unavailable" in str(w.message) for w in caught) == 1, caught
 torch.testing.assert_close(a, frlr.ss_lr_loss(logits, target))
 # a compiler that fails only when the backward loop first runs still falls back, in the forward
 def fails_in_backward(fn, **kwargs):
-    if fn is fused.lr_grad:
+    if fn is fused.ss_lr_grad:
         return lambda *a, **k: (_ for _ in ()).throw(RuntimeError("C++ compile error"))
     return fn
 torch.compile = fails_in_backward
@@ -61,10 +61,10 @@ fused._warned = False
 z = logits.clone().requires_grad_(True)
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    frlr.compiled("lr")(z, target).backward()
+    frlr.compiled("ss-lr")(z, target).backward()
 assert any("C++ compile error" in str(w.message) for w in caught), caught
 z_eager = logits.clone().requires_grad_(True)
-frlr.lr_loss(z_eager, target).backward()
+frlr.ss_lr_loss(z_eager, target).backward()
 torch.testing.assert_close(z.grad, z_eager.grad)
 print("ok")
 """

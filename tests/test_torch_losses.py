@@ -98,6 +98,31 @@ def test_lr_soft_targets_match_reference():
     check_against_reference("lr", logits, target, reduction="none")
 
 
+SOFT_HYPER = {
+    "lr": ({},),
+    "ss-lr": ({}, {"alpha": 0.7}, {"r": 0.5, "beta": 3.0}),
+    "hs-lr": ({}, {"alpha": 0.7}, {"m": 60.0, "beta": 3.0}),
+}
+
+
+@pytest.mark.parametrize("name", SIGMOID_LOSSES)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("scale", [1.0, 1e4])
+def test_soft_targets_match_reference(name, reduction, weighted, scale):
+    """Soft targets: class k has positive mass t_k and negative mass 1 - t_k (docstrings)."""
+    g = torch.Generator().manual_seed(zlib.crc32(f"{name}{reduction}{weighted}".encode()))
+    logits = distinct_logits(7, 17, scale, g)
+    target = torch.rand(7, 17, generator=g)
+    target[0] = 0  # no positive mass
+    target[1] = 1  # no negative mass
+    target[2, :5] = 1  # some classes wholly positive: not candidates for hard selection
+    target[3] = (target[3] < 0.3).float()  # a multi-hot row among soft ones
+    weight = torch.rand(17, generator=g) + 0.5 if weighted else None
+    for hyper in SOFT_HYPER[name]:
+        check_against_reference(name, logits, target, reduction=reduction, weight=weight, **hyper)
+
+
 @pytest.mark.parametrize("name", (*SIGMOID_LOSSES, "hs-sr"))
 def test_class_weights_and_ignore_index_match_reference(name):
     g = torch.Generator().manual_seed(11)

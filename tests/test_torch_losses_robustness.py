@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -184,10 +185,14 @@ def test_bad_tensors(name, logits, target, error, match):
         frlr.FUNCTIONAL[name](logits, target)
 
 
-@pytest.mark.parametrize("name", ["hs-lr", "ss-lr"])
-def test_non_binary_multi_hot_rejected(name):
-    with pytest.raises(ValueError, match=r"values in \{0, 1\}.*0.5"):
-        frlr.FUNCTIONAL[name](Z, torch.full((4, 5), 0.5))
+@pytest.mark.parametrize("name", SIGMOID_LOSSES)
+def test_soft_targets_accepted_out_of_range_and_nan_rejected(name):
+    """Soft targets (issue 17) are accepted by every sigmoid loss; [0, 1] and NaN are checked."""
+    assert torch.isfinite(frlr.FUNCTIONAL[name](Z, torch.full((4, 5), 0.5)))
+    with pytest.raises(ValueError, match=r"\[0, 1\], got -0.5"):
+        frlr.FUNCTIONAL[name](Z, torch.full((4, 5), -0.5))
+    with pytest.raises(ValueError, match=r"\[0, 1\], got nan"):
+        frlr.FUNCTIONAL[name](Z, torch.full((4, 5), math.nan))
 
 
 def test_lr_soft_target_out_of_range_rejected():

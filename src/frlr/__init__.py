@@ -4,9 +4,8 @@ Importing ``frlr`` imports no deep-learning framework: the losses live in the fr
 namespaces ``frlr.torch`` and ``frlr.keras``, and the experiment toolkit in its own modules.
 """
 
-__version__ = "0.1.0"
+from frlr.catalogue import LOSS_NAMES
 
-LOSS_NAMES = ("sr", "lr", "hs-lr", "ss-lr", "hs-sr")
-"""The losses every framework namespace provides, by registry name."""
+__version__ = "0.1.0"
 
 __all__ = ["LOSS_NAMES", "__version__"]

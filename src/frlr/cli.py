@@ -13,7 +13,13 @@
     frlr report  RUN_DIR [--no-tsne]     RUN_DIR/report/report.{md,html} and the paper's figures
 
 ``compare``, ``demo`` and ``sweep`` end with ``frlr report`` of their directory (``--no-report``
-skips it).
+skips it): this module is the one place that chains an experiment and its report. Every field
+is checked before anything runs: a bad one exits with status 2 and one ``error:`` line naming
+the flag and what it allows; so does a dataset that is not where it is looked for. A dataset or
+checkpoint that is there but unusable (a damaged archive member, a truncated image, a checkpoint
+that does not load) and a full disk exit with status 1 and one ``error:`` line naming the file
+(the archive and its member), what is wrong and what to do. No traceback is shown unless
+``--debug`` or ``FRLR_DEBUG=1`` is given.
 
 Every field of :class:`frlr.train.TrainConfig` is an option (``--weight-decay``,
 ``--no-augment``, ``--bf16``, ...). Values come from the dataclass defaults, then the preset
@@ -24,19 +30,33 @@ Under ``torchrun``: ``torchrun --standalone --nproc_per_node 2 -m frlr.cli train
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import shlex
 import sys
 import typing
+import warnings
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
+
+from frlr import __version__
+from frlr.catalogue import HYPERPARAMETERS, TABLE_1_LOSSES
+from frlr.config import FIELD_NAMES, FIELD_TYPES, ConfigError, TrainConfig, resolve_config
+from frlr.data import DATASETS, DataError, dataset_info
+from frlr.experiments import compare, sweep
+from frlr.io import NoSpaceError, is_main_process
+from frlr.presets import available_presets, load_preset
+from frlr.report import build_report
+from frlr.tasks import UnsupportedTaskError
+from frlr.train import train
 
 COMMANDS = ("train", "compare", "presets", "demo", "sweep", "report")
 MAIN_JOB = {
     "dataset": "digits",
     "preset": "cpu",  # whose [dataset.digits] table picks the small-cnn and 15 epochs
-    "losses": "sr,lr,hs-lr,ss-lr",
+    "losses": ",".join(TABLE_1_LOSSES),
     "seeds": "3",
 }
 """What ``frlr`` with no arguments runs (``frlr demo``): about a minute on 2 CPU cores."""
@@ -53,8 +73,6 @@ def _parse_float_tuple(text: str) -> tuple[float, ...]:
 
 def _add_config_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...]) -> None:
     """One option per TrainConfig field, default None ("not given": the preset decides)."""
-    from frlr.train import FIELD_TYPES, TrainConfig
-
     group = parser.add_argument_group("training configuration (default: the preset's value)")
     for f in fields(TrainConfig):
         if f.name in exclude:
@@ -78,8 +96,6 @@ def _add_config_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from frlr import __version__
-
     parser = argparse.ArgumentParser(
         prog="frlr",
         description=(
@@ -126,7 +142,7 @@ def _build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--losses",
             default=defaults["losses"],
-            help="comma-separated losses (default sr,lr,hs-lr,ss-lr; multilabel: no sr)",
+            help=f"comma-separated losses (default {','.join(TABLE_1_LOSSES)}; multilabel: no sr)",
         )
         sub.add_argument(
             "--seeds", default=defaults["seeds"], help="how many seeds (0..N-1), or a list 0,3,5"
@@ -154,6 +170,10 @@ def _build_parser() -> argparse.ArgumentParser:
     presets = commands.add_parser("presets", help="list the presets or show one")
     presets.add_argument("name", nargs="?", help="show this preset resolved")
     presets.add_argument("--dataset", default=None, help="apply its [dataset.NAME] table")
+    for sub in commands.choices.values():
+        sub.add_argument(
+            "--debug", action="store_true", help="show the traceback of an error (or FRLR_DEBUG=1)"
+        )
     return parser
 
 
@@ -181,17 +201,22 @@ def _add_sweep_parser(commands: Any) -> None:
         "the NCD gradient ratio at initialisation; its tables are rebuilt after every run from "
         "every finished run in OUT, so processes over disjoint --seeds can share OUT.",
     )
+    swept = [name for name, spec in HYPERPARAMETERS.items() if spec.figure_loss]
     sweep.add_argument(
         "--param",
         required=True,
-        help="what to vary: a hyper-parameter of --loss (m, r or beta), or num-classes "
-        "(with --losses)",
+        help=f"what to vary: a hyper-parameter of --loss ({', '.join(swept[:-1])} or "
+        f"{swept[-1]}), or num-classes (with --losses)",
     )
     sweep.add_argument(
         "--values", required=True, help="comma-separated values, e.g. 5,10,25,50,75,100"
     )
     sweep.add_argument(
-        "--loss", default=None, help="the loss (default: hs-lr for m, ss-lr for r and beta)"
+        "--loss",
+        default=None,
+        help="the loss (default: "
+        + ", ".join(f"{s.figure_loss} for {n}" for n, s in HYPERPARAMETERS.items() if s.figure_loss)
+        + ")",
     )
     sweep.add_argument(
         "--losses",
@@ -263,20 +288,16 @@ def _positive_int(text: str) -> int:
 
 
 def _overrides(args: argparse.Namespace, exclude: tuple[str, ...]) -> dict[str, Any]:
-    from frlr.train import FIELD_NAMES
-
     return {name: getattr(args, name) for name in FIELD_NAMES if name not in exclude}
 
 
 def _say(text: str) -> None:
     """Print on the first process only (under torchrun every rank runs this code)."""
-    if os.environ.get("RANK", "0") == "0":
+    if is_main_process():
         print(text)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from frlr.train import resolve_config, train
-
     overrides = _overrides(args, ())
     config = resolve_config(args.preset, **overrides)
     if args.out is None:
@@ -298,23 +319,22 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from frlr.experiments.compare import compare, default_losses, parse_losses, parse_seeds
-    from frlr.train import resolve_config
-
-    losses = parse_losses(args.losses) if args.losses else None
-    seeds = parse_seeds(args.seeds)
+    """Every field is checked by resolve_config and by compare before its first run; then
+    the report of the directory, unless --no-report."""
+    losses = compare.parse_losses(args.losses) if args.losses else None
+    seeds = compare.parse_seeds(args.seeds)
     # beta, m and r reach only the losses that take them: compare filters them per run.
     hyper = ("beta", "m", "r")
     overrides = _overrides(args, (*_NOT_OPTIONS["compare"], *hyper))
     # lr trains every task: the defaults then follow the task the dataset resolved to.
     base = resolve_config(args.preset, loss=losses[0] if losses else "lr", **overrides)
     base = replace(base, **{name: getattr(args, name) for name in hyper})
-    losses = losses or default_losses(base.task)
+    losses = losses or compare.default_losses(base.task)
     _say(
         f"frlr {args.command}: {base.dataset}, {base.arch}, losses {','.join(losses)}, "
         f"{len(seeds)} seeds, preset {args.preset}, {base.epochs} epochs"
     )
-    compare(
+    results = compare.compare(
         base,
         losses,
         seeds,
@@ -323,33 +343,42 @@ def _compare(args: argparse.Namespace) -> int:
         preset=args.preset,
         progress=args.progress,
         command=_command(args),
-        report=args.report,
     )
+    out = Path(args.out) if args.out else compare.experiment_dir(base, args.preset)
+    if args.report and results.get("runs"):
+        _report_experiment(out)
     return 0
+
+
+def _report_experiment(out: Path) -> None:
+    """Write ``out/report/`` after a comparison or sweep; its tables are written already, so a
+    report that fails is a warning, never a lost experiment."""
+    if not is_main_process():
+        return
+    try:
+        build_report(out, log=print)
+    except Exception as error:  # the tables are written: the report must not lose them
+        warnings.warn(f"report of {out} failed: {error!r}", stacklevel=2)
 
 
 def _command(args: argparse.Namespace) -> str:
     """The command line as typed (for the report), ``frlr`` first."""
-    import shlex
-
     return shlex.join(["frlr", *getattr(args, "argv", [])])
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from frlr.experiments.compare import parse_seeds
-    from frlr.experiments.sweep import DATA_PARAMS, parse_param, parse_values, sweep
-    from frlr.train import ConfigError, resolve_config
-
-    if args.param.strip().lower().replace("-", "_") in DATA_PARAMS:
+    """As :func:`_compare`, over the values of one hyper-parameter; a num-classes sweep is
+    :func:`_sweep_losses`."""
+    if args.param.strip().lower().replace("-", "_") in sweep.DATA_PARAMS:
         return _sweep_losses(args)
     for given, flag in ((args.losses, "--losses"), (not args.train_runs, "--no-train")):
         if given:
             raise ConfigError(
                 f"{flag} is for num-classes sweeps; a sweep over {args.param} trains one --loss"
             )
-    param, loss = parse_param(args.param, args.loss)
-    values = parse_values(args.values, param, loss)
-    seeds = parse_seeds(args.seeds)
+    param, loss = sweep.parse_param(args.param, args.loss)
+    values = sweep.parse_values(args.values, param, loss)
+    seeds = compare.parse_seeds(args.seeds)
     hyper = ("beta", "m", "r")  # checked against the loss by sweep(), named in its errors
     overrides = _overrides(args, ("loss", "seed", "out", *hyper))
     base = resolve_config(args.preset, loss=loss, **overrides)
@@ -359,7 +388,7 @@ def _sweep(args: argparse.Namespace) -> int:
         f"{','.join(f'{v:g}' for v in values)}, {len(seeds)} seeds, preset {args.preset}, "
         f"{base.epochs} epochs"
     )
-    sweep(
+    results = sweep.sweep(
         base,
         param,
         values,
@@ -370,24 +399,24 @@ def _sweep(args: argparse.Namespace) -> int:
         preset=args.preset,
         progress=args.progress,
         command=_command(args),
-        report=args.report,
     )
+    out = Path(args.out) if args.out else compare.experiment_dir(base, args.preset, "sweep", param)
+    if args.report and results.get("runs"):
+        _report_experiment(out)
     return 0
 
 
 def _sweep_losses(args: argparse.Namespace) -> int:
-    from frlr.experiments.compare import DEFAULT_LOSSES, parse_seeds
-    from frlr.experiments.sweep import parse_data_param, parse_loss_specs, sweep_losses
-    from frlr.train import ConfigError, resolve_config
-
-    param = parse_data_param(args.param)
+    """``frlr sweep --param num-classes --losses ...``: every loss curve over the values; the
+    sweep's own tables and figure are its report."""
+    param = sweep.parse_data_param(args.param)
     if args.loss is not None:
         raise ConfigError(
             f"--loss is for hyper-parameter sweeps; a sweep over {args.param} "
             "takes --losses (e.g. sr,lr,ss-lr:r=0)"
         )
-    specs = parse_loss_specs(args.losses or ",".join(DEFAULT_LOSSES))
-    seeds = parse_seeds(args.seeds)
+    specs = sweep.parse_loss_specs(args.losses or ",".join(compare.DEFAULT_LOSSES))
+    seeds = compare.parse_seeds(args.seeds)
     hyper = ("beta", "m", "r")  # reach the losses that take them, as in frlr compare
     overrides = _overrides(args, ("loss", "seed", "out", *hyper))
     base = resolve_config(args.preset, loss="lr", **overrides)
@@ -397,7 +426,7 @@ def _sweep_losses(args: argparse.Namespace) -> int:
         f"{','.join(spec.key for spec in specs)}, seeds {','.join(map(str, seeds))}, preset "
         f"{args.preset}, {base.epochs} epochs"
     )
-    sweep_losses(
+    sweep.sweep_losses(
         base,
         param,
         args.values,
@@ -413,8 +442,6 @@ def _sweep_losses(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from frlr.report import build_report
-
     build_report(
         args.run_dir,
         tsne=args.tsne,
@@ -425,10 +452,6 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _presets(args: argparse.Namespace) -> int:
-    from frlr.data import DATASETS, dataset_info
-    from frlr.presets import available_presets, load_preset
-    from frlr.train import resolve_config
-
     if args.name is None:
         for name, description in available_presets().items():
             print(f"{name:<18}{description}")
@@ -445,6 +468,13 @@ def _presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _user_fixable(error: BaseException) -> bool:
+    """A data or checkpoint error, or a full disk: one line says it all, no traceback needed."""
+    if isinstance(error, DataError | NoSpaceError):
+        return True
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``frlr`` command; returns the exit status (2 for bad input)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -454,9 +484,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv
 
-    from frlr.experiments.tasks import UnsupportedTaskError
-    from frlr.train import ConfigError
-
     handlers = {
         "train": _train,
         "compare": _compare,
@@ -465,11 +492,21 @@ def main(argv: list[str] | None = None) -> int:
         "sweep": _sweep,
         "report": _report,
     }
+    debug = args.debug or os.environ.get("FRLR_DEBUG", "") not in ("", "0")
     try:
         return handlers[args.command](args)
     except (ConfigError, UnsupportedTaskError, FileNotFoundError) as error:
+        if debug:
+            raise
         print(f"frlr {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except (DataError, OSError) as error:  # a CheckpointError is a DataError
+        if debug or not _user_fixable(error):
+            raise
+        if isinstance(error, OSError) and not isinstance(error, NoSpaceError):
+            error = NoSpaceError(error.filename or "a file")  # a full disk outside frlr.io
+        print(f"frlr {args.command}: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         again = "add --resume to continue" if args.command == "train" else "run it again to resume"
         print(f"\nfrlr {args.command}: interrupted; {again}", file=sys.stderr)

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from frlr.style import loss_color, loss_label
+from frlr.style import loss_color, loss_label, plain_log_labels
 
 NCD_THRESHOLD = 0.05
 """Default gradient-ratio threshold below which a step counts as distracted; see
@@ -446,6 +446,9 @@ def ncd_verdict(
             ``early_steps``.
         early_steps: the length of the judged window in optimiser steps (>= 0).
         min_early_records: the fewest records judged when the window holds fewer.
+
+    It is long because its argument docs and checks come first; the judgement itself is the
+    short loop at the end (:func:`_judge` per loss).
     """
     if not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
@@ -510,7 +513,7 @@ PANELS: tuple[tuple[str, str, str], ...] = (
 
 def _geometric_smooth(values, window: int):
     """Centred moving geometric mean (the right average on a log axis); NaN where none."""
-    import numpy as np
+    import numpy as np  # this module is plain Python until a figure is drawn
 
     values = np.asarray(values, dtype=float)
     if window <= 1 or len(values) < 2:
@@ -523,20 +526,6 @@ def _geometric_smooth(values, window: int):
     counts = np.convolve(finite.astype(float), kernel, mode="same")
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, np.exp(sums / np.maximum(counts, 1)), np.nan)
-
-
-def _plain_log_labels(ax) -> None:
-    """Tick labels as plain numbers (0.01, 0.5, 140), not 10^x; minor ticks labelled too when
-    the axis spans less than about one decade, so a narrow panel still has numbers on it."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-
-    def plain(value: float, _position: int) -> str:
-        return f"{value:.3g}"
-
-    ax.yaxis.set_major_formatter(FuncFormatter(plain))
-    low, high = ax.get_ylim()
-    narrow = low > 0 and math.log10(high / low) < 1.3
-    ax.yaxis.set_minor_formatter(FuncFormatter(plain) if narrow else NullFormatter())
 
 
 def plot_ncd(
@@ -570,13 +559,16 @@ def plot_ncd(
             after), which spreads out the first steps where NCD lives.
     Returns:
         the matplotlib ``Figure`` (no pyplot state is touched).
+
+    It is long because it draws the four panels in one place, so they share axes, colours and
+    one legend exactly as Fig. 2 does.
     """
     if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 1:
         raise ValueError(f"smooth must be an int >= 1, got {smooth!r}")
     if xscale not in ("linear", "symlog"):
         raise ValueError(f"xscale must be 'linear' or 'symlog', got {xscale!r}")
     try:
-        import numpy as np
+        import numpy as np  # plotting is optional: imported only to draw
         from matplotlib.figure import Figure
     except ImportError as error:  # pragma: no cover
         raise ImportError('plot_ncd needs matplotlib: pip install "frlr[toolkit]"') from error
@@ -619,7 +611,7 @@ def plot_ncd(
         ax.set_ylabel(ylabel, fontsize=8)
         ax.tick_params(which="both", labelsize=7)
         ax.grid(True, which="major", linewidth=0.4, alpha=0.5)
-        _plain_log_labels(ax)
+        plain_log_labels(ax)
     for ax in axes[1]:
         ax.set_xlabel("training iteration (optimiser steps)", fontsize=8)
     if xscale == "symlog":

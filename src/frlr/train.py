@@ -8,6 +8,10 @@
 
 From Python: ``train(resolve_config("cpu", dataset="digits", loss="lr", out="runs/x"))``.
 
+This module is the training layer's loop; it imports the config (:mod:`frlr.config`), the tasks
+(:mod:`frlr.tasks`), the networks (:mod:`frlr.models`), the data, the losses and the file
+helpers below it, and nothing above it (experiments, report, the ``frlr`` command).
+
 The loop, top to bottom: the config is the dataclass defaults, under a preset (``--preset``,
 default ``paper``) and its ``[dataset.NAME]`` table, under the command line. The splits are
 loaded once with :func:`frlr.data.load_dataset` and moved to the device as uint8 tensors. Each
@@ -33,7 +37,7 @@ batch. Only rank 0 writes files and shows the progress bar; test metrics are com
 rank gets the same numbers.
 
 The task (``--task``, default: the dataset's own) decides the targets and the metrics
-(:mod:`frlr.experiments.tasks`): class indices and top-k accuracy; training identities, then
+(:mod:`frlr.tasks`): class indices and top-k accuracy; training identities, then
 Rank-k/mAP of the query and gallery features with their camera ids; or multi-hot rows and mAP
 and balanced accuracy (``train_acc`` is then the share of samples whose top label is a
 positive).
@@ -53,14 +57,13 @@ import atexit
 import json
 import math
 import os
-import platform
 import random
 import sys
 import time
-import typing
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -70,9 +73,24 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from tqdm.auto import tqdm
 
-import frlr
-from frlr.data import DATASETS, dataset_info, keep_first_classes, load_dataset
+from frlr.config import (
+    LOSS_HYPERPARAMETERS,
+    ConfigError,
+    TrainConfig,
+    config_differences,
+    loss_options,
+    resolve_config,
+    validate,
+)
+from frlr.data import (
+    ImageArrays,
+    MissingDataError,
+    dataset_info,
+    keep_first_classes,
+    load_dataset,
+)
 from frlr.data.augment import (
     augment_batch,
     channel_stats,
@@ -81,10 +99,13 @@ from frlr.data.augment import (
     normalize,
     num_batches,
 )
-from frlr.experiments.small_models import ARCHS, build_model
-from frlr.experiments.tasks import EvalData, Task, UnsupportedTaskError, get_task
-from frlr.models import HEAD_BIAS_INITS
-from frlr.presets import load_preset
+from frlr.io import load_checkpoint, save_torch_atomic, write_json_atomic, write_text_atomic
+from frlr.models import build_model
+from frlr.ncd import truncate_history
+from frlr.provenance import hardware, versions
+from frlr.tasks import EvalData, Task, get_task
+from frlr.torch.diagnostics import NCDMonitor
+from frlr.torch.linear import get_linear_loss, linear_argmax, positive_lists
 from frlr.torch.losses import LOSSES
 
 __all__ = [
@@ -92,328 +113,15 @@ __all__ = [
     "ConfigError",
     "TrainConfig",
     "config_differences",
+    "load_split",
+    "loss_options",
     "lr_factor",
     "resolve_config",
     "train",
-    "write_json_atomic",
-    "write_text_atomic",
+    "validate",
 ]
-
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("step", "cosine", "constant")
-LOSS_HYPERPARAMETERS: dict[str, tuple[str, ...]] = {
-    "sr": (),
-    "lr": (),
-    "hs-lr": ("beta", "m"),
-    "ss-lr": ("beta", "r"),
-    "hs-sr": ("beta", "m"),
-}
-"""The hyper-parameters each loss takes (Eq. 5: beta, m; Eq. 6: beta, r)."""
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message names the field and the valid values."""
-
-
-def _option(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
-
-
-@dataclass
-class TrainConfig:
-    """Everything that decides a run. The defaults are the paper's recipe (preset ``paper``)."""
-
-    task: str = _option("auto", "classification, reid or multilabel; auto: the dataset's task")
-    dataset: str = _option("digits", "dataset name (see frlr.data.DATASETS)")
-    data_dir: str | None = _option(None, "where datasets live (default $FRLR_DATA)")
-    download: bool = _option(False, "fetch the official archive when the dataset is missing")
-    cache_dir: str | None = _option(None, "decoded-array cache (default $FRLR_CACHE)")
-    num_classes: int | None = _option(
-        None,
-        "keep only the first K classes of a classification dataset, in its class order, in "
-        "every split (K from 2 to the dataset's class count); default: all",
-    )
-    image_size: int = _option(
-        0, "resize to this side (with image_width: height) at decode time; 0: loader default"
-    )
-    image_width: int = _option(0, "resize width, re-id/multi-label only; 0: = image_size")
-    arch: str = _option("resnet32", "network (small-cnn, mlp, or a frlr.models name)")
-    head_bias_init: str = _option("zero", "classifier bias init: zero or prior (-log(K-1))")
-    loss: str = _option("sr", "sr, lr, hs-lr, ss-lr or hs-sr (default sr; multilabel: lr)")
-    beta: float | None = _option(None, "loss beta (hs-lr, ss-lr, hs-sr; default 10)")
-    m: float | None = _option(None, "hard-selection percentage m (hs-lr, hs-sr; default 25)")
-    r: float | None = _option(None, "soft-selection exponent r (ss-lr; default 2)")
-    optimizer: str = _option("sgd", "sgd, adam or adamw")
-    lr: float = _option(0.1, "initial learning rate")
-    momentum: float = _option(0.9, "SGD momentum (Adam: beta1)")
-    nesterov: bool = _option(False, "Nesterov momentum (SGD)")
-    weight_decay: float = _option(1e-4, "L2 weight decay (AdamW: decoupled)")
-    batch_size: int = _option(128, "global batch size (split across DDP ranks)")
-    epochs: int = _option(300, "training epochs")
-    schedule: str = _option("step", "step (x gamma at milestones), cosine or constant")
-    milestones: tuple[float, ...] = _option((0.5, 0.75), "step decay points, fractions of epochs")
-    gamma: float = _option(0.1, "step decay factor")
-    warmup_epochs: float = _option(0.0, "linear learning-rate warm-up, in epochs")
-    augment: bool = _option(True, "augment training batches (translation, flip)")
-    flip: bool = _option(True, "random horizontal flips")
-    crop_padding: int = _option(4, "translation: zero-pad this many pixels, crop back")
-    bf16: bool = _option(False, "bfloat16 autocast")
-    channels_last: bool = _option(False, "channels-last memory format")
-    compile: bool = _option(False, "torch.compile the model")
-    sync_bn: bool = _option(False, "SyncBatchNorm under DDP (batch statistics over all ranks)")
-    seed: int = _option(0, "seed of the weights, the shuffling and the augmentation")
-    device: str = _option("auto", "auto, cpu, cuda or cuda:N")
-    threads: int = _option(0, "torch CPU threads; 0: torch's default")
-    eval_batch_size: int = _option(512, "images per forward pass at test time")
-    eval_every: int = _option(1, "test every this many epochs (and after the last)")
-    max_steps_per_epoch: int = _option(
-        0, "train at most this many batches an epoch (smoke tests); 0: the whole split"
-    )
-    ncd_every: int = _option(0, "record NCD statistics (Fig. 2) every N steps in ncd.jsonl; 0: off")
-    out: str = _option("runs/train", "run directory")
-
-
-FIELD_TYPES: dict[str, Any] = typing.get_type_hints(TrainConfig)
-FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(TrainConfig))
-
-NON_RESULT_FIELDS = frozenset(
-    {
-        "out",
-        "device",
-        "data_dir",
-        "cache_dir",
-        "download",
-        "threads",
-        "eval_batch_size",
-        "compile",
-        "ncd_every",
-    }
-)
-"""Fields that change where or how fast a run goes, not its result: a run resumes or is reused
-by ``frlr compare`` across changes to these only."""
-
-
-# --------------------------------------------------------------------------- configuration
-
-
-def _coerce(name: str, value: Any, source: str) -> Any:
-    """``value`` as the type of field ``name`` (TOML integers become floats, lists tuples)."""
-    if name not in FIELD_TYPES:
-        close = [f for f in FIELD_NAMES if f.startswith(name[:3])]
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ConfigError(f"{source}: unknown setting {name!r}{hint}")
-    hint = FIELD_TYPES[name]
-    args = typing.get_args(hint)
-    optional = type(None) in args
-    base = next(a for a in args if a is not type(None)) if optional else hint
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"{source}: {name} cannot be empty")
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if base is bool and isinstance(value, bool):
-        return value
-    if base is int and number and float(value).is_integer():
-        return int(value)
-    if base is float and number:
-        return float(value)
-    if base is str and isinstance(value, str):
-        return value
-    if (
-        typing.get_origin(base) is tuple
-        and isinstance(value, (list, tuple))
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    ):
-        return tuple(float(v) for v in value)
-    kinds = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-    kind = kinds.get(base, "a list of numbers")
-    raise ConfigError(f"{source}: {name} must be {kind}, got {value!r}")
-
-
-def resolve_config(preset: str | None = "paper", **overrides: Any) -> TrainConfig:
-    """The dataclass defaults, under ``preset`` and its ``[dataset.NAME]`` table, under
-    ``overrides`` (None means "not given"). The result is validated.
-
-    A loss given nowhere is the task's baseline: SR, or LR for multilabel (where SR does not
-    apply).
-    """
-    values: dict[str, Any] = {}
-    dataset = overrides.get("dataset") or TrainConfig.dataset
-    if preset is not None:
-        try:
-            table = load_preset(preset, dataset=dataset)
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
-        for name, value in table.items():
-            values[name] = _coerce(name, value, f"preset {preset!r}")
-    for name, value in overrides.items():
-        if value is not None:
-            values[name] = _coerce(name, value, "override")
-    config = TrainConfig(**values)
-    if "loss" not in values:
-        config.loss = _baseline_loss(config)
-    return validate(config)
-
-
-def _baseline_loss(config: TrainConfig) -> str:
-    """The baseline loss of ``config``'s task; its loss as it is when the task is unknown."""
-    try:
-        name = dataset_info(config.dataset).task if config.task == "auto" else config.task
-        return get_task(name).baseline
-    except ValueError:  # validate names the unknown dataset or task
-        return config.loss
-
-
-def _choice(name: str, value: str, known: tuple[str, ...] | Any) -> None:
-    if value not in known:
-        raise ConfigError(f"unknown {name} {value!r}; known: {', '.join(known)}")
-
-
-def validate(config: TrainConfig) -> TrainConfig:
-    """Check every field of ``config``; raise :class:`ConfigError` naming the bad one.
-
-    Returns ``config``, with task ``"auto"`` replaced by the dataset's task.
-    """
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-    for f in fields(config):
-        _coerce(f.name, getattr(config, f.name), "config")
-    _choice("dataset", config.dataset, tuple(DATASETS))
-    info = dataset_info(config.dataset)
-    if config.task == "auto":
-        config = replace(config, task=info.task)
-    try:
-        task = get_task(config.task)
-    except (UnsupportedTaskError, ValueError) as error:
-        raise ConfigError(f"{error} (or auto: the dataset's task)") from None
-    _choice("arch", config.arch.lower(), ARCHS)
-    _choice("loss", config.loss, tuple(LOSSES))
-    _choice("optimizer", config.optimizer, OPTIMIZERS)
-    _choice("schedule", config.schedule, SCHEDULES)
-    _choice("head_bias_init", config.head_bias_init, HEAD_BIAS_INITS)
-    if info.task != config.task:
-        raise ConfigError(
-            f"task {config.task!r} does not match dataset {config.dataset!r}, which is a "
-            f"{info.task} dataset; pass --task {info.task} or leave --task out (the dataset "
-            f"decides), or choose a {config.task} dataset"
-        )
-    if config.loss in task.unsupported_losses:
-        raise ConfigError(
-            f"loss {config.loss!r} does not apply to task {task.name!r}: "
-            f"{task.unsupported_losses[config.loss]}; use another loss (baseline: "
-            f"{task.baseline})"
-        )
-    if config.num_classes is not None:
-        _check_num_classes(config.num_classes, config.dataset, info.task, info.num_classes)
-    if config.image_width and info.task == "classification":
-        raise ConfigError(
-            f"image_width {config.image_width}: {config.dataset!r} takes a square image_size "
-            "only ((height, width) sizes are for re-id and multi-label datasets)"
-        )
-    if config.image_width and not config.image_size:
-        raise ConfigError(
-            f"image_width {config.image_width} needs image_size, the height, to be set too"
-        )
-    takes = LOSS_HYPERPARAMETERS[config.loss]
-    for name in ("beta", "m", "r"):
-        if getattr(config, name) is not None and name not in takes:
-            accepted = ", ".join(takes) if takes else "none"
-            raise ConfigError(
-                f"--{name} does not apply to loss {config.loss!r} (its hyper-parameters: "
-                f"{accepted})"
-            )
-    if config.m is not None and not 0 < config.m <= 100:
-        raise ConfigError(f"m is a percentage in (0, 100], got {config.m}")
-    positive = {
-        "lr": config.lr,
-        "batch_size": config.batch_size,
-        "epochs": config.epochs,
-        "eval_batch_size": config.eval_batch_size,
-        "eval_every": config.eval_every,
-        "gamma": config.gamma,
-    }
-    for name, value in positive.items():
-        if not value > 0:
-            raise ConfigError(f"{name} must be positive, got {value}")
-    if config.gamma > 1:
-        raise ConfigError(f"gamma must be in (0, 1], got {config.gamma}")
-    non_negative = {
-        "weight_decay": config.weight_decay,
-        "warmup_epochs": config.warmup_epochs,
-        "crop_padding": config.crop_padding,
-        "image_size": config.image_size,
-        "image_width": config.image_width,
-        "threads": config.threads,
-        "ncd_every": config.ncd_every,
-        "max_steps_per_epoch": config.max_steps_per_epoch,
-    }
-    for name, value in non_negative.items():
-        if value < 0:
-            raise ConfigError(f"{name} must be non-negative, got {value}")
-    if not 0 <= config.momentum < 1:
-        raise ConfigError(f"momentum must be in [0, 1), got {config.momentum}")
-    if config.nesterov and (config.optimizer != "sgd" or config.momentum == 0):
-        raise ConfigError("nesterov needs optimizer sgd with a non-zero momentum")
-    if config.schedule == "step":
-        stones = config.milestones
-        if any(not 0 < s <= 1 for s in stones) or list(stones) != sorted(stones):
-            raise ConfigError(
-                f"milestones must be increasing fractions of the epochs in (0, 1], got {stones}"
-            )
-    if config.device != "auto":
-        try:
-            device = torch.device(config.device)
-        except RuntimeError:
-            raise ConfigError(f"device {config.device!r} is not a torch device") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"device {config.device!r} asked for, but CUDA is not available")
-    return config
-
-
-def _check_num_classes(k: int, dataset: str, task: str, available: int | None) -> None:
-    """``num_classes`` keeps a prefix of a single-label class list: at least 2 classes (one
-    has no negatives), at most the dataset's (checked again on the loaded data when the
-    dataset's count depends on the files), and never for re-id or multi-label data."""
-    if task != "classification":
-        raise ConfigError(
-            f"num_classes {k}: {dataset!r} is a {task} dataset; keeping the first K classes "
-            "applies to classification datasets only (leave --num-classes out)"
-        )
-    if k < 2:
-        raise ConfigError(f"num_classes must be at least 2 (one class has no negatives), got {k}")
-    if available is not None and k > available:
-        raise ConfigError(
-            f"num_classes {k} is more than the {available} classes of {dataset!r}; choose "
-            f"2..{available}, or leave --num-classes out for all of them"
-        )
-
-
-def config_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """Result-affecting fields on which two config dicts differ, as "name: a != b".
-
-    A field missing from a dict (a run saved before the field existed) counts as its default.
-    """
-    names = [n for n in FIELD_NAMES if n not in NON_RESULT_FIELDS]
-    defaults = asdict(TrainConfig())
-    out = []
-    for name in names:
-        va, vb = a.get(name, defaults[name]), b.get(name, defaults[name])
-        if isinstance(va, list):
-            va = tuple(va)
-        if isinstance(vb, list):
-            vb = tuple(vb)
-        if va != vb:
-            out.append(f"{name}: {va!r} != {vb!r}")
-    return out
-
-
-def loss_options(config: TrainConfig) -> dict[str, float]:
-    """The loss hyper-parameters given in ``config`` (the others keep the loss's defaults)."""
-    return {
-        name: getattr(config, name)
-        for name in LOSS_HYPERPARAMETERS[config.loss]
-        if getattr(config, name) is not None
-    }
+"""The loop's own names (``train``, ``lr_factor``, ``load_split``), and the config's, which
+``from frlr.train import resolve_config, train`` has always reached."""
 
 
 def lr_factor(step: int, config: TrainConfig, steps_per_epoch: int) -> float:
@@ -436,87 +144,6 @@ def lr_factor(step: int, config: TrainConfig, steps_per_epoch: int) -> float:
     if warmup > 0 and step < warmup:
         factor *= (step + 1) / warmup
     return factor
-
-
-# --------------------------------------------------------------------------- files
-
-
-def _atomic_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, fsync it, then rename it over."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = _atomic_path(path)
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def write_json_atomic(path: str | Path, value: Any) -> None:
-    write_text_atomic(path, json.dumps(value, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _save_atomic(state: dict[str, Any], path: Path) -> None:
-    temporary = _atomic_path(path)
-    try:
-        with open(temporary, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def versions() -> dict[str, str]:
-    import scipy
-
-    return {
-        "frlr": frlr.__version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "python": platform.python_version(),
-    }
-
-
-def hardware(device: torch.device, world_size: int) -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-        "world_size": world_size,
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
 
 
 # --------------------------------------------------------------------------- distributed
@@ -579,8 +206,38 @@ def _rng_state(augment_generator: torch.Generator) -> dict[str, Any]:
     return state
 
 
-def _set_rng_state(state: dict[str, Any], augment_generator: torch.Generator) -> None:
-    augment_generator.set_state(state["augment"])
+def _restore_generator(generator: torch.Generator, saved: torch.Tensor, seed: int) -> bool:
+    """Set ``generator`` to a saved state; False when the state is another device type's.
+
+    A CUDA generator's state (Philox seed and offset, 16 bytes) and a CPU one's (Mersenne
+    Twister, 5,056 bytes) do not convert: a checkpoint resumed on the other kind of device
+    reseeds the stream from ``seed`` instead, so the run goes on, though no longer bit for bit.
+    """
+    if saved.numel() == generator.get_state().numel():
+        generator.set_state(saved)
+        return True
+    generator.manual_seed(seed)
+    return False
+
+
+CHECKPOINT_KEYS = (
+    "epoch",
+    "config",
+    "model",
+    "optimizer",
+    "scheduler",
+    "shuffle_generator",
+    "rng",
+    "world_size",
+    "history",
+    "elapsed_s",
+)
+"""What ``checkpoint.pt`` holds; a file without one of them is not a training checkpoint."""
+
+
+def _set_rng_state(state: dict[str, Any], augment_generator: torch.Generator, reseed: int) -> bool:
+    """Every random state of one rank; False when the augmentation stream had to be reseeded."""
+    same_device = _restore_generator(augment_generator, state["augment"], reseed)
     torch.set_rng_state(state["torch"])
     kind, key, *rest = state["numpy"]
     np.random.set_state((kind, np.asarray(key, dtype=np.uint32), *rest))
@@ -588,14 +245,15 @@ def _set_rng_state(state: dict[str, Any], augment_generator: torch.Generator) ->
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
+    return same_device
 
 
 # --------------------------------------------------------------------------- the loop
 
 
-def _load_split(config: TrainConfig, split: str):
-    """One split as ``config`` asks: decoded at its image size, cut to its first
-    ``num_classes`` classes when set."""
+def load_split(config: TrainConfig, split: str) -> ImageArrays:
+    """One split of ``config``'s dataset at its image size, cut to its first ``num_classes``
+    classes when set; a missing dataset's error names the flags that fetch it or point at it."""
     try:
         arrays = load_dataset(
             config.dataset,
@@ -607,6 +265,11 @@ def _load_split(config: TrainConfig, split: str):
             config.download,
             config.cache_dir,
         )
+    except MissingDataError as error:
+        flags = "on the command line, --download fetches it and --data-dir DIR points at it"
+        raise MissingDataError(
+            error.path, error.problem, f"{error.remedy}; {flags}", member=error.member
+        ) from None
     except FileNotFoundError as error:
         raise FileNotFoundError(
             f"{error}. On the command line: --download fetches it, --data-dir DIR points at "
@@ -636,6 +299,12 @@ def train(
         ``{"status": "stopped", ...}`` (the checkpoint lets a later ``resume=True`` finish).
     progress: show a tqdm bar (default: when stderr is a terminal); ``log``: where the
         per-epoch lines go (None: nowhere). Only rank 0 shows or logs anything.
+
+    The steps, in order: check the config, join the processes, open the run directory
+    (:func:`_open_run_dir`), set up seeds, data, network and optimiser (:func:`_set_up`), resume
+    from the checkpoint (:func:`_resume`), then per epoch train (:func:`_train_epoch`), test
+    (:func:`_evaluate`) and checkpoint (:func:`_checkpoint`), and write the result last
+    (:func:`_result`).
     """
     started = time.perf_counter()
     config = validate(config)
@@ -643,29 +312,47 @@ def train(
         raise ValueError(f"stop_after must be a positive number of epochs, got {stop_after}")
     task = get_task(config.task)
     process = _setup_process(config)
-    return _train(config, task, process, resume, stop_after, progress, log, started)
-
-
-def _train(
-    config: TrainConfig,
-    task: Task,
-    process: _Process,
-    resume: bool,
-    stop_after: int | None,
-    progress: bool | None,
-    log: Callable[[str], None] | None,
-    started: float,
-) -> dict[str, Any]:
-    rank, world, device = process.rank, process.world, process.device
-    main_process = rank == 0
-    say = log if (log is not None and main_process) else (lambda _: None)
+    say = log if (log is not None and process.rank == 0) else (lambda _: None)
     if config.threads:
         torch.set_num_threads(config.threads)
-
-    # The run directory: refuse to overwrite, or pick up where it stopped.
     run_dir = Path(config.out)
+    finished = _open_run_dir(config, run_dir, resume, process.rank == 0)
+    if finished is not None:
+        say(f"{run_dir}: already finished")
+        return finished
+    session = _set_up(config, task, process)
+    if resume and (run_dir / "checkpoint.pt").exists():
+        _resume(session, run_dir / "checkpoint.pt")
+        say(f"{run_dir}: resuming after epoch {session.start_epoch}/{config.epochs}")
+    show_bar = process.rank == 0 and (progress if progress is not None else sys.stderr.isatty())
+    first_step = session.start_epoch * session.steps_per_epoch
+    ncd = _ncd_monitor(config, run_dir, first_step) if process.rank == 0 else None
+    try:
+        for epoch in range(session.start_epoch, config.epochs):
+            if stop_after is not None and epoch - session.start_epoch >= stop_after:
+                return {
+                    "status": "stopped",
+                    "epoch": epoch,
+                    "epochs": config.epochs,
+                    "out": str(run_dir),
+                }
+            record = _train_epoch(session, epoch, ncd, show_bar)
+            session.history.append(record)
+            record["elapsed_s"] = session.elapsed_before + time.perf_counter() - started
+            _checkpoint(session, run_dir, epoch)
+            say(_epoch_line(record, config.epochs))
+    finally:
+        if ncd is not None:
+            ncd.close()
+    return _result(session, run_dir, started)
+
+
+def _open_run_dir(
+    config: TrainConfig, run_dir: Path, resume: bool, main_process: bool
+) -> dict[str, Any] | None:
+    """Refuse to overwrite a run, or pick up where it stopped: the saved result of a finished
+    run when resuming (None otherwise); a fresh or resumed run gets its ``config.json``."""
     result_path = run_dir / "result.json"
-    checkpoint_path = run_dir / "checkpoint.pt"
     if result_path.exists():
         if not resume:
             raise ConfigError(
@@ -674,17 +361,59 @@ def _train(
             )
         result = json.loads(result_path.read_text(encoding="utf-8"))
         _check_same_run(result["config"], config, result_path)
-        say(f"{run_dir}: already finished")
         return result
-    if checkpoint_path.exists() and not resume:
+    if (run_dir / "checkpoint.pt").exists() and not resume:
         raise ConfigError(
             f"{run_dir} holds an unfinished run (checkpoint.pt); pass --resume to continue it "
             "or choose another --out"
         )
     if main_process:
         write_json_atomic(run_dir / "config.json", asdict(config))
+    return None
 
-    # Seeds. Shuffling draws the same permutation on every rank; augmentation differs by rank.
+
+@dataclass
+class _Data:
+    """The splits on the device as uint8 tensors, and what the network's shape follows from."""
+
+    train_images: torch.Tensor
+    train_targets: torch.Tensor
+    eval_data: EvalData
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    num_classes: int
+    in_channels: int
+    height: int
+    width: int
+
+
+@dataclass
+class _Session:
+    """Everything the epochs share: built by :func:`_set_up`, restored by :func:`_resume`."""
+
+    config: TrainConfig
+    task: Task
+    process: _Process
+    data: _Data
+    shuffle_generator: torch.Generator
+    augment_generator: torch.Generator
+    drop_last: bool
+    steps_per_epoch: int
+    model: nn.Module  # the network whose weights are saved
+    net: nn.Module  # the one that runs: the model, under DDP and torch.compile when asked
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    start_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    elapsed_before: float = 0.0
+
+
+def _set_up(config: TrainConfig, task: Task, process: _Process) -> _Session:
+    """Seeds, data, network, loss, optimiser and schedule, in the order that makes a run's
+    random draws the same every time. Shuffling draws the same permutation on every rank;
+    augmentation (and dropout) differ by rank."""
+    rank, world, device = process.rank, process.world, process.device
     random.seed(config.seed)
     np.random.seed(config.seed % 2**32)
     torch.manual_seed(config.seed)
@@ -693,21 +422,71 @@ def _train(
     augment_generator = torch.Generator(generator_device).manual_seed(
         config.seed + 1_000_003 * (rank + 1)
     )
+    data = _load_data(config, task, process)
+    num_train = len(data.train_images)
+    # Under DDP a last batch smaller than the world would leave a rank with nothing: drop it.
+    drop_last = world > 1 and 0 < num_train % config.batch_size < world
+    if config.batch_size < world:
+        raise ConfigError(f"batch_size {config.batch_size} is smaller than the {world} processes")
+    steps_per_epoch = num_batches(num_train, config.batch_size, drop_last)
+    if config.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    model, net = _build_network(config, data, process)
+    optimizer = _optimizer(config, model)
+    return _Session(
+        config=config,
+        task=task,
+        process=process,
+        data=data,
+        shuffle_generator=shuffle_generator,
+        augment_generator=augment_generator,
+        drop_last=drop_last,
+        steps_per_epoch=steps_per_epoch,
+        model=model,
+        net=net,
+        criterion=_criterion(config).to(device),
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(
+            optimizer, partial(lr_factor, config=config, steps_per_epoch=steps_per_epoch)
+        ),
+    )
 
-    # Data: decoded once, moved to the device as uint8, normalised per batch.
+
+def _criterion(config: TrainConfig) -> nn.Module:
+    """The loss module: of the logits, or with ``--classifier chunked`` of the features and the
+    network's last Linear (:func:`frlr.torch.get_linear_loss`)."""
+    if config.classifier == "chunked":
+        return get_linear_loss(config.loss, **loss_options(config))
+    return LOSSES[config.loss](**loss_options(config))
+
+
+class _Features(nn.Module):
+    """The network up to its classifier: what DDP runs when the classifier is fused with the
+    loss. The model is its submodule, so DDP still reduces the classifier's gradient (which
+    reaches it through the loss)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.features(x)
+
+
+def _load_data(config: TrainConfig, task: Task, process: _Process) -> _Data:
+    """The splits, decoded once (rank 0 first, filling the cache), moved to the device as uint8
+    and normalised per batch with the training split's channel statistics."""
+    device = process.device
     info = dataset_info(config.dataset)
-    eval_split_names = task.eval_splits(info)
     with _rank_zero_first(process):
-        train_arrays = _load_split(config, info.train_split)
-        eval_arrays = {split: _load_split(config, split) for split in eval_split_names}
+        train_arrays = load_split(config, info.train_split)
+        eval_arrays = {split: load_split(config, split) for split in task.eval_splits(info)}
     mean, std = channel_stats(train_arrays)
     std = tuple(s if s > 0 else 1.0 for s in std)
     num_classes = config.num_classes or info.num_classes or len(train_arrays.classes)
     if info.task != "classification":  # the head must fit the label rows / identities on disk
         num_classes = len(train_arrays.classes)
     _, height, width, in_channels = train_arrays.images.shape
-    train_images = images_to_tensor(train_arrays, device)
-    train_targets = task.targets(train_arrays).to(device)
     eval_data = EvalData(
         splits={
             split: (images_to_tensor(arrays, device), task.targets(arrays).to(device))
@@ -722,21 +501,32 @@ def _train(
             if arrays.cams is not None
         },
     )
-    num_train = len(train_images)
-    del train_arrays, eval_arrays
-    # Under DDP a last batch smaller than the world would leave a rank with nothing: drop it.
-    drop_last = world > 1 and 0 < num_train % config.batch_size < world
-    if config.batch_size < world:
-        raise ConfigError(f"batch_size {config.batch_size} is smaller than the {world} processes")
-    steps_per_epoch = num_batches(num_train, config.batch_size, drop_last)
-    if config.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    return _Data(
+        train_images=images_to_tensor(train_arrays, device),
+        train_targets=task.targets(train_arrays).to(device),
+        eval_data=eval_data,
+        mean=mean,
+        std=std,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        height=height,
+        width=width,
+    )
 
-    # Model, loss, optimiser, schedule.
-    if height != width and config.arch == "mlp":
-        raise ConfigError(f"arch mlp needs square images, got {height}x{width}")
+
+def _build_network(
+    config: TrainConfig, data: _Data, process: _Process
+) -> tuple[nn.Module, nn.Module]:
+    """(the model, the module that runs it: under DDP, and compiled when asked)."""
+    rank, world, device = process.rank, process.world, process.device
+    if data.height != data.width and config.arch == "mlp":
+        raise ConfigError(f"arch mlp needs square images, got {data.height}x{data.width}")
     model = build_model(
-        config.arch, num_classes, in_channels, config.head_bias_init, image_size=height
+        config.arch,
+        data.num_classes,
+        data.in_channels,
+        config.head_bias_init,
+        image_size=data.height,
     )
     torch.manual_seed(config.seed + 1_000_003 * rank)  # dropout etc. differ by rank
     if world > 1 and config.sync_bn:
@@ -747,169 +537,208 @@ def _train(
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     net: nn.Module = model
+    if config.classifier == "chunked":
+        head = getattr(model, "classifier", None)
+        if not callable(getattr(model, "features", None)) or not isinstance(head, nn.Linear):
+            raise ConfigError(
+                f"--classifier chunked needs a network with features(x) and a Linear "
+                f"classifier; arch {config.arch!r} has not"
+            )
+        net = _Features(model)
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+            net, device_ids=[device.index] if device.type == "cuda" else None
         )
     if config.compile:
         net = torch.compile(net)
-    criterion = LOSSES[config.loss](**loss_options(config)).to(device)
-    optimizer = _optimizer(config, model)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, partial(lr_factor, config=config, steps_per_epoch=steps_per_epoch)
+    return model, net
+
+
+def _resume(session: _Session, checkpoint_path: Path) -> None:
+    """Every state the remaining epochs depend on, from the checkpoint of the same run."""
+    state = load_checkpoint(checkpoint_path, CHECKPOINT_KEYS)
+    _check_same_run(state["config"], session.config, checkpoint_path)
+    world = session.process.world
+    if state["world_size"] != world:
+        raise ConfigError(
+            f"{checkpoint_path} was written by {state['world_size']} process(es); resume "
+            f"it with the same number (got {world}) to continue the same run"
+        )
+    session.model.load_state_dict(state["model"])
+    session.optimizer.load_state_dict(state["optimizer"])
+    session.scheduler.load_state_dict(state["scheduler"])
+    reseed = session.config.seed + 7919 * state["epoch"]
+    restored = [
+        _restore_generator(session.shuffle_generator, state["shuffle_generator"], reseed),
+        _set_rng_state(state["rng"][session.process.rank], session.augment_generator, reseed),
+    ]
+    if not all(restored):
+        warnings.warn(
+            f"{checkpoint_path} was written on another kind of device: the data order and "
+            f"augmentation after epoch {state['epoch']} are reseeded, so this run will not "
+            "match an uninterrupted one bit for bit",
+            stacklevel=2,
+        )
+    session.start_epoch = state["epoch"]
+    session.history = state["history"]
+    session.elapsed_before = state["elapsed_s"]
+
+
+def _train_epoch(session: _Session, epoch: int, ncd: Any, show_bar: bool) -> dict[str, Any]:
+    """One epoch of optimiser steps, then the test metrics when due: the epoch's record for
+    ``metrics.jsonl``."""
+    config, data = session.config, session.data
+    world, device = session.process.world, session.process.device
+    epoch_start = time.perf_counter()
+    epoch_lr = session.optimizer.param_groups[0]["lr"]
+    session.net.train()
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss * n, correct, n
+    bar = _progress_bar(show_bar, session.steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}")
+    batches = iterate_batches(
+        data.train_images,
+        data.train_targets,
+        config.batch_size,
+        shuffle=True,
+        generator=session.shuffle_generator,
+        drop_last=session.drop_last,
+        rank=session.process.rank,
+        world_size=world,
     )
-
-    # Resume: every state the remaining epochs depend on.
-    start_epoch, history, elapsed_before = 0, [], 0.0
-    if resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        _check_same_run(state["config"], config, checkpoint_path)
-        if state["world_size"] != world:
-            raise ConfigError(
-                f"{checkpoint_path} was written by {state['world_size']} process(es); resume "
-                f"it with the same number (got {world}) to continue the same run"
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        shuffle_generator.set_state(state["shuffle_generator"])
-        _set_rng_state(state["rng"][rank], augment_generator)
-        start_epoch, history, elapsed_before = state["epoch"], state["history"], state["elapsed_s"]
-        say(f"{run_dir}: resuming after epoch {start_epoch}/{config.epochs}")
-        del state
-    ncd = _ncd_monitor(config, run_dir, start_epoch * steps_per_epoch) if main_process else None
-
-    show_bar = main_process and (progress if progress is not None else sys.stderr.isatty())
-    autocast = partial(torch.autocast, device.type, torch.bfloat16, config.bf16)
-    epoch = start_epoch
-    for epoch in range(start_epoch, config.epochs):
-        if stop_after is not None and epoch - start_epoch >= stop_after:
-            if ncd is not None:
-                ncd.close()
-            return {
-                "status": "stopped",
-                "epoch": epoch,
-                "epochs": config.epochs,
-                "out": str(run_dir),
-            }
-        epoch_start = time.perf_counter()
-        epoch_lr = optimizer.param_groups[0]["lr"]
-        net.train()
-        sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss * n, correct, n
-        bar = _progress_bar(show_bar, steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}")
-        batches = iterate_batches(
-            train_images,
-            train_targets,
-            config.batch_size,
-            shuffle=True,
-            generator=shuffle_generator,
-            drop_last=drop_last,
-            rank=rank,
-            world_size=world,
-        )
-        for step, (images, targets) in enumerate(batches):
-            if step == steps_per_epoch:  # max_steps_per_epoch cut the epoch short
-                break
-            if config.augment:
-                images = augment_batch(
-                    images, augment_generator, flip=config.flip, padding=config.crop_padding
-                )
-            x = _model_input(images, mean, std, config.channels_last)
-            with autocast():
-                logits = net(x)
-                loss = criterion(logits, targets)
-            if ncd is not None:
-                ncd.update(logits, targets, epoch * steps_per_epoch + step)
-            n = len(targets)
-            # Each rank's mean, weighted by its share of the global batch: DDP's gradient
-            # average is then the gradient of the global batch mean.
-            global_n = min(config.batch_size, num_train - step * config.batch_size)
-            scaled = loss * (n * world / global_n) if world > 1 else loss
-            optimizer.zero_grad(set_to_none=True)
-            scaled.backward()
-            optimizer.step()
-            scheduler.step()
-            with torch.no_grad():
-                sums[0] += loss.detach() * n
-                sums[1] += task.batch_correct(logits.detach(), targets)
-                sums[2] += n
-            if bar is not None:
-                bar.update()
-                if step % 10 == 0 or step == steps_per_epoch - 1:
-                    seen, loss_sum, correct = float(sums[2]), float(sums[0]), float(sums[1])
-                    rate = seen * world / (time.perf_counter() - epoch_start)
-                    bar.set_postfix(
-                        loss=f"{loss_sum / seen:.3f}",
-                        acc=f"{correct / seen:.3f}",
-                        img_s=f"{rate:.0f}",
-                    )
+    for step, (images, targets) in enumerate(batches):
+        if step == session.steps_per_epoch:  # max_steps_per_epoch cut the epoch short
+            break
+        loss, correct = _step(session, images, targets, epoch * session.steps_per_epoch + step, ncd)
+        with torch.no_grad():
+            sums[0] += loss.detach() * len(targets)
+            sums[1] += correct
+            sums[2] += len(targets)
         if bar is not None:
-            bar.close()
-        if world > 1:
-            dist.all_reduce(sums)
-        train_time = time.perf_counter() - epoch_start
+            bar.update()
+            if step % 10 == 0 or step == session.steps_per_epoch - 1:
+                seen, loss_sum, correct = float(sums[2]), float(sums[0]), float(sums[1])
+                rate = seen * world / (time.perf_counter() - epoch_start)
+                bar.set_postfix(
+                    loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", img_s=f"{rate:.0f}"
+                )
+    if bar is not None:
+        bar.close()
+    if world > 1:
+        dist.all_reduce(sums)
+    train_time = time.perf_counter() - epoch_start
+    record: dict[str, Any] = {
+        "epoch": epoch + 1,
+        "train_loss": float(sums[0] / sums[2]),
+        "train_acc": float(sums[1] / sums[2]),
+    }
+    if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
+        record.update(_evaluate(session))
+    record.update(
+        lr=epoch_lr,
+        train_time_s=train_time,
+        epoch_time_s=time.perf_counter() - epoch_start,
+        images_per_s=float(sums[2]) / train_time,
+    )
+    return record
 
-        record: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "train_loss": float(sums[0] / sums[2]),
-            "train_acc": float(sums[1] / sums[2]),
-        }
-        if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
-            if world > 1:  # batch-norm running statistics are per rank: use rank 0's
-                for buffer in model.buffers():
-                    dist.broadcast(buffer, 0)
-            for name, value in task.metrics(model, eval_data).items():
-                record[f"test_{name}"] = value
-        record.update(
-            lr=epoch_lr,
-            train_time_s=train_time,
-            epoch_time_s=time.perf_counter() - epoch_start,
-            images_per_s=float(sums[2]) / train_time,
+
+def _step(
+    session: _Session, images: torch.Tensor, targets: torch.Tensor, global_step: int, ncd: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on this rank's shard of a global batch: (its mean loss, its count of
+    correct top-1 predictions).
+
+    Each rank's mean is weighted by its share of the global batch, so DDP's gradient average
+    is the gradient of the global batch mean even when the shards differ by one sample. With
+    ``--classifier chunked`` the network returns its features and the loss takes them with
+    the classifier's weight and bias; the logits are never formed (nor the top-1 class: it is
+    found chunk by chunk).
+    """
+    config, data, world = session.config, session.data, session.process.world
+    if config.augment:
+        images = augment_batch(
+            images, session.augment_generator, flip=config.flip, padding=config.crop_padding
         )
-        history.append(record)
-        elapsed = elapsed_before + time.perf_counter() - started
-        record["elapsed_s"] = elapsed
-        rng = [_rng_state(augment_generator)]
-        if world > 1:
-            rng = [None] * world
-            dist.all_gather_object(rng, _rng_state(augment_generator))
-        if main_process:
-            _save_atomic(
-                {
-                    "format": 1,
-                    "epoch": epoch + 1,
-                    "config": asdict(config),
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "shuffle_generator": shuffle_generator.get_state(),
-                    "rng": rng,
-                    "world_size": world,
-                    "history": history,
-                    "elapsed_s": elapsed,
-                },
-                checkpoint_path,
-            )
-            write_text_atomic(
-                run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history)
-            )
-        say(_epoch_line(record, config.epochs))
-
-    # The result, written last: its presence marks the run finished.
+    x = _model_input(images, data.mean, data.std, config.channels_last)
+    with torch.autocast(session.process.device.type, torch.bfloat16, config.bf16):
+        if config.classifier == "chunked":
+            features = session.net(x)
+            head = session.model.classifier
+            target = positive_lists(targets) if targets.is_floating_point() else targets
+            loss = session.criterion(features, head.weight, target, head.bias)
+        else:
+            logits = session.net(x)
+            loss = session.criterion(logits, targets)
     if ncd is not None:
-        ncd.close()
-    final = history[-1]
+        ncd.update(logits, targets, global_step)
+    with torch.no_grad():
+        if config.classifier == "chunked":
+            top = linear_argmax(features, head.weight, head.bias)
+            correct = session.task.prediction_correct(top, targets)
+        else:
+            correct = session.task.batch_correct(logits.detach(), targets)
+    n = len(targets)
+    step = global_step % session.steps_per_epoch
+    global_n = min(config.batch_size, len(data.train_images) - step * config.batch_size)
+    scaled = loss * (n * world / global_n) if world > 1 else loss
+    session.optimizer.zero_grad(set_to_none=True)
+    scaled.backward()
+    session.optimizer.step()
+    session.scheduler.step()
+    return loss, correct
+
+
+def _evaluate(session: _Session) -> dict[str, float]:
+    """The task's test metrics as ``test_<metric>``, the same on every rank."""
+    if session.process.world > 1:  # batch-norm running statistics are per rank: use rank 0's
+        for buffer in session.model.buffers():
+            dist.broadcast(buffer, 0)
+    metrics = session.task.metrics(session.model, session.data.eval_data)
+    return {f"test_{name}": value for name, value in metrics.items()}
+
+
+def _checkpoint(session: _Session, run_dir: Path, epoch: int) -> None:
+    """``checkpoint.pt`` after ``epoch`` (model, optimiser, schedule, generators, every rank's
+    RNG states, history) and ``metrics.jsonl``, both written by rank 0 only."""
+    process = session.process
+    rng = [_rng_state(session.augment_generator)]
+    if process.world > 1:
+        rng = [None] * process.world
+        dist.all_gather_object(rng, _rng_state(session.augment_generator))
+    if process.rank != 0:
+        return
+    save_torch_atomic(
+        {
+            "format": 1,
+            "epoch": epoch + 1,
+            "config": asdict(session.config),
+            "model": session.model.state_dict(),
+            "optimizer": session.optimizer.state_dict(),
+            "scheduler": session.scheduler.state_dict(),
+            "shuffle_generator": session.shuffle_generator.get_state(),
+            "rng": rng,
+            "world_size": process.world,
+            "history": session.history,
+            "elapsed_s": session.history[-1]["elapsed_s"],
+        },
+        run_dir / "checkpoint.pt",
+    )
+    lines = "".join(json.dumps(r) + "\n" for r in session.history)
+    write_text_atomic(run_dir / "metrics.jsonl", lines)
+
+
+def _result(session: _Session, run_dir: Path, started: float) -> dict[str, Any]:
+    """``result.json``, written last: its presence marks the run finished."""
+    config, task = session.config, session.task
+    final = session.history[-1]
     metrics = {k.removeprefix("test_"): v for k, v in final.items() if k.startswith("test_")}
-    elapsed = elapsed_before + time.perf_counter() - started
+    options = session.criterion.options.items()
     result = {
         "status": "finished",
         "task": config.task,
         "dataset": config.dataset,
         "arch": config.arch,
         "loss": config.loss,
-        "loss_options": {
-            k: v for k, v in criterion.options.items() if k in LOSS_HYPERPARAMETERS[config.loss]
-        },
+        "loss_options": {k: v for k, v in options if k in LOSS_HYPERPARAMETERS[config.loss]},
         "seed": config.seed,
         "primary_metric": task.primary_metric,
         "evaluation": task.evaluation,
@@ -919,17 +748,17 @@ def _train(
         "train_acc": final["train_acc"],
         "diverged": not math.isfinite(final["train_loss"]),
         "epochs": config.epochs,
-        "wall_time_s": elapsed,
-        "num_parameters": sum(p.numel() for p in model.parameters()),
-        "num_train": num_train,
+        "wall_time_s": session.elapsed_before + time.perf_counter() - started,
+        "num_parameters": sum(p.numel() for p in session.model.parameters()),
+        "num_train": len(session.data.train_images),
         "config": asdict(config),
         "versions": versions(),
-        "hardware": hardware(device, world),
+        "hardware": hardware(session.process.device, session.process.world),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    if main_process:
-        write_json_atomic(result_path, result)
-    if world > 1:
+    if session.process.rank == 0:
+        write_json_atomic(run_dir / "result.json", result)
+    if session.process.world > 1:
         dist.barrier()
     return result
 
@@ -939,9 +768,6 @@ def _ncd_monitor(config: TrainConfig, run_dir: Path, first_step: int) -> Any:
     can draw Fig. 2 for any run; a resumed run drops the lines after its checkpoint first."""
     if not config.ncd_every:
         return None
-    from frlr.ncd import truncate_history
-    from frlr.torch.diagnostics import NCDMonitor
-
     path = run_dir / "ncd.jsonl"
     if first_step:
         truncate_history(path, first_step)
@@ -986,8 +812,6 @@ def _check_same_run(saved: dict[str, Any], config: TrainConfig, path: Path) -> N
 def _progress_bar(show: bool, total: int, desc: str):
     if not show:
         return None
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True)
 
 
@@ -1002,9 +826,3 @@ def _epoch_line(record: dict[str, Any], epochs: int) -> str:
         f"acc {100 * record['train_acc']:.2f}%  {tests + '  ' if tests else ''}"
         f"lr {record['lr']:.3g}  {record['epoch_time_s']:.1f}s  {record['images_per_s']:.0f} img/s"
     )
-
-
-if __name__ == "__main__":  # python -m frlr.train ... == frlr train ...
-    from frlr.cli import main
-
-    sys.exit(main(["train", *sys.argv[1:]]))

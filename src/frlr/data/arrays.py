@@ -15,12 +15,25 @@ import numpy as np
 class ImageArrays:
     """A split of a dataset, fully decoded.
 
-    images: uint8 (N, H, W, C), C = 1 or 3.
-    labels: int64 (N,) class indices for single-label data, or uint8 (N, K) multi-hot for
-        multi-label data (DeepFashion attributes, the Tiny ImageNet mosaic).
-    classes: the K class names, index-aligned with the labels.
-    cams: int64 (N,) camera ids for re-identification splits (the drawer for Omniglot), else None.
-    meta: free-form provenance (source paths, protocol notes) kept with the cache.
+    Attributes:
+        images: uint8 (N, H, W, C), C = 1 or 3.
+        labels: int64 (N,) class indices for single-label data, or uint8 (N, K) multi-hot for
+            multi-label data (DeepFashion attributes, the Tiny ImageNet mosaic).
+        classes: the K class names, index-aligned with the labels.
+        cams: int64 (N,) camera ids for re-identification splits (the drawer for Omniglot),
+            else None.
+        meta: free-form provenance (source paths, protocol notes) kept with the cache.
+
+    Examples:
+        >>> import numpy as np
+        >>> from frlr.data import ImageArrays
+        >>> split = ImageArrays(
+        ...     images=np.zeros((4, 8, 8, 1), dtype=np.uint8),
+        ...     labels=np.array([0, 1, 2, 1]),
+        ...     classes=["cat", "dog", "fox"],
+        ... )
+        >>> len(split), split.num_classes, split.multilabel
+        (4, 3, False)
     """
 
     images: np.ndarray
@@ -44,10 +57,12 @@ class ImageArrays:
 
     @property
     def multilabel(self) -> bool:
+        """True when ``labels`` is (N, K) multi-hot rather than (N,) class indices."""
         return self.labels.ndim == 2
 
     @property
     def num_classes(self) -> int:
+        """K, the number of class names."""
         return len(self.classes)
 
 

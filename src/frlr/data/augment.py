@@ -51,6 +51,16 @@ def images_to_tensor(
 
     The dataset is moved once and stays uint8 (4x smaller than float) until each batch is
     normalised.
+
+    Args:
+        images: uint8 (N, H, W, C), or an ImageArrays whose images are taken.
+        device: where the tensor goes (default: the CPU).
+
+    Examples:
+        >>> import numpy as np
+        >>> from frlr.data.augment import images_to_tensor
+        >>> images_to_tensor(np.zeros((2, 8, 8, 3), dtype=np.uint8)).shape
+        torch.Size([2, 3, 8, 8])
     """
     if isinstance(images, ImageArrays):
         images = images.images
@@ -65,7 +75,20 @@ def images_to_tensor(
 def random_flip(
     images: torch.Tensor, generator: torch.Generator | None = None, p: float = 0.5
 ) -> torch.Tensor:
-    """Mirror each image left-right with probability ``p``; uint8 or float, shape kept."""
+    """Mirror each image left-right with probability ``p``; uint8 or float, shape kept.
+
+    Args:
+        images: (N, C, H, W) batch.
+        generator: the source of randomness (a seeded one fixes every flip).
+        p: the probability of flipping each image, in [0, 1].
+
+    Examples:
+        >>> import torch
+        >>> from frlr.data.augment import random_flip
+        >>> images = torch.arange(4, dtype=torch.uint8).view(1, 1, 1, 4)
+        >>> random_flip(images, p=1.0).flatten().tolist()
+        [3, 2, 1, 0]
+    """
     images = _check_batch(images)
     generator = _check_generator(generator)
     if not 0.0 <= p <= 1.0:
@@ -83,6 +106,21 @@ def crop_padded(
     out[i, :, y, x] = pad(images)[i, :, y + top[i], x + left[i]], with top, left in
     [0, 2 * padding]; (padding, padding) is the identity, so the content moves by
     (padding - top[i], padding - left[i]) pixels and the uncovered border is zero.
+
+    Args:
+        images: (N, C, H, W) batch.
+        padding: zeros added on every side, >= 0.
+        top: integer (N,) row offsets into the padded images, in [0, 2 * padding].
+        left: integer (N,) column offsets, in [0, 2 * padding].
+
+    Examples:
+        Shift a 1 x 4 image one pixel to the right:
+
+        >>> import torch
+        >>> from frlr.data.augment import crop_padded
+        >>> images = torch.tensor([[[[1, 2, 3, 4]]]], dtype=torch.uint8)
+        >>> crop_padded(images, 1, top=torch.tensor([1]), left=torch.tensor([0])).flatten().tolist()
+        [0, 1, 2, 3]
     """
     images = _check_batch(images)
     _check_padding(padding)
@@ -136,6 +174,19 @@ def random_crop(
 
     Each image moves by an independent shift in [-padding, padding] on each axis (pad 4 on
     32x32 images is the usual CIFAR setting).
+
+    Args:
+        images: (N, C, H, W) batch.
+        padding: the largest shift in pixels, >= 0 (0 returns the images unchanged).
+        generator: the source of randomness (a seeded one fixes every shift).
+
+    Examples:
+        >>> import torch
+        >>> from frlr.data.augment import random_crop
+        >>> images = torch.full((8, 3, 32, 32), 255, dtype=torch.uint8)
+        >>> shifted = random_crop(images, padding=4, generator=torch.Generator().manual_seed(0))
+        >>> shifted.shape, bool((shifted == 0).any())   # the uncovered border is black
+        (torch.Size([8, 3, 32, 32]), True)
     """
     images = _check_batch(images)
     generator = _check_generator(generator)
@@ -161,6 +212,23 @@ def augment_batch(
 
     Fused into one gather, with the same random draws (and so the same output) as
     ``random_flip(random_crop(images, padding, generator), generator)``.
+
+    Args:
+        images: (N, C, H, W) batch, uint8 (augment before :func:`normalize`, so the padding
+            is black) or float.
+        generator: the source of randomness (a seeded one fixes every crop and flip).
+        flip: also mirror half the images at random.
+        padding: the largest shift in pixels, >= 0.
+
+    Examples:
+        >>> import torch
+        >>> from frlr.data.augment import augment_batch, random_crop, random_flip
+        >>> images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+        >>> fused = augment_batch(images, torch.Generator().manual_seed(0))
+        >>> generator = torch.Generator().manual_seed(0)
+        >>> two_steps = random_flip(random_crop(images, 4, generator), generator)
+        >>> torch.equal(fused, two_steps)
+        True
     """
     images = _check_batch(images)
     generator = _check_generator(generator)
@@ -187,6 +255,21 @@ def channel_stats(
 
     Compute it on the training split only (test statistics must not leak into training).
     Accumulates in float64 chunk by chunk, so a 1 GB split never becomes a 4 GB float copy.
+
+    Args:
+        images: uint8 (N, H, W, C), or an ImageArrays whose images are taken.
+        chunk: images converted to float64 at a time.
+
+    Returns:
+        ``(mean, std)``, one value per channel each.
+
+    Examples:
+        >>> import numpy as np
+        >>> from frlr.data.augment import channel_stats
+        >>> images = np.zeros((2, 4, 4, 3), dtype=np.uint8)
+        >>> images[1] = 255                      # one black and one white image
+        >>> channel_stats(images)
+        ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     """
     if isinstance(images, ImageArrays):
         images = images.images
@@ -213,7 +296,21 @@ def normalize(
     std: Sequence[float],
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float ``(images / 255 - mean) / std``, per channel."""
+    """uint8 (N, C, H, W) -> float ``(images / 255 - mean) / std``, per channel.
+
+    Args:
+        images: uint8 (N, C, H, W) batch (augment it first, so padding stays black).
+        mean: one mean per channel, in [0, 1] units (as :func:`channel_stats` returns).
+        std: one positive standard deviation per channel, in [0, 1] units.
+        dtype: the floating dtype of the result.
+
+    Examples:
+        >>> import torch
+        >>> from frlr.data.augment import normalize
+        >>> images = torch.tensor([0, 255], dtype=torch.uint8).view(2, 1, 1, 1)
+        >>> normalize(images, mean=(0.5,), std=(0.5,)).flatten().tolist()
+        [-1.0, 1.0]
+    """
     images = _check_batch(images)
     if images.dtype != torch.uint8:
         raise TypeError(f"images must be uint8 (normalise before any float op), got {images.dtype}")
@@ -229,7 +326,18 @@ def normalize(
 
 
 def num_batches(num_items: int, batch_size: int, drop_last: bool = False) -> int:
-    """How many global batches :func:`iterate_batches` yields per epoch."""
+    """How many global batches :func:`iterate_batches` yields per epoch.
+
+    Args:
+        num_items: samples in the epoch, >= 0.
+        batch_size: the global batch size, >= 1.
+        drop_last: whether a final, smaller batch is dropped.
+
+    Examples:
+        >>> from frlr.data.augment import num_batches
+        >>> num_batches(10, 4), num_batches(10, 4, drop_last=True)
+        (3, 2)
+    """
     if num_items < 0:
         raise ValueError(f"num_items must be non-negative, got {num_items}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -256,6 +364,29 @@ def iterate_batches(
     differ by at most one sample when world_size does not divide the batch; with
     ``drop_last=False`` a final batch smaller than world_size leaves some ranks an empty shard,
     so pass ``drop_last=True`` under DDP with batch norm.
+
+    Args:
+        images: (N, ...) tensor of samples, e.g. uint8 (N, C, H, W) on the training device.
+        labels: (N, ...) tensor of targets, index-aligned with ``images``.
+        batch_size: the global batch size (all ranks together).
+        shuffle: draw a new permutation from ``generator`` (else keep the stored order).
+        generator: the source of the permutation; seed it identically on every rank.
+        drop_last: drop a final batch smaller than ``batch_size``.
+        rank: this process's rank under DDP.
+        world_size: the number of DDP processes.
+
+    Examples:
+        >>> import torch
+        >>> from frlr.data.augment import iterate_batches
+        >>> images, labels = torch.zeros(5, 1, 2, 2), torch.arange(5)
+        >>> [y.tolist() for _, y in iterate_batches(images, labels, batch_size=2, shuffle=False)]
+        [[0, 1], [2, 3], [4]]
+
+        Rank 1 of 2 takes the second half of each global batch of 4; the last batch holds one
+        sample, so its shard there is empty:
+
+        >>> [y.tolist() for _, y in iterate_batches(images, labels, 4, False, rank=1, world_size=2)]
+        [[2, 3], []]
     """
     if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
         raise TypeError(

@@ -9,10 +9,15 @@ stale files left to pile up. Files are written to a temporary name and renamed
 entry is rebuilt with a warning.
 
 The cache folder is ``cache_dir`` if given, else ``$FRLR_CACHE``, else ``~/.cache/frlr``.
+
+The cache only saves time, so a folder that cannot be written (read-only, full, not a folder)
+costs a warning, not the run: the first failed write warns once per folder and process, and the
+data is decoded afresh on every load after it, with nothing written there again.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -30,9 +35,36 @@ from frlr.data.arrays import ImageArrays
 CACHE_FORMAT = 1
 """Bump when the stored layout or any loader's output changes, to orphan old entries."""
 
+UNWRITABLE_ERRNOS = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.ENOTDIR,
+        errno.EEXIST,
+    }
+)
+"""Write failures that mean "this folder takes no files" (read-only, full, a file in the way):
+the cache is skipped with a warning. Any other error is a bug or a fault worth raising."""
+
+_unwritable_dirs: set[Path] = set()
+"""Cache folders a write already failed in, in this process: warned about once, then skipped."""
+
 
 def default_cache_dir() -> Path:
-    """``$FRLR_CACHE`` when set, else ``~/.cache/frlr``."""
+    """``$FRLR_CACHE`` when set, else ``~/.cache/frlr``.
+
+    Read at every call, so setting the variable redirects later loads.
+
+    Examples:
+        >>> from unittest import mock
+        >>> from frlr.data import default_cache_dir
+        >>> with mock.patch.dict("os.environ", {"FRLR_CACHE": "/scratch/frlr-cache"}):
+        ...     print(default_cache_dir())
+        /scratch/frlr-cache
+    """
     env = os.environ.get("FRLR_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "frlr"
 
@@ -144,27 +176,64 @@ def cached(
 ) -> ImageArrays:
     """Return the cached arrays for ``key_parts``, building and storing them on a miss.
 
-    key_parts: the loader arguments that change the output (name, split, image_size, root ...);
-        JSON-serialisable values, anything else by ``str``.
-    build: decodes the dataset; called only on a miss or when ``sources`` changed.
-    sources: files or folders the arrays are decoded from; their fingerprint is checked on every
-        load, so an edited source invalidates the entry.
+    Args:
+        key_parts: the loader arguments that change the output (name, split, image_size,
+            root ...); JSON-serialisable values, anything else by ``str``.
+        build: decodes the dataset; called only on a miss or when ``sources`` changed.
+        cache_dir: where entries live; default ``$FRLR_CACHE`` or ``~/.cache/frlr``.
+        sources: files or folders the arrays are decoded from; their fingerprint is checked on
+            every load, so an edited source invalidates the entry.
+
+    Examples:
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from frlr.data import ImageArrays, cached
+        >>> calls = []
+        >>> def build():
+        ...     calls.append(1)
+        ...     return ImageArrays(np.zeros((2, 4, 4, 3), np.uint8), np.array([0, 1]), ["a", "b"])
+        >>> cache_dir = tempfile.mkdtemp()
+        >>> first = cached(["toy", "train"], build, cache_dir)
+        >>> again = cached(["toy", "train"], build, cache_dir)   # read back, not rebuilt
+        >>> len(calls), np.array_equal(first.images, again.images)
+        (1, True)
     """
     if not callable(build):
         raise TypeError(f"build must be callable, got {type(build).__name__}")
     path = cache_path(key_parts, cache_dir)
     fingerprint = source_fingerprint(sources)
     key = _key_json(key_parts)
-    if path.exists():
-        try:
-            arrays, extra = load_arrays(path)
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+    try:
+        arrays, extra = load_arrays(path)
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        if not _unreadable_dir(exc):
             warnings.warn(f"cache file {path} is unreadable ({exc}); rebuilding it", stacklevel=2)
-        else:
-            if extra.get("fingerprint") == fingerprint and extra.get("key") == key:
-                return arrays
+    else:
+        if extra.get("fingerprint") == fingerprint and extra.get("key") == key:
+            return arrays
     arrays = build()
     if not isinstance(arrays, ImageArrays):
         raise TypeError(f"build must return ImageArrays, got {type(arrays).__name__}")
-    save_arrays(arrays, path, extra={"fingerprint": fingerprint, "key": key})
+    if path.parent in _unwritable_dirs:
+        return arrays
+    try:
+        save_arrays(arrays, path, extra={"fingerprint": fingerprint, "key": key})
+    except OSError as exc:
+        if exc.errno not in UNWRITABLE_ERRNOS:
+            raise
+        _unwritable_dirs.add(path.parent)
+        warnings.warn(
+            f"cache folder {path.parent} cannot be written ({exc.strerror or exc}); going on "
+            "without the cache, so every run decodes the data afresh: pass a writable "
+            "cache_dir (or set FRLR_CACHE) to cache it",
+            stacklevel=2,
+        )
     return arrays
+
+
+def _unreadable_dir(exc: BaseException) -> bool:
+    """True for a cache folder that cannot even be looked into (a file in the way, no access):
+    that is the write's warning to give, not an unreadable-entry one."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOTDIR, errno.EACCES)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from frlr.data.arrays import ImageArrays
+from frlr.data.errors import REDOWNLOAD, DataError
 from frlr.data.images import check_image_size, resize_images
 from frlr.data.sources import SourceTree, open_tree
 
@@ -56,20 +57,27 @@ class _ArrayUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+def _batch_error(tree: SourceTree, name: str, problem: str) -> DataError:
+    """A damaged or foreign CIFAR batch, named by its archive and member."""
+    return tree.error(name, problem, f"this is not the official CIFAR file: {REDOWNLOAD}")
+
+
 def _unpickle(tree: SourceTree, name: str, data: bytes) -> dict[str, Any]:
     """Load one batch; keys come back as str whether pickled by Python 2 or 3."""
     try:
         loaded = _ArrayUnpickler(io.BytesIO(data), encoding="latin1").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
-        raise ValueError(f"corrupt CIFAR batch {tree.describe(name)}: {exc}") from exc
+        raise _batch_error(
+            tree, name, f"corrupt CIFAR batch ({type(exc).__name__}: {exc})"
+        ) from exc
     if not isinstance(loaded, dict):
-        raise ValueError(f"CIFAR batch {tree.describe(name)} is not a dict")
+        raise _batch_error(tree, name, "the CIFAR batch is not a dict")
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in loaded.items()}
 
 
 def _field(batch: dict[str, Any], key: str, tree: SourceTree, name: str) -> Any:
     if key not in batch:
-        raise ValueError(f"CIFAR batch {tree.describe(name)} has no {key!r} entry")
+        raise _batch_error(tree, name, f"the CIFAR batch has no {key!r} entry")
     return batch[key]
 
 
@@ -99,15 +107,11 @@ def _load(
             data = np.asarray(_field(batch, "data", tree, name))
             batch_labels = np.asarray(_field(batch, label_key, tree, name), dtype=np.int64)
             if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-                raise ValueError(
-                    f"CIFAR batch {tree.describe(name)} data is {data.dtype} {data.shape}, "
-                    "expected uint8 (N, 3072)"
+                raise _batch_error(
+                    tree, name, f"data is {data.dtype} {data.shape}, expected uint8 (N, 3072)"
                 )
             if len(batch_labels) != len(data):
-                raise ValueError(
-                    f"CIFAR batch {tree.describe(name)} has {len(batch_labels)} labels "
-                    f"for {len(data)} images"
-                )
+                raise _batch_error(tree, name, f"{len(batch_labels)} labels for {len(data)} images")
             images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
             labels.append(batch_labels)
     all_labels = np.concatenate(labels)

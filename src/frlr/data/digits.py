@@ -24,7 +24,7 @@ def load_digits(
     root: str | Path | None = None, split: str = "train", image_size: int | None = None
 ) -> ImageArrays:
     """The digits ``train`` or ``test`` split as (N, 8, 8, 1) uint8; ``root`` is ignored."""
-    from sklearn.datasets import load_digits as sklearn_digits
+    from sklearn.datasets import load_digits as sklearn_digits  # slow to import: digits only
     from sklearn.model_selection import train_test_split
 
     if split not in SPLITS:

@@ -15,18 +15,63 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from frlr.data.errors import DataError
 from frlr.data.images import progress
 
 _CHUNK = 1 << 20
 
 
-class ChecksumError(ValueError):
-    """A file's digest differs from the published one; the message names the file."""
+class ChecksumError(DataError):
+    """A file's digest differs from the published one; the message names the file.
+
+    A :class:`~frlr.data.DataError` (so a ``ValueError``): code that already handles bad input
+    catches it too. The message reads ``<file> has <algorithm> <digest>, expected ...; <remedy>``.
+
+    Args:
+        path: the file, or the archive that holds ``member``.
+        problem: what is wrong with it.
+        remedy: what the user can do about it.
+        member: the file inside the archive ``path``, or None for a plain file.
+
+    Examples:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from frlr.data import ChecksumError, RemoteFile
+        >>> from frlr.data.download import verify_checksum
+        >>> path = Path(tempfile.mkdtemp()) / "a.zip"
+        >>> _ = path.write_bytes(b"not the published archive")
+        >>> published = RemoteFile("https://example.org/a.zip", "a.zip", md5="0" * 32)
+        >>> try:
+        ...     verify_checksum(path, published)
+        ... except ChecksumError as error:
+        ...     print("refused:", str(error).endswith("delete it and download again"))
+        refused: True
+    """
+
+    def _message(self) -> str:
+        return f"{self.location} {self.problem}; {self.remedy}"
 
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """One official archive: where it lives and the checksum its publisher gives."""
+    """One official archive: where it lives and the checksum its publisher gives.
+
+    A download is kept only when its digest matches, so every RemoteFile needs a checksum.
+
+    Attributes:
+        url: where to fetch it; any URL ``urllib`` opens, ``file://`` included.
+        filename: the bare file name it is saved under.
+        md5: the published MD5 digest, hex.
+        sha256: the published SHA-256 digest, hex (preferred when both are given).
+
+    Examples:
+        >>> from frlr.data import RemoteFile
+        >>> remote = RemoteFile(
+        ...     "https://example.org/data.zip", "data.zip", sha256="AB" * 32
+        ... )
+        >>> remote.algorithm, remote.digest[:4]
+        ('sha256', 'abab')
+    """
 
     url: str
     filename: str
@@ -41,10 +86,12 @@ class RemoteFile:
 
     @property
     def algorithm(self) -> str:
+        """The hashlib name of the checksum checked: "sha256" when given, else "md5"."""
         return "sha256" if self.sha256 is not None else "md5"
 
     @property
     def digest(self) -> str:
+        """The expected hex digest, lower-case."""
         value = self.sha256 if self.sha256 is not None else self.md5
         assert value is not None
         return value.lower()
@@ -64,8 +111,10 @@ def verify_checksum(path: str | Path, remote: RemoteFile) -> None:
     actual = file_digest(path, remote.algorithm)
     if actual != remote.digest:
         raise ChecksumError(
-            f"{path} has {remote.algorithm} {actual}, expected {remote.digest} "
-            f"(published for {remote.url}); delete it and download again"
+            path,
+            f"has {remote.algorithm} {actual}, expected {remote.digest} "
+            f"(published for {remote.url})",
+            "delete it and download again",
         )
 
 
@@ -102,8 +151,10 @@ def download_file(remote: RemoteFile, directory: str | Path) -> Path:
         actual = hasher.hexdigest()
         if actual != remote.digest:
             raise ChecksumError(
-                f"download of {remote.url} into {destination} has {remote.algorithm} {actual}, "
-                f"expected {remote.digest}; the file was discarded"
+                destination,
+                f"(downloaded from {remote.url}) has {remote.algorithm} {actual}, "
+                f"expected {remote.digest}",
+                "the file was discarded: try the download again, or fetch it by hand",
             )
         os.replace(partial, destination)
     finally:

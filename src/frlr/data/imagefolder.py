@@ -24,6 +24,7 @@ from frlr.data.images import check_image_size, decode_images
 from frlr.data.sources import SourceTree, open_tree
 
 SPLITS = ("train", "val", "test")
+_LAYOUT = "expected <root>/<split>/<class>/<image>: point at the folder that holds train/"
 IMAGE_EXTENSIONS = (
     ".jpg",
     ".jpeg",
@@ -61,18 +62,18 @@ def load_imagefolder(root: str | Path, split: str, image_size: int | None = None
     with open_tree(root) as tree:
         train = _split_images(tree, "train")
         if not train:
-            raise ValueError(f"no class folders with images under {tree.describe('train/')}")
+            raise tree.error("train/", "no class folders with images", _LAYOUT)
         classes = sorted(train)
         folder = split
         if split == "test" and not _split_images(tree, "test"):
             folder = "val"
         by_class = train if folder == "train" else _split_images(tree, folder)
         if not by_class:
-            raise ValueError(f"no class folders with images under {tree.describe(folder + '/')}")
+            raise tree.error(folder + "/", "no class folders with images", _LAYOUT)
         unknown = sorted(set(by_class) - set(classes))
         if unknown:
-            raise ValueError(
-                f"class folders {unknown} in {tree.describe(folder + '/')} are not in train/"
+            raise tree.error(
+                folder + "/", f"class folders {unknown} are not in train/", "add them to train/"
             )
         index_of = {name: i for i, name in enumerate(classes)}
         names = [n for c in sorted(by_class) for n in by_class[c]]

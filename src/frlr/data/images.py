@@ -1,7 +1,8 @@
 """Decode encoded images (JPEG, PNG ...) into one uint8 (N, H, W, C) array, resizing on the way.
 
 Decoding happens once per dataset (the result is cached), so this is the only place that touches
-PIL. Every decoding failure is re-raised as :class:`CorruptImageError` naming the file, because a
+PIL. Every decoding failure is re-raised as :class:`CorruptImageError` naming the file (for an
+archive, the archive and the member), what PIL found wrong and what to do, in one line, because a
 bare PIL ``OSError`` from deep inside a 100k-image loop does not say which file to fix.
 
 Resizing (``image_size``) uses area averaging (PIL ``BOX``) when shrinking, which is exact for
@@ -17,7 +18,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+
+from frlr.data.errors import REDOWNLOAD, DataError
 
 if TYPE_CHECKING:
     from frlr.data.sources import SourceTree
@@ -28,8 +31,28 @@ MODES = {"RGB": 3, "L": 1}
 """The PIL modes loaders ask for, and the channel count each gives."""
 
 
-class CorruptImageError(ValueError):
-    """An image file could not be decoded; the message names the file."""
+class CorruptImageError(DataError):
+    """An image file could not be decoded; the message names the file and the archive member.
+
+    A :class:`~frlr.data.DataError` (so a ``ValueError``): a dataset with a truncated or
+    non-image file fails at decode time with the file's name, instead of training on a
+    half-read split.
+
+    Args:
+        path: the file, or the archive that holds ``member``.
+        problem: what is wrong with it.
+        remedy: what the user can do about it.
+        member: the file inside the archive ``path``, or None for a plain file.
+
+    Examples:
+        >>> from frlr.data import CorruptImageError
+        >>> from frlr.data.images import decode_image
+        >>> try:
+        ...     decode_image(b"not an image", "train/cat/0.jpg")
+        ... except CorruptImageError as error:
+        ...     print("train/cat/0.jpg" in str(error))
+        True
+    """
 
 
 def check_image_size(image_size: object) -> int | None:
@@ -55,11 +78,17 @@ def resize_image(image: Image.Image, image_size: int) -> Image.Image:
 
 
 def decode_image(
-    data: bytes, name: str, mode: str = "RGB", image_size: int | None = None
+    data: bytes,
+    name: str,
+    mode: str = "RGB",
+    image_size: int | None = None,
+    *,
+    member: str | None = None,
 ) -> np.ndarray:
     """Decode one encoded image to uint8 (H, W, C); grayscale/CMYK/palette become ``mode``.
 
-    ``name`` only labels errors. Truncated files fail here (PIL decodes lazily otherwise).
+    ``name`` (the file, or the archive holding ``member``) only labels errors. Truncated files
+    fail here (PIL decodes lazily otherwise).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
@@ -70,11 +99,30 @@ def decode_image(
             if image_size is not None:
                 image = resize_image(image, image_size)
             array = np.asarray(image, dtype=np.uint8)
+    except UnidentifiedImageError as exc:
+        # PIL's message names an anonymous BytesIO, not the file.
+        problem = f"not an image PIL can read ({len(data)} bytes, unknown format)"
+        raise CorruptImageError(name, problem, _image_remedy(member), member=member) from exc
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise CorruptImageError(f"cannot decode image {name}: {exc}") from exc
+        problem = f"cannot decode image ({type(exc).__name__}: {exc})"
+        raise CorruptImageError(name, problem, _image_remedy(member), member=member) from exc
     if array.ndim == 2:
         array = array[:, :, None]
     return array
+
+
+def _image_remedy(member: str | None) -> str:
+    if member is None:
+        return "the file is damaged or cut short: replace it, or download the dataset again"
+    return f"the image is damaged inside the archive: the archive is corrupt, {REDOWNLOAD}"
+
+
+def decode_member(
+    tree: SourceTree, name: str, mode: str = "RGB", image_size: int | None = None
+) -> np.ndarray:
+    """:func:`decode_image` of one file of ``tree``; an error names the archive and the member."""
+    path, member = tree.locate(name)
+    return decode_image(tree.read(name), path, mode, image_size, member=member)
 
 
 def progress(items: Iterable[T], total: int, desc: str) -> Iterator[T]:
@@ -82,7 +130,7 @@ def progress(items: Iterable[T], total: int, desc: str) -> Iterator[T]:
 
     ``FRLR_PROGRESS=0`` turns it off everywhere, ``FRLR_PROGRESS=1`` forces it on.
     """
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # the data layer imports no toolkit extra until a bar is shown
 
     setting = os.environ.get("FRLR_PROGRESS", "")
     disable: bool | None = None if setting == "" else setting == "0"
@@ -109,13 +157,15 @@ def decode_images(
         return np.zeros((0, size, size, MODES[mode]), dtype=np.uint8)
     out: np.ndarray | None = None
     for i, name in enumerate(progress(names, total=len(names), desc=desc)):
-        array = decode_image(tree.read(name), tree.describe(name), mode, image_size)
+        array = decode_member(tree, name, mode, image_size)
         if out is None:
             out = np.empty((len(names), *array.shape), dtype=np.uint8)
         elif array.shape != out.shape[1:]:
-            raise ValueError(
-                f"image {tree.describe(name)} is {array.shape[1]}x{array.shape[0]}, others are "
-                f"{out.shape[2]}x{out.shape[1]}: pass image_size to resize them all"
+            raise tree.error(
+                name,
+                f"image is {array.shape[1]}x{array.shape[0]}, the ones before it are "
+                f"{out.shape[2]}x{out.shape[1]}",
+                "pass image_size to resize them all",
             )
         out[i] = array
     assert out is not None

@@ -28,16 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from frlr.data.arrays import ImageArrays
+from frlr.data.errors import DataError
 from frlr.data.images import check_image_size, decode_images
 from frlr.data.sources import open_tree
-
-SUBSETS = {
-    "background": "images_background",
-    "evaluation": "images_evaluation",
-    "background_small1": "images_background_small1",
-    "background_small2": "images_background_small2",
-}
-"""The official archives, by subset name; each is ``<value>.zip`` or the folder ``<value>/``."""
 
 TRAIN_DRAWERS = tuple(range(1, 16))
 TEST_DRAWERS = tuple(range(16, 21))
@@ -59,9 +52,10 @@ def load_omniglot(root: str | Path, split: str, image_size: int | None = None) -
     with open_tree(root) as tree:
         found = [(m["character"], int(m["drawer"]), m.string) for m in map(_IMAGE.match, tree) if m]
         if not found:
-            raise ValueError(
-                f"no Omniglot images in {root} "
-                "(expected <Alphabet>/characterNN/<charid>_<drawer>.png)"
+            raise DataError(
+                root,
+                "no Omniglot images (expected <Alphabet>/characterNN/<charid>_<drawer>.png)",
+                "point at one of the official images_*.zip archives or its extracted folder",
             )
         classes = sorted({character for character, _, _ in found})
         index_of = {character: i for i, character in enumerate(classes)}

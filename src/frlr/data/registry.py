@@ -23,6 +23,7 @@ import numpy as np
 from frlr.data.arrays import ImageArrays
 from frlr.data.cache import cached
 from frlr.data.download import RemoteFile, download_file
+from frlr.data.errors import MissingDataError
 
 Task = Literal["classification", "reid", "multilabel"]
 ImageSize = int | tuple[int, int] | None
@@ -33,15 +34,30 @@ Loader = Callable[..., ImageArrays]
 class DatasetInfo:
     """What a training script needs to know about a dataset before loading it.
 
-    num_classes: classes of the training split (identities for re-id, labels for multi-label);
-        None when it depends on the data on disk.
-    splits: every split the loader accepts; ``train_split`` trains, ``eval_splits`` evaluate
-        (``("val",)`` for Tiny ImageNet, whose test split has no labels; query and gallery for
-        re-id).
-    folders: names looked for under ``data_dir``, first found wins; ``data_dir`` itself is used
-        when it carries one of these names, or (``root_fallback``) when none is found.
-    downloads: official archives with their published checksums; empty when the dataset must be
-        fetched by hand (licence or withdrawn).
+    Attributes:
+        name: the key in :data:`DATASETS`.
+        task: "classification", "reid" or "multilabel"; it picks the metrics and the losses.
+        num_classes: classes of the training split (identities for re-id, labels for
+            multi-label); None when it depends on the data on disk.
+        splits: every split the loader accepts.
+        train_split: the split to train on.
+        eval_splits: the splits to evaluate on (``("val",)`` for Tiny ImageNet, whose test
+            split has no labels; query and gallery for re-id).
+        url: the dataset's official home.
+        description: one line for listings.
+        folders: names looked for under ``data_dir``, first found wins; ``data_dir`` itself is
+            used when it carries one of these names, or (``root_fallback``) when none is found.
+        downloads: official archives with their published checksums; empty when the dataset
+            must be fetched by hand (licence or withdrawn).
+        image_shape: (H, W, C) of the decoded images at the default size, when fixed.
+        root_fallback: use ``data_dir`` itself when no named folder is found.
+        cache: whether :func:`load_dataset` caches the decoded arrays on disk.
+
+    Examples:
+        >>> from frlr.data import dataset_info
+        >>> info = dataset_info("cifar100")
+        >>> info.task, info.num_classes, info.train_split, info.eval_splits
+        ('classification', 100, 'train', ('test',))
     """
 
     name: str
@@ -271,7 +287,7 @@ def _lazy(module: str, function: str) -> Loader:
     def load(
         root: Path | None, split: str, image_size: ImageSize = None, **options: Any
     ) -> ImageArrays:
-        import importlib
+        import importlib  # a dataset's loader module is imported when that dataset is loaded
 
         loader = getattr(importlib.import_module(f"frlr.data.{module}"), function)
         if image_size is None:
@@ -306,6 +322,13 @@ DATASETS: Mapping[str, Loader] = MappingProxyType(
 
 ``root`` is the dataset's own folder or archive (what :func:`find_root` returns), not
 ``data_dir``; :func:`load_dataset` adds the lookup, download and caching.
+
+Examples:
+    >>> from frlr.data import DATASETS
+    >>> "tiny-imagenet" in DATASETS and "digits" in DATASETS
+    True
+    >>> DATASETS["digits"](None, "test").images.shape
+    (360, 8, 8, 1)
 """
 
 
@@ -318,12 +341,32 @@ def _check_name(name: object) -> str:
 
 
 def dataset_info(name: str) -> DatasetInfo:
-    """Number of classes, splits, task and official source of a dataset, without loading it."""
+    """Number of classes, splits, task and official source of a dataset, without loading it.
+
+    Args:
+        name: a key of :data:`DATASETS`.
+
+    Examples:
+        >>> from frlr.data import dataset_info
+        >>> info = dataset_info("tiny-imagenet")
+        >>> info.num_classes, info.splits, info.image_shape
+        (200, ('train', 'val'), (64, 64, 3))
+    """
     return _INFOS[_check_name(name)]
 
 
 def default_data_dir() -> Path:
-    """``$FRLR_DATA`` when set, else ``~/.cache/frlr/datasets``."""
+    """``$FRLR_DATA`` when set, else ``~/.cache/frlr/datasets``.
+
+    Read at every call, so setting the variable redirects later loads.
+
+    Examples:
+        >>> import os
+        >>> from pathlib import Path
+        >>> from frlr.data import default_data_dir
+        >>> "FRLR_DATA" in os.environ or default_data_dir() == Path.home() / ".cache/frlr/datasets"
+        True
+    """
     env = os.environ.get("FRLR_DATA")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "frlr" / "datasets"
 
@@ -331,7 +374,21 @@ def default_data_dir() -> Path:
 def find_root(name: str, data_dir: str | Path | None = None) -> Path | None:
     """The dataset's folder or archive under ``data_dir``, or None when it is not there.
 
-    ``data_dir`` may also be that folder itself (``.../tiny-imagenet-200``).
+    Args:
+        name: a key of :data:`DATASETS`.
+        data_dir: where the datasets live, or the dataset's own folder
+            (``.../tiny-imagenet-200``); default :func:`default_data_dir`.
+
+    Examples:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from frlr.data import find_root
+        >>> data_dir = Path(tempfile.mkdtemp())
+        >>> find_root("tiny-imagenet", data_dir) is None
+        True
+        >>> (data_dir / "tiny-imagenet-200").mkdir()
+        >>> find_root("tiny-imagenet", data_dir).name
+        'tiny-imagenet-200'
     """
     info = dataset_info(name)
     base = _check_data_dir(data_dir)
@@ -380,17 +437,27 @@ def load_dataset(
 ) -> ImageArrays:
     """Load one split of a dataset by name, decoded to uint8 arrays and cached on disk.
 
-    name: a key of :data:`DATASETS` (see :func:`dataset_info`).
-    split: one of ``dataset_info(name).splits``.
-    data_dir: where the datasets live (each under its conventional name), or the dataset's own
-        folder; default ``$FRLR_DATA`` or ``~/.cache/frlr/datasets``.
-    image_size: resize to image_size x image_size at decode time (re-id loaders also take
-        (height, width)); None keeps each loader's default size.
-    download: fetch the official archive into ``data_dir`` when the dataset is missing, and
-        verify its published checksum (an error if it differs).
-    cache_dir: where decoded arrays are cached; default ``$FRLR_CACHE`` or ``~/.cache/frlr``.
-    use_cache: False decodes afresh and writes nothing.
-    options: extra loader arguments (``seed=`` for the mosaic), part of the cache key.
+    Args:
+        name: a key of :data:`DATASETS` (see :func:`dataset_info`).
+        split: one of ``dataset_info(name).splits``.
+        data_dir: where the datasets live (each under its conventional name), or the
+            dataset's own folder; default ``$FRLR_DATA`` or ``~/.cache/frlr/datasets``.
+        image_size: resize to image_size x image_size at decode time (re-id loaders also take
+            (height, width)); None keeps each loader's default size.
+        download: fetch the official archive into ``data_dir`` when the dataset is missing,
+            and verify its published checksum (an error if it differs).
+        cache_dir: where decoded arrays are cached; default ``$FRLR_CACHE`` or
+            ``~/.cache/frlr``.
+        use_cache: False decodes afresh and writes nothing.
+        options: extra loader arguments (``seed=`` for the mosaic), part of the cache key.
+
+    Examples:
+        scikit-learn's digits need no download:
+
+        >>> from frlr.data import load_dataset
+        >>> train = load_dataset("digits", "train")
+        >>> train.images.shape, train.labels.dtype, train.num_classes
+        ((1437, 8, 8, 1), dtype('int64'), 10)
     """
     info = dataset_info(name)
     if not isinstance(split, str) or split not in info.splits:
@@ -418,7 +485,7 @@ def load_dataset(
             if info.downloads
             else f"download it by hand from {info.url}"
         )
-        raise FileNotFoundError(f"{name} not found (looked for {looked}); {fetch}")
+        raise MissingDataError(base, f"{name} not found (looked for {looked})", fetch)
 
     def build() -> ImageArrays:
         return loader(root, split, image_size, **options)

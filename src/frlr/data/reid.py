@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from frlr.data.arrays import ImageArrays
-from frlr.data.images import MODES, decode_image, decode_images, progress
+from frlr.data.images import MODES, decode_images, decode_member, progress
 from frlr.data.sources import SourceTree, open_tree
 
 __all__ = [
@@ -117,19 +117,6 @@ def _resize_hw(image: Image.Image, size_hw: tuple[int, int]) -> Image.Image:
     return image.resize(target, resample=resample)
 
 
-def _resize_array(images: np.ndarray, size_hw: tuple[int, int], desc: str) -> np.ndarray:
-    """Resize a decoded uint8 (N, H, W, C) array to (N, *size_hw, C), one image at a time."""
-    if images.shape[1:3] == size_hw:
-        return images
-    channels = images.shape[3]
-    out = np.empty((len(images), *size_hw, channels), dtype=np.uint8)
-    for i in progress(range(len(images)), total=len(images), desc=desc):
-        plane = images[i, :, :, 0] if channels == 1 else images[i]
-        resized = np.asarray(_resize_hw(Image.fromarray(plane), size_hw), dtype=np.uint8)
-        out[i] = resized.reshape(*size_hw, channels)
-    return out
-
-
 def _decode_hw(
     tree: SourceTree,
     names: Sequence[str],
@@ -146,7 +133,7 @@ def _decode_hw(
         return decode_images(tree, names, mode, None if size_hw is None else size_hw[0], desc)
     out = np.empty((len(names), *size_hw, MODES[mode]), dtype=np.uint8)
     for i, name in enumerate(progress(names, total=len(names), desc=desc)):
-        array = decode_image(tree.read(name), tree.describe(name), mode, None)
+        array = decode_member(tree, name, mode, None)
         plane = array[:, :, 0] if array.shape[2] == 1 else array
         out[i] = np.asarray(_resize_hw(Image.fromarray(plane), size_hw)).reshape(out.shape[1:])
     return out

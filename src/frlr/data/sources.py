@@ -6,6 +6,10 @@ archive when that is what is on disk. Every tree names its files by POSIX paths 
 dataset root: an archive's single top-level folder (``tiny-imagenet-200/``,
 ``images_background_small1/``) is stripped, so a loader sees the same names in the folder and in
 the zip.
+
+Every failure to read names the archive and the member (or the file) through
+:class:`frlr.data.errors.DataError`, with what is wrong and what to do: ``zipfile`` and ``gzip``
+otherwise raise a bare ``zlib.error`` that names neither.
 """
 
 from __future__ import annotations
@@ -13,19 +17,18 @@ from __future__ import annotations
 import os
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
+from frlr.data.errors import REDOWNLOAD, DataError, MissingDataError
 
 _JUNK_PREFIXES = ("__MACOSX/",)
 _JUNK_NAMES = (".DS_Store", "Thumbs.db")
 
-
-def is_archive(path: Path) -> bool:
-    """True when ``path`` names a zip or tar archive this module can read."""
-    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
+_DAMAGED = (zlib.error, zipfile.BadZipFile, tarfile.TarError, EOFError, OSError)
+"""What a damaged archive raises while a member is decompressed (a bad CRC, a cut-off stream)."""
 
 
 def _is_junk(name: str) -> bool:
@@ -60,6 +63,11 @@ class SourceTree:
 
     def describe(self, name: str) -> str:
         """Where ``name`` lives, for error messages: a path, or ``archive.zip:member``."""
+        path, member = self.locate(name)
+        return path if member is None else f"{path}:{member}"
+
+    def locate(self, name: str) -> tuple[str, str | None]:
+        """``(file, None)`` for a folder's file, ``(archive, member)`` for an archive's member."""
         raise NotImplementedError
 
     def read_many(self, names: list[str]) -> dict[str, bytes]:
@@ -73,8 +81,39 @@ class SourceTree:
         self._names = sorted(names)
         self._name_set = set(self._names)
 
-    def _missing(self, name: str) -> FileNotFoundError:
-        return FileNotFoundError(f"missing dataset file {self.describe(name)}")
+    def error(self, name: str, problem: str, remedy: str) -> DataError:
+        """A :class:`DataError` about ``name``, naming the archive and the member."""
+        path, member = self.locate(name)
+        return DataError(path, problem, remedy, member=member)
+
+    def _missing(self, name: str) -> MissingDataError:
+        path, member = self.locate(name)
+        return MissingDataError(
+            path,
+            "missing dataset file",
+            "the dataset is incomplete: download or extract it again",
+            member=member,
+        )
+
+    def _damaged(self, name: str, exc: BaseException) -> DataError:
+        """The error for a member whose bytes cannot be read back (see ``_DAMAGED``)."""
+        extract = "extract the archive with another tool and point data_dir at the folder"
+        if isinstance(exc, NotImplementedError):
+            return self.error(
+                name, f"stored with a compression Python cannot read ({exc})", extract
+            )
+        if isinstance(exc, RuntimeError):  # zipfile: an encrypted member
+            return self.error(name, f"cannot be read ({exc})", extract)
+        kind = type(exc)
+        module = "" if kind.__module__ == "builtins" else f"{kind.__module__}."
+        reason = f"{module}{kind.__name__}: {exc}"
+        if self.locate(name)[1] is None:
+            return self.error(name, f"cannot be read ({reason})", "check its permissions")
+        return self.error(
+            name,
+            f"the archive is damaged: this member does not decompress ({reason})",
+            f"the archive is corrupt: {REDOWNLOAD}",
+        )
 
     def close(self) -> None:
         """Release the archive handle (a folder holds none)."""
@@ -112,9 +151,11 @@ class FolderTree(SourceTree):
             return (self.location / name).read_bytes()
         except FileNotFoundError:
             raise self._missing(name) from None
+        except OSError as exc:
+            raise self._damaged(name, exc) from exc
 
-    def describe(self, name: str) -> str:
-        return str(self.location / name)
+    def locate(self, name: str) -> tuple[str, str | None]:
+        return str(self.location / name), None
 
 
 class ZipTree(SourceTree):
@@ -124,8 +165,8 @@ class ZipTree(SourceTree):
         super().__init__(location)
         try:
             self._zip = zipfile.ZipFile(location)
-        except zipfile.BadZipFile as exc:
-            raise ValueError(f"corrupt zip archive {location}: {exc}") from exc
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise _unreadable_archive(location, "zip", exc) from exc
         members = [i.filename for i in self._zip.infolist() if not i.is_dir()]
         members = [m for m in members if not _is_junk(m)]
         self._prefix = _common_top_folder(members)
@@ -136,11 +177,11 @@ class ZipTree(SourceTree):
             return self._zip.read(self._prefix + name)
         except KeyError:
             raise self._missing(name) from None
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise ValueError(f"corrupt archive member {self.describe(name)}: {exc}") from exc
+        except (*_DAMAGED, NotImplementedError, RuntimeError) as exc:
+            raise self._damaged(name, exc) from exc
 
-    def describe(self, name: str) -> str:
-        return f"{self.location}:{self._prefix}{name}"
+    def locate(self, name: str) -> tuple[str, str | None]:
+        return str(self.location), f"{self._prefix}{name}"
 
     def close(self) -> None:
         self._zip.close()
@@ -154,8 +195,8 @@ class TarTree(SourceTree):
         try:
             self._tar = tarfile.open(location)  # noqa: SIM115 (closed by close())
             members = [m for m in self._tar.getmembers() if m.isfile() and not _is_junk(m.name)]
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise ValueError(f"corrupt tar archive {location}: {exc}") from exc
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            raise _unreadable_archive(location, "tar", exc) from exc
         self._prefix = _common_top_folder([m.name for m in members])
         self._members = {m.name[len(self._prefix) :]: m for m in members}
         self._set_names(list(self._members))
@@ -166,12 +207,12 @@ class TarTree(SourceTree):
             raise self._missing(name)
         try:
             handle = self._tar.extractfile(member)
-            if handle is None:
-                raise self._missing(name)
-            with handle:
-                return handle.read()
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise ValueError(f"corrupt archive member {self.describe(name)}: {exc}") from exc
+            if handle is not None:
+                with handle:
+                    return handle.read()
+        except _DAMAGED as exc:
+            raise self._damaged(name, exc) from exc
+        raise self._missing(name)
 
     def read_many(self, names: list[str]) -> dict[str, bytes]:
         """One forward pass: a gzip stream re-decompresses from the start on every seek back."""
@@ -181,11 +222,19 @@ class TarTree(SourceTree):
         ordered = sorted(set(names), key=lambda name: self._members[name].offset_data)
         return {name: self.read(name) for name in ordered}
 
-    def describe(self, name: str) -> str:
-        return f"{self.location}:{self._prefix}{name}"
+    def locate(self, name: str) -> tuple[str, str | None]:
+        return str(self.location), f"{self._prefix}{name}"
 
     def close(self) -> None:
         self._tar.close()
+
+
+def _unreadable_archive(location: Path, kind: str, exc: BaseException) -> DataError:
+    return DataError(
+        location,
+        f"not a readable {kind} archive ({type(exc).__name__}: {exc})",
+        f"it is damaged or cut short: {REDOWNLOAD}",
+    )
 
 
 def open_tree(location: str | Path) -> SourceTree:
@@ -196,10 +245,16 @@ def open_tree(location: str | Path) -> SourceTree:
     if path.is_dir():
         return FolderTree(path)
     if not path.exists():
-        raise FileNotFoundError(f"dataset root {path} does not exist")
+        raise MissingDataError(
+            path, "the dataset root does not exist", "check the path, or download the dataset"
+        )
     lower = path.name.lower()
     if lower.endswith(".zip"):
         return ZipTree(path)
     if lower.endswith((".tar", ".tar.gz", ".tgz")):
         return TarTree(path)
-    raise ValueError(f"dataset root {path} is neither a folder nor a .zip/.tar.gz archive")
+    raise DataError(
+        path,
+        "the dataset root is neither a folder nor a .zip/.tar.gz archive",
+        "point at the extracted folder or the official archive",
+    )

@@ -30,6 +30,7 @@ from frlr.data.sources import SourceTree, open_tree
 
 SPLITS = ("train", "val")
 _TRAIN_IMAGE = re.compile(r"^train/(?P<wnid>[^/]+)/images/(?P=wnid)_(?P<index>\d+)\.jpe?g$", re.I)
+_LAYOUT = "not the official Tiny ImageNet layout: download or extract the dataset again"
 _VAL_IMAGE = re.compile(r"^val_(?P<index>\d+)\.jpe?g$", re.I)
 
 
@@ -43,9 +44,9 @@ def read_wnids(tree: SourceTree) -> list[str]:
     """The class ids of ``wnids.txt``, sorted; duplicates are an error."""
     wnids = _read_text(tree, "wnids.txt")
     if len(set(wnids)) != len(wnids):
-        raise ValueError(f"{tree.describe('wnids.txt')} lists a class id twice")
+        raise tree.error("wnids.txt", "lists a class id twice", _LAYOUT)
     if not wnids:
-        raise ValueError(f"{tree.describe('wnids.txt')} lists no class ids")
+        raise tree.error("wnids.txt", "lists no class ids", _LAYOUT)
     return sorted(wnids)
 
 
@@ -68,9 +69,10 @@ def _train_names(tree: SourceTree, index_of: dict[str, int]) -> tuple[list[str],
             found[match["wnid"]].append((int(match["index"]), name))
     empty = [wnid for wnid, items in found.items() if not items]
     if empty:
-        raise ValueError(
-            f"no training images for {len(empty)} classes of wnids.txt under "
-            f"{tree.describe('train/')} (first: {empty[0]})"
+        raise tree.error(
+            "train/",
+            f"no training images for {len(empty)} classes of wnids.txt (first: {empty[0]})",
+            _LAYOUT,
         )
     names, labels = [], []
     for wnid in sorted(found):
@@ -87,11 +89,11 @@ def _val_names(tree: SourceTree, index_of: dict[str, int]) -> tuple[list[str], l
         fields = line.split()
         match = _VAL_IMAGE.match(fields[0]) if len(fields) >= 2 else None
         if match is None:
-            raise ValueError(f"{tree.describe(annotations)} line {number} is malformed: {line!r}")
+            raise tree.error(annotations, f"line {number} is malformed: {line!r}", _LAYOUT)
         if fields[1] in index_of:
             rows.append((int(match["index"]), f"val/images/{fields[0]}", index_of[fields[1]]))
     if not rows:
-        raise ValueError(f"{tree.describe(annotations)} labels no image with a wnids.txt class")
+        raise tree.error(annotations, "labels no image with a wnids.txt class", _LAYOUT)
     rows.sort()
     return [name for _, name, _ in rows], [label for _, _, label in rows]
 

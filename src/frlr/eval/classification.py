@@ -66,7 +66,20 @@ def topk_accuracy(
     top-k = (1/N) sum_i [rank_i < k], rank_i the target's 0-based rank (ties broken by class
     index, see the module docstring). Any monotone score works: logits, probabilities.
 
-    Returns ``{"top1": ..., "top5": ...}`` (keys ``f"top{k}"``), fractions in [0, 1].
+    Args:
+        logits_or_scores: float (N, K) scores, a torch tensor or numpy array.
+        targets: integer (N,) class indices in [0, K).
+        k: one rank or several; each must be at most K.
+
+    Returns:
+        ``{"top1": ..., "top5": ...}`` (keys ``f"top{k}"``), fractions in [0, 1].
+
+    Examples:
+        >>> import torch
+        >>> from frlr.eval import topk_accuracy
+        >>> logits = torch.tensor([[0.1, 2.0, 0.3], [1.5, 0.2, 0.1]])
+        >>> topk_accuracy(logits, torch.tensor([1, 1]), k=(1, 2))
+        {'top1': 0.5, 'top2': 1.0}
     """
     scores = as_tensor(logits_or_scores, "logits_or_scores")
     labels = as_tensor(targets, "targets")
@@ -100,21 +113,50 @@ def evaluate_classifier(
 ) -> dict[str, Any]:
     """Run ``model`` over ``images`` in eval mode, in batches, and score it.
 
-    ``images`` come in the toolkit's two forms: a torch tensor (N, C, H, W), as
-    ``frlr.data.augment.images_to_tensor`` returns, or a uint8 numpy array (N, H, W, C), as
-    ``ImageArrays.images`` holds (permuted per batch, after the copy to ``device``). Each batch
-    is moved to ``device`` (default: the model's) and turned into model input by
-    ``normalize_fn`` (e.g. ``partial(frlr.data.augment.normalize, mean=..., std=...)``), which
-    receives the (N, C, H, W) batch in its stored dtype; without it uint8 becomes float / 255
-    and float passes unchanged. The model's training/eval mode is restored afterwards.
+    Each batch is moved to ``device`` and turned into model input there, so the dataset can
+    stay uint8 (4x smaller than float) until the last moment. The model's training/eval mode
+    is restored afterwards. A row of logits holding a NaN counts as wrong, so a diverged run
+    scores low instead of raising.
 
-    Returns a dict with ``num_samples`` and, when ``labels`` is given, ``top{k}`` for each k
-    not above the class count (so CIFAR-10 gets top5, a 3-class toy only top1) and, when
-    ``loss_fn(logits, labels)`` (a batch mean) is given, ``loss``: the sample-weighted mean.
-    ``return_features=True`` adds ``features``: ``model.features(x)`` for every image, on the
-    CPU; this costs a second forward pass when labels are also given. ``labels=None`` with
-    ``return_features=True`` extracts re-id embeddings without computing logits. A row of
-    logits holding a NaN counts as wrong, so a diverged run scores low instead of raising.
+    It is long because every argument is checked first, naming it, and one pass over the
+    batches computes logits, features and loss together.
+
+    Args:
+        model: the classifier; ``model(x)`` returns (batch, K) logits.
+        images: a torch tensor (N, C, H, W), as ``frlr.data.augment.images_to_tensor``
+            returns, or a uint8 numpy array (N, H, W, C), as ``ImageArrays.images`` holds
+            (permuted per batch, after the copy to ``device``).
+        labels: integer (N,) class indices; None with ``return_features=True`` extracts re-id
+            embeddings without computing logits.
+        batch_size: images per forward pass.
+        device: where to run (default: the model's).
+        normalize_fn: turns the (N, C, H, W) batch, in its stored dtype, into model input (e.g.
+            ``partial(frlr.data.augment.normalize, mean=..., std=...)``); without it uint8
+            becomes float / 255 and float passes unchanged.
+        k: the top-k accuracies to report; those above the class count are left out (so
+            CIFAR-10 gets top5, a 3-class toy only top1).
+        loss_fn: ``loss_fn(logits, labels)``, a batch mean; adds ``loss``, the sample-weighted
+            mean over all images.
+        return_features: add ``features``: ``model.features(x)`` for every image, on the CPU;
+            this costs a second forward pass when labels are also given.
+
+    Returns:
+        A dict with ``num_samples`` and, as asked, ``top{k}``, ``loss`` and ``features``.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from frlr.eval import evaluate_classifier
+        >>> from frlr.torch import SSLRLoss
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
+        >>> images = torch.randint(0, 256, (20, 3, 8, 8), dtype=torch.uint8)
+        >>> labels = torch.randint(0, 10, (20,))
+        >>> result = evaluate_classifier(model, images, labels, batch_size=8, loss_fn=SSLRLoss())
+        >>> sorted(result)
+        ['loss', 'num_samples', 'top1', 'top5']
+        >>> result["num_samples"], 0.0 <= result["top1"] <= result["top5"] <= 1.0
+        (20, True)
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

@@ -103,10 +103,8 @@ def multilabel_metrics(
 ) -> dict[str, float | int]:
     """mAP, balanced accuracy and recall of the top-k predictions, per class and per image.
 
-    scores: float (N, K), any monotone score (logits or probabilities); targets: (N, K) in
-    {0, 1} (bool, integer or float). Predictions: ŷ_ic = 1 for the k highest scores of image
-    i, else 0. With TP, FN, TN, FP counted over images for a class, or over classes for an
-    image:
+    Predictions: ŷ_ic = 1 for the k highest scores of image i, else 0. With TP, FN, TN, FP
+    counted over images for a class, or over classes for an image:
 
     * ``mAP``: mean over classes with >= 1 positive of AP_c = sum_n (R_n - R_{n-1}) P_n
       (scikit-learn ``average_precision_score``, no interpolation; ranks the raw scores, not
@@ -122,6 +120,26 @@ def multilabel_metrics(
     All are fractions in [0, 1]; an average over an empty set is NaN. Also returned:
     ``num_classes_with_positives``, ``num_images_with_positives`` (the mAP and recall
     denominators) and ``k``.
+
+    It is long because this docstring defines each metric it returns.
+
+    Args:
+        scores: float (N, K), any monotone score (logits or probabilities); a torch tensor or
+            numpy array.
+        targets: (N, K) in {0, 1} (bool, integer or float); at least one positive.
+        k: how many labels each image predicts, at most K.
+
+    Returns:
+        The metrics above by name, plus the two denominators and ``k``.
+
+    Examples:
+        >>> import numpy as np
+        >>> from frlr.eval import multilabel_metrics
+        >>> scores = np.array([[2.0, 1.0, -1.0, 0.5], [0.1, 3.0, 0.2, -2.0], [1.0, -1.0, 2.5, 0.0]])
+        >>> targets = np.array([[1, 0, 0, 1], [0, 1, 0, 0], [0, 0, 1, 1]])
+        >>> metrics = multilabel_metrics(scores, targets, k=2)
+        >>> metrics["mAP"], metrics["recall_at_k_class"], metrics["k"]
+        (1.0, 0.75, 2)
     """
     score_array = as_array(scores, "scores")
     target_array = as_array(targets, "targets")

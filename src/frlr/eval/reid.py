@@ -128,8 +128,39 @@ def reid_metrics(
     ``chunk_size`` queries are scored at once (default: about 4M distance elements per chunk).
     Computation runs on ``query_features``' device in its precision (at least float32).
 
-    Returns ``rank{k}`` for each k in ``ranks`` and ``mAP`` (fractions in [0, 1], averaged
-    over valid queries), ``num_valid_queries`` and ``num_skipped_queries``.
+    It is long because the checks of its many inputs come first, each naming the argument,
+    and the chunked scoring shares their state; split, the steps would pass it all around.
+
+    Args:
+        query_features: float (Q, D) query embeddings, a torch tensor or numpy array.
+        gallery_features: float (G, D) gallery embeddings.
+        query_ids: integer (Q,) identities of the queries.
+        gallery_ids: integer (G,) identities of the gallery; -1 is junk, 0 a distractor.
+        query_cams: integer (Q,) camera of each query.
+        gallery_cams: integer (G,) camera of each gallery image; a gallery image of the
+            query's identity and camera is junk.
+        metric: "cosine" or "euclidean".
+        ap: "official" or "torchreid" (see the module docstring for both equations).
+        ranks: the CMC ranks k to report, each >= 1.
+        chunk_size: queries scored at once; None sizes chunks to about 4M distances.
+        normalize: L2-normalise the features first.
+
+    Returns:
+        ``rank{k}`` for each k in ``ranks`` and ``mAP`` (fractions in [0, 1], averaged over
+        valid queries), ``num_valid_queries`` and ``num_skipped_queries``.
+
+    Examples:
+        Two queries seen by camera 0; identity 1's true match is ranked second, behind an
+        image of identity 2:
+
+        >>> import numpy as np
+        >>> from frlr.eval import reid_metrics
+        >>> query = np.array([[1.0, 0.0], [0.0, 1.0]])
+        >>> gallery = np.array([[0.9, 0.1], [0.1, 0.9], [0.05, 1.0]])
+        >>> reid_metrics(query, gallery, query_ids=np.array([0, 1]),
+        ...              gallery_ids=np.array([0, 1, 2]), query_cams=np.array([0, 0]),
+        ...              gallery_cams=np.array([1, 1, 2]), ranks=(1, 2))
+        {'rank1': 0.5, 'rank2': 1.0, 'mAP': 0.625, 'num_valid_queries': 2, 'num_skipped_queries': 0}
     """
     if metric not in DISTANCE_METRICS:
         raise ValueError(f"metric must be one of {DISTANCE_METRICS}, got {metric!r}")

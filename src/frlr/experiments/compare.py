@@ -13,7 +13,7 @@ The table, printed and written to ``OUT/results.{json,csv,md}``, gives per loss 
 sample standard deviation over seeds of every metric of the task, and the p-value of the paired
 Wilcoxon signed-rank test of the task's tested metrics against the baseline loss, with the
 wall time of every run. The task (``--task``, default: the dataset's) decides the metrics, the
-tested ones and the baseline (:mod:`frlr.experiments.tasks`): top-1 against SR for
+tested ones and the baseline (:mod:`frlr.tasks`): top-1 against SR for
 classification; Rank-1 and mAP against SR for re-id; mAP and both balanced accuracies against
 LR for multi-label, where SR does not apply (and is left out of the default losses).
 """
@@ -23,50 +23,43 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from frlr.data import dataset_info
-from frlr.experiments.stats import mean_std, paired_wilcoxon, significance_footnote
-from frlr.experiments.tasks import Task, get_task
-from frlr.torch.losses import LOSSES
-from frlr.train import (
+from frlr.catalogue import (
     LOSS_HYPERPARAMETERS,
-    ConfigError,
-    TrainConfig,
-    config_differences,
-    train,
-    validate,
+    LOSS_NAMES,
+    TABLE_1_LOSSES,
+    canonical_loss_name,
+)
+from frlr.config import ConfigError, TrainConfig, config_differences, validate
+from frlr.data import dataset_info
+from frlr.experiments.results import metric_label, percent, run_row, summarize
+from frlr.io import (
+    is_main_process,
+    lock_holder,
+    run_lock,
     write_json_atomic,
     write_text_atomic,
 )
+from frlr.tasks import Task, get_task
+from frlr.train import train
 
 __all__ = [
     "compare",
     "default_losses",
+    "experiment_dir",
     "parse_losses",
     "parse_seeds",
     "run_dir_name",
+    "run_each",
     "run_or_reuse",
 ]
 
-DEFAULT_LOSSES = ("sr", "lr", "hs-lr", "ss-lr")
+DEFAULT_LOSSES = TABLE_1_LOSSES
 """The losses of the paper's Table 1 (less those a task cannot train: see default_losses)."""
-
-METRIC_LABELS = {
-    "top1": "top-1",
-    "top5": "top-5",
-    "rank1": "Rank-1",
-    "rank5": "Rank-5",
-    "rank10": "Rank-10",
-    "mAP": "mAP",
-    "balanced_acc_image": "bal. acc. per image",
-    "balanced_acc_class": "bal. acc. per class",
-}
 
 
 def default_losses(task: str | Task) -> tuple[str, ...]:
@@ -78,12 +71,13 @@ def default_losses(task: str | Task) -> tuple[str, ...]:
 def parse_losses(text: str | Sequence[str]) -> tuple[str, ...]:
     """``"sr,lr,hs-lr"`` -> ("sr", "lr", "hs-lr"), checked against the loss registry."""
     names = text.split(",") if isinstance(text, str) else list(text)
-    losses = tuple(name.strip().lower().replace("_", "-") for name in names if name.strip())
-    if not losses:
+    given = [name.strip() for name in names if name.strip()]
+    if not given:
         raise ConfigError("--losses names no loss")
-    for name in losses:
-        if name not in LOSSES:
-            raise ConfigError(f"unknown loss {name!r}; known: {', '.join(LOSSES)}")
+    for name in given:
+        if canonical_loss_name(name) is None:
+            raise ConfigError(f"unknown loss {name.lower()!r}; known: {', '.join(LOSS_NAMES)}")
+    losses = tuple(canonical_loss_name(name) or name for name in given)
     if len(set(losses)) != len(losses):
         raise ConfigError(f"--losses names a loss twice: {','.join(losses)}")
     return losses
@@ -129,13 +123,28 @@ def run_or_reuse(
     config: TrainConfig,
     train_fn: Callable[..., dict[str, Any]] = train,
     progress: bool | None = None,
+    *,
+    wait: bool = True,
 ) -> tuple[str, dict[str, Any]]:
     """Train one run of a comparison or sweep unless ``config.out`` already holds it finished.
 
     Returns (status, result), status "reused" (its ``result.json`` was there), "resumed" (from
     its checkpoint) or "trained". A finished run whose config differs in a result-affecting
-    field is a :class:`ConfigError`, never silently reused.
+    field is a :class:`ConfigError`, never silently reused. The run directory is locked
+    (:func:`frlr.io.run_lock`) from the check to the end of training, so two processes never
+    train one run: with ``wait=False`` a run another process holds returns ("busy", {}) at
+    once; with ``wait=True`` this waits for it, then reuses what it finished (or, if it
+    crashed, resumes from its checkpoint).
     """
+    with run_lock(config.out, wait=wait) as held:
+        if not held:
+            return "busy", {}
+        return _run_or_reuse_locked(config, train_fn, progress)
+
+
+def _run_or_reuse_locked(
+    config: TrainConfig, train_fn: Callable[..., dict[str, Any]], progress: bool | None
+) -> tuple[str, dict[str, Any]]:
     run_dir = Path(config.out)
     result_path = run_dir / "result.json"
     if result_path.exists():
@@ -151,6 +160,40 @@ def run_or_reuse(
     return status, train_fn(config, resume=True, progress=progress, log=None)
 
 
+def run_each(
+    configs: Sequence[TrainConfig],
+    train_fn: Callable[..., dict[str, Any]],
+    progress: bool | None,
+    done: Callable[[int, str, dict[str, Any]], None],
+    say: Callable[[str], None],
+) -> None:
+    """:func:`run_or_reuse` every config; ``done(index, status, result)`` after each.
+
+    Runs that another process (a second ``compare`` or ``sweep`` on the same ``--out``) is
+    training are skipped on the first pass and waited for after the others, so two processes
+    share the work instead of both doing all of it, and each ends with every run finished:
+    each one's ``results.json`` lists them all.
+    """
+    busy = []
+    for index, config in enumerate(configs):
+        status, result = run_or_reuse(config, train_fn, progress, wait=False)
+        if status == "busy":
+            say(f"{config.out}: {lock_holder(config.out)} is training it; waiting for it last")
+            busy.append(index)
+        else:
+            done(index, status, result)
+    for index in busy:
+        status, result = run_or_reuse(configs[index], train_fn, progress, wait=True)
+        done(index, status, result)
+
+
+def experiment_dir(base: TrainConfig, preset: str | None, *suffix: str) -> Path:
+    """Where an experiment goes when no ``--out`` is given:
+    ``runs/<dataset>-<arch>[-<preset>][-<suffix>...]`` (a sweep adds ``sweep``, the param)."""
+    parts = [base.dataset, base.arch, *([Path(preset).stem] if preset else []), *suffix]
+    return Path("runs") / "-".join(parts)
+
+
 def compare(
     base: TrainConfig,
     losses: Sequence[str] | None = None,
@@ -163,20 +206,19 @@ def compare(
     log: Callable[[str], None] | None = print,
     train_fn: Callable[..., dict[str, Any]] = train,
     command: str | None = None,
-    report: bool = False,
 ) -> dict[str, Any]:
     """Train ``base`` with every loss and seed (skipping finished runs) and tabulate.
 
     base: the recipe (loss, seed and out are set per run; beta/m/r reach only the losses that
-        take them). out: the comparison directory, default ``runs/<dataset>-<arch>-<preset>``.
+        take them). out: the comparison directory, default :func:`experiment_dir`.
     losses: default :func:`default_losses` of the task (sr, lr, hs-lr, ss-lr; no sr for
         multilabel, where naming it is a ConfigError).
-    baseline: the loss the others are tested against; default the task's (SR; LR for
-        multilabel); the first loss when it is not among ``losses``.
+    baseline: the loss the others are tested against, one of ``losses``; default the task's
+        (SR; LR for multilabel), or the first loss when that is not among ``losses``.
     train_fn: the function that trains one run (``frlr.train.train``; a stand-in for tests).
     command: the command line that asked for this, saved in ``results.json`` for the report.
-    report: then write ``OUT/report/`` (:func:`frlr.report.build_report`); a report that fails
-        is a warning, never a lost comparison. ``frlr compare`` does this unless ``--no-report``.
+    Every run's config is checked before the first run starts. The report of the directory is
+    the caller's next step (``frlr compare`` makes it unless ``--no-report``).
     Returns the content of ``results.json``.
     """
     if base.task == "auto":
@@ -184,34 +226,62 @@ def compare(
     task = get_task(base.task)
     losses = parse_losses(default_losses(task) if losses is None else losses)
     seeds = parse_seeds(seeds)
+    baseline = _check_baseline(baseline, losses)
     for name in ("beta", "m", "r"):
         if getattr(base, name) is not None and not any(
             name in LOSS_HYPERPARAMETERS[loss] for loss in losses
         ):
             raise ConfigError(f"--{name} applies to none of the losses {','.join(losses)}")
-    if out is None:
-        parts = [base.dataset, base.arch, *([Path(preset).stem] if preset else [])]
-        out = Path("runs") / "-".join(parts)
-    out = Path(out)
-    say = log if (log is not None and _is_main_process()) else (lambda _: None)
+    out = Path(out) if out is not None else experiment_dir(base, preset)
+    say = log if (log is not None and is_main_process()) else (lambda _: None)
     configs = [
         (loss, seed, _run_config(base, loss, seed, out)) for seed in seeds for loss in losses
     ]
+    rows: dict[int, dict[str, Any]] = {}
 
-    runs = []
-    for index, (loss, seed, config) in enumerate(configs, start=1):
-        status, result = run_or_reuse(config, train_fn, progress)
-        runs.append(_run_row(loss, seed, Path(config.out), status, result, task.metric_names))
-        scores = "  ".join(f"{_label(m)} {_percent(runs[-1].get(m))}" for m in task.tested_metrics)
+    def done(index: int, status: str, result: dict[str, Any]) -> None:
+        loss, seed, config = configs[index]
+        row = rows[index] = run_row(loss, seed, Path(config.out), status, result, task.metric_names)
+        scores = "  ".join(f"{metric_label(m)} {percent(row.get(m))}" for m in task.tested_metrics)
         say(
-            f"[{index}/{len(configs)}] {loss:<6} seed {seed}: {scores}  "
-            f"{runs[-1]['wall_time_s']:.1f}s"
-            + ("  (finished before)" if status == "reused" else "")
+            f"[{index + 1}/{len(configs)}] {loss:<6} seed {seed}: {scores}  "
+            f"{row['wall_time_s']:.1f}s" + ("  (finished before)" if status == "reused" else "")
         )
 
+    run_each([config for _, _, config in configs], train_fn, progress, done, say)
+    runs = [rows[index] for index in range(len(configs))]
+    results = _results(base, task, losses, seeds, runs, baseline, preset, command)
+    if is_main_process():
+        _write_tables(out, results, say)
+    return results
+
+
+def _check_baseline(baseline: str | None, losses: Sequence[str]) -> str | None:
+    """The registry name of a given baseline, which must be one of ``losses``."""
+    if baseline is None:
+        return None
+    name = canonical_loss_name(baseline.strip()) if isinstance(baseline, str) else None
+    if name not in losses:
+        raise ConfigError(
+            f"--baseline {baseline!r} is not one of the losses compared ({','.join(losses)})"
+        )
+    return name
+
+
+def _results(
+    base: TrainConfig,
+    task: Task,
+    losses: Sequence[str],
+    seeds: Sequence[int],
+    runs: list[dict[str, Any]],
+    baseline: str | None,
+    preset: str | None,
+    command: str | None,
+) -> dict[str, Any]:
+    """The content of ``results.json``: the runs, their summary per loss and the recipe."""
     metric_names = [m for m in task.metric_names if any(r[m] is not None for r in runs)]
     tested = [m for m in task.tested_metrics if m in metric_names] or [task.primary_metric]
-    summary = _summarize(
+    summary = summarize(
         runs,
         losses,
         seeds,
@@ -220,7 +290,7 @@ def compare(
         metric_names,
         tested=tested,
     )
-    results = {
+    return {
         "task": task.name,
         "dataset": base.dataset,
         "arch": base.arch,
@@ -237,128 +307,20 @@ def compare(
         "config": {k: v for k, v in asdict(base).items() if k not in ("loss", "seed", "out")},
         "command": command,
     }
-    if _is_main_process():
-        write_json_atomic(out / "results.json", results)
-        write_text_atomic(out / "results.csv", _csv(runs, metric_names))
-        markdown = _markdown(results, metric_names)
-        write_text_atomic(out / "results.md", markdown)
-        say("")
-        say(markdown)
-        say(f"results: {out / 'results.md'} (also results.json, results.csv); runs in {out}/")
-        if report:
-            make_report(out, say)
-    return results
 
 
-def make_report(out: Path, say: Callable[[str], None]) -> None:
-    """Write ``out/report/`` at the end of a comparison or sweep; a failure only warns."""
-    import warnings
-
-    try:
-        from frlr.report import build_report
-
-        build_report(out, log=say)
-    except Exception as error:  # the tables are written: the report must not lose them
-        warnings.warn(f"report of {out} failed: {error!r}", stacklevel=2)
-
-
-def _is_main_process() -> bool:
-    """Rank 0 under torchrun (each run sets up and tears down its own process group)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank() == 0
-    return os.environ.get("RANK", "0") == "0"
-
-
-def _run_row(
-    loss: str,
-    seed: int,
-    run_dir: Path,
-    status: str,
-    result: dict[str, Any],
-    metric_names: Sequence[str],
-) -> dict[str, Any]:
-    metrics = result.get("metrics", {})
-    row: dict[str, Any] = {"loss": loss, "seed": seed}
-    row.update({name: metrics.get(name) for name in metric_names})
-    row.update(
-        train_loss=result.get("train_loss"),
-        epochs=result.get("epochs"),
-        wall_time_s=float(result.get("wall_time_s", math.nan)),
-        status=status,
-        run_dir=str(run_dir),
-    )
-    return row
-
-
-def _summarize(
-    runs: list[dict[str, Any]],
-    losses: Sequence[str],
-    seeds: Sequence[int],
-    baseline: str,
-    primary: str,
-    metric_names: Sequence[str],
-    group_of: Callable[[dict[str, Any]], str] = lambda row: row["loss"],
-    label: Callable[[str], str] = str.upper,
-    tested: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    """Per group (a loss; a swept value for ``frlr sweep``): metric mean/std, wall time and the
-    paired test against ``baseline``. ``group_of`` names a row's group, ``label`` a group.
-
-    ``tested`` metrics (default: the primary one) are each tested, in ``entry["tests"]``;
-    the primary metric's test is also ``p_value``, ``p_note`` and ``p_statistic``.
-    """
-    tested = list(tested) if tested else [primary]
-    if baseline not in losses:
-        baseline = losses[0]
-    by_loss = {loss: {row["seed"]: row for row in runs if group_of(row) == loss} for loss in losses}
-    summary = {}
-    for loss in losses:
-        rows = [by_loss[loss][s] for s in seeds if s in by_loss[loss]]
-        entry: dict[str, Any] = {"n": len(rows)}
-        for name in metric_names:
-            values = [r[name] for r in rows if r[name] is not None]
-            if values:
-                entry[f"{name}_mean"], entry[f"{name}_std"] = mean_std(values)
-        times = [r["wall_time_s"] for r in rows]
-        entry["wall_time_s_mean"], _ = mean_std(times)
-        entry["wall_time_s_total"] = float(sum(times))
-        if loss != baseline:
-            entry["tests"] = {}
-            for metric in tested:
-                paired = [
-                    s
-                    for s in seeds
-                    if s in by_loss[loss]
-                    and s in by_loss[baseline]
-                    and by_loss[loss][s][metric] is not None
-                    and by_loss[baseline][s][metric] is not None
-                ]
-                test = paired_wilcoxon(
-                    [by_loss[loss][s][metric] for s in paired],
-                    [by_loss[baseline][s][metric] for s in paired],
-                )
-                entry["tests"][metric] = {
-                    "p_value": test.p_value,
-                    "p_note": test.note,
-                    "p_statistic": test.statistic,
-                }
-                if metric == primary:
-                    entry.update(p_value=test.p_value, p_note=test.note, p_statistic=test.statistic)
-        summary[loss] = entry
-    names = [_label(m) for m in tested]
-    tested_label = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
-    footnote = significance_footnote(len(seeds), tested_label, label(baseline))
-    return {"baseline": baseline, "losses": summary, "footnote": footnote}
-
-
-def _label(metric: str) -> str:
-    return METRIC_LABELS.get(metric, metric)
-
-
-def _percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f}%"
+def _write_tables(out: Path, results: dict[str, Any], say: Callable[[str], None]) -> None:
+    """``results.{json,csv,md}`` in ``out``, and the Markdown table printed."""
+    task = get_task(results["task"])
+    runs = results["runs"]
+    metric_names = [m for m in task.metric_names if any(r[m] is not None for r in runs)]
+    write_json_atomic(out / "results.json", results)
+    write_text_atomic(out / "results.csv", _csv(runs, metric_names))
+    markdown = _markdown(results, metric_names)
+    write_text_atomic(out / "results.md", markdown)
+    say("")
+    say(markdown)
+    say(f"results: {out / 'results.md'} (also results.json, results.csv); runs in {out}/")
 
 
 def _csv(runs: list[dict[str, Any]], metric_names: Sequence[str]) -> str:
@@ -382,7 +344,7 @@ def _markdown(results: dict[str, Any], metric_names: Sequence[str]) -> str:
     )
     tested = results.get("tested_metrics") or [primary]
     lines = [
-        f"## {results['dataset']}, {results['arch']}: {_label(primary)} over "
+        f"## {results['dataset']}, {results['arch']}: {metric_label(primary)} over "
         f"{len(results['seeds'])} seeds",
         "",
         (f"Preset `{results['preset']}`: " if results["preset"] else "Recipe: ")
@@ -394,11 +356,11 @@ def _markdown(results: dict[str, Any], metric_names: Sequence[str]) -> str:
             f"Evaluation ({results.get('task', 'classification')}): {results['evaluation']}.",
             "",
         ]
-    header = ["loss", *[f"{_label(m)} (%)" for m in metric_names]]
+    header = ["loss", *[f"{metric_label(m)} (%)" for m in metric_names]]
     if len(tested) == 1:
         header.append(f"p vs {baseline.upper()}")
     else:
-        header += [f"p {_label(m)} vs {baseline.upper()}" for m in tested]
+        header += [f"p {metric_label(m)} vs {baseline.upper()}" for m in tested]
     header += ["runs", "wall time / run (s)"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for loss, entry in results["summary"].items():
@@ -428,7 +390,7 @@ def _markdown(results: dict[str, Any], metric_names: Sequence[str]) -> str:
         "### Runs",
         "",
         "| loss | seed | "
-        + " | ".join(f"{_label(m)} (%)" for m in metric_names)
+        + " | ".join(f"{metric_label(m)} (%)" for m in metric_names)
         + " | wall time (s) |",
         "|" + "---|" * (len(metric_names) + 3),
     ]

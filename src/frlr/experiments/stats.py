@@ -71,7 +71,7 @@ def paired_wilcoxon(values: Sequence[float], baseline: Sequence[float]) -> Paire
     nonzero = int(np.count_nonzero(differences))
     if nonzero == 0:
         return PairedTest(1.0, n, 0.0, "identical on every seed")
-    from scipy.stats import wilcoxon
+    from scipy.stats import wilcoxon  # scipy.stats is slow to import: only for a test
 
     note = f"{n - nonzero} tied pair(s) dropped" if nonzero < n else ""
     try:

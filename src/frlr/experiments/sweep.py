@@ -20,41 +20,34 @@ bars (one standard deviation) and every seed as a dot.
 from __future__ import annotations
 
 import csv
-import inspect
 import io
 import json
 import math
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from frlr.experiments.compare import (
-    _is_main_process,
-    _label,
-    _percent,
-    _run_row,
-    _summarize,
-    make_report,
-    parse_seeds,
-    run_or_reuse,
-)
-from frlr.experiments.stats import mean_std
-from frlr.experiments.tasks import get_task
-from frlr.torch.losses import FUNCTIONAL, LOSSES
-from frlr.train import (
+from tqdm.auto import tqdm
+
+from frlr.catalogue import (
+    HYPERPARAMETERS,
     LOSS_HYPERPARAMETERS,
-    ConfigError,
-    TrainConfig,
-    config_differences,
-    loss_options,
-    train,
-    validate,
-    write_json_atomic,
-    write_text_atomic,
+    LOSS_NAMES,
+    canonical_loss_name,
+    default_hyperparameter,
+    hyperparameter_problem,
 )
+from frlr.config import ConfigError, TrainConfig, config_differences, loss_options, validate
+from frlr.experiments.compare import experiment_dir, parse_seeds, run_each, run_or_reuse
+from frlr.experiments.figures import loss_curves_figure, sweep_figure
+from frlr.experiments.results import metric_label, percent, run_row, summarize
+from frlr.experiments.stats import mean_std
+from frlr.io import is_main_process, run_lock, write_json_atomic, write_text_atomic
+from frlr.tasks import Task, get_task
+from frlr.train import train
 
 __all__ = [
     "DATA_PARAMS",
@@ -77,7 +70,9 @@ __all__ = [
 SWEEPABLE: tuple[str, ...] = tuple(sorted({p for ps in LOSS_HYPERPARAMETERS.values() for p in ps}))
 """Every loss hyper-parameter a sweep can vary."""
 
-DEFAULT_LOSS = {"m": "hs-lr", "r": "ss-lr", "beta": "ss-lr"}
+DEFAULT_LOSS = {
+    name: spec.figure_loss for name, spec in HYPERPARAMETERS.items() if spec.figure_loss
+}
 """The loss swept when ``--loss`` is not given: the one the parameter belongs to in the paper."""
 
 
@@ -91,11 +86,8 @@ def run_dir_name(loss: str, param: str, value: float, seed: int) -> str:
 
 
 def default_value(loss: str, param: str) -> float | None:
-    """The loss's own default for ``param`` (hs-lr m: 25), from its function's signature."""
-    parameter = inspect.signature(FUNCTIONAL[loss]).parameters.get(param)
-    if parameter is None or parameter.default is inspect.Parameter.empty:
-        return None
-    return float(parameter.default)
+    """The loss's own default for ``param`` (hs-lr m: 25), from the loss catalogue."""
+    return default_hyperparameter(loss, param)
 
 
 def parse_param(param: str, loss: str | None = None) -> tuple[str, str]:
@@ -106,9 +98,10 @@ def parse_param(param: str, loss: str | None = None) -> tuple[str, str]:
             f"unknown --param {param!r}; a sweep varies one of: {', '.join(SWEEPABLE)} (one "
             "--loss), or num-classes (several --losses)"
         )
-    loss = DEFAULT_LOSS[name] if loss is None else loss.strip().lower().replace("_", "-")
-    if loss not in LOSSES:
-        raise ConfigError(f"unknown --loss {loss!r}; known: {', '.join(LOSSES)}")
+    if loss is not None and canonical_loss_name(loss.strip()) is None:
+        known = ", ".join(LOSS_NAMES)
+        raise ConfigError(f"unknown --loss {loss.strip().lower()!r}; known: {known}")
+    loss = DEFAULT_LOSS[name] if loss is None else canonical_loss_name(loss.strip()) or loss
     takes = LOSS_HYPERPARAMETERS[loss]
     if name not in takes:
         accepted = ", ".join(takes) if takes else "none"
@@ -135,12 +128,9 @@ def parse_values(values: str | Sequence[float], param: str, loss: str) -> tuple[
     for value in parsed:
         if not math.isfinite(value):
             raise ConfigError(f"--values: {param} must be finite, got {value}")
-        try:
-            LOSSES[loss](**{param: value})
-        except (ValueError, TypeError) as error:
-            raise ConfigError(
-                f"--values: {param} = {value_text(value)} for {loss}: {error}"
-            ) from None
+        problem = hyperparameter_problem(param, value)
+        if problem is not None:
+            raise ConfigError(f"--values: {param} = {value_text(value)} for {loss}: {problem}")
     return tuple(parsed)
 
 
@@ -165,7 +155,6 @@ def sweep(
     log: Callable[[str], None] | None = print,
     train_fn: Callable[..., dict[str, Any]] = train,
     command: str | None = None,
-    report: bool = False,
 ) -> dict[str, Any]:
     """Train ``base`` with ``loss`` at every value of ``param`` and every seed, and tabulate.
 
@@ -175,74 +164,26 @@ def sweep(
         against (default: the loss's default value when swept, else the first value).
     out: default ``runs/<dataset>-<arch>[-<preset>]-sweep-<param>``.
     progress: a bar over the runs and per-run bars (default: when stderr is a terminal).
-    train_fn, command, report: as for :func:`frlr.experiments.compare.compare`.
+    train_fn, command: as for :func:`frlr.experiments.compare.compare`; every run's config is
+    checked before the first run starts, and the report is the caller's next step.
     Returns the content of ``sweep.json``.
     """
     param, loss = parse_param(param, loss)
     values = parse_values(values, param, loss)
     seeds = parse_seeds(seeds)
-    if getattr(base, param) is not None:
-        raise ConfigError(
-            f"--{param} {getattr(base, param):g} conflicts with the sweep over {param}: the "
-            "values come from --values; drop it"
-        )
-    takes = LOSS_HYPERPARAMETERS[loss]
-    for name in ("beta", "m", "r"):
-        if getattr(base, name) is not None and name not in takes:
-            raise ConfigError(
-                f"--{name} does not apply to loss {loss!r} (its hyper-parameters: "
-                f"{', '.join(takes)})"
-            )
-    if baseline is None:
-        default = default_value(loss, param)
-        baseline = default if default in values else values[0]
-    elif value_text(baseline) not in {value_text(v) for v in values}:
-        raise ConfigError(
-            f"--baseline {value_text(baseline)} is not one of --values "
-            f"{','.join(map(value_text, values))}"
-        )
+    baseline = _check_request(base, param, loss, values, baseline)
     task = get_task(validate(replace(base, loss=loss)).task)
-    if out is None:
-        parts = [base.dataset, base.arch, *([Path(preset).stem] if preset else [])]
-        out = Path("runs") / "-".join([*parts, "sweep", param])
-    out = Path(out)
-    main_process = _is_main_process()
-    say = log if (log is not None and main_process) else (lambda _: None)
+    out = Path(out) if out is not None else experiment_dir(base, preset, "sweep", param)
+    say = log if (log is not None and is_main_process()) else (lambda _: None)
     configs = [
         (value, seed, _run_config(base, loss, param, value, seed, out))
         for seed in seeds
         for value in values
     ]
-
-    show = main_process and (progress if progress is not None else sys.stderr.isatty())
-    bar = _bar(len(configs), f"sweep {loss} {param}") if show else None
-    write = bar.write if bar is not None else say
-    runs = []
-    try:
-        for index, (value, seed, config) in enumerate(configs, start=1):
-            if bar is not None:
-                bar.set_postfix_str(f"{param}={value_text(value)} seed {seed}")
-            status, result = run_or_reuse(config, train_fn, progress)
-            row = {
-                "param": param,
-                "value": value,
-                **_run_row(loss, seed, Path(config.out), status, result, task.metric_names),
-            }
-            runs.append(row)
-            write(
-                f"[{index}/{len(configs)}] {loss} {param}={value_text(value):<5} seed {seed}: "
-                f"{_label(task.primary_metric)} {_percent(row.get(task.primary_metric))}  "
-                f"{row['wall_time_s']:.1f}s" + ("  (finished before)" if status == "reused" else "")
-            )
-            if bar is not None:
-                bar.update()
-    finally:
-        if bar is not None:
-            bar.close()
-
+    runs = _run_all(configs, loss, param, task, train_fn, progress, say)
     metric_names = [m for m in task.metric_names if any(r[m] is not None for r in runs)]
     keys = [value_text(v) for v in values]
-    summary = _summarize(
+    summary = summarize(
         runs,
         keys,
         seeds,
@@ -273,32 +214,96 @@ def sweep(
         "config": config,
         "command": command,
     }
-    if main_process:
-        write_json_atomic(out / "sweep.json", results)
-        write_text_atomic(out / "sweep.csv", _csv(runs, metric_names))
-        markdown = _markdown(results, metric_names)
-        write_text_atomic(out / "sweep.md", markdown)
-        figure = out / f"sweep_{param}.png"
-        try:
-            from frlr.report.figures import sweep_figure
-
-            sweep_figure(results, figure)
-        except Exception as error:  # the table is written; a figure must not lose it
-            import warnings
-
-            warnings.warn(f"sweep figure {figure} failed: {error!r}", stacklevel=2)
-        say("")
-        say(markdown)
-        say(f"results: {out / 'sweep.md'} (also sweep.json, sweep.csv, {figure.name})")
-        if report:
-            make_report(out, say)
+    if is_main_process():
+        _write_tables(out, results, metric_names, say)
     return results
 
 
-def _bar(total: int, desc: str):
-    from tqdm.auto import tqdm
+def _check_request(
+    base: TrainConfig, param: str, loss: str, values: Sequence[float], baseline: float | None
+) -> float:
+    """The recipe gives no value of ``param`` and no hyper-parameter the loss does not take;
+    returns the baseline value, one of ``values``."""
+    if getattr(base, param) is not None:
+        raise ConfigError(
+            f"--{param} {getattr(base, param):g} conflicts with the sweep over {param}: the "
+            "values come from --values; drop it"
+        )
+    takes = LOSS_HYPERPARAMETERS[loss]
+    for name in ("beta", "m", "r"):
+        if getattr(base, name) is not None and name not in takes:
+            raise ConfigError(
+                f"--{name} does not apply to loss {loss!r} (its hyper-parameters: "
+                f"{', '.join(takes)})"
+            )
+    if baseline is None:
+        default = default_value(loss, param)
+        return default if default in values else values[0]
+    if value_text(baseline) not in {value_text(v) for v in values}:
+        raise ConfigError(
+            f"--baseline {value_text(baseline)} is not one of --values "
+            f"{','.join(map(value_text, values))}"
+        )
+    return baseline
 
-    return tqdm(total=total, desc=desc, unit="run", dynamic_ncols=True)
+
+def _run_all(
+    configs: list[tuple[float, int, TrainConfig]],
+    loss: str,
+    param: str,
+    task: Task,
+    train_fn: Callable[..., dict[str, Any]],
+    progress: bool | None,
+    say: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """Train, resume or reuse every (value, seed) run in turn, with a bar over the runs: their
+    rows, each with the value."""
+    show = is_main_process() and (progress if progress is not None else sys.stderr.isatty())
+    bar = tqdm(total=len(configs), desc=f"sweep {loss} {param}", unit="run", dynamic_ncols=True)
+    bar = bar if show else None
+    write = bar.write if bar is not None else say
+    rows: dict[int, dict[str, Any]] = {}
+
+    def done(index: int, status: str, result: dict[str, Any]) -> None:
+        value, seed, config = configs[index]
+        row = rows[index] = {
+            "param": param,
+            "value": value,
+            **run_row(loss, seed, Path(config.out), status, result, task.metric_names),
+        }
+        write(
+            f"[{index + 1}/{len(configs)}] {loss} {param}={value_text(value):<5} seed {seed}: "
+            f"{metric_label(task.primary_metric)} {percent(row.get(task.primary_metric))}  "
+            f"{row['wall_time_s']:.1f}s" + ("  (finished before)" if status == "reused" else "")
+        )
+        if bar is not None:
+            bar.update()
+
+    try:
+        run_each([config for _, _, config in configs], train_fn, progress, done, write)
+    finally:
+        if bar is not None:
+            bar.close()
+    return [rows[index] for index in range(len(configs))]
+
+
+def _write_tables(
+    out: Path, results: dict[str, Any], metric_names: list[str], say: Callable[[str], None]
+) -> None:
+    """``sweep.{json,csv,md}`` and ``sweep_<param>.png`` in ``out``; the table printed. A
+    figure that fails is a warning: the tables are written first and kept."""
+    write_json_atomic(out / "sweep.json", results)
+    write_text_atomic(out / "sweep.csv", _csv(results["runs"], metric_names))
+    markdown = _markdown(results, metric_names)
+    write_text_atomic(out / "sweep.md", markdown)
+    figure = out / f"sweep_{results['param']}.png"
+    try:
+        sweep_figure(results, figure)
+    except Exception as error:  # the table is written; a figure must not lose it
+        warnings.warn(f"sweep figure {figure} failed: {error!r}", stacklevel=3)
+    say("")
+    say(markdown)
+    say(f"results: {out / 'sweep.md'} (also sweep.json, sweep.csv, {figure.name})")
 
 
 def _csv(runs: list[dict[str, Any]], metric_names: Sequence[str]) -> str:
@@ -342,7 +347,8 @@ def _markdown(results: dict[str, Any], metric_names: Sequence[str]) -> str:
     )
     lines = [
         f"## {results['dataset']}, {results['arch']}, {loss}: "
-        f"{_label(results['primary_metric'])} against {param} over {len(results['seeds'])} seeds",
+        f"{metric_label(results['primary_metric'])} against {param} over "
+        f"{len(results['seeds'])} seeds",
         "",
         (f"Preset `{results['preset']}`: " if results["preset"] else "Recipe: ")
         + f"{recipe}; {loss} {others + ', ' if others else ''}{param} in "
@@ -350,7 +356,7 @@ def _markdown(results: dict[str, Any], metric_names: Sequence[str]) -> str:
         f"seeds {', '.join(map(str, results['seeds']))}.",
         "",
     ]
-    header = [param, *[f"{_label(m)} (%)" for m in metric_names]]
+    header = [param, *[f"{metric_label(m)} (%)" for m in metric_names]]
     header += [f"p vs {param} = {baseline}", "runs", "wall time / run (s)"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key, entry in results["summary"].items():
@@ -365,7 +371,7 @@ def _markdown(results: dict[str, Any], metric_names: Sequence[str]) -> str:
         "### Runs",
         "",
         f"| {param} | seed | "
-        + " | ".join(f"{_label(m)} (%)" for m in metric_names)
+        + " | ".join(f"{metric_label(m)} (%)" for m in metric_names)
         + " | wall time (s) |",
         "|" + "---|" * (len(metric_names) + 3),
     ]
@@ -423,11 +429,13 @@ def parse_loss_specs(text: str | Sequence[str]) -> tuple[LossSpec, ...]:
         if not item:
             continue
         name, *options = item.split(":")
-        name = name.strip().lower().replace("_", "-")
-        if name not in LOSSES:
+        canonical = canonical_loss_name(name.strip())
+        if canonical is None:
             raise ConfigError(
-                f"--losses: unknown loss {name!r} in {item!r}; known: {', '.join(LOSSES)}"
+                f"--losses: unknown loss {name.strip().lower()!r} in {item!r}; known: "
+                f"{', '.join(LOSS_NAMES)}"
             )
+        name = canonical
         parsed: dict[str, float] = {}
         for option in options:
             key, equals, value = option.partition("=")
@@ -447,10 +455,9 @@ def parse_loss_specs(text: str | Sequence[str]) -> tuple[LossSpec, ...]:
                 raise ConfigError(f"--losses: {key} in {item!r} must be a number") from None
             if not math.isfinite(parsed[key]):
                 raise ConfigError(f"--losses: {key} in {item!r} must be finite")
-        try:
-            LOSSES[name](**parsed)
-        except (ValueError, TypeError) as error:
-            raise ConfigError(f"--losses: {item!r}: {error}") from None
+            problem = hyperparameter_problem(key, parsed[key])
+            if problem is not None:
+                raise ConfigError(f"--losses: {item!r}: {problem}")
         specs.append(LossSpec(name, tuple(sorted(parsed.items()))))
     if not specs:
         raise ConfigError(f"--losses names no loss (got {text!r})")
@@ -553,10 +560,10 @@ def sweep_losses(
     the order listed (the table sorts them). After every run the tables and figure are rebuilt
     from every finished run in OUT, of any seed (so two processes over disjoint ``seeds`` can
     share OUT: the tables are written under a lock and each includes the other's runs). Each
-    run is trained under its own lock (``OUT/.locks/``): a run another process is training is
-    skipped, so processes may even go over the same seeds in opposite orders of ``values``, and
-    together finish every value of a seed as early as possible. ``train_runs=False`` only
-    rebuilds them. Returns the content of ``sweep.json``.
+    run is trained under its own lock (:func:`frlr.io.run_lock`, ``RUN_DIR/.lock``): a run
+    another process is training is skipped, so processes may even go over the same seeds in
+    opposite orders of ``values``, and together finish every value of a seed as early as
+    possible. ``train_runs=False`` only rebuilds them. Returns the content of ``sweep.json``.
     """
     param = parse_data_param(param)
     flag = param.replace("_", "-")
@@ -569,11 +576,8 @@ def sweep_losses(
     specs = parse_loss_specs(losses)
     seeds = parse_seeds(seeds)
     task = get_task(validate(replace(base, loss=specs[0].name)).task)
-    if out is None:
-        parts = [base.dataset, base.arch, *([Path(preset).stem] if preset else [])]
-        out = Path("runs") / "-".join([*parts, "sweep", param])
-    out = Path(out)
-    main_process = _is_main_process()
+    out = Path(out) if out is not None else experiment_dir(base, preset, "sweep", param)
+    main_process = is_main_process()
     say = log if (log is not None and main_process) else (lambda _: None)
     plan = [
         (value, spec, _spec_config(base, spec, param, value, seed, out))
@@ -581,7 +585,51 @@ def sweep_losses(
         for value in values
         for spec in specs
     ]
-    meta = {
+    meta = _curves_meta(base, task, preset, param, values, specs, command)
+
+    def tables() -> dict[str, Any]:
+        results = _collect_curves(base, specs, param, values, out, meta)
+        if main_process:
+            with run_lock(out, wait=True):
+                _write_curves(results, out)
+        return results
+
+    if not train_runs:
+        results = tables()
+        say(_curves_markdown(results))
+        return results
+    for index, (value, spec, config) in enumerate(plan, start=1):
+        where = f"[{index}/{len(plan)}] {spec.key} {flag}={value} seed {config.seed}"
+        status, result = run_or_reuse(config, train_fn, progress, wait=False)
+        if status == "busy":
+            say(f"{where}: being trained by another process, skipped")
+            continue
+        top = percent(result.get("metrics", {}).get(task.primary_metric))
+        wall = float(result.get("wall_time_s", 0))
+        say(
+            f"{where}: {metric_label(task.primary_metric)} {top}  {wall:.1f}s"
+            + ("  (finished before)" if status == "reused" else "")
+        )
+        if status != "reused":
+            tables()
+    results = tables()
+    say("")
+    say(_curves_markdown(results))
+    say(f"results: {out / 'sweep.md'} (also sweep.json, sweep.csv, sweep_{param}.png)")
+    return results
+
+
+def _curves_meta(
+    base: TrainConfig,
+    task: Task,
+    preset: str | None,
+    param: str,
+    values: Sequence[int],
+    specs: Sequence[LossSpec],
+    command: str | None,
+) -> dict[str, Any]:
+    """What a data sweep's ``sweep.json`` says of itself besides its runs and summary."""
+    return {
         "task": task.name,
         "dataset": base.dataset,
         "arch": base.arch,
@@ -596,59 +644,6 @@ def sweep_losses(
         },
         "command": command,
     }
-
-    def tables() -> dict[str, Any]:
-        results = _collect_curves(base, specs, param, values, out, meta)
-        if main_process:
-            with _locked(out / ".sweep.lock"):
-                _write_curves(results, out)
-        return results
-
-    if not train_runs:
-        results = tables()
-        say(_curves_markdown(results))
-        return results
-    for index, (value, spec, config) in enumerate(plan, start=1):
-        where = f"[{index}/{len(plan)}] {spec.key} {flag}={value} seed {config.seed}"
-        with _locked(out / ".locks" / f"{Path(config.out).name}.lock", wait=False) as mine:
-            if not mine:
-                say(f"{where}: being trained by another process, skipped")
-                continue
-            status, result = run_or_reuse(config, train_fn, progress)
-        top = _percent(result.get("metrics", {}).get(task.primary_metric))
-        wall = float(result.get("wall_time_s", 0))
-        say(
-            f"{where}: {_label(task.primary_metric)} {top}  {wall:.1f}s"
-            + ("  (finished before)" if status == "reused" else "")
-        )
-        if status != "reused":
-            tables()
-    results = tables()
-    say("")
-    say(_curves_markdown(results))
-    say(f"results: {out / 'sweep.md'} (also sweep.json, sweep.csv, sweep_{param}.png)")
-    return results
-
-
-@contextmanager
-def _locked(path: Path, wait: bool = True) -> Iterator[bool]:
-    """An exclusive advisory lock on ``path`` (created), so processes sharing a sweep dir never
-    write its tables at the same time nor train the same run. Yields whether this process holds
-    it: always after waiting; with ``wait=False``, False at once when another holds it. The
-    system drops the lock of a process that dies, so a killed sweep never blocks a rerun."""
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _finished_seeds(out: Path, spec: LossSpec, param: str, value: int) -> list[int]:
@@ -685,7 +680,7 @@ def _collect_curves(
                         f"{config.out} holds a finished run with another config "
                         f"({'; '.join(differences)}); choose another --out or delete it"
                     )
-                row = _run_row(spec.key, seed, Path(config.out), "finished", result, metric_names)
+                row = run_row(spec.key, seed, Path(config.out), "finished", result, metric_names)
                 runs.append({"param": param, "value": value, **row})
     metric_names = [m for m in metric_names if any(r[m] is not None for r in runs)]
     baseline = specs[0].key
@@ -695,7 +690,7 @@ def _collect_curves(
     for value in values:
         rows = [row for row in runs if row["value"] == value]
         keys = [spec.key for spec in specs]
-        part = _summarize(rows, keys, seeds, baseline, primary, metric_names, label=str)
+        part = summarize(rows, keys, seeds, baseline, primary, metric_names, label=str)
         footnote = part["footnote"]
         base_rows = {r["seed"]: r[primary] for r in rows if r["loss"] == baseline}
         for spec in specs:
@@ -750,12 +745,8 @@ def _write_curves(results: dict[str, Any], out: Path) -> None:
     ):
         return
     try:
-        from frlr.report.figures import loss_curves_figure
-
         loss_curves_figure(results, figure)
     except Exception as error:  # the table is written; a figure must not lose it
-        import warnings
-
         warnings.warn(f"sweep figure {figure} failed: {error!r}", stacklevel=2)
 
 
@@ -784,15 +775,16 @@ def _curves_markdown(results: dict[str, Any]) -> str:
     name = "K" if param == "num_classes" else param
     seeds = ", ".join(map(str, results["seeds"])) or "none finished yet"
     lines = [
-        f"## {results['dataset']}, {results['arch']}: {_label(primary)} against {name}, per loss",
+        f"## {results['dataset']}, {results['arch']}: {metric_label(primary)} against {name}, "
+        "per loss",
         "",
         (f"Preset `{results['preset']}`: " if results["preset"] else "Recipe: ")
         + f"{recipe}; {name} in {', '.join(map(str, results['values']))}; losses "
         f"{', '.join(results['losses'])}; seeds found: {seeds}.",
         "",
     ]
-    header = [name, "loss", *[f"{_label(m)} (%)" for m in metrics]]
-    header += [f"Δ {_label(primary)} vs {baseline} (pp, paired)", f"p vs {baseline}"]
+    header = [name, "loss", *[f"{metric_label(m)} (%)" for m in metrics]]
+    header += [f"Δ {metric_label(primary)} vs {baseline} (pp, paired)", f"p vs {baseline}"]
     header += ["NCD ratio at init", "n", "wall time / run (s)"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in results["summary"]:
@@ -808,8 +800,8 @@ def _curves_markdown(results: dict[str, Any]) -> str:
     lines += [
         "",
         "mean ± sample standard deviation over the seeds finished (n); Δ: the loss's "
-        f"{_label(primary)} minus {baseline}'s on the same seed, averaged over the seeds both "
-        "finished. NCD ratio at init: summed |dL/dz| over positive logits / over negative "
+        f"{metric_label(primary)} minus {baseline}'s on the same seed, averaged over the seeds "
+        "both finished. NCD ratio at init: summed |dL/dz| over positive logits / over negative "
         "ones with equal logits (an untrained head), from frlr.torch.diagnostics.ncd_stats. "
         + results["footnote"],
         "",
@@ -839,11 +831,11 @@ def _gap_table(results: dict[str, Any], name: str) -> list[str]:
     keys = results["losses"]
     header = [
         name,
-        f"{baseline} {_label(primary)} (%)",
+        f"{baseline} {metric_label(primary)} (%)",
         *[f"{key} − {baseline}" for key in keys[1:]],
     ]
     lines = [
-        f"### {_label(primary)} gap to {baseline} per {name} (pp, paired by seed; n seeds)",
+        f"### {metric_label(primary)} gap to {baseline} per {name} (pp, paired by seed; n seeds)",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

@@ -1,20 +1,22 @@
 """Argument checks and input standardisation for ``frlr.keras``, at the boundary.
 
-Shapes and dtypes are checked whenever they are known; values (index range, {0, 1} targets)
-only when the tensor is concrete: eager TensorFlow, JAX outside ``jit``, eager PyTorch. Inside
-``tf.function`` / ``jax.jit`` those values do not exist yet, so only the shapes are checked.
+Shapes and dtypes are checked whenever they are known; values (index range, targets in
+[0, 1], class weights finite and >= 0) only when the tensor is concrete: eager TensorFlow,
+JAX outside ``jit``, eager PyTorch. Inside ``tf.function`` / ``jax.jit`` those values do not
+exist yet, so only the shapes are checked.
 Every error names the argument and the value.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
 
-from frlr._hyper import check_hyperparameters
+from frlr.catalogue import check_hyperparameters
 
 TARGETS = ("auto", "index", "multi_hot")
 NORMALIZATIONS = ("paper", "reference")
@@ -44,7 +46,18 @@ def check_options(
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    check_finite(beta=beta, m=m, r=r, alpha=alpha)
     check_hyperparameters(beta=beta, m=m, r=r, alpha=alpha)
+
+
+def check_finite(**options: Any) -> None:
+    """ValueError naming a real-valued option that is NaN or inf: beta = inf gives an inf loss,
+    r = inf an overflow, m = NaN no count at all. Types and ranges are then checked by
+    ``frlr.catalogue.check_hyperparameters``, the check ``frlr.torch`` uses too."""
+    for name, value in options.items():
+        real = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if real and not math.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value!r}")
 
 
 def check_reference_reduction(normalization: str, reduction: Any) -> None:
@@ -89,7 +102,23 @@ def weight_list(weight: Any) -> list[float] | None:
         raise ValueError(
             f"weight must be a 1-D array of K per-class weights, got shape {values.shape}"
         )
+    check_weight_values(values)
     return [float(v) for v in values]
+
+
+def check_weight_values(values: np.ndarray) -> None:
+    """A class weight scales a loss term, so it must be finite and >= 0: a negative weight
+    rewards the loss for the wrong class, NaN/inf poison every sample. Only concrete values can
+    be checked: a symbolic weight (inside ``tf.function``/``jax.jit``) passes unchecked, and a
+    bad value there gives a negative or non-finite loss."""
+    values = np.asarray(values, dtype=np.float64)
+    bad = ~(np.isfinite(values) & (values >= 0))
+    if bad.any():
+        index = int(np.argwhere(bad.reshape(-1))[0, 0])
+        raise ValueError(
+            f"weight must be finite and >= 0 for every class, got weight[{index}] = "
+            f"{values.reshape(-1)[index]!r}"
+        )
 
 
 def _shape_str(shape: tuple) -> str:
@@ -104,9 +133,7 @@ class Batch:
     ``weight``: (K,) per-class weight, or None.
     """
 
-    def __init__(
-        self, y_true: Any, y_pred: Any, *, target: str, weight: Any, hard_targets: bool
-    ) -> None:
+    def __init__(self, y_true: Any, y_pred: Any, *, target: str, weight: Any) -> None:
         y_pred = ops.convert_to_tensor(y_pred)
         pred_dtype = keras.backend.standardize_dtype(y_pred.dtype)
         if not pred_dtype.startswith(("float", "bfloat")):
@@ -157,7 +184,7 @@ class Batch:
             self._check_indices(y_true)
             self.y = ops.reshape(ops.cast(y_true, "int32"), (-1,))
         else:
-            self._check_dense(y_true, hard_targets)
+            self._check_dense(y_true)
             self.t = ops.reshape(ops.cast(y_true, self.dtype), (-1, self.num_classes))
         self.weight = self._weight(weight)
 
@@ -172,24 +199,16 @@ class Batch:
                 f"{{0, ..., {self.num_classes - 1}}} (K = {self.num_classes})"
             )
 
-    def _check_dense(self, y_true: Any, hard_targets: bool) -> None:
+    def _check_dense(self, y_true: Any) -> None:
         values = concrete_values(y_true)
         if values is None or values.size == 0:
             return
         values = values.astype(np.float64)
-        if hard_targets:
-            bad = (values != 0) & (values != 1)
-            if bad.any():
-                raise ValueError(
-                    "y_true must be multi-hot with values in {0, 1} for this loss, got value "
-                    f"{values[bad].flat[0].item()!r}"
-                )
-        else:
-            bad = ~((values >= 0) & (values <= 1))
-            if bad.any():
-                raise ValueError(
-                    f"y_true values must lie in [0, 1], got {values[bad].flat[0].item()!r}"
-                )
+        bad = ~((values >= 0) & (values <= 1))
+        if bad.any():
+            raise ValueError(
+                f"y_true values must lie in [0, 1], got {values[bad].flat[0].item()!r}"
+            )
 
     def _weight(self, weight: Any) -> Any:
         if weight is None:
@@ -200,6 +219,9 @@ class Batch:
                 f"weight must have shape ({self.num_classes},), one per class, got shape "
                 f"{_shape_str(tuple(weight.shape))}"
             )
+        values = concrete_values(weight)
+        if values is not None:
+            check_weight_values(values)
         return ops.cast(weight, self.dtype)
 
     def dense_target(self) -> Any:

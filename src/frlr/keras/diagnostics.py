@@ -5,8 +5,10 @@
 computes the paper's Fig. 2 quantities with :func:`ncd_stats_numpy` and records them in the same
 bounded history and JSON-lines format, so :func:`frlr.ncd.ncd_verdict` and
 :func:`frlr.ncd.plot_ncd` work on it unchanged. The statistics are computed in float64
-numpy from the logits, analytically (no gradient tape), with the definitions of the torch
-``ncd_stats`` (its module docstring has the table): positive and negative parts of the loss,
+numpy from the logits, analytically (no gradient tape), with the loss maths of
+``frlr.keras._maths`` (the functions the losses call, here on NumPy arrays, with each term's
+derivative written beside it) and the definitions of the torch ``ncd_stats`` (its module
+docstring has the table): positive and negative parts of the loss,
 summed |dL/dz| over positive and negative logits and their ratio, and the probabilities.
 
 Keras layouts: logits (N, ..., K) with classes last; targets are class indices (N, ...) or
@@ -24,7 +26,14 @@ from typing import Any
 import keras
 import numpy as np
 
-from frlr._hyper import num_hard_negatives
+from frlr.catalogue import (
+    LOSS_HYPERPARAMETERS,
+    LOSS_NAMES,
+    canonical_loss_name,
+)
+from frlr.keras import _maths
+from frlr.keras._inputs import check_options, check_weight_values
+from frlr.keras._maths import NP
 from frlr.ncd import (
     HalvingHistory,
     JsonlWriter,
@@ -38,25 +47,16 @@ from frlr.ncd import (
 __all__ = ["NCDCallback", "ncd_stats_numpy"]
 
 _OPTIONS = {
-    "sr": {"weight"},
-    "lr": {"weight", "normalization"},
-    "hs-lr": {"weight", "normalization", "beta", "m", "alpha"},
-    "ss-lr": {"weight", "normalization", "beta", "r", "alpha"},
-    "hs-sr": {"weight", "beta", "m", "alpha"},
+    name: {
+        "weight",
+        *LOSS_HYPERPARAMETERS[name],
+        *(("alpha",) if LOSS_HYPERPARAMETERS[name] else ()),
+        *(("normalization",) if name.endswith("lr") else ()),  # the LR family
+    }
+    for name in LOSS_NAMES
 }
-
-
-def _softplus(x: np.ndarray) -> np.ndarray:
-    return np.logaddexp(0.0, x)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return np.exp(-np.logaddexp(0.0, -x))
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    top = x.max(axis=1, keepdims=True)
-    return x - top - np.log(np.exp(x - top).sum(axis=1, keepdims=True))
+"""The options each loss's statistics take: its hyper-parameters (from the catalogue), alpha
+with beta, the class weight, and the LR family's normalization."""
 
 
 def _check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -66,17 +66,12 @@ def _check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
             f"loss {name!r} takes no option {unknown[0]!r}; it takes "
             f"{', '.join(sorted(_OPTIONS[name]))}"
         )
-    for key in ("beta", "m", "r", "alpha"):
-        value = options.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-            raise TypeError(f"{key} must be a real number, got {value!r}")
-        if value < 0 or (key == "m" and not 0 < value <= 100):
-            raise ValueError(f"{key} out of range: {value!r}")
-    normalization = options.get("normalization", "paper")
-    if normalization not in ("paper", "reference"):
-        raise ValueError(f"normalization must be 'paper' or 'reference', got {normalization!r}")
+    check_options(
+        normalization=options.get("normalization", "paper"),
+        **{key: options.get(key) for key in ("beta", "m", "r", "alpha")},
+    )
+    if options.get("weight") is not None:
+        check_weight_values(np.asarray(options["weight"], np.float64))
     return options
 
 
@@ -113,15 +108,6 @@ def _flatten(logits: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
     raise TypeError(f"target must hold class indices or a multi-hot array, got dtype {y.dtype}")
 
 
-def _top_negatives(z: np.ndarray, t: np.ndarray, n_rows: np.ndarray) -> np.ndarray:
-    """0/1 mask of each row's n_i highest-logit negatives."""
-    masked = np.where(t > 0, -np.inf, z)
-    order = np.argsort(-masked, axis=1, kind="stable")
-    ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, np.arange(z.shape[1])[None, :].repeat(len(z), 0), axis=1)
-    return ((ranks < n_rows[:, None]) & (t == 0)).astype(np.float64)
-
-
 def ncd_stats_numpy(logits: Any, target: Any, loss: str = "ss-lr", **options: Any) -> NCDStats:
     """The NCD statistics of one batch in float64 numpy: ``frlr.torch.ncd_stats`` for Keras.
 
@@ -134,109 +120,52 @@ def ncd_stats_numpy(logits: Any, target: Any, loss: str = "ss-lr", **options: An
         options: the loss's options as for ``frlr.keras.get_loss``: weight (K,), normalization,
             beta, m, r, alpha (defaults beta = 10, m = 25, r = 2, as in the paper).
     """
-    name = loss.lower().replace("_", "-") if isinstance(loss, str) else None
-    if name not in _OPTIONS:
+    name = canonical_loss_name(loss)
+    if name is None:
         raise ValueError(f"loss must be one of {', '.join(_OPTIONS)}, got {loss!r}")
     o = _check_options(name, dict(options))
     z, t = _flatten(logits, target)
     rows, num_classes = z.shape
     if name == "hs-sr" and np.any(t.sum(1) != 1):
         raise ValueError("hs-sr takes class-index (single-label) targets only")
-    w = np.ones(num_classes) if o.get("weight") is None else np.asarray(o["weight"], np.float64)
-    if w.shape != (num_classes,):
+    w = None if o.get("weight") is None else np.asarray(o["weight"], np.float64)
+    if w is not None and w.shape != (num_classes,):
         raise ValueError(f"weight must have shape ({num_classes},), got {w.shape}")
-    w = w[None, :]
-    beta, alpha, m, r = o.get("beta", 10.0), o.get("alpha"), o.get("m", 25.0), o.get("r", 2.0)
-    reference = o.get("normalization", "paper") == "reference"
-    num_pos = t.sum(1)
-    num_neg = num_classes - num_pos
-    neg = 1.0 - t
-    s = _sigmoid(z)
-    sp_pos, sp_neg = _softplus(-z), _softplus(z)
-    per_sample = 1.0 / max(rows, 1)
-
-    if name in ("lr", "hs-lr", "ss-lr"):
-        if reference and name == "lr":
-            pool = 1.0 / max(rows * num_classes, 1)
-            pos_scale, neg_coef = np.full((rows, 1), pool), np.full((rows, 1), pool)
-        elif reference:
-            pos_scale = np.full((rows, 1), 1.0 / max(t.sum(), 1.0))
-        elif name == "lr":
-            pos_scale, neg_coef = np.full((rows, 1), per_sample), np.full((rows, 1), per_sample)
-        else:
-            pos_scale = per_sample / np.maximum(num_pos, 1.0)[:, None]
-        positive_terms = pos_scale * w * t * sp_pos
-        grad = -pos_scale * w * t * _sigmoid(-z)
+    hyper = {"beta": o.get("beta", 10.0), "alpha": o.get("alpha")}
+    m, r = o.get("m", 25.0), o.get("r", 2.0)
+    if o.get("normalization", "paper") == "reference":
+        terms = _maths.reference_terms(NP, name, z, t, w, m=m, r=r, **hyper)
+        scale = 1.0  # already the batch-pooled number
+    else:
+        scale = 1.0 / max(rows, 1)  # Keras's "sum_over_batch_size"
+        index = False  # |N_i| from the target itself: the same numbers as the index shortcut
         if name == "lr":
-            negative_terms = neg_coef * w * neg * sp_neg
-            grad = grad + neg_coef * w * neg * s
+            terms = _maths.lr_terms(NP, t, w)
         elif name == "ss-lr":
-            if reference:
-                a = (beta if alpha is None else alpha) / max(neg.sum(), 1.0)
-                coef = np.full((rows, 1), a)
-            else:
-                a = beta / np.maximum(num_neg, 1.0) if alpha is None else np.full(rows, alpha)
-                coef = (a * per_sample)[:, None]
-            weight_r = s**r
-            negative_terms = coef * w * neg * weight_r * sp_neg
-            grad = grad + coef * w * neg * weight_r * (r * (1 - s) * sp_neg + s)
-        else:  # hs-lr
-            if reference:
-                k = int(num_classes * m / 100.0)
-                if k == 0:
-                    raise ValueError("normalization='reference' keeps int(K*m/100) = 0 negatives")
-                order = np.argsort(-(neg * sp_neg * w), axis=1, kind="stable")[:, :k]
-                selected = np.zeros_like(z)
-                np.put_along_axis(selected, order, 1.0, axis=1)
-                selected *= neg
-                coef = np.full((rows, 1), (beta if alpha is None else alpha) / max(rows * k, 1))
-            else:
-                n_rows = np.where(num_neg > 0, np.maximum(np.floor(num_neg * m / 100.0), 1), 0)
-                selected = _top_negatives(z, t, n_rows)
-                a = beta / np.maximum(n_rows, 1.0) if alpha is None else np.full(rows, alpha)
-                coef = (a * per_sample)[:, None]
-            negative_terms = coef * w * selected * sp_neg
-            grad = grad + coef * w * selected * s
-        probs = s
-    elif name == "sr":
-        c = t * w
-        log_q = _log_softmax(z)
-        scale = per_sample  # Keras divides by N (torch's weighted SR mean divides by sum w_y)
-        positive_terms = -scale * c * log_q * t
-        negative_terms = -scale * c * log_q * neg
-        grad = scale * (c.sum(1, keepdims=True) * np.exp(log_q) - c)
-        probs = np.exp(log_q)
-    else:  # hs-sr
-        n = num_hard_negatives(num_classes - 1, m)
-        a = beta / n if alpha is None else alpha
-        log_q = _log_softmax(z)
-        q = np.exp(log_q)
-        selected = _top_negatives(z, t, np.full(rows, n)) * w * a * per_sample
-        log1m = np.where(q > 0.5, _log1m_top(z, log_q), np.log1p(-np.minimum(q, 0.5)))
-        w_y = (w * t).sum(1, keepdims=True) * per_sample
-        positive_terms = -w_y * log_q * t
-        negative_terms = -selected * log1m
-        # sum_{k in S} c_k odds_k ([j = k] - q_j) without overflowing odds (see the torch twin)
-        big = (q > 0.5) & (selected != 0)
-        with np.errstate(over="ignore"):
-            odds_small = np.where(big | (selected == 0), 0.0, selected * np.exp(log_q - log1m))
-        c_big = np.where(big, selected, 0.0).sum(1, keepdims=True)
-        log_odds_big = np.where(big, log_q - log1m, 0.0).sum(1, keepdims=True)
-        cross_big = np.where(big, 0.0, c_big * np.exp(np.where(big, 0.0, log_q + log_odds_big)))
-        grad = (
-            w_y * (q - t)
-            + selected * q
-            - q * (odds_small.sum(1, keepdims=True) - odds_small)
-            - cross_big
-        )
-        probs = q
+            terms = _maths.ss_lr_terms(NP, z, t, w, r=r, index=index, **hyper)
+        elif name == "hs-lr":
+            terms = _maths.hs_lr_terms(NP, z, t, w, m=m, index=index, **hyper)
+        elif name == "sr":
+            terms = _maths.sr_terms(t, w)
+        else:
+            terms = _maths.hs_sr_terms(NP, z, t, w, m=m, **hyper)
+    if isinstance(terms, _maths.Terms):
+        positive_terms, negative_terms = terms.parts(NP, z)
+        grad = terms.gradient(NP, z)
+        probs = NP.sigmoid(z)
+    else:  # softmax: the loss at a class counts as positive, its selected-negative part not
+        positive_terms, negative_terms = terms.parts(NP, z)
+        if negative_terms is None:
+            negative_terms = np.zeros_like(z)
+        grad = terms.gradient(z)
+        probs = np.exp(NP.log_softmax(z, axis=1))
 
     pos = t > 0
-    abs_grad = np.abs(grad)
+    abs_grad = scale * np.abs(grad)
     grad_positive = float(abs_grad[pos].sum())
     grad_negative = float(abs_grad[~pos].sum())
-    positive = float(positive_terms.sum())
-    negative = float(negative_terms.sum())
+    positive = scale * float(positive_terms.sum())
+    negative = scale * float(negative_terms.sum())
     return NCDStats(
         loss=name,
         num_classes=num_classes,
@@ -253,26 +182,14 @@ def ncd_stats_numpy(logits: Any, target: Any, loss: str = "ss-lr", **options: An
     )
 
 
-def _log1m_top(z: np.ndarray, log_q: np.ndarray) -> np.ndarray:
-    """log(1 - q_top) of each row's arg-max, as logsumexp over the other classes minus logsumexp
-    over all (exact when q_top -> 1, where log1p(-q) loses everything); broadcast over K."""
-    top = z.argmax(axis=1)[:, None]
-    others = z.copy()
-    np.put_along_axis(others, top, -np.inf, axis=1)
-    high = others.max(axis=1, keepdims=True)
-    lse_others = high + np.log(np.exp(others - high).sum(axis=1, keepdims=True))
-    lse_all = np.take_along_axis(z - log_q, top, axis=1)
-    return np.broadcast_to(lse_others - lse_all, z.shape)
-
-
 def _resolve_loss(loss: Any, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """A loss name, or an ``frlr.keras`` loss object whose options are then used."""
     if isinstance(loss, str):
-        name = loss.lower().replace("_", "-")
-        if name not in _OPTIONS:
+        name = canonical_loss_name(loss)
+        if name is None:
             raise ValueError(f"loss must be one of {', '.join(_OPTIONS)}, got {loss!r}")
         return name, _check_options(name, dict(options))
-    from frlr.keras import LOSSES  # the loss classes, only when an object is passed
+    from frlr.keras.losses import LOSSES  # the loss classes, only when an object is passed
 
     names = [key for key, cls in LOSSES.items() if type(loss) is cls]
     if not names:

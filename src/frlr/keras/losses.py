@@ -11,28 +11,31 @@ Regression", AAAI 2019. For sample i with positive classes P_i and negative clas
 * SR (Eq. 4):    -log softmax(z)_y, the baseline
 * HS-SR:         Eq. 5 on softmax probabilities, the paper's ablation
 
-Written once with ``keras.ops`` (TensorFlow, JAX and PyTorch backends) and numerically the
-same as ``frlr.torch``: -log p = softplus(-z) and -log(1 - p) = softplus(z), never
-log(p + eps), so logits of 1e4 give finite losses and exact gradients. Only logits are
-accepted (``from_logits=True``): a probability of 1 - 1e-9 is 1.0 in float32, and the
-log-sigmoid forms need the logit to keep that tail. float16/bfloat16 logits are computed and
-returned in float32.
+Written once with ``keras.ops`` (TensorFlow, JAX and PyTorch backends), in ``_maths``, whose
+functions ``NCDCallback`` calls too, and numerically the same as ``frlr.torch``: -log p =
+softplus(-z) and -log(1 - p) = softplus(z), never log(p + eps), so logits of 1e4 give finite
+losses and exact gradients (of every order: no custom gradient, no detached term). Only
+logits are accepted (``from_logits=True``): a probability of 1 - 1e-9 is 1.0 in float32, and
+the log-sigmoid forms need the logit to keep that tail. float16/bfloat16 logits are computed
+and returned in float32.
 
 ``y_true`` follows Keras: integer class indices of shape (N,) or (N, 1) as for
 ``SparseCategoricalCrossentropy``, or a multi-hot target of y_pred's shape as for
-``BinaryCrossentropy``; ``target="auto"`` tells them apart by shape.
+``BinaryCrossentropy``; ``target="auto"`` tells them apart by shape. LR, HS-LR and SS-LR
+also take soft targets in [0, 1] (each function's docstring gives the generalisation). An
+empty batch (N = 0) gives 0 with every reduction but "none", and a zero gradient.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import keras
 from keras import ops
 
-from frlr._hyper import num_hard_negatives
+from frlr.catalogue import LOSS_NAMES, canonical_loss_name
+from frlr.keras import _maths
 from frlr.keras._inputs import (
     HALF_DTYPES,
     Batch,
@@ -44,84 +47,12 @@ from frlr.keras._inputs import (
 Tensor = Any
 
 
-def _class_weight(weight: Tensor | None, indices: Tensor) -> Tensor | float:
-    return 1.0 if weight is None else ops.take(weight, indices)
-
-
-def _positive_term(batch: Batch, t: Tensor) -> Tensor:
-    """mean over P_i of w_k softplus(-z_k); 0 for a sample without positives."""
-    terms = t * ops.softplus(-batch.z)
-    if batch.weight is not None:
-        terms = terms * batch.weight
-    return ops.sum(terms, axis=1) / ops.maximum(ops.sum(t, axis=1), 1.0)
-
-
-def _logsumexp(x: Tensor) -> Tensor:
-    """Row-wise log sum exp, (M, 1), whose gradient is exactly softmax(x).
-
-    The shift is a constant (``stop_gradient``): differentiating through the max, as the
-    torch backend's ``ops.logsumexp`` does, adds 1 - sum(softmax) to the arg-max's gradient,
-    which float32 rounds to about K * 6e-8.
-    """
-    shift = ops.stop_gradient(ops.max(x, axis=1, keepdims=True))
-    return shift + ops.log(ops.sum(ops.exp(x - shift), axis=1, keepdims=True))
-
-
-def _hard_negatives_index(z: Tensor, y: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
-    """The n highest-logit negatives per row: (values, indices, keep), each (M, n + 1).
-
-    One top-k of n + 1 logits, then one slot is dropped: the positive if it is among them,
-    else the smallest. With n = K - 1 every negative is kept and no top-k is needed.
-    """
-    num_classes = z.shape[1]
-    if n >= num_classes - 1:
-        indices = ops.zeros_like(z, dtype="int32") + ops.arange(num_classes, dtype="int32")
-        return z, indices, ops.not_equal(indices, y[:, None])
-    values, indices = ops.top_k(z, n + 1)
-    indices = ops.cast(indices, "int32")
-    is_pos = ops.equal(indices, y[:, None])
-    not_last = ops.less(ops.arange(n + 1)[None, :], n)
-    keep = ops.where(ops.any(is_pos, axis=1, keepdims=True), ops.logical_not(is_pos), not_last)
-    return values, indices, keep
-
-
-def _reference(
-    name: str,
-    batch: Batch,
-    *,
-    beta: float,
-    m: float = 25.0,
-    r: float = 2.0,
-    alpha: float | None = None,
-) -> Tensor:
-    """The batch-pooled normalisation of the authors' released code, with exact numerics.
-
-    positive = sum over all positive entries of w softplus(-z) / number of positive entries;
-    negative = SS: sum over all negative entries of w p^r softplus(z) / number of negatives,
-               HS: mean over N * k of the k = int(K m/100) largest (1 - t) w softplus(z) per row;
-    loss = positive + alpha negative, alpha = beta unless given.
-    """
-    z, t = batch.z, batch.dense_target()
-    a = beta if alpha is None else alpha
-    pos_terms = t * ops.softplus(-z)
-    neg_terms = (1.0 - t) * ops.softplus(z)
-    if batch.weight is not None:
-        pos_terms, neg_terms = pos_terms * batch.weight, neg_terms * batch.weight
-    positive = ops.sum(pos_terms) / ops.maximum(ops.sum(t), 1.0)
-    if name == "hs-lr":
-        k = int(batch.num_classes * m / 100.0)
-        if k == 0:
-            raise ValueError(
-                f"normalization='reference' keeps int(K*m/100) = 0 negatives for "
-                f"K={batch.num_classes}, m={m} (the authors' code returns NaN there); raise m "
-                "or use normalization='paper'"
-            )
-        negative = ops.mean(neg_terms if k == batch.num_classes else ops.top_k(neg_terms, k)[0])
-    else:
-        if r != 0:
-            neg_terms = neg_terms * ops.exp(-r * ops.softplus(-z))
-        negative = ops.sum(neg_terms) / ops.maximum(ops.sum(1.0 - t), 1.0)
-    return positive + a * negative
+def _logistic(batch: Batch, terms: _maths.Terms, normalization: str) -> Tensor:
+    """Rows of a logistic loss from its coefficients (``_maths``); "reference" sums them all."""
+    rows = terms.rows(ops, batch.z)
+    if normalization == "reference":
+        return ops.sum(rows)
+    return batch.per_sample(rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,27 +75,26 @@ def lr_loss(
     Soft targets t in [0, 1] give sum_k t_k softplus(-z_k) + (1 - t_k) softplus(z_k): two
     non-negative terms, so nothing cancels, and the gradient sigmoid(z) - t is exact even at
     z = 0 (where the max(z, 0) - t z + log1p(exp(-|z|)) form has kinks that autodiff resolves
-    differently on each backend).
+    differently on each backend). The maths: ``_maths.lr_terms``.
 
     Args:
         y_true: class indices (N,) / (N, 1), or a multi-hot or soft target of y_pred's shape.
         y_pred: logits (N, K) or (N, ..., K).
         weight: optional (K,) per-class weight on class k's term (the BinaryCrossentropy
-            convention).
+            convention), finite and >= 0.
         target: "auto" (by shape), "index" or "multi_hot".
         normalization: "paper" or "reference": the mean of the elementwise binary
             cross-entropy over all N*K entries (a scalar), the conventional multi-label
             implementation (the authors released no LR code).
     """
     check_options(from_logits=from_logits, target=target, normalization=normalization)
-    batch = Batch(y_true, y_pred, target=target, weight=weight, hard_targets=False)
+    batch = Batch(y_true, y_pred, target=target, weight=weight)
     t = batch.dense_target()
-    terms = t * ops.softplus(-batch.z) + (1.0 - t) * ops.softplus(batch.z)
-    if batch.weight is not None:
-        terms = terms * batch.weight
     if normalization == "reference":
-        return ops.mean(terms)
-    return batch.per_sample(ops.sum(terms, axis=1))
+        terms = _maths.reference_terms(ops, "lr", batch.z, t, batch.weight, beta=0.0)
+    else:
+        terms = _maths.lr_terms(ops, t, batch.weight)
+    return _logistic(batch, terms, normalization)
 
 
 def hs_lr_loss(
@@ -183,10 +113,20 @@ def hs_lr_loss(
 
     loss_i = mean_{k in P_i} softplus(-z_k) + alpha_i sum_{k in S_i} softplus(z_k)
 
-    S_i holds the n_i = max(1, floor(m/100 |N_i|)) negatives of highest probability, i.e.
+    S_i holds the n_i = max(1, floor(m |N_i| / 100)) negatives of highest probability, i.e.
     highest logit (the sigmoid is monotonic, so this is one ``top_k`` over logits, never a
-    sort), and alpha_i = beta / n_i unless ``alpha`` is given. A multi-hot sample without
-    positives has a zero positive term; one without negatives a zero negative term.
+    sort), and alpha_i = beta / n_i unless ``alpha`` is given. n_i is exactly
+    ``frlr.catalogue.num_hard_negatives(|N_i|, m)``, as in ``frlr.torch``, for every m (found
+    by comparison with precomputed thresholds, not by float32 arithmetic in the graph). A
+    multi-hot sample without positives has a zero positive term; one without negatives a
+    zero negative term.
+
+    Soft targets t in [0, 1]^K generalise it: class k has positive mass t_k and negative mass
+    1 - t_k, M_i = sum_k (1 - t_k), n_i = max(1, floor(m M_i / 100)) (0 when M_i = 0),
+    S_i = the n_i classes of largest logit among those with t_k < 1, and
+    loss_i = sum_k t_k softplus(-z_k) / sum_k t_k + beta / n_i sum_{k in S_i} (1 - t_k)
+    softplus(z_k), the first term 0 when sum_k t_k = 0. {0, 1} targets give Eq. 5 exactly.
+    The maths: ``_maths.hs_lr_terms``.
 
     Args:
         beta: the balance weight, 10 in the paper.
@@ -196,7 +136,7 @@ def hs_lr_loss(
             scalar, the positive term pooled over all positive entries of the batch plus alpha
             times the mean, over N * k entries, of the k = int(K m/100) largest (1 - t) w
             softplus(z) per sample; alpha defaults to beta there.
-        y_true, y_pred, weight, target: as in :func:`lr_loss` (multi-hot values in {0, 1}).
+        y_true, y_pred, weight, target: as in :func:`lr_loss` (soft values in [0, 1]).
     """
     check_options(
         from_logits=from_logits,
@@ -206,35 +146,17 @@ def hs_lr_loss(
         m=m,
         alpha=alpha,
     )
-    batch = Batch(y_true, y_pred, target=target, weight=weight, hard_targets=True)
+    batch = Batch(y_true, y_pred, target=target, weight=weight)
+    z, t = batch.z, batch.dense_target()
     if normalization == "reference":
-        return _reference("hs-lr", batch, beta=beta, m=m, alpha=alpha)
-    z, num_classes = batch.z, batch.num_classes
-    if batch.index:
-        n = num_hard_negatives(num_classes - 1, m)
-        a = beta / n if alpha is None else alpha
-        z_pos = ops.take_along_axis(z, batch.y[:, None], axis=1)[:, 0]
-        positive = ops.softplus(-z_pos) * _class_weight(batch.weight, batch.y)
-        values, indices, keep = _hard_negatives_index(z, batch.y, n)
-        terms = ops.where(keep, ops.softplus(values), 0.0) * _class_weight(batch.weight, indices)
-        return batch.per_sample(positive + a * ops.sum(terms, axis=1))
-
-    t = batch.t
-    num_neg = num_classes - ops.sum(t, axis=1)
-    if m == 100:
-        n_rows = num_neg
-        values, keep, indices = z, ops.equal(t, 0.0), None
+        terms = _maths.reference_terms(
+            ops, "hs-lr", z, t, batch.weight, beta=beta, m=m, alpha=alpha
+        )
     else:
-        n_rows = ops.where(num_neg > 0, ops.maximum(ops.floor(num_neg * (m / 100.0)), 1.0), 0.0)
-        bound = min(num_classes, math.floor(m * num_classes / 100.0) + 1)  # >= every n_i
-        _, indices = ops.top_k(ops.where(t > 0, float("-inf"), z), bound)
-        values = ops.take_along_axis(z, indices, axis=1)
-        keep = ops.less(ops.arange(bound, dtype=batch.dtype)[None, :], n_rows[:, None])
-    a = beta / ops.maximum(n_rows, 1.0) if alpha is None else alpha
-    terms = ops.where(keep, ops.softplus(values), 0.0)
-    if batch.weight is not None:
-        terms = terms * (batch.weight if indices is None else ops.take(batch.weight, indices))
-    return batch.per_sample(_positive_term(batch, t) + a * ops.sum(terms, axis=1))
+        terms = _maths.hs_lr_terms(
+            ops, z, t, batch.weight, beta=beta, m=m, alpha=alpha, index=batch.index
+        )
+    return _logistic(batch, terms, normalization)
 
 
 def ss_lr_loss(
@@ -258,6 +180,11 @@ def ss_lr_loss(
     r < 1), and it is not detached: the gradient flows through it, as in the authors' code.
     r = 0 equals HS-LR at m = 100.
 
+    Soft targets t in [0, 1]^K: with M_i = sum_k (1 - t_k),
+    loss_i = sum_k t_k softplus(-z_k) / sum_k t_k + beta / M_i sum_k (1 - t_k) p_k^r
+    softplus(z_k), the first term 0 when sum_k t_k = 0, the second when M_i = 0. {0, 1}
+    targets give Eq. 6 exactly. The maths: ``_maths.ss_lr_terms``.
+
     Args:
         beta: the balance weight, 10 in the paper.
         r: the attending power, >= 0; 2 in the paper.
@@ -265,7 +192,7 @@ def ss_lr_loss(
         normalization: "paper" (per sample) or "reference", the authors' released code: a
             scalar, the positive term pooled over all positive entries of the batch plus alpha
             times the negative term pooled over all negative entries; alpha defaults to beta.
-        y_true, y_pred, weight, target: as in :func:`lr_loss` (multi-hot values in {0, 1}).
+        y_true, y_pred, weight, target: as in :func:`lr_loss` (soft values in [0, 1]).
     """
     check_options(
         from_logits=from_logits,
@@ -275,22 +202,17 @@ def ss_lr_loss(
         r=r,
         alpha=alpha,
     )
-    batch = Batch(y_true, y_pred, target=target, weight=weight, hard_targets=True)
-    if normalization == "reference":
-        return _reference("ss-lr", batch, beta=beta, r=r, alpha=alpha)
+    batch = Batch(y_true, y_pred, target=target, weight=weight)
     z, t = batch.z, batch.dense_target()
-    terms = (1.0 - t) * ops.softplus(z)
-    if r != 0:
-        terms = terms * ops.exp(-r * ops.softplus(-z))
-    if batch.weight is not None:
-        terms = terms * batch.weight
-    if alpha is not None:
-        a = alpha
-    elif batch.index:
-        a = beta / (batch.num_classes - 1)
+    if normalization == "reference":
+        terms = _maths.reference_terms(
+            ops, "ss-lr", z, t, batch.weight, beta=beta, r=r, alpha=alpha
+        )
     else:
-        a = beta / ops.maximum(batch.num_classes - ops.sum(t, axis=1), 1.0)
-    return batch.per_sample(_positive_term(batch, t) + a * ops.sum(terms, axis=1))
+        terms = _maths.ss_lr_terms(
+            ops, z, t, batch.weight, beta=beta, r=r, alpha=alpha, index=batch.index
+        )
+    return _logistic(batch, terms, normalization)
 
 
 def sr_loss(
@@ -306,18 +228,13 @@ def sr_loss(
     Soft or multi-hot targets are class probabilities (``CategoricalCrossentropy``), not
     renormalised. Per-sample values equal ``frlr.torch.sr_loss(..., reduction="none")``; the
     Loss class then divides by N like every Keras loss, where ``F.cross_entropy``'s "mean"
-    with a class weight and index targets divides by sum_i w[y_i].
+    with a class weight and index targets divides by sum_i w[y_i]. The maths:
+    ``_maths.sr_terms``.
     """
     check_options(from_logits=from_logits, target=target)
-    batch = Batch(y_true, y_pred, target=target, weight=weight, hard_targets=False)
-    log_q = ops.log_softmax(batch.z, axis=1)
-    if batch.index:
-        rows = -ops.take_along_axis(log_q, batch.y[:, None], axis=1)[:, 0]
-        return batch.per_sample(rows * _class_weight(batch.weight, batch.y))
-    terms = batch.t * log_q
-    if batch.weight is not None:
-        terms = terms * batch.weight
-    return batch.per_sample(-ops.sum(terms, axis=1))
+    batch = Batch(y_true, y_pred, target=target, weight=weight)
+    terms = _maths.sr_terms(batch.dense_target(), batch.weight)
+    return batch.per_sample(terms.rows(ops, batch.z))
 
 
 def hs_sr_loss(
@@ -336,27 +253,17 @@ def hs_sr_loss(
     loss_i = -log q_y + (beta / n) sum_{k in top n negatives} -log(1 - q_k),
     n = max(1, floor(m/100 (K - 1))). log(1 - q_k) is log1p(-q_k) where q_k <= 1/2 and
     logsumexp over the other classes minus logsumexp over all where q_k > 1/2 (only the row's
-    arg-max can be), so it stays exact as q_k -> 1. Class-index targets only.
+    arg-max can be), so it stays exact as q_k -> 1. Class-index targets only. The maths:
+    ``_maths.hs_sr_terms``.
     """
     check_options(from_logits=from_logits, target=target, beta=beta, m=m, alpha=alpha)
-    batch = Batch(y_true, y_pred, target=target, weight=weight, hard_targets=True)
+    batch = Batch(y_true, y_pred, target=target, weight=weight)
     if not batch.index:
         raise ValueError("hs_sr_loss takes class-index targets only: softmax is single-label")
-    z, y, num_classes = batch.z, batch.y, batch.num_classes
-    n = num_hard_negatives(num_classes - 1, m)
-    a = beta / n if alpha is None else alpha
-    log_q = ops.log_softmax(z, axis=1)
-    positive = -ops.take_along_axis(log_q, y[:, None], axis=1)[:, 0]
-    _, indices, keep = _hard_negatives_index(z, y, n)
-    q_sel = ops.exp(ops.take_along_axis(log_q, indices, axis=1))
-    big = q_sel > 0.5
-    arg_max = ops.equal(ops.arange(num_classes)[None, :], ops.argmax(z, axis=1)[:, None])
-    lse_all = _logsumexp(z)
-    lse_others = _logsumexp(ops.where(arg_max, float("-inf"), z))
-    log1m_q = ops.where(big, lse_others - lse_all, ops.log1p(-ops.where(big, 0.0, q_sel)))
-    terms = ops.where(keep, log1m_q, 0.0) * _class_weight(batch.weight, indices)
-    positive = positive * _class_weight(batch.weight, y)
-    return batch.per_sample(positive - a * ops.sum(terms, axis=1))
+    terms = _maths.hs_sr_terms(
+        ops, batch.z, batch.dense_target(), batch.weight, beta=beta, m=m, alpha=alpha
+    )
+    return batch.per_sample(terms.rows(ops, batch.z))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -430,7 +337,12 @@ class _FocusLoss(keras.losses.Loss):
                 "normalization='reference' pools the batch into one number, so sample_weight "
                 "cannot weight its samples; use normalization='paper'"
             )
-        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+        value = super().__call__(y_true, y_pred, sample_weight=sample_weight)
+        if self.reduction not in (None, "none") and tuple(value.shape) == (0,):
+            # Keras returns an empty batch's (0,) per-sample losses unreduced; the mean (and
+            # sum) of no samples is 0, with a zero gradient.
+            value = ops.sum(value)
+        return value
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -587,21 +499,15 @@ class HSSRLoss(_FocusLoss):
         )
 
 
-LOSSES: dict[str, type[_FocusLoss]] = {
-    "sr": SRLoss,
-    "lr": LRLoss,
-    "hs-lr": HSLRLoss,
-    "ss-lr": SSLRLoss,
-    "hs-sr": HSSRLoss,
-}
+LOSSES: dict[str, type[_FocusLoss]] = dict(
+    zip(LOSS_NAMES, (SRLoss, LRLoss, HSLRLoss, SSLRLoss, HSSRLoss), strict=True)
+)
+"""Registry name (:data:`frlr.catalogue.LOSS_NAMES`) -> Loss class."""
 
-FUNCTIONAL: dict[str, Callable[..., Tensor]] = {
-    "sr": sr_loss,
-    "lr": lr_loss,
-    "hs-lr": hs_lr_loss,
-    "ss-lr": ss_lr_loss,
-    "hs-sr": hs_sr_loss,
-}
+FUNCTIONAL: dict[str, Callable[..., Tensor]] = dict(
+    zip(LOSS_NAMES, (sr_loss, lr_loss, hs_lr_loss, ss_lr_loss, hs_sr_loss), strict=True)
+)
+"""Registry name -> functional form."""
 
 
 def get_loss(name: str, **kwargs: Any) -> keras.losses.Loss:
@@ -609,8 +515,8 @@ def get_loss(name: str, **kwargs: Any) -> keras.losses.Loss:
 
     Keyword arguments go to the class's constructor; one it does not take is a TypeError.
     """
-    key = name.lower().replace("_", "-") if isinstance(name, str) else None
-    if key not in LOSSES:
+    key = canonical_loss_name(name)
+    if key is None:
         raise ValueError(f"unknown loss name {name!r}; known: {', '.join(LOSSES)}")
     try:
         return LOSSES[key](**kwargs)

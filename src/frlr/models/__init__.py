@@ -15,7 +15,12 @@ densenet121    Huang et al. 2017, torchvision names        ``stem="small"``     
 densenet201    Huang et al. 2017, torchvision names        ``stem="small"``       1920
 resnet50       He et al. 2016, torchvision names           ``stem="imagenet"``    2048
 mobilenet      Howard et al. 2017 v1, width multiplier     ``stem="imagenet"``    1024 * alpha
+small-cnn      3 conv-BN-ReLU layers (:mod:`.small`)       8x8 and up             128
+mlp            2 hidden layers of 256 (:mod:`.small`)      any fixed size         256
 =============  ==========================================  =====================  ===========
+
+:func:`build_model` builds any of them by its ``arch`` name (:data:`ARCHS`); :func:`create_model`
+builds the zoo models above the tiny ones.
 
 Example::
 
@@ -43,6 +48,7 @@ from .mobilenet import MobileNetV1, mobilenet
 from .pretrained import PretrainedLoadReport, load_pretrained
 from .resnet import ResNet, resnet50
 from .resnet_cifar import CIFAR_RESNET_DEPTHS, CifarResNet, cifar_resnet
+from .small import MLP, SMALL_MODELS, SmallConvNet
 from .wide_resnet import WideResNet, wide_resnet, wrn28_10
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
@@ -84,16 +90,48 @@ def create_model(
     )
 
 
+ARCHS: tuple[str, ...] = (*SMALL_MODELS, *MODELS)
+"""Every ``arch`` the training loop accepts: the tiny networks and the zoo."""
+
+
+def build_model(
+    name: str,
+    num_classes: int,
+    in_channels: int = 3,
+    head_bias_init: str = "zero",
+    image_size: int | None = None,
+) -> nn.Module:
+    """A tiny network of :data:`SMALL_MODELS` or a zoo model of :func:`create_model`.
+
+    ``image_size`` (the square input side) is needed by ``mlp`` only.
+    """
+    key = name.strip().lower()
+    if key == "mlp":
+        if image_size is None:
+            raise ValueError("arch 'mlp' needs image_size (the input side in pixels)")
+        return MLP(num_classes, in_channels, head_bias_init, image_size=image_size)
+    if key in SMALL_MODELS:
+        return SMALL_MODELS[key](num_classes, in_channels, head_bias_init)
+    if key not in MODELS:
+        raise ValueError(f"unknown arch {name!r}; known: {', '.join(ARCHS)}")
+    return create_model(key, num_classes, in_channels, head_bias_init)
+
+
 __all__ = [
+    "ARCHS",
     "HEAD_BIAS_INITS",
+    "MLP",
     "MODELS",
+    "SMALL_MODELS",
     "STEMS",
     "CifarResNet",
     "DenseNet",
     "MobileNetV1",
     "PretrainedLoadReport",
     "ResNet",
+    "SmallConvNet",
     "WideResNet",
+    "build_model",
     "cifar_resnet",
     "create_model",
     "densenet121",

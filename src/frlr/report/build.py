@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import frlr
-from frlr.experiments.compare import _label
+from frlr.experiments.results import metric_label
+from frlr.io import write_text_atomic
+from frlr.ncd import ncd_verdict, plot_ncd, read_history
 from frlr.report import embedding, figures, provenance, tables
 from frlr.report.document import Code, Figure, Heading, Paragraph, Table, to_html, to_markdown
 from frlr.report.runs import Experiment, load_experiment
 from frlr.style import loss_label
-from frlr.train import write_text_atomic
 
 __all__ = ["build_report"]
 
@@ -99,8 +100,6 @@ def _tsne(experiment: Experiment, out: Path, classes: int, per_class: int) -> Fi
 
 
 def _ncd(experiment: Experiment, out: Path) -> tuple[Figure, str] | None:
-    from frlr.ncd import ncd_verdict, plot_ncd, read_history
-
     paths = {
         group.label: str(run.ncd_path)
         for group, run in _first_runs(experiment, finished=False)
@@ -139,6 +138,8 @@ def build_report(
 
     tsne: embed test features (classification only; a few seconds per loss on a CPU).
     tsne_classes, tsne_points: how many classes (the first ids) and images per class.
+    The sections, in order: results (and the sweep's plot), convergence, NCD, the feature
+    embedding, the runs and their reproduction; a figure that fails is listed under "Not made".
     """
     say = log if log is not None else (lambda _: None)
     experiment = load_experiment(run_dir)
@@ -146,45 +147,74 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     attempt = _Attempts(say)
     summary = tables.summarize(experiment)
-    primary = experiment.primary_metric
+    title = _title(experiment)
+    blocks: list[Any] = [
+        Heading(title, 1),
+        _overview(experiment),
+        Heading("Results"),
+        tables.results_table(experiment, summary),
+    ]
+    if experiment.kind == "sweep":
+        blocks += _sweep_section(experiment, summary, out, attempt)
+    blocks += _convergence_section(experiment, out, attempt)
+    ncd = attempt("ncd.png", lambda: _ncd(experiment, out))
+    if ncd:
+        figure, verdict = ncd
+        blocks += [Heading("Negative class distraction"), figure, Paragraph(verdict)]
+    blocks += _embedding_section(experiment, out, attempt, tsne, tsne_classes, tsne_points)
+    blocks += [Heading("Runs"), tables.runs_table(experiment), Heading("Reproduction")]
+    blocks += _reproduction_section(experiment, attempt)
+    if attempt.failures:
+        blocks.append(Heading("Not made"))
+        blocks += [Paragraph(failure) for failure in attempt.failures]
+    write_text_atomic(out / "report.md", to_markdown(blocks))
+    write_text_atomic(out / "report.html", to_html(blocks, title))
+    say(f"report: {out / 'report.md'} and report.html ({len(attempt.failures)} figure(s) failed)")
+    return out / "report.md"
+
+
+def _overview(experiment: Experiment) -> Paragraph:
+    """What the experiment is, how far it got, and when and from where the report was made."""
     runs = experiment.runs
     finished = sum(run.finished for run in runs)
-    title = _title(experiment)
     made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     what = {
         "sweep": f"Sweep of {experiment.param} for {str(experiment.loss).upper()}",
         "run": "One run",
     }.get(experiment.kind, "Comparison of losses")
-    blocks: list[Any] = [
-        Heading(title, 1),
-        Paragraph(
-            f"{what}, task {experiment.task}, primary metric {primary}: {finished} of "
-            f"{len(runs)} runs finished, seeds {', '.join(map(str, experiment.seeds)) or 'none'}. "
-            f"Made by frlr {frlr.__version__} on {made} from {experiment.path}."
-        ),
-        Heading("Results"),
-        tables.results_table(experiment, summary),
-    ]
+    return Paragraph(
+        f"{what}, task {experiment.task}, primary metric {experiment.primary_metric}: "
+        f"{finished} of {len(runs)} runs finished, seeds "
+        f"{', '.join(map(str, experiment.seeds)) or 'none'}. "
+        f"Made by frlr {frlr.__version__} on {made} from {experiment.path}."
+    )
 
-    if experiment.kind == "sweep":
-        name = f"sweep_{experiment.param}.png"
-        made_sweep = attempt(
-            name,
-            lambda: figures.sweep_figure(tables.sweep_results(experiment, summary), out / name),
-        )
-        if made_sweep:
-            blocks.append(
-                Figure(
-                    name,
-                    f"Test {_label(primary)} against {experiment.param}: mean over seeds with "
-                    "an error bar of one sample standard deviation, each seed a grey dot, the "
-                    "loss's default dotted. Compare the paper's Fig. 6 (m) and Fig. 7 (r).",
-                    f"{primary} against {experiment.param}",
-                )
-            )
 
-    blocks.append(Heading("Convergence"))
+def _sweep_section(
+    experiment: Experiment, summary: dict[str, Any], out: Path, attempt: _Attempts
+) -> list[Any]:
+    """The primary metric against the swept value (Fig. 6, 7)."""
+    primary = experiment.primary_metric
+    name = f"sweep_{experiment.param}.png"
+    made = attempt(
+        name,
+        lambda: figures.sweep_figure(tables.sweep_results(experiment, summary), out / name),
+    )
+    if not made:
+        return []
+    caption = (
+        f"Test {metric_label(primary)} against {experiment.param}: mean over seeds with an "
+        "error bar of one sample standard deviation, each seed a grey dot, the loss's default "
+        "dotted. Compare the paper's Fig. 6 (m) and Fig. 7 (r)."
+    )
+    return [Figure(name, caption, f"{primary} against {experiment.param}")]
+
+
+def _convergence_section(experiment: Experiment, out: Path, attempt: _Attempts) -> list[Any]:
+    """The test metric and the training loss per epoch (Fig. 5, Fig. 4)."""
+    primary = experiment.primary_metric
     legend = loss_label(str(experiment.loss)) if experiment.kind == "sweep" else None
+    blocks: list[Any] = [Heading("Convergence")]
     name = f"test_{primary}.png"
     if attempt(
         name,
@@ -196,14 +226,11 @@ def build_report(
             legend_title=legend,
         ),
     ):
-        blocks.append(
-            Figure(
-                name,
-                f"Test {_label(primary)} after each epoch: mean over seeds (line) and one sample "
-                "standard deviation (band). Compare the paper's Fig. 5.",
-                f"test {primary} per epoch",
-            )
+        caption = (
+            f"Test {metric_label(primary)} after each epoch: mean over seeds (line) and one "
+            "sample standard deviation (band). Compare the paper's Fig. 5."
         )
+        blocks.append(Figure(name, caption, f"test {primary} per epoch"))
     if attempt(
         "train_loss.png",
         lambda: figures.curves_figure(
@@ -216,45 +243,52 @@ def build_report(
             legend_title=legend,
         ),
     ):
-        blocks.append(
-            Figure(
-                "train_loss.png",
-                "Training loss per epoch (mean over the epoch's batches; log axis), mean over "
-                "seeds and one standard deviation. Each loss is on its own scale: LR sums K "
-                "binary terms per sample. Compare the paper's Fig. 4.",
-                "training loss per epoch",
-            )
+        caption = (
+            "Training loss per epoch (mean over the epoch's batches; log axis), mean over "
+            "seeds and one standard deviation. Each loss is on its own scale: LR sums K "
+            "binary terms per sample. Compare the paper's Fig. 4."
         )
+        blocks.append(Figure("train_loss.png", caption, "training loss per epoch"))
+    return blocks
 
-    ncd = attempt("ncd.png", lambda: _ncd(experiment, out))
-    if ncd:
-        figure, verdict = ncd
-        blocks += [Heading("Negative class distraction"), figure, Paragraph(verdict)]
 
-    blocks.append(Heading("Feature embedding"))
+def _embedding_section(
+    experiment: Experiment,
+    out: Path,
+    attempt: _Attempts,
+    tsne: bool,
+    tsne_classes: int,
+    tsne_points: int,
+) -> list[Any]:
+    """The t-SNE of test features per loss (Fig. 1), or why there is none."""
+    blocks: list[Any] = [Heading("Feature embedding")]
     if experiment.task != "classification":
         blocks.append(
             Paragraph(f"No t-SNE for task {experiment.task}: it embeds class features.", True)
         )
     elif not tsne:
         blocks.append(Paragraph("t-SNE skipped (--no-tsne).", True))
-    elif not finished:
+    elif not any(run.finished for run in experiment.runs):
         blocks.append(Paragraph("No t-SNE yet: it embeds the features of finished runs.", True))
     else:
         figure = attempt("tsne.png", lambda: _tsne(experiment, out, tsne_classes, tsne_points))
         if figure:
             blocks.append(figure)
+    return blocks
 
-    blocks += [Heading("Runs"), tables.runs_table(experiment), Heading("Reproduction")]
+
+def _reproduction_section(experiment: Experiment, attempt: _Attempts) -> list[Any]:
+    """The command as invoked, an equivalent one from the saved configs, one ``frlr train``
+    line per run, the versions and the hardware."""
     command = (experiment.saved or {}).get("command")
-    blocks.append(
+    blocks: list[Any] = [
         Paragraph(
             "As invoked:"
             if command
             else "The invoking command was not recorded (compare() called from Python, or a "
             "run directory written before frlr recorded it)."
         )
-    )
+    ]
     if command:
         blocks.append(Code([command]))
     equivalent = experiment.kind != "run" and attempt(
@@ -271,11 +305,4 @@ def build_report(
         blocks += [Heading("Versions", 3), Table(["package", "version"], versions)]
     if hardware:
         blocks += [Heading("Hardware", 3), Table(["", "value"], hardware)]
-    if attempt.failures:
-        blocks.append(Heading("Not made"))
-        blocks += [Paragraph(failure) for failure in attempt.failures]
-
-    write_text_atomic(out / "report.md", to_markdown(blocks))
-    write_text_atomic(out / "report.html", to_html(blocks, title))
-    say(f"report: {out / 'report.md'} and report.html ({len(attempt.failures)} figure(s) failed)")
-    return out / "report.md"
+    return blocks

@@ -1,7 +1,7 @@
 """Test-set features of a trained run, embedded in two dimensions by t-SNE (the paper's Fig. 1).
 
 The model is rebuilt exactly as the training loop built it: the saved config, the same data
-loader (:func:`frlr.train._load_split`, hence the same decoding, resizing and cache), the same
+loader (:func:`frlr.train.load_split`, hence the same decoding, resizing and cache), the same
 builder (:func:`frlr.experiments.build_model`) and the training split's channel statistics for
 normalisation; then ``checkpoint.pt``'s weights, in eval mode, on the CPU. The features are
 ``model.features(x)``, the embedding the classifier reads.
@@ -21,7 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from frlr.config import TrainConfig
+from frlr.data import dataset_info
+from frlr.data.augment import channel_stats, images_to_tensor, normalize
+from frlr.io import load_checkpoint
+from frlr.models import build_model
 from frlr.report.runs import Run
+from frlr.train import load_split
 
 __all__ = [
     "TSNE_CLASSES",
@@ -57,8 +63,6 @@ class FeatureData:
 
 def _train_config(config: dict[str, Any]):
     """The saved config as a TrainConfig (fields this version lacks dropped, lists as tuples)."""
-    from frlr.train import TrainConfig
-
     names = {f.name for f in fields(TrainConfig)}
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items() if k in names}
     return TrainConfig(**values)
@@ -85,21 +89,17 @@ def load_feature_data(
     config: dict[str, Any], classes: int = TSNE_CLASSES, per_class: int = TSNE_POINTS
 ) -> FeatureData:
     """The test images for the t-SNE of runs trained with ``config`` (classification only)."""
-    from frlr.data import dataset_info
-    from frlr.data.augment import channel_stats
-    from frlr.train import _load_split
-
     cfg = _train_config(config)
     if cfg.task not in ("classification", "auto"):
         raise ValueError(f"t-SNE of class features needs a classification task, got {cfg.task!r}")
     info = dataset_info(cfg.dataset)
-    train_arrays = _load_split(cfg, info.train_split)
+    train_arrays = load_split(cfg, info.train_split)
     mean, std = channel_stats(train_arrays)
     std = tuple(s if s > 0 else 1.0 for s in std)
     num_classes = info.num_classes or len(train_arrays.classes)
     _, height, _, in_channels = train_arrays.images.shape
     del train_arrays
-    test = _load_split(cfg, info.eval_splits[0])
+    test = load_split(cfg, info.eval_splits[0])
     labels = np.asarray(test.labels)
     if labels.ndim != 1:
         raise ValueError(f"t-SNE needs one class per image, got labels of shape {labels.shape}")
@@ -121,9 +121,6 @@ def load_feature_data(
 @torch.no_grad()
 def run_features(run: Run, data: FeatureData, batch_size: int = 256) -> np.ndarray:
     """``model.features(x)`` of ``run``'s checkpoint on ``data``'s images, (n, d) float32."""
-    from frlr.data.augment import images_to_tensor, normalize
-    from frlr.experiments import build_model
-
     if run.checkpoint is None:
         raise FileNotFoundError(f"{run.path}: no checkpoint.pt to rebuild the model from")
     config = run.config
@@ -134,7 +131,7 @@ def run_features(run: Run, data: FeatureData, batch_size: int = 256) -> np.ndarr
         config.get("head_bias_init", "zero"),
         image_size=data.image_size,
     )
-    state = torch.load(run.checkpoint, map_location="cpu", weights_only=True)
+    state = load_checkpoint(run.checkpoint, ("model",))
     model.load_state_dict(state["model"])
     model.eval()
     if not hasattr(model, "features"):
@@ -149,8 +146,8 @@ def run_features(run: Run, data: FeatureData, batch_size: int = 256) -> np.ndarr
 
 def tsne_2d(features: np.ndarray, seed: int = TSNE_SEED) -> np.ndarray:
     """(n, d) features -> (n, 2) t-SNE coordinates (deterministic for a fixed seed)."""
-    from sklearn.manifold import TSNE
-    from threadpoolctl import threadpool_limits
+    from sklearn.manifold import TSNE  # scikit-learn is slow to import: only for a t-SNE
+    from threadpoolctl import threadpool_limits  # scikit-learn's dependency, with it
 
     n = len(features)
     if n < 10:

@@ -1,5 +1,6 @@
-"""The report's figures, drawn like a paper's: the curves of Fig. 4 and 5, the sweeps of Fig. 6
-and 7, the t-SNE panels of Fig. 1 (Fig. 2 is :func:`frlr.ncd.plot_ncd`).
+"""The report's figures, drawn like a paper's: the curves of Fig. 4 and 5, the t-SNE panels of
+Fig. 1 (Fig. 2 is :func:`frlr.ncd.plot_ncd`; the sweeps of Fig. 6 and 7 are
+:func:`frlr.experiments.figures.sweep_figure`, which ``frlr sweep`` draws too).
 
 Every figure is a bare ``matplotlib.figure.Figure`` rendered by the Agg canvas (pyplot is never
 imported, so no backend or global state of the caller changes), sized for a paper column
@@ -14,12 +15,25 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from frlr.experiments.figures import (
+    METRIC_AXIS,
+    PARAM_AXIS,
+    loss_curves_figure,
+    metric_axis_label,
+    sweep_figure,
+)
 from frlr.report.runs import Group
-from frlr.style import loss_color, loss_label
+from frlr.style import (
+    COLUMN,
+    FONT,
+    new_figure,
+    plain_log_labels,
+    save_figure,
+    style_axes,
+)
 
 __all__ = [
     "METRIC_AXIS",
@@ -31,62 +45,6 @@ __all__ = [
     "sweep_figure",
     "tsne_figure",
 ]
-
-DPI = 200
-COLUMN = 3.5  # inches: one column of a two-column paper
-FONT = {"label": 9, "tick": 8, "legend": 8, "title": 9}
-
-METRIC_AXIS = {
-    "top1": "test top-1 accuracy (%)",
-    "top5": "test top-5 accuracy (%)",
-    "rank1": "Rank-1 (%)",
-    "rank5": "Rank-5 (%)",
-    "rank10": "Rank-10 (%)",
-    "mAP": "mAP (%)",
-    "balanced_acc_image": "balanced accuracy, per image (%)",
-    "balanced_acc_class": "balanced accuracy, per class (%)",
-}
-"""Axis label of each task metric (every metric is a fraction, drawn in per cent)."""
-
-PARAM_AXIS = {
-    "m": "m, hard-selected negatives (% of K - 1)",
-    "r": "r, soft-selection exponent",
-    "beta": "β, weight of the negative term",
-}
-"""Axis label of each swept hyper-parameter (Eq. 5 and 6)."""
-
-
-def metric_axis_label(metric: str) -> str:
-    return METRIC_AXIS.get(metric, f"test {metric} (%)")
-
-
-def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-
-
-def _style(ax, xlabel: str, ylabel: str) -> None:
-    ax.set_xlabel(xlabel, fontsize=FONT["label"])
-    ax.set_ylabel(ylabel, fontsize=FONT["label"])
-    ax.tick_params(which="both", labelsize=FONT["tick"])
-    ax.grid(True, which="major", linewidth=0.4, alpha=0.5)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-
-
-def save_figure(fig: Any, path: str | os.PathLike) -> Path:
-    """Write ``fig`` to ``path`` atomically (a partial file, then a rename); the suffix picks
-    the format."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
-    try:
-        fig.savefig(partial, format=path.suffix.lstrip(".") or "png", dpi=DPI)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-    return path
 
 
 def _series(group: Group, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -118,7 +76,7 @@ def curves_figure(
     """``key`` of metrics.jsonl against the epoch, one line per group: the mean over seeds and
     a band of one sample standard deviation (Fig. 4 with ``train_loss``, Fig. 5 with a test
     metric). ``legend_title``: e.g. the loss of a sweep, whose groups are values."""
-    fig = _figure(COLUMN, 3.0)
+    fig = new_figure(COLUMN, 3.0)
     ax = fig.add_subplot()
     drawn = 0
     longest = 0
@@ -149,16 +107,14 @@ def curves_figure(
         longest = max(longest, int(epochs.max()))
     if not drawn:
         raise ValueError(f"no run recorded {key!r} in metrics.jsonl")
-    _style(ax, "epoch", ylabel)
+    style_axes(ax, "epoch", ylabel)
     if logy:
-        from frlr.ncd import _plain_log_labels
-
         ax.set_yscale("log")
         low, high = ax.get_ylim()
         decade = 10 ** math.floor(math.log10(low))
         if low / decade < 1.6:  # show the decade's tick just under the lowest curve
             ax.set_ylim(decade * 0.95, high)
-        _plain_log_labels(ax)  # 0.5, 1, 2 rather than 5 x 10^-1
+        plain_log_labels(ax)  # 0.5, 1, 2 rather than 5 x 10^-1
     if longest <= 10:
         ax.set_xticks(range(1, longest + 1))
     # Below the axes: curves of several losses fill the plot, a legend inside would hide one.
@@ -186,65 +142,6 @@ def curves_figure(
     return save_figure(fig, path)
 
 
-def sweep_figure(results: dict[str, Any], path: str | os.PathLike) -> Path:
-    """The primary metric against the swept value (Fig. 6 for m, Fig. 7 for r): mean over seeds
-    with an error bar of one sample standard deviation, every seed as a dot, the loss's paper
-    default marked. ``results`` is shaped like ``sweep.json`` (param, loss, primary_metric,
-    summary: value -> means, runs)."""
-    from frlr.experiments.sweep import default_value
-
-    param, loss, primary = results["param"], results["loss"], results["primary_metric"]
-    rows = [entry for entry in results["summary"].values() if f"{primary}_mean" in entry]
-    if not rows:
-        raise ValueError(f"no finished run of the sweep has {primary!r}")
-    rows.sort(key=lambda entry: entry["value"])
-    values = np.array([entry["value"] for entry in rows])
-    mean = np.array([100 * entry[f"{primary}_mean"] for entry in rows])
-    std = np.array([100 * entry[f"{primary}_std"] for entry in rows])
-    color = loss_color(loss)
-    fig = _figure(COLUMN, 2.7)
-    ax = fig.add_subplot()
-    points = [
-        (row["value"], 100 * row[primary])
-        for row in results.get("runs", [])
-        if row.get(primary) is not None
-    ]
-    if points:
-        x, y = zip(*points, strict=True)
-        ax.scatter(x, y, s=9, color="0.55", alpha=0.7, linewidths=0, label="one seed", zorder=2)
-    n = max((entry["n"] for entry in rows), default=0)
-    ax.errorbar(
-        values,
-        mean,
-        yerr=std,
-        color=color,
-        marker="o",
-        markersize=4,
-        linewidth=1.4,
-        capsize=3,
-        label=f"{loss_label(loss)}, mean ± std (n = {n})",
-        zorder=3,
-    )
-    default = default_value(loss, param)
-    if default is not None and values.min() <= default <= values.max():
-        ax.axvline(
-            default,
-            color="0.4",
-            linewidth=0.8,
-            linestyle=":",
-            label=f"default {param} = {default:g}",
-        )
-    if param == "beta" and values.min() > 0 and values.max() / values.min() >= 20:
-        ax.set_xscale("log")
-    _style(ax, PARAM_AXIS.get(param, param), metric_axis_label(primary))
-    if len(values) <= 8:
-        ax.set_xticks(values)
-        ax.set_xticklabels([f"{v:g}" for v in values])
-        ax.minorticks_off()
-    ax.legend(fontsize=FONT["legend"], frameon=False, loc="best")
-    return save_figure(fig, path)
-
-
 def _short_name(name: str, limit: int = 22) -> str:
     """A class name fit for a legend: WordNet's first synonym ("bullfrog, Rana ..." ->
     "bullfrog"), cut at ``limit`` characters."""
@@ -261,14 +158,14 @@ def tsne_figure(
     classes coloured alike in every panel (Fig. 1); the panel title carries the loss colour."""
     if not panels:
         raise ValueError("no t-SNE panel to draw")
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # plotting is optional: imported only to draw
 
     columns = min(len(panels), 4)
     rows = math.ceil(len(panels) / columns)
     side = min(2.0, 7.0 / columns)
     width = max(side * columns, COLUMN)
     names = [_short_name(name) for name in class_names]
-    fig = _figure(width, side * rows + 0.6)
+    fig = new_figure(width, side * rows + 0.6)
     axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
     palette = colormaps["tab10"]
     classes = sorted({int(c) for _, _, _, labels in panels for c in labels})
@@ -307,89 +204,4 @@ def tsne_figure(
         title="class",
         title_fontsize=FONT["legend"],
     )
-    return save_figure(fig, path)
-
-
-_VARIANT_STYLES = ("--", ":", "-.")
-
-
-def loss_curves_figure(results: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Two panels against a data field (the number of classes K), log-scale x, one curve per
-    loss of a ``frlr sweep --losses`` (``results`` shaped like its ``sweep.json``).
-
-    Left: each loss's primary metric minus the baseline's (SR), paired by seed, mean with an
-    error bar of one sample standard deviation of the paired differences; a point's marker is
-    hollow when fewer seeds than the most finished there, and the legend gives the range of n.
-    Right: the NCD gradient ratio at initialisation (positive over negative gradient mass; LR:
-    1/(K-1)), log-scale, for every loss. A loss variant (``ss-lr:r=0``) takes its base loss's
-    colour with a dashed line. Points without runs are skipped, so partial sweeps draw.
-    """
-    param, primary, baseline = results["param"], results["primary_metric"], results["baseline"]
-    rows = results["summary"]
-    keys = list(dict.fromkeys(row["loss"] for row in rows))
-    fig = _figure(2 * COLUMN, 2.8)
-    left, right = fig.subplots(1, 2)
-    variants: dict[str, int] = {}
-    most = max((row["delta_n"] for row in rows if row["loss"] != baseline), default=0)
-    for index, key in enumerate(keys):
-        mine = sorted((row for row in rows if row["loss"] == key), key=lambda row: row["value"])
-        name = mine[0]["loss_name"]
-        color = loss_color(name, index)
-        variant = key != name
-        if variant:
-            variants[name] = variants.get(name, -1) + 1
-        style = _VARIANT_STYLES[variants[name] % len(_VARIANT_STYLES)] if variant else "-"
-        label = mine[0]["label"]
-        right.plot(
-            [row["value"] for row in mine],
-            [row["ncd_ratio_init"] for row in mine],
-            color=color,
-            linestyle=style,
-            marker="o",
-            markersize=3,
-            linewidth=1.3,
-            label=label,
-        )
-        if key == baseline:
-            continue
-        drawn = [row for row in mine if row["delta_mean"] is not None]
-        if not drawn:
-            continue
-        x = np.array([row["value"] for row in drawn], dtype=float)
-        y = np.array([100 * row["delta_mean"] for row in drawn])
-        err = np.array([100 * row["delta_std"] if row["delta_n"] > 1 else 0.0 for row in drawn])
-        counts = [row["delta_n"] for row in drawn]
-        n_text = f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)}–{max(counts)}"
-        left.errorbar(
-            x,
-            y,
-            yerr=err,
-            color=color,
-            linestyle=style,
-            linewidth=1.3,
-            capsize=2.5,
-            label=f"{label}, n = {n_text}",
-            zorder=3,
-        )
-        full = np.array([count == most for count in counts])
-        left.scatter(x[full], y[full], s=16, color=color, zorder=4)
-        left.scatter(x[~full], y[~full], s=16, facecolors="white", edgecolors=color, zorder=4)
-    baseline_label = next(row["label"] for row in rows if row["loss"] == baseline)
-    left.axhline(0.0, color=loss_color(rows[0]["loss_name"]), linewidth=1.0, label=baseline_label)
-    name = "number of classes K" if param == "num_classes" else param
-    values = sorted({row["value"] for row in rows})
-    for ax in (left, right):
-        ax.set_xscale("log")
-        ax.set_xticks(values)
-        ax.set_xticklabels([f"{v:g}" for v in values])
-        ax.minorticks_off()
-    right.set_yscale("log")
-    _style(
-        left, name, f"{METRIC_AXIS.get(primary, primary).split(' (')[0]} − {baseline_label} (pp)"
-    )
-    _style(right, name, "NCD gradient ratio at init (pos / neg)")
-    left.set_title(f"accuracy gap to {baseline_label}, paired by seed", fontsize=FONT["title"])
-    right.set_title("gradient balance at step 0 (LR: 1/(K−1))", fontsize=FONT["title"])
-    left.legend(fontsize=FONT["legend"] - 1, frameon=False, loc="best")
-    right.legend(fontsize=FONT["legend"] - 1, frameon=False, loc="best")
     return save_figure(fig, path)

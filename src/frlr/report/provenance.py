@@ -14,7 +14,9 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from typing import Any
 
+from frlr.config import FIELD_NAMES, TrainConfig, resolve_config
 from frlr.report.runs import Experiment
+from frlr.tasks import get_task
 
 __all__ = ["compare_command", "config_flags", "hardware_rows", "train_commands", "version_rows"]
 
@@ -23,8 +25,6 @@ _NEVER = {"out", "loss", "seed"}
 
 def _reference(preset: str | None, dataset: str) -> tuple[str, dict[str, Any]]:
     """(the preset to name, its resolved values for ``dataset``); "paper" when it is gone."""
-    from frlr.train import resolve_config
-
     for name in (preset, "paper"):
         if not name:
             continue
@@ -33,8 +33,6 @@ def _reference(preset: str | None, dataset: str) -> tuple[str, dict[str, Any]]:
             return name, asdict(resolve_config(name, dataset=dataset, loss="lr"))
         except Exception:  # a preset file moved or renamed since: fall back to the default
             continue
-    from frlr.train import TrainConfig
-
     return "paper", asdict(TrainConfig())
 
 
@@ -50,8 +48,6 @@ def config_flags(
     """Command-line flags that turn ``reference`` into ``config``: ``--dataset`` and one per
     field that differs (fields in ``skip``, ``out``, ``loss``, ``seed`` and values None are left
     out)."""
-    from frlr.train import FIELD_NAMES
-
     skip = set(skip) | _NEVER
     flags: list[str] = []
     for name in FIELD_NAMES:
@@ -94,8 +90,6 @@ def compare_command(experiment: Experiment) -> str:
         head = ["frlr", "compare", "--losses", ",".join(g.key for g in experiment.groups)]
         skip = set()
         try:
-            from frlr.experiments.tasks import get_task
-
             default = get_task(experiment.task).baseline
         except Exception:
             default = "sr"

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from frlr.catalogue import LOSS_NAMES
 from frlr.experiments.sweep import value_text
 from frlr.style import loss_color, loss_label
-from frlr.torch.losses import LOSSES
+from frlr.tasks import get_task
 
 __all__ = ["Experiment", "Group", "Run", "load_experiment"]
 
@@ -131,7 +132,7 @@ def _load_run(path: Path) -> Run:
 
 def _value_colors(color: str, n: int) -> list[str]:
     """``n`` shades of one loss colour, light to dark, for the values of a sweep."""
-    from matplotlib.colors import to_hex, to_rgb
+    from matplotlib.colors import to_hex, to_rgb  # plotting is optional: only for shades
 
     base = to_rgb(color)
     if n == 1:
@@ -146,8 +147,6 @@ def _value_colors(color: str, n: int) -> list[str]:
 
 def _metric_order(task: str, seen: list[str]) -> list[str]:
     try:
-        from frlr.experiments.tasks import get_task
-
         known = list(get_task(task).metric_names)
     except Exception:  # a task this version does not know: keep the order the runs give
         known = []
@@ -156,8 +155,6 @@ def _metric_order(task: str, seen: list[str]) -> list[str]:
 
 def _task_default(task: str, attribute: str, fallback: str) -> str:
     try:
-        from frlr.experiments.tasks import get_task
-
         return str(getattr(get_task(task), attribute, fallback))
     except Exception:
         return fallback
@@ -171,7 +168,7 @@ def load_experiment(path: str | Path) -> Experiment:
         raise FileNotFoundError(f"RUN_DIR {str(path)!r} is not a directory")
     sweep = _read_json(path / "sweep.json")
     if sweep is not None and sweep.get("kind") == "sweep-losses":
-        from frlr.train import ConfigError
+        from frlr.config import ConfigError
 
         raise ConfigError(
             f"RUN_DIR {str(path)!r} is a sweep over {sweep.get('param')} for several losses: "
@@ -208,8 +205,6 @@ def load_experiment(path: str | Path) -> Experiment:
     tested = (saved or {}).get("tested_metrics")
     if tested is None and sweep is None:
         try:
-            from frlr.experiments.tasks import get_task
-
             tested = list(getattr(get_task(task), "tested_metrics", ()))
         except Exception:
             tested = None
@@ -251,7 +246,7 @@ def _compare_groups(
     listed = [str(loss) for loss in (saved or {}).get("losses", [])]
     present = {run.loss for run in runs}
     order = [loss for loss in listed if loss in present]
-    order += [loss for loss in LOSSES if loss in present and loss not in order]
+    order += [loss for loss in LOSS_NAMES if loss in present and loss not in order]
     order += sorted(present - set(order))
     groups = []
     for index, loss in enumerate(order):

@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from frlr.experiments.compare import _label, _run_row, _summarize
+from frlr.experiments import results
+from frlr.experiments.results import metric_label, run_row
 from frlr.report.document import Table
 from frlr.report.runs import Experiment, Group
 
@@ -23,7 +24,7 @@ def _rows(experiment: Experiment) -> list[dict[str, Any]]:
     rows = []
     for group in experiment.groups:
         for run in group.finished:
-            row = _run_row(
+            row = run_row(
                 run.loss, run.seed, run.path, "finished", run.result or {}, experiment.metric_names
             )
             row.update(group=group.key, value=group.value)
@@ -34,7 +35,7 @@ def _rows(experiment: Experiment) -> list[dict[str, Any]]:
 def summarize(experiment: Experiment) -> dict[str, Any]:
     """{"baseline", "losses": group key -> mean/std/p entry, "footnote", "rows"}."""
     rows = _rows(experiment)
-    summary = _summarize(
+    summary = results.summarize(
         rows,
         [g.key for g in experiment.groups],
         experiment.seeds,
@@ -50,7 +51,7 @@ def summarize(experiment: Experiment) -> dict[str, Any]:
 
 
 def sweep_results(experiment: Experiment, summary: dict[str, Any]) -> dict[str, Any]:
-    """The summary shaped like ``sweep.json``, for :func:`frlr.report.figures.sweep_figure`."""
+    """The summary shaped like ``sweep.json``, for :func:`frlr.experiments.figures.sweep_figure`."""
     return {
         "param": experiment.param,
         "loss": experiment.loss,
@@ -88,11 +89,11 @@ def results_table(experiment: Experiment, summary: dict[str, Any]) -> Table:
     metrics = experiment.metric_names
     tested = experiment.tested_metrics
     against = _group_label(experiment, baseline)
-    header = [str(first), *[f"{_label(m)} (%)" for m in metrics]]
+    header = [str(first), *[f"{metric_label(m)} (%)" for m in metrics]]
     if len(tested) == 1:
         header.append(f"p vs {against}")
     else:
-        header += [f"p {_label(m)} vs {against}" for m in tested]
+        header += [f"p {metric_label(m)} vs {against}" for m in tested]
     header += ["runs", "wall time / run (s)"]
     rows = []
     for group in experiment.groups:
@@ -129,7 +130,7 @@ def _status(group: Group, run) -> str:
 def runs_table(experiment: Experiment) -> Table:
     """One row per run: status, final metrics, training loss, epochs, wall time, device."""
     metrics = experiment.metric_names
-    header = ["run", "seed", "status", *[f"{_label(m)} (%)" for m in metrics]]
+    header = ["run", "seed", "status", *[f"{metric_label(m)} (%)" for m in metrics]]
     header += ["train loss", "epochs", "wall time (s)", "device"]
     rows = []
     total = 0.0

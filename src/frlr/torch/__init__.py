@@ -7,6 +7,20 @@
 
 from frlr.torch.diagnostics import NCDMonitor, ncd_stats, ncd_verdict, plot_ncd
 from frlr.torch.fused import compiled
+from frlr.torch.linear import (
+    LINEAR_LOSSES,
+    LinearHSLRLoss,
+    LinearLRLoss,
+    LinearSRLoss,
+    LinearSSLRLoss,
+    get_linear_loss,
+    linear_argmax,
+    linear_hs_lr_loss,
+    linear_lr_loss,
+    linear_sr_loss,
+    linear_ss_lr_loss,
+    positive_lists,
+)
 from frlr.torch.losses import (
     FUNCTIONAL,
     LOSSES,
@@ -25,21 +39,33 @@ from frlr.torch.losses import (
 
 __all__ = [
     "FUNCTIONAL",
+    "LINEAR_LOSSES",
     "LOSSES",
     "HSLRLoss",
     "HSSRLoss",
     "LRLoss",
+    "LinearHSLRLoss",
+    "LinearLRLoss",
+    "LinearSRLoss",
+    "LinearSSLRLoss",
     "NCDMonitor",
     "SRLoss",
     "SSLRLoss",
     "compiled",
+    "get_linear_loss",
     "get_loss",
     "hs_lr_loss",
     "hs_sr_loss",
+    "linear_argmax",
+    "linear_hs_lr_loss",
+    "linear_lr_loss",
+    "linear_sr_loss",
+    "linear_ss_lr_loss",
     "lr_loss",
     "ncd_stats",
     "ncd_verdict",
     "plot_ncd",
+    "positive_lists",
     "sr_loss",
     "ss_lr_loss",
 ]

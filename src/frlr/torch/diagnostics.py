@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from frlr._hyper import num_hard_negatives
+from frlr.catalogue import canonical_loss_name, num_hard_negatives
 from frlr.ncd import (
     NCD_THRESHOLD,
     HalvingHistory,
@@ -77,10 +77,9 @@ _LR_FAMILY = ("lr", "hs-lr", "ss-lr")
 
 
 def _loss_name(loss: Any) -> str:
-    if isinstance(loss, str):
-        key = loss.lower().replace("_", "-")
-        if key in _losses.LOSSES:
-            return key
+    key = canonical_loss_name(loss)
+    if key is not None:
+        return key
     raise ValueError(f"loss must be one of {', '.join(_losses.LOSSES)}, got {loss!r}")
 
 
@@ -130,110 +129,47 @@ def _resolve_loss(loss: Any, loss_kwargs: dict[str, Any]) -> tuple[str, dict[str
 # ---------------------------------------------------------------------------------------------
 
 
-def _hard_negatives(z: Tensor, pos: Tensor, n: Tensor | int, k: int) -> tuple[Tensor, Tensor]:
-    """Indices of the k highest-logit negatives per row, and a mask keeping the first n_i.
-
-    Probability is monotonic in the logit, so "most probable" is "highest logit" for sigmoid
-    and softmax alike.
-    """
-    _, indices = z.masked_fill(pos, float("-inf")).topk(k, dim=1, sorted=True)
-    n_rows = torch.as_tensor(n, device=z.device).reshape(-1, 1)
-    keep = torch.arange(k, device=z.device) < n_rows
-    return indices, keep & ~pos.gather(1, indices)
+def _hard_negatives(z: Tensor, pos: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """Indices of the n highest-logit negatives per row (HS-SR's selection), and a mask
+    keeping them. Probability is monotonic in the logit, so "most probable" is "highest
+    logit" for softmax as for sigmoid."""
+    _, indices = z.masked_fill(pos, float("-inf")).topk(n, dim=1, sorted=True)
+    return indices, ~pos.gather(1, indices)
 
 
-def _lr_family(name: str, z: Tensor, t: Tensor, w: Tensor, o: dict[str, Any], index: bool):
-    """Eq. (3), (5), (6) with the paper's per-sample normalisation ("mean" over samples).
-
-    d softplus(-z)/dz = -s(-z);  d softplus(z)/dz = s(z);
-    d [s^r softplus(z)]/dz = s^r (r (1 - s) softplus(z) + s).
-    """
-    pos = t > 0
-    s = torch.sigmoid(z)
-    sp_pos, sp_neg = F.softplus(-z), F.softplus(z)
-    num_classes = z.shape[1]
-    num_pos = t.sum(1, keepdim=True)
-    num_neg = num_classes - num_pos
-    beta, alpha = o.get("beta", 10.0), o.get("alpha")
-    grad_pos_terms = -torch.sigmoid(-z) * w * t
-    if name == "lr":
-        pos_rows = (sp_pos * w * t).sum(1)
-        neg_terms = sp_neg * w * (1 - t)
-        grad = grad_pos_terms + s * w * (1 - t)
-    else:
-        pos_scale = 1.0 / num_pos.clamp(min=1)
-        pos_rows = (sp_pos * w * t * pos_scale).sum(1)
-        grad = grad_pos_terms * pos_scale
-        if name == "ss-lr":
-            r = float(o.get("r", 2.0))
-            if alpha is not None:
-                a = alpha
-            else:  # single-label: the loss's own Python-float beta / (K - 1)
-                a = beta / (num_classes - 1) if index else beta / num_neg.clamp(min=1)
-            weight_r = s.pow(r)
-            neg_terms = a * weight_r * sp_neg * w * (1 - t)
-            grad = grad + a * weight_r * (r * (1 - s) * sp_neg + s) * w * (1 - t)
-        else:  # hs-lr
-            m = float(o.get("m", 25.0))
-            if index:  # n and alpha as the loss computes them, in Python floats
-                n = num_hard_negatives(num_classes - 1, m)
-                indices, keep = _hard_negatives(z, pos, n, n)
-                a = beta / n if alpha is None else alpha
-            else:
-                n_rows = torch.where(
-                    num_neg > 0,
-                    torch.floor(num_neg * m / 100.0).clamp(min=1),
-                    torch.zeros_like(num_neg),
-                )
-                k = min(num_classes, max(1, math.floor(m * num_classes / 100.0)))
-                indices, keep = _hard_negatives(z, pos, n_rows, k)
-                a = beta / n_rows.clamp(min=1) if alpha is None else alpha
-            selected = torch.zeros_like(z).scatter_(1, indices, keep.to(z.dtype))
-            neg_terms = a * sp_neg * w * selected
-            grad = grad + a * s * w * selected
-    return pos_rows, neg_terms.sum(1), grad, torch.full_like(pos_rows, 1.0 / max(len(z), 1))
+def _lr_family(name: str, z: Tensor, target: Tensor, dense: bool, w: Tensor | None, o):
+    """Eq. (3), (5), (6) with the paper's per-sample normalisation ("mean" over samples): the
+    loss's own block function and per-row constants, run once with the negative part switched
+    off and once with the positive part switched off (a 0.0 scale)."""
+    block, (pos_scale, neg_scale, *extra) = _losses.sigmoid_block(
+        name,
+        target,
+        dense,
+        beta=o.get("beta", 10.0),
+        m=float(o.get("m", 25.0)),
+        r=float(o.get("r", 2.0)),
+        alpha=o.get("alpha"),
+        num_classes=z.shape[1],
+    )
+    pos_rows, grad = block(z, target, None, w, pos_scale, 0.0, *extra, need_grad=True)
+    neg_rows, neg_grad = block(z, target, None, w, 0.0, neg_scale, *extra, need_grad=True)
+    return pos_rows, neg_rows, grad.add_(neg_grad), torch.full_like(pos_rows, 1 / max(len(z), 1))
 
 
-def _lr_family_reference(name: str, z: Tensor, t: Tensor, w: Tensor, o: dict[str, Any]):
-    """``normalization="reference"``: the authors' batch pooling (see ``frlr.torch.losses``).
-
-    LR: mean BCE over all M K entries. SS-LR: positives pooled over positive entries, plus
-    alpha (default beta) times the negatives pooled over negative entries. HS-LR: the same
-    positive, plus alpha times the mean over M k entries of each row's k = int(K m / 100)
-    largest negative terms.
-    """
-    rows, num_classes = z.shape
-    s = torch.sigmoid(z)
-    sp_pos, sp_neg = F.softplus(-z), F.softplus(z)
-    if name == "lr":
-        scale = 1.0 / max(rows * num_classes, 1)
-        pos_rows = (sp_pos * w * t).sum(1) * scale
-        neg_rows = (sp_neg * w * (1 - t)).sum(1) * scale
-        grad = (s - t) * w * scale
-        return pos_rows, neg_rows, grad, torch.ones_like(pos_rows)
-    a = o.get("beta", 10.0) if o.get("alpha") is None else o["alpha"]
-    pos_pool = 1.0 / t.sum().clamp(min=1)
-    pos_rows = (sp_pos * w * t).sum(1) * pos_pool
-    grad = -torch.sigmoid(-z) * w * t * pos_pool
-    if name == "ss-lr":
-        r = float(o.get("r", 2.0))
-        neg_pool = a / (1 - t).sum().clamp(min=1)
-        weight_r = s.pow(r)
-        neg_rows = (weight_r * sp_neg * w * (1 - t)).sum(1) * neg_pool
-        grad = grad + weight_r * (r * (1 - s) * sp_neg + s) * w * (1 - t) * neg_pool
-    else:  # hs-lr
-        k = int(num_classes * o.get("m", 25.0) / 100.0)
-        if k == 0:
-            raise ValueError(
-                f"normalization='reference' keeps int(K*m/100) = 0 negatives for K={num_classes}"
-            )
-        negative_terms = (1 - t) * sp_neg * w
-        values, indices = negative_terms.topk(k, dim=1)
-        neg_pool = a / max(rows * k, 1)
-        neg_rows = values.sum(1) * neg_pool
-        selected = torch.zeros_like(z).scatter_(1, indices, 1.0) * (1 - t)
-        grad = grad + s * w * selected * neg_pool
-    return pos_rows, neg_rows, grad, torch.ones_like(pos_rows)
+def _lr_family_reference(name: str, z: Tensor, t: Tensor, w: Tensor | None, o: dict[str, Any]):
+    """``normalization="reference"``: the authors' batch pooling, by the same block calls as
+    the loss (:func:`frlr.torch.losses.reference_blocks`); a part computed on gathered logits
+    (HS-LR's selected negatives) has its gradient scattered back."""
+    hyper = {key: o[key] for key in ("beta", "m", "r", "alpha") if o.get(key) is not None}
+    parts = []
+    for block, indices, args in _losses.reference_blocks(name, z, t, w, **hyper):
+        operand = z if indices is None else z.gather(1, indices)
+        rows, grad = block(operand, *args, need_grad=True)
+        if indices is not None:
+            grad = torch.zeros_like(z).scatter_add_(1, indices, grad)
+        parts.append((rows, grad))
+    (pos_rows, pos_grad), (neg_rows, neg_grad) = parts
+    return pos_rows, neg_rows, pos_grad + neg_grad, torch.ones_like(pos_rows)
 
 
 def _sr(z: Tensor, t: Tensor, w: Tensor, o: dict[str, Any], index_target: bool, w_y: Tensor):
@@ -246,7 +182,7 @@ def _sr(z: Tensor, t: Tensor, w: Tensor, o: dict[str, Any], index_target: bool, 
     c = (t * (1 - eps) + eps / z.shape[1]) * w
     log_q = torch.log_softmax(z, dim=1)
     terms = -c * log_q
-    pos = t > 0
+    pos = t >= 0.5  # as ncd_stats splits the gradient
     pos_rows = torch.where(pos, terms, 0.0).sum(1)
     neg_rows = torch.where(pos, 0.0, terms).sum(1)
     grad = c.sum(1, keepdim=True) * log_q.exp() - c
@@ -284,7 +220,7 @@ def _hs_sr(z: Tensor, t: Tensor, w: Tensor, o: dict[str, Any]):
     q = log_q.exp()
     w_y = (w * t).sum(1)
     pos_rows = -(log_q * t).sum(1) * w_y
-    indices, keep = _hard_negatives(z, pos, n, n)
+    indices, keep = _hard_negatives(z, pos, n)
     selected = torch.zeros_like(z).scatter_(1, indices, keep.to(z.dtype)) * w * a
     log1m = _log1m_softmax(z, log_q)
     neg_rows = -(selected * log1m).sum(1)
@@ -319,8 +255,10 @@ def ncd_stats(logits: Tensor, target: Tensor, loss: Any = "ss-lr", **loss_kwargs
     Args:
         logits: (N, K) or (N, K, d1, ...) float logits (detached here; any float dtype,
             computed in float32, or float64 for float64 input).
-        target: int64 class indices (N, d1, ...) or a {0, 1} multi-hot tensor of the logits'
-            shape (not for "hs-sr"). Soft targets are rejected: their split is undefined.
+        target: int64 class indices (N, d1, ...) or a multi-hot or soft tensor of the logits'
+            shape, values in [0, 1] (not for "hs-sr"). A soft class k splits its terms by mass:
+            t_k of it is positive, 1 - t_k negative (as the losses define them); the gradient
+            and probability statistics count it as a positive class where t_k >= 1/2.
         loss: a name ("sr", "lr", "hs-lr", "ss-lr", "hs-sr") or an ``frlr.torch`` loss module,
             whose options and class weight are then used.
         loss_kwargs: the loss's options (beta, m, r, alpha, weight, ignore_index,
@@ -337,31 +275,33 @@ def ncd_stats(logits: Tensor, target: Tensor, loss: Any = "ss-lr", **loss_kwargs
         target,
         options.get("weight"),
         options.get("ignore_index", -100),
-        hard_targets=True,
     )
     z, num_classes = batch.z, batch.num_classes
     if batch.dense:
         if name == "hs-sr":
             raise ValueError("hs-sr takes class-index targets only: softmax is single-label")
-        t = batch.y
+        t = target_rows = batch.y
     else:
-        y = batch.y if batch.valid is None else batch.y[batch.valid]
+        target_rows = batch.y if batch.valid is None else batch.y[batch.valid]
         z = z if batch.valid is None else z[batch.valid]
-        t = F.one_hot(y, num_classes).to(z.dtype)
+        t = F.one_hot(target_rows, num_classes).to(z.dtype)
     w = batch.weight if batch.weight is not None else torch.ones(num_classes, dtype=z.dtype)
     w = w.to(device=z.device, dtype=z.dtype).unsqueeze(0)
 
+    weight = None if batch.weight is None else w[0]  # the sigmoid losses' (K,) or None
     if name in _LR_FAMILY and options.get("normalization", "paper") == "reference":
-        pos_rows, neg_rows, grad, scale = _lr_family_reference(name, z, t, w, options)
+        pos_rows, neg_rows, grad, scale = _lr_family_reference(name, z, t, weight, options)
     elif name in _LR_FAMILY:
-        pos_rows, neg_rows, grad, scale = _lr_family(name, z, t, w, options, not batch.dense)
+        pos_rows, neg_rows, grad, scale = _lr_family(
+            name, z, target_rows, batch.dense, weight, options
+        )
     elif name == "sr":
         w_y = (w * t).sum(1)
         pos_rows, neg_rows, grad, scale = _sr(z, t, w, options, not batch.dense, w_y)
     else:
         pos_rows, neg_rows, grad, scale = _hs_sr(z, t, w, options)
 
-    pos = t > 0
+    pos = t >= 0.5  # soft targets: a class is positive where most of its mass is
     abs_grad = (grad * scale.unsqueeze(1)).abs()
     probs = torch.softmax(z, dim=1) if name in ("sr", "hs-sr") else torch.sigmoid(z)
     num_pos, num_neg = pos.sum(), (~pos).sum()

@@ -1,4 +1,4 @@
-"""Opt-in fused losses: the same maths, compiled by ``torch.compile`` into one loop each way.
+"""Opt-in fused SS-LR: the same maths, compiled by ``torch.compile`` into one loop each way.
 
 Each eager operator streams the logits through memory once, and the softplus/sigmoid pair costs
 two transcendental passes. Here the forward is one compiled loop that reads the logits once and
@@ -9,16 +9,19 @@ logits-sized allocation is the returned gradient. Inductor emits vectorised C++ 
 Triton on CUDA. The first call compiles both loops (seconds); where compilation is not
 available the loss falls back to the eager implementation with a one-time warning.
 
-``log1p`` is evaluated as ``2 atanh(u)``, ``u = e / (2 + e)``, by an odd polynomial: the
-argument ``e = exp(-|z|)`` lies in (0, 1], so ``u`` lies in [0, 1/3] and nine terms give
-float32 accuracy (max relative error 2.2e-7 over the whole range, tested) for less than the
-library ``log1p`` costs on CPU.
+The loss maths is SS-LR's block maths (``_kernels.ss_lr_negative_value_`` and
+``_kernels.ss_lr_negative_derivative_``, in their out-of-place mode, which the compiler fuses);
+only the softplus and sigmoid values come from here. ``log1p`` is evaluated as ``2 atanh(u)``,
+``u = e / (2 + e)``, by an odd polynomial: the argument ``e = exp(-|z|)`` lies in (0, 1], so
+``u`` lies in [0, 1/3] and nine terms give float32 accuracy (max relative error 2.2e-7 over
+the whole range, tested) for less than the library ``log1p`` costs on CPU.
 
-Fused paths exist for "lr" and "ss-lr" with class-index targets. Everything else (multi-hot
-targets, "hs-lr", whose cost is the top-k selection that compilation does not speed up, "sr",
-"hs-sr", ``normalization="reference"``) runs the eager implementation. On the 2-core CPU the
-fused SS-LR pays off at large inputs (0.6-0.7x cross-entropy at K = 10^5 and at
-1,024 x 10^4); the fused LR is no faster than the eager one (``docs/benchmarks/loss_speed.md``).
+The fused path exists for "ss-lr" with class-index targets, where it measured faster than the
+eager loss at large inputs (``docs/benchmarks/loss_speed.md``). Every other loss and input
+(multi-hot and soft targets, "lr", which measured no faster fused, "hs-lr", whose cost is the
+top-k selection that compilation does not speed up, "sr", "hs-sr",
+``normalization="reference"``) runs the eager implementation: ``compiled(name)`` always
+returns a loss with the eager loss's values.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
+from frlr.catalogue import canonical_loss_name
+from frlr.torch import _kernels as kernels
 from frlr.torch import losses
 from frlr.torch._kernels import _rowsum
 
@@ -70,71 +74,57 @@ def _positive_mask(z: Tensor, y: Tensor) -> Tensor:
     return torch.arange(z.shape[1], device=z.device) == y.unsqueeze(1)
 
 
-def _scaled(grad: Tensor, weight: Tensor | None, grad_rows: Tensor) -> Tensor:
-    scale = grad_rows.unsqueeze(1)
-    return grad * scale if weight is None else grad * (scale * weight)
-
-
-def _sigmoid_power(s: Tensor, sp_neg: Tensor, r: float) -> Tensor:
-    """s^r; integer r by products, else exp(-r softplus(-z)) (no 0^r for an underflowed s)."""
-    if r == 0:
-        return torch.ones_like(s)
-    if r == int(r) and r <= 4:
-        s_r = s
-        for _ in range(int(r) - 1):
-            s_r = s_r * s
-        return s_r
-    return torch.exp(-r * sp_neg)
-
-
-def lr_rows(z: Tensor, y: Tensor, weight: Tensor | None) -> Tensor:
-    """Eq. (3) per row: softplus(-z_y) + sum_{k != y} softplus(z_k)."""
-    sp_pos, sp_neg, _, _ = _parts(z)
-    return _rowsum(torch.where(_positive_mask(z, y), sp_neg, sp_pos), weight)
-
-
-def lr_grad(z: Tensor, y: Tensor, weight: Tensor | None, grad_rows: Tensor) -> Tensor:
-    """d rows / dz = sigmoid(z) - [k = y], times the incoming per-row gradient."""
-    _, _, s, s_neg = _parts(z)
-    return _scaled(torch.where(_positive_mask(z, y), -s_neg, s), weight, grad_rows)
-
-
 def ss_lr_rows(z: Tensor, y: Tensor, weight: Tensor | None, r: float, alpha: float) -> Tensor:
-    """Eq. (6) per row: softplus(-z_y) + alpha sum_{k != y} s_k^r softplus(z_k)."""
+    """Eq. (6) per row: softplus(-z_y) + alpha sum_{k != y} s_k^r softplus(z_k), the negative
+    term by SS-LR's block maths (``_kernels.ss_lr_negative_value_``)."""
     sp_pos, sp_neg, s, _ = _parts(z)
-    negative = alpha * _sigmoid_power(s, sp_neg, r) * sp_pos
-    return _rowsum(torch.where(_positive_mask(z, y), sp_neg, negative), weight)
+    negative = kernels.ss_lr_negative_value_(sp_pos, s, r, inplace=False)
+    return _rowsum(torch.where(_positive_mask(z, y), sp_neg, alpha * negative), weight)
 
 
 def ss_lr_grad(
     z: Tensor, y: Tensor, weight: Tensor | None, r: float, alpha: float, grad_rows: Tensor
 ) -> Tensor:
-    """d[s^r softplus(z)]/dz = s^r (r (1 - s) softplus(z) + s); -sigmoid(-z) at the positive."""
-    sp_pos, sp_neg, s, s_neg = _parts(z)
-    negative = alpha * _sigmoid_power(s, sp_neg, r) * (r * s_neg * sp_pos + s)
-    return _scaled(torch.where(_positive_mask(z, y), -s_neg, negative), weight, grad_rows)
+    """d rows / dz by the same block maths (``_kernels.ss_lr_negative_derivative_``),
+    -sigmoid(-z) at the positive, times the incoming per-row gradient."""
+    sp_pos, _, s, s_neg = _parts(z)
+    negative = kernels.ss_lr_negative_value_(sp_pos, s, r, inplace=False)
+    grad = kernels.ss_lr_negative_derivative_(negative, s, r, alpha, inplace=False)
+    grad = torch.where(_positive_mask(z, y), -s_neg, grad)
+    scale = grad_rows.unsqueeze(1)
+    return grad * scale if weight is None else grad * (scale * weight)
 
 
 class _Recompute(torch.autograd.Function):
     """Rows in the forward; the gradient recomputed from the logits in the backward, already
     scaled by the incoming row gradient: one read of the logits each way and a single
-    logits-sized allocation (the returned gradient). Saves only the logits."""
+    logits-sized allocation (the returned gradient). Saves only the logits.
+
+    Under ``create_graph=True`` (grad mode is on inside backward exactly then) the backward
+    instead differentiates the uncompiled rows function -- the same maths, plain autograd-able
+    torch -- with ``torch.autograd.grad(create_graph=True)``, so second derivatives are exact;
+    compiled graphs do not support double backward, and that case is off the fast path anyway.
+    """
 
     @staticmethod
-    def forward(ctx, z: Tensor, rows_fn, grad_fn, y: Tensor, weight, *hyper):  # type: ignore[override]
+    def forward(ctx, z: Tensor, rows_fn, grad_fn, eager_rows_fn, y: Tensor, weight, *hyper):  # type: ignore[override]
         ctx.save_for_backward(z, y, weight)
-        ctx.grad_fn, ctx.hyper = grad_fn, hyper
+        ctx.grad_fn, ctx.eager_rows_fn, ctx.hyper = grad_fn, eager_rows_fn, hyper
         return rows_fn(z, y, weight, *hyper)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_rows: Tensor):  # type: ignore[override]
         z, y, weight = ctx.saved_tensors
-        grad = ctx.grad_fn(z, y, weight, *ctx.hyper, grad_rows.contiguous())
-        return (grad,) + (None,) * (4 + len(ctx.hyper))
+        if torch.is_grad_enabled():
+            with torch.enable_grad():
+                rows = ctx.eager_rows_fn(z, y, weight, *ctx.hyper)
+                (grad,) = torch.autograd.grad(rows, z, grad_rows, create_graph=True)
+        else:
+            grad = ctx.grad_fn(z, y, weight, *ctx.hyper, grad_rows.contiguous())
+        return (grad,) + (None,) * (5 + len(ctx.hyper))
 
 
-_FUSED = {"lr": (lr_rows, lr_grad), "ss-lr": (ss_lr_rows, ss_lr_grad)}
+_FUSED = {"ss-lr": (ss_lr_rows, ss_lr_grad)}
 _COMPILED: dict[str, tuple[Callable[..., Tensor], Callable[..., Tensor]]] = {}
 _UNAVAILABLE: set[str] = set()  # losses whose compilation failed here: they run eagerly
 
@@ -155,7 +145,7 @@ def _rows(name: str, z: Tensor, y: Tensor, weight: Tensor | None, *hyper) -> Ten
     if fresh:  # compile the backward loop now, where a failure can still fall back
         grad_fn(z.detach(), y, weight, *hyper, torch.ones_like(z[:, 0]))
     if z.requires_grad and torch.is_grad_enabled():
-        return _Recompute.apply(z, rows_fn, grad_fn, y, weight, *hyper)
+        return _Recompute.apply(z, rows_fn, grad_fn, _FUSED[name][0], y, weight, *hyper)
     return rows_fn(z, y, weight, *hyper)
 
 
@@ -172,13 +162,14 @@ def _fallback(error: Exception) -> None:
 
 
 def compiled(name: str, **hyper) -> Callable[[Tensor, Tensor], Tensor]:
-    """A fused version of the loss registered under ``name``, with the same signature and maths.
+    """A fused version of the loss registered under ``name``, with the same signature and maths
+    (fused for "ss-lr" with index targets; the eager loss otherwise, see the module docstring).
 
     >>> loss_fn = frlr.torch.compiled("ss-lr", r=2.0)
     >>> loss = loss_fn(logits, target)
     """
-    key = name.lower().replace("_", "-") if isinstance(name, str) else name
-    if key not in losses.FUNCTIONAL:
+    key = canonical_loss_name(name)
+    if key is None:
         raise ValueError(f"unknown loss name {name!r}; known: {', '.join(losses.FUNCTIONAL)}")
     eager = losses.FUNCTIONAL[key]
     # validate the hyper-parameters now, not at the first step
@@ -205,7 +196,7 @@ def compiled(name: str, **hyper) -> Callable[[Tensor, Tensor], Tensor]:
         autocast = isinstance(logits, Tensor) and torch.is_autocast_enabled(logits.device.type)
         context = torch.autocast(logits.device.type, enabled=False) if autocast else None
         with context or contextlib.nullcontext():
-            batch = losses._Batch(logits, target, weight, ignore_index, hard_targets=True)
+            batch = losses._Batch(logits, target, weight, ignore_index)
             args: tuple = (batch.z, batch.y, batch.weight)
             if key == "ss-lr":
                 a = beta / (batch.num_classes - 1) if alpha is None else alpha

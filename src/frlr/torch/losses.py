@@ -24,7 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from frlr._hyper import check_hyperparameters, num_hard_negatives
+from frlr.catalogue import (
+    LOSS_NAMES,
+    canonical_loss_name,
+    check_hyperparameters,
+    num_hard_negatives,
+)
 from frlr.torch import _kernels as kernels
 
 Reduction = Literal["mean", "sum", "none"]
@@ -61,7 +66,10 @@ def _validating() -> bool:
 
 
 class _Batch:
-    """Logits flattened to (M, K) in the compute dtype, with index or dense targets."""
+    """Logits flattened to (M, K) in the compute dtype, with index or dense targets.
+
+    Dense targets may be soft: every value in [0, 1] (NaN rejected).
+    """
 
     __slots__ = ("dense", "out_shape", "valid", "weight", "y", "z")
 
@@ -71,8 +79,6 @@ class _Batch:
         target: Tensor,
         weight: Tensor | None,
         ignore_index: int,
-        *,
-        hard_targets: bool,
     ) -> None:
         if not isinstance(logits, Tensor):
             raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
@@ -103,19 +109,11 @@ class _Batch:
             self.valid = None
             self.out_shape = logits.shape[:1] + logits.shape[2:]
             if _validating():
-                if hard_targets:
-                    bad = (self.y != 0) & (self.y != 1)
-                    if bool(bad.any()):
-                        raise ValueError(
-                            "target must be multi-hot with values in {0, 1} for this loss, got "
-                            f"value {self.y[bad][0].item()}"
-                        )
-                else:
-                    bad = (self.y < 0) | (self.y > 1) | torch.isnan(self.y)
-                    if bool(bad.any()):
-                        raise ValueError(
-                            f"target values must lie in [0, 1], got {self.y[bad][0].item()}"
-                        )
+                bad = (self.y < 0) | (self.y > 1) | torch.isnan(self.y)
+                if bool(bad.any()):
+                    raise ValueError(
+                        f"target values must lie in [0, 1], got {self.y[bad][0].item()}"
+                    )
         elif target.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
             expected = logits.shape[:1] + logits.shape[2:]
             if target.shape != expected:
@@ -159,19 +157,29 @@ class _Batch:
                 shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight)
                 raise ValueError(f"weight must be a tensor of shape ({num_classes},), got {shape}")
             weight = weight.to(device=self.z.device, dtype=compute)
+            if _validating():
+                # a negative weight rewards a class's error, a NaN or inf poisons every loss
+                bad = ~torch.isfinite(weight) | (weight < 0)
+                if bool(bad.any()):
+                    k = int(bad.nonzero()[0, 0])
+                    raise ValueError(
+                        f"weight must be finite and >= 0, got weight[{k}] = {weight[k].item()}"
+                    )
         self.weight = weight
 
     @property
     def num_classes(self) -> int:
         return self.z.shape[1]
 
-    def loss(self, kernel, reduction: str, *args) -> Tensor:
-        """``kernel``'s row losses, reduced. With nothing ignored, "mean" and "sum" are folded
-        into the kernel's autograd node (one node and a scalar gradient instead of three)."""
+    def loss(self, block, reduction: str, *args) -> Tensor:
+        """``block(z, target, None, weight, *args)``'s row losses, reduced. With nothing
+        ignored, "mean" and "sum" are folded into the kernel's autograd node (one node and a
+        scalar gradient instead of three)."""
+        operands = (self.z, self.y, None, self.weight, *args)
         if reduction != "none" and self.valid is None and self.z.shape[0] > 0:
             divisor = self.z.shape[0] if reduction == "mean" else 1
-            return kernels.row_losses(kernel, self.z, self.y, self.weight, *args, divisor=divisor)
-        rows = kernels.row_losses(kernel, self.z, self.y, self.weight, *args)
+            return kernels.row_losses(block, *operands, divisor=divisor)
+        rows = kernels.row_losses(block, *operands)
         return self.reduce(rows, reduction)
 
     def reduce(self, rows: Tensor, reduction: str) -> Tensor:
@@ -183,8 +191,59 @@ class _Batch:
         total = rows.sum()
         if reduction == "sum":
             return total
-        count = rows.numel() if self.valid is None else self.valid.sum().clamp(min=1)
+        count = max(rows.numel(), 1) if self.valid is None else self.valid.sum().clamp(min=1)
         return total / count
+
+
+def _inverse(mass: Tensor) -> Tensor:
+    """1 / mass per row, 0 where the mass is 0: a row without positive (negative) mass has no
+    positive (negative) term."""
+    return torch.where(mass > 0, 1.0 / mass.clamp(min=torch.finfo(mass.dtype).tiny), 0.0)
+
+
+def sigmoid_block(
+    name: str,
+    target: Tensor,
+    dense: bool,
+    *,
+    beta: float = 10.0,
+    m: float = 25.0,
+    r: float = 2.0,
+    alpha: float | None = None,
+    num_classes: int | None = None,
+) -> tuple[Callable[..., tuple[Tensor, Tensor | None]], tuple]:
+    """A sigmoid loss's block function and its per-row constants (pos_scale, neg_scale, *extra)
+    for the paper's per-sample normalisation: the losses and the NCD diagnostics call it alike.
+
+    Index targets: pos_scale 1, neg_scale beta / (K - 1) (SS-LR) or beta / n with
+    n = max(1, floor(m (K - 1) / 100)) (HS-LR), as Python floats. Dense targets: per row,
+    pos_scale = 1 / sum_k t_k and the negative mass M = sum_k (1 - t_k) in place of |N_i|.
+    ``num_classes`` is K, needed for index targets only.
+    """
+    if name == "lr":
+        return kernels.lr_block, (1.0, 1.0)
+    if dense:
+        num_classes = target.shape[1]
+        num_pos = target.sum(1)
+        pos_scale: Tensor | float = _inverse(num_pos)
+        num_neg: Tensor | float = num_classes - num_pos
+    else:
+        if num_classes is None:
+            raise ValueError("num_classes (K) is required with index targets, got None")
+        pos_scale, num_neg = 1.0, float(num_classes - 1)
+    if name == "ss-lr":
+        if alpha is not None:
+            neg_scale = torch.full_like(num_pos, alpha) if dense else float(alpha)
+        else:
+            neg_scale = beta * _inverse(num_neg) if dense else beta / num_neg
+        return kernels.ss_lr_block, (pos_scale, neg_scale, float(r))
+    if dense:
+        n = kernels.num_hard_negatives_rows(num_neg, m)
+        bound = min(num_classes, num_hard_negatives(num_classes, m))
+        neg_scale = beta / n.clamp(min=1) if alpha is None else torch.full_like(n, alpha)
+        return kernels.hs_lr_rows, (pos_scale, neg_scale, n, bound)
+    n = num_hard_negatives(num_classes - 1, m)
+    return kernels.hs_lr_rows, (pos_scale, float(beta / n if alpha is None else alpha), n, n)
 
 
 def _no_autocast(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
@@ -235,10 +294,11 @@ def lr_loss(
             (the authors released no LR code).
     """
     _check_hyper(reduction=reduction, normalization=normalization)
-    batch = _Batch(logits, target, weight, ignore_index, hard_targets=False)
+    batch = _Batch(logits, target, weight, ignore_index)
     if normalization == "reference":
         return _reference_loss("lr", batch, reduction)
-    return batch.loss(kernels.lr_dense if batch.dense else kernels.lr_index, reduction)
+    block, constants = sigmoid_block("lr", batch.y, batch.dense)
+    return batch.loss(block, reduction, *constants)
 
 
 @_no_autocast
@@ -263,6 +323,15 @@ def hs_lr_loss(
     alpha_i = beta / n_i unless ``alpha`` is given. A multi-label sample with no positive has a
     zero positive term; one with no negative has a zero negative term.
 
+    Soft targets t in [0, 1]^K (class k: positive mass t_k, negative mass 1 - t_k) generalise
+    it, reducing to the above for {0, 1} targets:
+
+        loss_i = sum_k t_k softplus(-z_k) / sum_k t_k
+                 + alpha_i sum_{k in S_i} (1 - t_k) softplus(z_k)
+
+    with M_i = sum_k (1 - t_k), n_i = max(1, floor(m M_i / 100)) (0 when M_i = 0), S_i the n_i
+    highest-logit classes among those with t_k < 1, and alpha_i = beta / n_i.
+
     Args:
         beta: the balance weight, 10 in the paper.
         m: the percentage of negative classes kept, in (0, 100]; 25 in the paper.
@@ -276,14 +345,13 @@ def hs_lr_loss(
         weight, reduction, ignore_index: as in :func:`lr_loss`.
     """
     _check_hyper(beta=beta, m=m, alpha=alpha, reduction=reduction, normalization=normalization)
-    batch = _Batch(logits, target, weight, ignore_index, hard_targets=True)
+    batch = _Batch(logits, target, weight, ignore_index)
     if normalization == "reference":
         return _reference_loss("hs-lr", batch, reduction, beta=beta, m=m, alpha=alpha)
-    if batch.dense:
-        return batch.loss(kernels.hs_lr_dense, reduction, float(m), float(beta), alpha)
-    n = num_hard_negatives(batch.num_classes - 1, m)
-    a = beta / n if alpha is None else alpha
-    return batch.loss(kernels.hs_lr_index, reduction, n, float(a))
+    block, constants = sigmoid_block(
+        "hs-lr", batch.y, batch.dense, beta=beta, m=m, alpha=alpha, num_classes=batch.num_classes
+    )
+    return batch.loss(block, reduction, *constants)
 
 
 @_no_autocast
@@ -306,6 +374,14 @@ def ss_lr_loss(
     with alpha_i = beta / |N_i| unless ``alpha`` is given. The weight p_k^r is not detached
     (as in the authors' code), so it is differentiated too. r = 0 equals HS-LR at m = 100.
 
+    Soft targets t in [0, 1]^K (class k: positive mass t_k, negative mass 1 - t_k) generalise
+    it, reducing to the above for {0, 1} targets:
+
+        loss_i = sum_k t_k softplus(-z_k) / sum_k t_k
+                 + alpha_i sum_k (1 - t_k) p_k^r softplus(z_k),   alpha_i = beta / sum_k (1 - t_k)
+
+    (the first term 0 when sum_k t_k = 0, the second when sum_k (1 - t_k) = 0).
+
     Args:
         beta: the balance weight, 10 in the paper.
         r: the attending power, >= 0; 2 in the paper.
@@ -318,20 +394,13 @@ def ss_lr_loss(
         weight, reduction, ignore_index: as in :func:`lr_loss`.
     """
     _check_hyper(beta=beta, r=r, alpha=alpha, reduction=reduction, normalization=normalization)
-    batch = _Batch(logits, target, weight, ignore_index, hard_targets=True)
+    batch = _Batch(logits, target, weight, ignore_index)
     if normalization == "reference":
         return _reference_loss("ss-lr", batch, reduction, beta=beta, r=r, alpha=alpha)
-    if batch.dense:
-        num_pos = batch.y.sum(1)
-        num_neg = batch.num_classes - num_pos
-        alpha_rows = (
-            beta / num_neg.clamp(min=1) if alpha is None else torch.full_like(num_neg, alpha)
-        )
-        return batch.loss(
-            kernels.ss_lr_dense, reduction, float(r), alpha_rows, 1.0 / num_pos.clamp(min=1)
-        )
-    a = beta / (batch.num_classes - 1) if alpha is None else alpha
-    return batch.loss(kernels.ss_lr_index, reduction, float(r), float(a))
+    block, constants = sigmoid_block(
+        "ss-lr", batch.y, batch.dense, beta=beta, r=r, alpha=alpha, num_classes=batch.num_classes
+    )
+    return batch.loss(block, reduction, *constants)
 
 
 @_no_autocast
@@ -350,13 +419,17 @@ def sr_loss(
     "mean" reduction follow ``F.cross_entropy`` exactly (mean weighted by weight[y]).
     """
     _check_hyper(reduction=reduction)
-    _Batch(logits, target, weight, ignore_index, hard_targets=False)  # validation only
+    _Batch(logits, target, weight, ignore_index)  # validation only
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
     if weight is not None:
         weight = weight.to(device=logits.device, dtype=logits.dtype)
     if target.dtype == torch.bool or target.is_floating_point():
         target = target.to(logits.dtype)
+    samples = logits.numel() // logits.shape[1] if logits.dim() >= 2 and logits.shape[1] else 0
+    if reduction == "mean" and target.is_floating_point() and samples == 0:
+        # F.cross_entropy's mean of no samples is 0/0 = NaN; the empty sum is 0, grad zero
+        reduction = "sum"
     if reduction != "mean" or target.is_floating_point():
         return F.cross_entropy(
             logits,
@@ -402,7 +475,7 @@ def hs_sr_loss(
     the row's arg-max), so it stays exact when q_k -> 1. Single-label (index) targets only.
     """
     _check_hyper(beta=beta, m=m, alpha=alpha, reduction=reduction)
-    batch = _Batch(logits, target, weight, ignore_index, hard_targets=True)
+    batch = _Batch(logits, target, weight, ignore_index)
     if batch.dense:
         raise ValueError("hs_sr_loss takes class-index targets only: softmax is single-label")
     z, y = batch.z, batch.y
@@ -433,6 +506,66 @@ def hs_sr_loss(
 # ---------------------------------------------------------------------------------------------
 
 
+def reference_blocks(
+    name: str,
+    z: Tensor,
+    t: Tensor,
+    weight: Tensor | None,
+    *,
+    beta: float = 10.0,
+    m: float = 25.0,
+    r: float = 2.0,
+    alpha: float | None = None,
+) -> list[tuple[Callable[..., tuple[Tensor, Tensor | None]], Tensor | None, tuple]]:
+    """The authors' batch pooling as calls of the block functions: [positive part, negative
+    part], each ``(block, indices, args)`` meaning ``block(z.gather(1, indices), *args)`` (or
+    ``block(z, *args)`` when ``indices`` is None), whose rows sum to that part of the loss.
+
+    LR: the mean of the elementwise binary cross-entropy over all M K entries. SS-LR: positive
+    terms pooled over the batch's positive mass, plus alpha (default beta) times the negative
+    terms pooled over its negative mass. HS-LR: the same positive part, plus alpha times the
+    mean, over M k entries, of each row's k = int(K m / 100) largest (1 - t) w softplus(z).
+    Used by the losses (``normalization="reference"``) and the NCD diagnostics alike.
+    """
+    num_classes = z.shape[1]
+    a = beta if alpha is None else alpha
+    if name == "lr":
+        scale = 1.0 / max(z.numel(), 1)
+        return [
+            (kernels.lr_block, None, (t, None, weight, scale, 0.0)),
+            (kernels.lr_block, None, (t, None, weight, 0.0, scale)),
+        ]
+    pos_scale = 1.0 / max(float(t.sum()), 1.0)
+    if name == "ss-lr":
+        neg_scale = a / max(float((1 - t).sum()), 1.0)
+        return [
+            (kernels.ss_lr_block, None, (t, None, weight, pos_scale, 0.0, float(r))),
+            (kernels.ss_lr_block, None, (t, None, weight, 0.0, neg_scale, float(r))),
+        ]
+    k = int(num_classes * m / 100.0)
+    if k == 0:
+        raise ValueError(
+            f"normalization='reference' keeps int(K*m/100) = 0 negatives for K={num_classes}"
+            f", m={m} (the authors' code returns NaN there); raise m or use 'paper'"
+        )
+    # the selection ranks the weighted negative terms (a positive counts as a zero term)
+    ranked = kernels.softplus(z.detach()).mul_(1 - t)
+    if weight is not None:
+        ranked.mul_(weight)
+    indices = ranked.topk(k, dim=1).indices
+    selected = (
+        t.gather(1, indices),
+        None,
+        None if weight is None else weight[indices],
+        0.0,
+        a / max(z.shape[0] * k, 1),
+    )
+    return [
+        (kernels.hs_lr_block, None, (t, None, weight, pos_scale, 0.0)),
+        (kernels.hs_lr_block, indices, selected),
+    ]
+
+
 def _reference_loss(
     name: str,
     batch: _Batch,
@@ -449,7 +582,8 @@ def _reference_loss(
     entries of the batch (not per sample), the negative term is averaged over all negative
     entries (SS) or over N * int(K m/100) selected entries (HS), alpha defaults to beta, and
     the authors' ``log(p + 1e-7)`` is replaced by exact softplus forms (they agree on moderate
-    logits). Ignored samples are dropped before pooling.
+    logits). Ignored samples are dropped before pooling. Computed by the block functions
+    (:func:`reference_blocks`).
     """
     if reduction != "mean":
         raise ValueError(
@@ -457,34 +591,20 @@ def _reference_loss(
             f"got {reduction!r}"
         )
     z = batch.z
-    num_classes = batch.num_classes
     if batch.dense:
         t = batch.y
     else:
-        t = F.one_hot(batch.y, num_classes).to(z.dtype)
+        t = F.one_hot(batch.y, batch.num_classes).to(z.dtype)
         if batch.valid is not None:
             z, t = z[batch.valid], t[batch.valid]
-    w = batch.weight if batch.weight is not None else torch.ones_like(z[0])
-    if name == "lr":
-        if z.shape[0] == 0:
-            return z.sum() * 0.0
-        return F.binary_cross_entropy_with_logits(z, t, weight=w, reduction="mean")
-    a = beta if alpha is None else alpha
-    positive = (F.softplus(-z) * t * w).sum() / t.sum().clamp(min=1)
-    negative_terms = (1 - t) * F.softplus(z) * w
-    if name == "hs-lr":
-        k = int(num_classes * m / 100.0)
-        if k == 0:
-            raise ValueError(
-                f"normalization='reference' keeps int(K*m/100) = 0 negatives for K={num_classes}"
-                f", m={m} (the authors' code returns NaN there); raise m or use 'paper'"
-            )
-        top = negative_terms.topk(k, dim=1).values
-        negative = top.sum() / max(top.numel(), 1)
-    else:
-        negative_terms = negative_terms * torch.sigmoid(z).pow(r)
-        negative = negative_terms.sum() / (1 - t).sum().clamp(min=1)
-    return positive + a * negative
+    parts = reference_blocks(name, z, t, batch.weight, beta=beta, m=m, r=r, alpha=alpha)
+    if z.shape[0] == 0:
+        return z.sum() * 0.0
+    total = z.new_zeros(())
+    for block, indices, args in parts:
+        operand = z if indices is None else z.gather(1, indices)
+        total = total + kernels.row_losses(block, operand, *args, divisor=1)
+    return total
 
 
 # ---------------------------------------------------------------------------------------------
@@ -619,21 +739,15 @@ class HSSRLoss(_Loss):
         )
 
 
-LOSSES: dict[str, type[_Loss]] = {
-    "sr": SRLoss,
-    "lr": LRLoss,
-    "hs-lr": HSLRLoss,
-    "ss-lr": SSLRLoss,
-    "hs-sr": HSSRLoss,
-}
+LOSSES: dict[str, type[_Loss]] = dict(
+    zip(LOSS_NAMES, (SRLoss, LRLoss, HSLRLoss, SSLRLoss, HSSRLoss), strict=True)
+)
+"""Registry name (:data:`frlr.catalogue.LOSS_NAMES`) -> module class."""
 
-FUNCTIONAL: dict[str, Callable[..., Tensor]] = {
-    "sr": sr_loss,
-    "lr": lr_loss,
-    "hs-lr": hs_lr_loss,
-    "ss-lr": ss_lr_loss,
-    "hs-sr": hs_sr_loss,
-}
+FUNCTIONAL: dict[str, Callable[..., Tensor]] = dict(
+    zip(LOSS_NAMES, (sr_loss, lr_loss, hs_lr_loss, ss_lr_loss, hs_sr_loss), strict=True)
+)
+"""Registry name -> functional form."""
 
 
 def get_loss(name: str, **kwargs) -> nn.Module:
@@ -641,9 +755,10 @@ def get_loss(name: str, **kwargs) -> nn.Module:
 
     Keyword arguments go to the module's constructor; one it does not take is an error.
     """
-    if not isinstance(name, str) or name.lower().replace("_", "-") not in LOSSES:
+    key = canonical_loss_name(name)
+    if key is None:
         raise ValueError(f"unknown loss name {name!r}; known: {', '.join(LOSSES)}")
-    cls = LOSSES[name.lower().replace("_", "-")]
+    cls = LOSSES[key]
     try:
         return cls(**kwargs)
     except TypeError as error:

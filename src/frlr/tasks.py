@@ -97,6 +97,11 @@ class Task(Protocol):
         """Correct predictions in a training batch (a 0-d tensor, no device sync)."""
         ...
 
+    def prediction_correct(self, top: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """``batch_correct`` from each sample's top-scoring class ``top`` (N,) instead of the
+        logits (a chunked classifier never forms them)."""
+        ...
+
     def metrics(self, model: nn.Module, data: EvalData) -> dict[str, float]:
         """Score ``model`` (in eval mode) on the evaluation splits."""
         ...
@@ -138,7 +143,10 @@ class ClassificationTask:
         return _class_indices(arrays, "classification")
 
     def batch_correct(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return (logits.argmax(dim=1) == targets).sum()
+        return self.prediction_correct(logits.argmax(dim=1), targets)
+
+    def prediction_correct(self, top: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return (top == targets).sum()
 
     def metrics(self, model: nn.Module, data: EvalData) -> dict[str, float]:
         (images, labels), *_ = data.splits.values()
@@ -207,7 +215,10 @@ class ReidTask:
 
     def batch_correct(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Identity-classification hits on the training identities."""
-        return (logits.argmax(dim=1) == targets).sum()
+        return self.prediction_correct(logits.argmax(dim=1), targets)
+
+    def prediction_correct(self, top: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return (top == targets).sum()
 
     def metrics(self, model: nn.Module, data: EvalData) -> dict[str, float]:
         query_name, gallery_name = data.splits
@@ -279,7 +290,10 @@ class MultilabelTask:
 
     def batch_correct(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Samples whose top-1 label is a positive (sum of precision at 1)."""
-        return targets.gather(1, logits.argmax(dim=1, keepdim=True)).sum()
+        return self.prediction_correct(logits.argmax(dim=1), targets)
+
+    def prediction_correct(self, top: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return targets.gather(1, top.unsqueeze(1)).sum()
 
     def metrics(self, model: nn.Module, data: EvalData) -> dict[str, float]:
         (images, targets), *_ = data.splits.values()

@@ -1,7 +1,7 @@
 """Two tiny networks for tiny images, for smoke tests and CPU comparisons on 8x8 digits.
 
-The zoo in :mod:`frlr.models` is built for 32x32 and larger inputs; a CIFAR ResNet on the 8x8
-digits spends most of its time on Python overhead. These follow the zoo's interface
+The rest of the zoo in :mod:`frlr.models` is built for 32x32 and larger inputs; a CIFAR ResNet
+on the 8x8 digits spends most of its time on Python overhead. These follow the zoo's interface
 (``num_classes``, ``in_channels``, ``head_bias_init``; ``features(x)`` and ``classifier``) so the
 training loop treats every model the same way.
 
@@ -22,8 +22,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from frlr.models import MODELS as ZOO_MODELS
-from frlr.models import create_model, init_classifier_bias, init_conv_and_norm
+from frlr.models.init import init_classifier_bias, init_conv_and_norm
 
 
 class SmallConvNet(nn.Module):
@@ -111,30 +110,4 @@ def _check_args(num_classes: int, in_channels: int, width: int, width_name: str)
 
 
 SMALL_MODELS: dict[str, Callable[..., nn.Module]] = {"small-cnn": SmallConvNet, "mlp": MLP}
-"""The tiny networks, by name; :func:`build_model` also knows the zoo's names."""
-
-ARCHS: tuple[str, ...] = (*SMALL_MODELS, *ZOO_MODELS)
-"""Every ``arch`` the training loop accepts."""
-
-
-def build_model(
-    name: str,
-    num_classes: int,
-    in_channels: int = 3,
-    head_bias_init: str = "zero",
-    image_size: int | None = None,
-) -> nn.Module:
-    """A tiny network of :data:`SMALL_MODELS` or a zoo model of :func:`frlr.models.create_model`.
-
-    ``image_size`` (the square input side) is needed by ``mlp`` only.
-    """
-    key = name.strip().lower()
-    if key == "mlp":
-        if image_size is None:
-            raise ValueError("arch 'mlp' needs image_size (the input side in pixels)")
-        return MLP(num_classes, in_channels, head_bias_init, image_size=image_size)
-    if key in SMALL_MODELS:
-        return SMALL_MODELS[key](num_classes, in_channels, head_bias_init)
-    if key not in ZOO_MODELS:
-        raise ValueError(f"unknown arch {name!r}; known: {', '.join(ARCHS)}")
-    return create_model(key, num_classes, in_channels, head_bias_init)
+"""The tiny networks, by name; :func:`frlr.models.build_model` also knows the zoo's names."""

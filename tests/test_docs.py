@@ -1,0 +1,193 @@
+"""The API reference keeps its promise: every public name is in it, with its arguments and an
+example, and the examples run.
+
+The public names are each package's ``__all__`` (``frlr.data.augment`` has none: its top-level
+functions). The docstrings are read statically with griffe, as mkdocstrings reads them to build
+the site, so what is checked here is what the site shows.
+"""
+
+from __future__ import annotations
+
+import doctest
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import griffe
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+PACKAGES = ("frlr.torch", "frlr.keras", "frlr.eval", "frlr.data", "frlr.data.augment")
+# Examples are run for these; frlr.keras's need a Keras backend chosen before import.
+RUN_EXAMPLES = ("frlr.torch", "frlr.eval", "frlr.data", "frlr.data.augment")
+# Frameworks the docs build must not import (griffe reads the source as text).
+NOT_IMPORTED = ("torch", "keras", "tensorflow", "jax", "numpy", "sklearn", "PIL")
+
+# Public names whose docstrings still lack an example or document only some arguments, with
+# what is missing. The files are being rewritten on other branches; add the examples there and
+# delete the entries here: the test fails both when a new gap appears and when a listed gap is
+# closed but still listed, so this only shrinks.
+PENDING: dict[str, set[str]] = {
+    "frlr.torch.HSLRLoss": {"example", "args"},
+    "frlr.torch.HSSRLoss": {"example", "args"},
+    "frlr.torch.LRLoss": {"example", "args"},
+    "frlr.torch.NCDMonitor": {"example"},
+    "frlr.torch.SRLoss": {"example", "args"},
+    "frlr.torch.SSLRLoss": {"example", "args"},
+    "frlr.torch.compiled": {"example", "args"},
+    "frlr.torch.get_loss": {"example", "args"},
+    "frlr.torch.hs_lr_loss": {"example", "args"},
+    "frlr.torch.hs_sr_loss": {"example", "args"},
+    "frlr.torch.lr_loss": {"example"},
+    "frlr.torch.ncd_stats": {"example"},
+    "frlr.torch.ncd_verdict": {"example"},
+    "frlr.torch.plot_ncd": {"example", "args"},
+    "frlr.torch.sr_loss": {"example", "args"},
+    "frlr.torch.ss_lr_loss": {"example", "args"},
+    "frlr.keras.HSLRLoss": {"example", "args"},
+    "frlr.keras.HSSRLoss": {"example", "args"},
+    "frlr.keras.LRLoss": {"example", "args"},
+    "frlr.keras.NCDCallback": {"example"},
+    "frlr.keras.SRLoss": {"example", "args"},
+    "frlr.keras.SSLRLoss": {"example", "args"},
+    "frlr.keras.get_loss": {"example", "args"},
+    "frlr.keras.hs_lr_loss": {"example", "args"},
+    "frlr.keras.hs_sr_loss": {"example", "args"},
+    "frlr.keras.lr_loss": {"example", "args"},
+    "frlr.keras.ncd_stats_numpy": {"example"},
+    "frlr.keras.sr_loss": {"example", "args"},
+    "frlr.keras.ss_lr_loss": {"example", "args"},
+}
+
+_LOADED = griffe.load(
+    "frlr",
+    search_paths=[str(SRC)],
+    docstring_parser="google",
+    docstring_options={"warn_unknown_params": False, "warn_missing_types": False},
+    allow_inspection=False,
+    resolve_aliases=True,
+    resolve_external=False,
+)
+
+
+def _public(package: str) -> dict[str, griffe.Object]:
+    """name -> the documented object (aliases followed) for the package's public names."""
+    module = _LOADED[package.removeprefix("frlr.")]
+    if module.exports is not None:
+        names = [n if isinstance(n, str) else n.name for n in module.exports]
+    else:
+        names = [n for n, m in module.members.items() if not n.startswith("_") and not m.is_alias]
+    return {
+        name: module[name].final_target if module[name].is_alias else module[name] for name in names
+    }
+
+
+def _sections(obj: griffe.Object, kind: str) -> list:
+    parsed = obj.docstring.parsed if obj.docstring is not None else []
+    return [section for section in parsed if section.kind.value == kind]
+
+
+def _gaps(obj: griffe.Object) -> dict[str, str]:
+    """What the docstring of a public function or class lacks, by kind: {} when nothing."""
+    gaps = {}
+    if not _sections(obj, "examples"):
+        gaps["example"] = "no Examples section"
+    signature = [p.name for p in obj.parameters if p.name not in ("self", "cls")]
+    documented: set[str] = set()
+    for kind in ("parameters", "attributes", "other parameters"):
+        for section in _sections(obj, kind):
+            for item in section.value:
+                documented.update(name.strip() for name in item.name.split(","))
+    undocumented = [name for name in signature if name not in documented]
+    if undocumented:
+        gaps["args"] = "undocumented: " + ", ".join(undocumented)
+    unknown = sorted(documented - set(signature)) if obj.kind.value == "function" else []
+    if unknown:
+        gaps["unknown args"] = "documented but not in the signature: " + ", ".join(unknown)
+    return gaps
+
+
+def _callables(packages: tuple[str, ...]) -> list[tuple[str, griffe.Object]]:
+    return [
+        (f"{package}.{name}", obj)
+        for package in packages
+        for name, obj in _public(package).items()
+        if obj.kind.value in ("function", "class")
+    ]
+
+
+def test_every_public_function_and_class_has_its_arguments_and_an_example():
+    gaps = {name: gap for name, obj in _callables(PACKAGES) if (gap := _gaps(obj))}
+    new = {
+        name: {kind: why for kind, why in gap.items() if kind not in PENDING.get(name, set())}
+        for name, gap in gaps.items()
+    }
+    new = {name: gap for name, gap in new.items() if gap}
+    closed = {
+        name: sorted(kinds - set(gaps.get(name, {})))
+        for name, kinds in PENDING.items()
+        if kinds - set(gaps.get(name, {}))
+    }
+    assert not new, f"public names whose docstring lacks an example or arguments: {new}"
+    assert not closed, f"these gaps are closed: delete them from PENDING: {closed}"
+
+
+def _examples() -> list[tuple[str, str, int]]:
+    """(qualified name, example source, line) of every Examples section that is run."""
+    found = []
+    for package in RUN_EXAMPLES:
+        for name, obj in _public(package).items():
+            for section in _sections(obj, "examples"):
+                code = "\n\n".join(text for kind, text in section.value if kind.value == "examples")
+                found.append((f"{package}.{name}", code, obj.docstring.lineno or 0))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("name", "source", "line"), _examples(), ids=[name for name, _, _ in _examples()]
+)
+def test_docstring_example_runs(name: str, source: str, line: int, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FRLR_CACHE", str(tmp_path / "cache"))
+    test = doctest.DocTestParser().get_doctest(source, {}, name, name, line)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    report: list[str] = []
+    runner.run(test, out=report.append)
+    assert runner.failures == 0, "".join(report)
+
+
+def _blocker(tmp_path: Path) -> Path:
+    """A folder of stand-in packages that raise on import, to put first on PYTHONPATH."""
+    for module in NOT_IMPORTED:
+        (tmp_path / "blocked" / module).mkdir(parents=True)
+        (tmp_path / "blocked" / module / "__init__.py").write_text(
+            f"raise ImportError('the docs build imported {module}')\n"
+        )
+    return tmp_path / "blocked"
+
+
+@pytest.mark.slow
+def test_site_builds_strictly_without_importing_frameworks_and_shows_every_public_name(
+    tmp_path,
+):
+    site = tmp_path / "site"
+    env = {**os.environ, "PYTHONPATH": str(_blocker(tmp_path)), "NO_MKDOCS_2_WARNING": "1"}
+    build = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stderr
+    missing = []
+    for package in PACKAGES:
+        page = site / "api" / package.split(".")[1] / "index.html"
+        html = page.read_text(encoding="utf-8")
+        missing += [
+            f"{package}.{name}" for name in _public(package) if f'id="{package}.{name}"' not in html
+        ]
+    assert not missing, f"public names absent from the built reference: {missing}"

@@ -1,0 +1,137 @@
+"""The package's layers, read from the source with ``ast`` (:mod:`import_graph`): imports only
+point down (loss library -> data, models, eval -> training -> experiments -> report -> CLI),
+no import circle exists, module-level or inside functions, the training loop imports nothing of
+the experiments, the report or the command, no module takes another package's private names,
+and no function is long without saying why."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+
+import pytest
+
+import import_graph as graph
+
+FOUND = graph.imports()
+
+
+def test_every_module_has_a_layer():
+    for module in graph.module_files():
+        graph.layer_of(module)
+
+
+def test_no_import_points_up_a_layer():
+    upward = [
+        f"{i.importer}:{i.line} ({graph.LAYERS[graph.layer_of(i.importer)][0]}) imports "
+        f"{i.target} ({graph.LAYERS[graph.layer_of(i.target)][0]})"
+        for i in graph.upward(FOUND)
+    ]
+    assert upward == []
+
+
+def test_no_import_circle():
+    assert graph.circles(FOUND) == []
+
+
+def test_the_training_loop_imports_nothing_above_it():
+    above = ("frlr.experiments", "frlr.report", "frlr.cli")
+    training = [
+        m for m in graph.module_files() if graph.layer_of(m) <= graph.layer_of("frlr.train")
+    ]
+    bad = [
+        f"{i.importer}:{i.line} -> {i.target}"
+        for i in FOUND
+        if i.importer in training and any(i.target.startswith(a) for a in above)
+    ]
+    assert bad == []
+
+
+def test_no_module_imports_another_packages_private_names():
+    bad = [f"{i.importer}:{i.line} -> {i.target} {i.names}" for i in graph.private_imports(FOUND)]
+    assert bad == []
+
+
+def test_no_lazy_module_getattr():
+    """Imports are not deferred by a module-level ``__getattr__`` (PEP 562)."""
+    lazy = [
+        module
+        for module, path in graph.module_files().items()
+        for node in ast.parse(path.read_text(encoding="utf-8")).body
+        if isinstance(node, ast.FunctionDef) and node.name == "__getattr__"
+    ]
+    assert lazy == []
+
+
+def test_long_functions_say_why():
+    """Outside the loss kernels (``frlr.torch``, ``frlr.keras``), a function over 80 lines has
+    a docstring sentence saying why it is long."""
+    long = graph.long_functions(80, skip=("frlr.torch", "frlr.keras"))
+    unexplained = [
+        (name, length) for name, length in long if not graph.has_length_reason(*name.split(":"))
+    ]
+    assert unexplained == []
+
+
+# The checker itself, on made-up modules: each rule fires when it should.
+
+
+@pytest.fixture
+def fake_tree(tmp_path, monkeypatch):
+    def write(files: dict[str, str]):
+        for name, text in files.items():
+            path = tmp_path / "frlr" / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        monkeypatch.setattr(graph, "SRC", tmp_path)
+        return graph.imports()
+
+    return write
+
+
+def test_the_checker_finds_an_upward_import_in_a_function(fake_tree):
+    found = fake_tree(
+        {
+            "__init__.py": "",
+            "train.py": "def main():\n    from frlr.cli import run\n",
+            "cli.py": "import frlr.train\n",
+        }
+    )
+    (item,) = graph.upward(found)
+    assert (item.importer, item.target, item.in_function) == ("frlr.train", "frlr.cli", True)
+    assert graph.circles(found) == [["frlr.cli", "frlr.train"]]
+
+
+def test_the_checker_allows_siblings_private_modules_only(fake_tree):
+    found = fake_tree(
+        {
+            "__init__.py": "",
+            "torch/__init__.py": "",
+            "torch/_kernels.py": "",
+            "torch/losses.py": "from frlr.torch import _kernels\nfrom frlr._hyper import x\n",
+            "_hyper.py": "",
+            "report/__init__.py": "",
+            "report/tables.py": "from frlr.experiments.compare import _label, run_row\n",
+            "experiments/__init__.py": "",
+            "experiments/compare.py": "",
+            "experiments/sweep.py": "from frlr.experiments.compare import _label\n",
+        }
+    )
+    bad = {(i.importer, i.target) for i in graph.private_imports(found)}
+    assert bad == {
+        ("frlr.torch.losses", "frlr._hyper"),
+        ("frlr.report.tables", "frlr.experiments.compare"),
+    }
+
+
+def test_import_frlr_train_loads_no_experiment_report_or_cli_module():
+    code = (
+        "import sys, frlr.train\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('frlr.experiments', "
+        "'frlr.report', 'frlr.cli'))))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert loaded.strip() == "[]"

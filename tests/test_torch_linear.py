@@ -1,0 +1,327 @@
+"""The logits-free losses equal the materialised ones: frlr.torch.<loss>(x @ W.T + b, target).
+
+Values and the three gradients (features, weight, bias), every reduction, ignore_index,
+positive lists against the equivalent multi-hot target, chunk sizes 1, odd and K, bf16 inputs
+and logits of 1e4; HS-LR's streamed threshold against the materialised top-k, ties included;
+no N x K tensor is ever allocated; bad inputs raise naming the argument.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import frlr.torch as frlr
+from frlr.torch import _streamed_selection as selection
+from frlr.torch import linear
+
+LINEAR = {
+    "lr": frlr.linear_lr_loss,
+    "ss-lr": frlr.linear_ss_lr_loss,
+    "hs-lr": frlr.linear_hs_lr_loss,
+    "sr": frlr.linear_sr_loss,
+}
+MATERIALISED = {
+    "lr": frlr.lr_loss,
+    "ss-lr": frlr.ss_lr_loss,
+    "hs-lr": frlr.hs_lr_loss,
+    "sr": frlr.sr_loss,
+}
+HYPER = {"lr": {}, "ss-lr": {"r": 1.5, "beta": 4.0}, "hs-lr": {"beta": 3.0, "m": 30.0}, "sr": {}}
+
+
+def _problem(n=12, d=6, k=40, dtype=torch.float64, seed=0, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(n, d, generator=g, dtype=dtype) * scale).requires_grad_()
+    w = torch.randn(k, d, generator=g, dtype=dtype).requires_grad_()
+    b = torch.randn(k, generator=g, dtype=dtype).requires_grad_()
+    y = torch.randint(0, k, (n,), generator=g)
+    return x, w, b, y
+
+
+def _both(name, x, w, b, target, dense_target=None, weights=None, **options):
+    """(loss, grads) of the linear and the materialised loss, under the same upstream weights."""
+    out = []
+    for fn, tgt in ((LINEAR[name], target), (MATERIALISED[name], dense_target)):
+        if fn is LINEAR[name]:
+            loss = fn(x, w, tgt, bias=b, **HYPER[name], **options)
+        else:
+            options_m = {k: v for k, v in options.items() if k != "chunk_size"}
+            logits = x @ w.T + b
+            loss = fn(logits, target if tgt is None else tgt, **HYPER[name], **options_m)
+        total = loss.sum() if weights is None else (loss * weights).sum()
+        out.append((loss, torch.autograd.grad(total, (x, w, b))))
+    return out
+
+
+def _assert_same(got, want, **tol):
+    (loss, grads), (loss_m, grads_m) = got, want
+    torch.testing.assert_close(loss, loss_m, **tol)
+    for name, a, c in zip(("features", "weight", "bias"), grads, grads_m, strict=True):
+        torch.testing.assert_close(a, c, msg=lambda m, name=name: f"{name}: {m}", **tol)
+
+
+@pytest.mark.parametrize("name", list(LINEAR))
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("chunk_size", [1, 7, 40])
+def test_equals_the_materialised_loss_float64(name, reduction, chunk_size):
+    x, w, b, y = _problem()
+    y[3] = -100  # an ignored row
+    weights = torch.rand(12, dtype=torch.float64) if reduction == "none" else None
+    got, want = _both(
+        name, x, w, b, y, weights=weights, reduction=reduction, chunk_size=chunk_size
+    )
+    _assert_same(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(LINEAR))
+def test_equals_the_materialised_loss_float32_default_chunk(name):
+    x, w, b, y = _problem(n=48, d=32, k=3000, dtype=torch.float32, seed=1)
+    got, want = _both(name, x, w, b, y)
+    _assert_same(got, want, rtol=2e-5, atol=1e-6)
+    got, _ = _both(name, x, w, b, y, chunk_size=97)
+    _assert_same(got, want, rtol=2e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["lr", "ss-lr", "hs-lr"])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_positive_lists_equal_the_multi_hot_target(name, reduction):
+    x, w, b, _ = _problem(n=6, k=30, seed=2)
+    lists = torch.tensor(
+        [[3, 7, -100], [0, -100, -100], [-100, -100, -100], [29, 1, 2], [5, 6, 8], [10, 11, 12]]
+    )
+    dense = torch.zeros(6, 30, dtype=torch.float64)
+    for i, row in enumerate(lists.tolist()):
+        for k in row:
+            if k >= 0:
+                dense[i, k] = 1.0
+    weights = torch.rand(6, dtype=torch.float64) if reduction == "none" else None
+    for chunk_size in (1, 4, 30):
+        got, want = _both(
+            name, x, w, b, lists, dense, weights=weights, reduction=reduction, chunk_size=chunk_size
+        )
+        _assert_same(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_a_positive_list_of_one_column_is_a_multi_label_target():
+    """(N, 1) lists are multi-label (no row is dropped), unlike (N,) indices."""
+    x, w, b, y = _problem(n=5, k=20, seed=3)
+    y[0] = -100
+    dense = torch.zeros(5, 20, dtype=torch.float64)
+    dense[torch.arange(1, 5), y[1:]] = 1.0
+    got, want = _both("ss-lr", x, w, b, y.unsqueeze(1), dense)
+    _assert_same(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(LINEAR))
+def test_bf16_features_and_weights_accumulate_in_float32(name):
+    x, w, b, y = _problem(n=32, d=64, k=500, dtype=torch.float32, seed=4)
+    xb = x.detach().bfloat16().requires_grad_()
+    wb = w.detach().bfloat16().requires_grad_()
+    loss = LINEAR[name](xb, wb, y, bias=b, **HYPER[name])
+    grads = torch.autograd.grad(loss, (xb, wb, b))
+    assert loss.dtype == torch.float32
+    assert grads[0].dtype == grads[1].dtype == torch.bfloat16
+    # the reference: the same bf16 values, upcast, through the materialised float32 loss
+    x32 = xb.detach().float().requires_grad_()
+    w32 = wb.detach().float().requires_grad_()
+    ref = MATERIALISED[name](x32 @ w32.T + b, y, **HYPER[name])
+    ref_grads = torch.autograd.grad(ref, (x32, w32, b))
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
+    for got, want in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got.float(), want, rtol=1e-2, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(LINEAR))
+def test_logits_of_1e4_stay_finite_and_exact(name):
+    x, w, b, y = _problem(n=16, d=4, k=200, dtype=torch.float32, seed=5, scale=3000.0)
+    got, want = _both(name, x, w, b, y)
+    assert torch.isfinite(got[0]).all()
+    assert all(torch.isfinite(g).all() for g in got[1])
+    _assert_same(got, want, rtol=1e-5, atol=1e-3)
+
+
+def test_hs_lr_threshold_survives_a_band_that_misses():
+    """Logits whose sample is unrepresentative (one huge class block) still select exactly."""
+    x, w, b, y = _problem(n=8, d=5, k=3000, seed=6)
+    with torch.no_grad():
+        w[::3] *= 40.0  # the sampled classes are far larger than the rest
+    got, want = _both("hs-lr", x, w, b, y, chunk_size=500)
+    _assert_same(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_hs_lr_ties_share_the_remaining_places():
+    """Integer logits tie everywhere: the value equals the materialised loss whatever the chunks;
+    tied negatives share the places equally, so the gradient mass matches too."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randint(-2, 3, (10, 3), generator=g).double().requires_grad_()
+    w = torch.randint(-2, 3, (300, 3), generator=g).double().requires_grad_()
+    b = torch.zeros(300, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 300, (10,), generator=g)
+    results = []
+    for chunk_size in (1, 37, 300):
+        loss = frlr.linear_hs_lr_loss(x, w, y, bias=b, chunk_size=chunk_size)
+        results.append((loss, torch.autograd.grad(loss, (x, w, b))))
+    ref = frlr.hs_lr_loss(x @ w.T + b, y)
+    ref_bias_grad = torch.autograd.grad(ref, b)[0]
+    for loss, grads in results:
+        torch.testing.assert_close(loss, ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(grads[2].sum(), ref_bias_grad.sum(), rtol=1e-12, atol=1e-12)
+        _assert_same((loss, grads), results[0], rtol=1e-12, atol=1e-12)
+
+
+def test_hs_lr_zero_initialised_classifier_is_one_tie():
+    """All logits equal (a zero classifier): every negative shares n/(K-1) of a place."""
+    x = torch.randn(4, 8, dtype=torch.float64, requires_grad=True)
+    w = torch.zeros(1000, 8, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 5, 999, 500])
+    loss = frlr.linear_hs_lr_loss(x, w, y, chunk_size=64)
+    torch.testing.assert_close(loss, frlr.hs_lr_loss(x @ w.T, y), rtol=1e-12, atol=1e-12)
+    grad_w = torch.autograd.grad(loss, w)[0]
+    n = 249  # floor(25% of 999)
+    share = (10.0 / n) * 0.5 * n / 999  # beta/n * sigmoid(0) * n/(K-1), per row, per negative
+    expected = torch.full((1000, 8), 0.0, dtype=torch.float64)
+    for i, k in enumerate(y.tolist()):
+        row = torch.full((1000,), share / 4, dtype=torch.float64)
+        row[k] = -0.5 / 4
+        expected += row[:, None] * x[i].detach()
+    torch.testing.assert_close(grad_w, expected, rtol=1e-10, atol=1e-12)
+
+
+class _LargestAllocation(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+@pytest.mark.parametrize("name", list(LINEAR))
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_no_n_by_k_tensor_is_ever_allocated(name, reduction):
+    n, d, k, chunk = 64, 8, 4096, 256
+    x, w, b, y = _problem(n=n, d=d, k=k, dtype=torch.float32, seed=8)
+    with _LargestAllocation() as probe:
+        loss = LINEAR[name](x, w, y, bias=b, reduction=reduction, chunk_size=chunk)
+        loss.sum().backward()
+    # the weight's gradient, a few chunks, or HS-LR's per-row histogram: none grows with N x K
+    bounds = (k * d, 4 * n * chunk, n * (selection.BINS + 2))
+    assert probe.largest <= max(bounds) < n * k / 2, probe.largest
+
+
+def test_the_default_chunk_fits_the_budget():
+    assert linear.default_chunk_size(1024, 10**6) * 1024 * 4 <= linear.CHUNK_BYTES
+    assert linear.default_chunk_size(1024, 10**6) % 64 == 0
+    assert linear.default_chunk_size(4, 100) == 100
+    assert linear.default_chunk_size(10**8, 100) == 1
+
+
+def test_retain_graph_and_a_scaled_backward():
+    x, w, b, y = _problem()
+    loss = frlr.linear_ss_lr_loss(x, w, y, bias=b, chunk_size=9)
+    first = torch.autograd.grad(3.0 * loss, (x, w, b), retain_graph=True)
+    second = torch.autograd.grad(loss, (x, w, b))
+    for a, c in zip(first, second, strict=True):
+        torch.testing.assert_close(a, 3.0 * c)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_second_derivatives_raise(reduction):
+    x, w, b, y = _problem()
+    loss = frlr.linear_lr_loss(x, w, y, bias=b, reduction=reduction).sum()
+    with pytest.raises(RuntimeError, match="no second derivative"):
+        torch.autograd.grad(loss, x, create_graph=True)
+
+
+def test_autocast_does_not_lower_the_precision():
+    x, w, b, y = _problem(dtype=torch.float32)
+    plain = frlr.linear_ss_lr_loss(x, w, y, bias=b)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = frlr.linear_ss_lr_loss(x, w, y, bias=b)
+    torch.testing.assert_close(inside, plain)
+
+
+def test_modules_and_registry_match_the_functions():
+    x, w, b, y = _problem()
+    for name, fn in LINEAR.items():
+        module = frlr.get_linear_loss(name.upper().replace("-", "_"), **HYPER[name])
+        torch.testing.assert_close(module(x, w, y, b), fn(x, w, y, bias=b, **HYPER[name]))
+    assert isinstance(frlr.get_linear_loss("ss-lr"), frlr.LinearSSLRLoss)
+    assert "chunk_size=5" in repr(frlr.LinearHSLRLoss(chunk_size=5))
+    with pytest.raises(ValueError, match="unknown linear loss name 'hs-sr'"):
+        frlr.get_linear_loss("hs-sr")
+    with pytest.raises(TypeError, match="'m'"):
+        frlr.get_linear_loss("lr", m=10.0)
+    with pytest.raises(ValueError, match="r must be >= 0"):
+        frlr.LinearSSLRLoss(r=-1.0)
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"weight": torch.randn(40, 5)}, ValueError, "weight must have shape"),
+        ({"target": torch.full((12,), 40)}, ValueError, "target holds class 40 outside"),
+        ({"target": torch.full((12,), -3)}, ValueError, "target holds class -3 outside"),
+        ({"target": torch.zeros(12, 40)}, TypeError, "target must be int64"),
+        ({"target": torch.zeros(11, dtype=torch.int64)}, ValueError, "target must have shape"),
+        ({"target": torch.tensor([[1, 1]] * 12)}, ValueError, "lists class 1 twice"),
+        ({"chunk_size": 0}, ValueError, "chunk_size must be >= 1"),
+        ({"chunk_size": 2.5}, TypeError, "chunk_size must be an int"),
+        ({"class_offset": 3}, ValueError, "class_offset applies"),
+        ({"num_classes": 50}, ValueError, "num_classes=50 differs"),
+        ({"bias": torch.randn(39)}, ValueError, "bias must have shape"),
+        ({"features": torch.ones(12, 6, dtype=torch.int64)}, TypeError, "features must be a"),
+        ({"reduction": "avg"}, ValueError, "reduction must be one of"),
+        ({"beta": -1.0}, ValueError, "beta must be >= 0"),
+    ],
+)
+def test_bad_inputs_name_the_argument(change, error, match):
+    x, w, b, y = _problem(dtype=torch.float32)
+    args = {"features": x, "weight": w, "target": y, "bias": b, **change}
+    with pytest.raises(error, match=match):
+        frlr.linear_ss_lr_loss(
+            args.pop("features"), args.pop("weight"), args.pop("target"), **args
+        )
+
+
+def test_softmax_takes_class_indices_only():
+    x, w, b, y = _problem()
+    with pytest.raises(ValueError, match="single-label"):
+        frlr.linear_sr_loss(x, w, y.unsqueeze(1), bias=b)
+
+
+def test_sr_matches_torch_cross_entropy_with_ignored_rows():
+    x, w, b, y = _problem(dtype=torch.float32)
+    y[:3] = -100
+    loss = frlr.linear_sr_loss(x, w, y, bias=b, chunk_size=11)
+    torch.testing.assert_close(loss, F.cross_entropy(x @ w.T + b, y))
+
+
+@pytest.mark.parametrize("name", list(LINEAR))
+def test_an_empty_batch_gives_zero_and_zero_gradients(name):
+    x = torch.randn(0, 4, requires_grad=True)
+    w = torch.randn(30, 4, requires_grad=True)
+    for reduction in ("mean", "sum", "none"):
+        loss = LINEAR[name](x, w, torch.zeros(0, dtype=torch.int64), reduction=reduction)
+        loss.sum().backward()
+        assert float(loss.detach().sum()) == 0.0 and float(w.grad.abs().sum()) == 0.0
+
+
+@pytest.mark.parametrize("name", list(LINEAR))
+def test_a_frozen_classifier_or_frozen_features(name):
+    """Only the gradients asked for are built, and they are the materialised ones."""
+    x, w, b, y = _problem()
+    _, want = _both(name, x, w, b, y)[1]
+    frozen_w = LINEAR[name](x, w.detach(), y, bias=b.detach(), **HYPER[name])
+    torch.testing.assert_close(torch.autograd.grad(frozen_w, x)[0], want[0])
+    frozen_x = LINEAR[name](x.detach(), w, y, bias=b, **HYPER[name])
+    grads = torch.autograd.grad(frozen_x, (w, b))
+    torch.testing.assert_close(grads[0], want[1])
+    torch.testing.assert_close(grads[1], want[2])

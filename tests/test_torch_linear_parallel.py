@@ -1,0 +1,178 @@
+"""Class-parallel: the classifier sharded by class over 2 and 3 gloo processes equals one process.
+
+Each rank holds a contiguous, unequal share of the classes and its own, unequal share of the
+batch (one rank's share of a 3-way split is a single row). The loss must equal the
+materialised loss of the global batch against the whole classifier, and each rank's
+gradients the matching rows of the single-process gradients; for "none" each rank gets its
+own rows and weights them itself. A backbone under DDP with ``sum_allreduce_hook`` gets the
+single-process gradient. Inconsistent layouts raise on every rank.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from pathlib import Path
+
+import pytest
+import torch
+import torch._dynamo  # DDP imports it (seconds): imported here, the forked ranks inherit it
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+import frlr.torch as frlr
+from frlr.torch.distributed import sum_allreduce_hook
+
+LINEAR = {
+    "lr": frlr.linear_lr_loss,
+    "ss-lr": frlr.linear_ss_lr_loss,
+    "hs-lr": frlr.linear_hs_lr_loss,
+    "sr": frlr.linear_sr_loss,
+}
+MATERIALISED = {"lr": frlr.lr_loss, "ss-lr": frlr.ss_lr_loss, "hs-lr": frlr.hs_lr_loss}
+MATERIALISED["sr"] = frlr.sr_loss
+CASES = [
+    (name, kind, reduction)
+    for name in LINEAR
+    for kind in (("index",) if name == "sr" else ("index", "lists"))
+    for reduction in ("mean", "none")
+]
+"""Every loss reduced and unreduced (recomputing backward), index targets and positive lists."""
+LAYOUTS = {  # world size: (rows per rank, classes per rank)
+    2: ([5, 8], [140, 117]),
+    3: ([4, 1, 6], [90, 77, 90]),
+}
+
+
+def _data(rows: list[int], classes: list[int]):
+    g = torch.Generator().manual_seed(11)
+    n, k, d = sum(rows), sum(classes), 6
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    w = torch.randn(k, d, generator=g, dtype=torch.float64)
+    b = torch.randn(k, generator=g, dtype=torch.float64)
+    y = torch.randint(0, k, (n,), generator=g)
+    y[2] = -100
+    lists = torch.randint(0, k, (n, 3), generator=g)
+    lists[:, 1] = (lists[:, 0] + 1) % k  # distinct within a row
+    lists[:, 2] = -100
+    lists[1, 0] = -100
+    upstream = torch.rand(n, generator=g, dtype=torch.float64)
+    return x, w, b, y, lists, upstream
+
+
+def _dense(lists: torch.Tensor, k: int) -> torch.Tensor:
+    dense = torch.zeros(lists.shape[0], k, dtype=torch.float64)
+    r, c = (lists >= 0).nonzero(as_tuple=True)
+    dense[r, lists[r, c]] = 1.0
+    return dense
+
+
+def _reference(name, x, w, b, target, dense, reduction, upstream):
+    x, w, b = (t.clone().requires_grad_() for t in (x, w, b))
+    loss = MATERIALISED[name](x @ w.T + b, target if dense is None else dense, reduction=reduction)
+    total = loss.sum() if reduction != "none" else (loss * upstream).sum()
+    return loss.detach(), torch.autograd.grad(total, (x, w, b))
+
+
+def _check(failures: list[str], label: str, got: torch.Tensor, want: torch.Tensor) -> None:
+    try:
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    except AssertionError as error:
+        failures.append(f"{label}: {error}")
+
+
+def _worker(rank: int, world: int, init: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    failures: list[str] = []
+    try:
+        rows, classes = LAYOUTS[world]
+        x, w, b, y, lists, upstream = _data(rows, classes)
+        k = sum(classes)
+        r0, c0 = sum(rows[:rank]), sum(classes[:rank])
+        mine_r, mine_c = slice(r0, r0 + rows[rank]), slice(c0, c0 + classes[rank])
+        group = dist.group.WORLD
+        for name, kind, reduction in CASES:
+            fn = LINEAR[name]
+            target, dense = (y, None) if kind == "index" else (lists, _dense(lists, k))
+            label = f"rank {rank} {name} {kind} {reduction}"
+            want, (gx, gw, gb) = _reference(name, x, w, b, target, dense, reduction, upstream)
+            xl, wl, bl = (
+                t[s].clone().requires_grad_() for t, s in ((x, mine_r), (w, mine_c), (b, mine_c))
+            )
+            loss = fn(
+                xl, wl, target[mine_r], bias=bl, reduction=reduction, chunk_size=23,
+                process_group=group, class_offset=c0, num_classes=k,
+            )  # fmt: skip
+            if reduction == "none":
+                (loss * upstream[mine_r]).sum().backward()
+                want = want[mine_r]
+            else:
+                loss.backward()
+            _check(failures, label + " loss", loss.detach(), want)
+            _check(failures, label + " features", xl.grad, gx[mine_r])
+            _check(failures, label + " weight", wl.grad, gw[mine_c])
+            _check(failures, label + " bias", bl.grad, gb[mine_c])
+        _ddp_backbone(rank, world, failures)
+        _bad_layout(rank, world, failures)
+    except Exception:  # a worker's failure is reported by the parent, not lost in a traceback
+        failures.append(traceback.format_exc())
+    finally:
+        Path(out, f"{rank}.txt").write_text("\n".join(failures))
+        dist.destroy_process_group()
+
+
+def _ddp_backbone(rank: int, world: int, failures: list[str]) -> None:
+    """A DDP backbone summing its gradient: equal to one process's backbone gradient."""
+    rows, classes = LAYOUTS[world]
+    x, w, b, y, _, _ = _data(rows, classes)
+    k = sum(classes)
+    torch.manual_seed(0)
+    backbone = nn.Linear(6, 5).double()
+    single = nn.Linear(6, 5).double()
+    single.load_state_dict(backbone.state_dict())
+    head = w[:, :5].contiguous()
+    frlr.ss_lr_loss(single(x) @ head.T + b, y).backward()
+    ddp = nn.parallel.DistributedDataParallel(backbone)
+    ddp.register_comm_hook(None, sum_allreduce_hook)
+    r0, c0 = sum(rows[:rank]), sum(classes[:rank])
+    features = ddp(x[r0 : r0 + rows[rank]])
+    shard = slice(c0, c0 + classes[rank])
+    loss = frlr.linear_ss_lr_loss(
+        features, head[shard], y[r0 : r0 + rows[rank]], bias=b[shard],
+        process_group=dist.group.WORLD, class_offset=c0, num_classes=k,
+    )  # fmt: skip
+    loss.backward()
+    _check(failures, f"rank {rank} ddp weight", backbone.weight.grad, single.weight.grad)
+    _check(failures, f"rank {rank} ddp bias", backbone.bias.grad, single.bias.grad)
+
+
+def _bad_layout(rank: int, world: int, failures: list[str]) -> None:
+    """Offsets that do not tile the classes raise on every rank (checked once per group)."""
+    group = dist.new_group(list(range(world)))
+    x = torch.randn(2, 3)
+    w = torch.randn(4, 3)
+    try:
+        frlr.linear_lr_loss(
+            x, w, torch.tensor([0, 1]), process_group=group, class_offset=4 * rank + (rank == 0),
+            num_classes=4 * world,
+        )  # fmt: skip
+        failures.append(f"rank {rank}: a bad class_offset did not raise")
+    except ValueError as error:
+        if "class_offset must tile" not in str(error):
+            failures.append(f"rank {rank}: wrong error {error}")
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_class_parallel_equals_one_process(tmp_path, world):
+    init = f"file://{tmp_path / 'store'}"
+    env = {"OMP_NUM_THREADS": "1"}
+    os.environ.update(env)
+    # fork: the children inherit the imported torch (a spawned child re-imports it, seconds)
+    mp.start_processes(
+        _worker, args=(world, init, str(tmp_path)), nprocs=world, join=True, start_method="fork"
+    )
+    reports = [(tmp_path / f"{rank}.txt").read_text() for rank in range(world)]
+    failures = [report for report in reports if report]
+    assert not failures, "\n".join(failures)[:4000]
