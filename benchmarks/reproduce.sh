@@ -2,12 +2,12 @@
 # Reruns every measured number in docs/RESULTS.md, step by step; each step resumes where an
 # interrupted run stopped (frlr compare/sweep skip finished runs), so rerunning continues.
 #
-#   bash benchmarks/reproduce.sh                 # everything: about 4 h on 2 CPU cores
+#   bash benchmarks/reproduce.sh                 # everything: about 5 h on 2 CPU cores
 #   bash benchmarks/reproduce.sh --quick         # every step on 2 batches an epoch (CI smoke test)
 #   bash benchmarks/reproduce.sh tiny omniglot   # only these steps
 #
-# Steps: main ncd tiny sweep kcurve omniglot mosaic speed. Data: $FRLR_DATA, else ../shared/data (the
-# Tiny ImageNet-200 subset and the two Omniglot background zips). Runs go to $OUT (default
+# Steps: main ncd tiny sweep kcurve recipes omniglot mosaic speed. Data: $FRLR_DATA, else
+# ../shared/data (the Tiny ImageNet-200 subset and the two Omniglot background zips). Runs go to $OUT (default
 # runs/, quick: a temporary folder); figures and benchmark records to docs/ (full mode only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,11 +17,11 @@ steps=()
 for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
-    main | ncd | tiny | sweep | kcurve | omniglot | mosaic | speed) steps+=("$arg") ;;
-    *) echo "usage: bash benchmarks/reproduce.sh [--quick] [main ncd tiny sweep kcurve omniglot mosaic speed]" >&2; exit 2 ;;
+    main | ncd | tiny | sweep | kcurve | recipes | omniglot | mosaic | speed) steps+=("$arg") ;;
+    *) echo "usage: bash benchmarks/reproduce.sh [--quick] [main ncd tiny sweep kcurve recipes omniglot mosaic speed]" >&2; exit 2 ;;
   esac
 done
-[ ${#steps[@]} -gt 0 ] || steps=(main ncd tiny sweep kcurve omniglot mosaic speed)
+[ ${#steps[@]} -gt 0 ] || steps=(main ncd tiny sweep kcurve recipes omniglot mosaic speed)
 
 py=${PYTHON:-python}
 [ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && py=.venv/bin/python
@@ -77,6 +77,15 @@ for step in "${steps[@]}"; do
         --losses sr,lr,hs-lr,ss-lr,ss-lr:r=0 --dataset tiny-imagenet --data-dir "$data" \
         --preset cpu --eval-every 6 "${budget[@]}" --seeds "$kcurve_seeds" --out "$out/k-curve"
       [ "$quick" = 1 ] || run bash benchmarks/k_curve_publish.sh "$out/k-curve" ;;
+    recipes)  # Soft targets (issue 17): SR and SS-LR with and without mixup + label smoothing.
+      seeds=(--seeds 1)
+      for mixing in plain mixup-ls; do
+        flags=(--mixup 0 --label-smoothing 0)
+        if [ "$mixing" = mixup-ls ]; then flags=(--mixup 0.2 --label-smoothing 0.1); fi
+        run "${frlr[@]}" compare --dataset tiny-imagenet --data-dir "$data" --preset cpu \
+          --losses sr,ss-lr "${budget[@]}" "${seeds[@]}" "${flags[@]}" \
+          --out "$out/recipes-tiny-cpu-$mixing"
+      done ;;
     omniglot)  # Table 2 analogue: cross-class retrieval on 106 unseen Omniglot characters.
       run "${frlr[@]}" compare --dataset omniglot-retrieval --data-dir "$data" --preset cpu \
         --losses sr,lr,hs-lr,ss-lr "${budget[@]}" --out "$out/omniglot-retrieval-cpu" ;;

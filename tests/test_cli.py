@@ -108,6 +108,10 @@ def test_presets_lists_and_shows(capsys):
         (["compare", "--seeds", "x"], "--seeds must be a count"),
         (["compare", "--dataset", "mosaic-tiny-imagenet", "--losses", "sr,lr"], "'sr' does not"),
         (["compare", "--task", "classification", "--dataset", "market1501"], "is a reid dataset"),
+        (["train", "--mixup", "-1"], "mixup must be non-negative, got -1.0"),
+        (["train", "--cutmix", "inf"], "cutmix must be non-negative, got inf"),
+        (["train", "--label-smoothing", "1"], "label_smoothing must be in [0, 1), got 1.0"),
+        (["compare", "--losses", "sr,hs-sr", "--label-smoothing", "0.1"], "loss 'hs-sr'"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(argv, message, capsys):

@@ -19,9 +19,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
-PACKAGES = ("frlr.torch", "frlr.keras", "frlr.eval", "frlr.data", "frlr.data.augment")
+PACKAGES = (
+    "frlr.torch",
+    "frlr.keras",
+    "frlr.eval",
+    "frlr.data",
+    "frlr.data.augment",
+    "frlr.data.mixing",
+)
 # Examples are run for these; frlr.keras's need a Keras backend chosen before import.
-RUN_EXAMPLES = ("frlr.torch", "frlr.eval", "frlr.data", "frlr.data.augment")
+RUN_EXAMPLES = ("frlr.torch", "frlr.eval", "frlr.data", "frlr.data.augment", "frlr.data.mixing")
 # Frameworks the docs build must not import (griffe reads the source as text).
 NOT_IMPORTED = ("torch", "keras", "tensorflow", "jax", "numpy", "sklearn", "PIL")
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+import frlr.train as train_module
 from frlr.cli import main
 from frlr.data import ImageArrays, dataset_info
 from frlr.eval import multilabel_metrics
@@ -159,6 +160,39 @@ def test_a_diverged_model_scores_instead_of_raising():
 
 
 # --------------------------------------------------------------------------- configuration
+
+
+def test_soft_target_flags_mix_multi_hot_rows(tiny, tmp_path, monkeypatch):
+    """Mixup/CutMix mix whole multi-hot rows (each smoothed per label: (1 - eps) t + eps / 2);
+    the loss trains on them and the accuracy counts the dominant rows' positives."""
+    seen = []
+    base = train_module.LOSSES["ss-lr"]
+
+    class Recording(base):
+        def forward(self, logits, target):
+            seen.append(target)
+            return super().forward(logits, target)
+
+    monkeypatch.setitem(train_module.LOSSES, "ss-lr", Recording)
+    config = mosaic_config(
+        tiny,
+        tmp_path,
+        loss="ss-lr",
+        mixup=0.2,
+        cutmix=1.0,
+        label_smoothing=0.1,
+        epochs=1,
+        out=str(tmp_path / "run"),
+    )
+    result = train_module.train(config, log=None)
+    assert np.isfinite(result["train_loss"]) and 0.0 <= result["train_acc"] <= 1.0
+    assert 0.0 <= result["metrics"]["mAP"] <= 1.0
+    assert seen and all(t.shape == (8, len(WNIDS)) for t in seen)
+    # 4 positives of mass 0.95 and K - 4 negatives of 0.05 per row, whatever the mixing
+    expected = 4 * 0.95 + (len(WNIDS) - 4) * 0.05
+    for target in seen:
+        torch.testing.assert_close(target.sum(1), torch.full((8,), expected))
+        assert float(target.min()) >= 0.05 - 1e-6 and float(target.max()) <= 0.95 + 1e-6
 
 
 def test_sr_does_not_apply_to_multilabel(tiny, tmp_path, capsys):

@@ -57,6 +57,11 @@ def test_reproduce_quick_runs_every_step(tmp_path, shared_data, data_cache_dir):
         results = json.loads((runs / name / "results.json").read_text())
         assert len(results["losses"]) == losses, name
         assert (runs / name / "report" / "report.html").is_file(), name
+    for mixing, mixup in (("plain", 0.0), ("mixup-ls", 0.2)):
+        name = f"recipes-tiny-cpu-{mixing}"
+        assert len(json.loads((runs / name / "results.json").read_text())["losses"]) == 2
+        run = json.loads((runs / name / "ss-lr-seed0" / "result.json").read_text())
+        assert run["config"]["mixup"] == mixup, name
     for param in ("m", "r"):
         assert (runs / f"tiny-sweep-{param}" / f"sweep_{param}.png").is_file()
     assert (runs / "ncd_figure" / "ncd.png").is_file()

@@ -195,6 +195,71 @@ def test_progress_bar_and_log_lines(tmp_path, fabricated_digits, capsys):
     assert "img_s" in capsys.readouterr().err  # tqdm writes to stderr
 
 
+# --------------------------------------------------------------------------- soft targets
+
+
+@pytest.mark.parametrize(
+    ("loss", "flags"),
+    [
+        ("sr", {"mixup": 0.2}),
+        ("hs-lr", {"cutmix": 1.0}),
+        ("ss-lr", {"label_smoothing": 0.1}),
+        ("lr", {"mixup": 0.2, "cutmix": 1.0, "label_smoothing": 0.1}),
+    ],
+)
+def test_soft_target_flags_reach_every_loss_which_then_trains(tmp_path, monkeypatch, loss, flags):
+    """Every step mixes its batch, the loss gets exactly the mixed soft targets, and the run
+    learns (chance is 0.1)."""
+    made, seen = [], []
+    mix_batch = train_module.mix_batch
+    base = train_module.LOSSES[loss]
+
+    def spy(images, targets, generator, **options):
+        mixed = mix_batch(images, targets, generator, **options)
+        made.append((options, mixed.targets))
+        return mixed
+
+    class Recording(base):
+        def forward(self, logits, target):
+            seen.append(target)
+            return super().forward(logits, target)
+
+    monkeypatch.setattr(train_module, "mix_batch", spy)
+    monkeypatch.setitem(train_module.LOSSES, loss, Recording)
+    config = digits_config(tmp_path, arch="small-cnn", loss=loss, **flags)
+    result = train(config, log=None)
+    assert math.isfinite(result["train_loss"])
+    assert result["test_top1"] > 0.5 and result["train_acc"] > 0.2
+    assert len(made) == len(seen) == math.ceil(1437 / config.batch_size) * config.epochs
+    assert all(target is soft for (_, soft), target in zip(made, seen, strict=True))
+    options, first = made[0]
+    assert {k: options[k] for k in flags} == flags
+    assert first.shape == (config.batch_size, 10) and first.is_floating_point()
+    torch.testing.assert_close(first.sum(1), torch.ones(config.batch_size))
+    assert result["config"]["mixup"] == flags.get("mixup", 0.0)
+
+
+def test_resume_with_mixing_gives_the_same_weights(tmp_path, fabricated_digits):
+    """The mixing draws come from the checkpointed augmentation generator; the NCD monitor
+    takes the soft targets."""
+    flags = {"mixup": 0.2, "cutmix": 1.0, "label_smoothing": 0.1, "arch": "small-cnn"}
+    flags["ncd_every"] = 2
+    straight = digits_config(tmp_path, out=str(tmp_path / "straight"), **flags)
+    split = digits_config(tmp_path, out=str(tmp_path / "split"), **flags)
+    full = train(straight, log=None)
+    train(split, stop_after=1, log=None)
+    resumed = train(split, resume=True, log=None)
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    assert full["train_loss"] == resumed["train_loss"]
+    ncd = [json.loads(line) for line in (tmp_path / "split" / "ncd.jsonl").open()]
+    assert ncd and all(math.isfinite(r["positive"]) for r in ncd)
+    plain = train(digits_config(tmp_path, arch="small-cnn", out=str(tmp_path / "p")), log=None)
+    assert plain["train_loss"] != full["train_loss"]
+
+
 # --------------------------------------------------------------------------- schedule
 
 
@@ -301,6 +366,10 @@ def test_preset_from_a_file_and_its_errors(tmp_path):
         ({"dataset": "mosaic-tiny-imagenet", "loss": "sr"}, "'sr' does not apply to task"),
         ({"task": "detection"}, "unknown task 'detection'"),
         ({"device": "cuda:7"} if not torch.cuda.is_available() else {"device": "tpu"}, "device"),
+        ({"mixup": -0.2}, "mixup must be non-negative, got -0.2"),
+        ({"cutmix": float("nan")}, "cutmix must be non-negative, got nan"),
+        ({"label_smoothing": 1.0}, r"label_smoothing must be in \[0, 1\), got 1.0"),
+        ({"loss": "hs-sr", "mixup": 0.2}, "--mixup make soft targets, and loss 'hs-sr'"),
     ],
 )
 def test_bad_configs_are_refused_with_a_clear_message(overrides, message):

@@ -126,6 +126,14 @@ class TrainConfig:
     augment: bool = _option(True, "augment training batches (translation, flip)")
     flip: bool = _option(True, "random horizontal flips")
     crop_padding: int = _option(4, "translation: zero-pad this many pixels, crop back")
+    # soft targets (frlr.data.mixing, timm's conventions): on the device, after the augmentation
+    mixup: float = _option(0.0, "mixup Beta(alpha, alpha) concentration alpha; 0: off")
+    cutmix: float = _option(
+        0.0, "CutMix Beta(alpha, alpha) concentration; 0: off (both on: one per batch, p 1/2)"
+    )
+    label_smoothing: float = _option(
+        0.0, "eps in [0, 1): targets (1-eps) onehot + eps/K (multi-hot: (1-eps) t + eps/2)"
+    )
     # how fast (bf16 changes the numbers a little; the rest only the speed)
     bf16: bool = _option(False, "bfloat16 autocast")
     channels_last: bool = _option(False, "channels-last memory format")
@@ -342,6 +350,23 @@ def _check_loss(config: TrainConfig) -> None:
         problem = None if value is None else hyperparameter_problem(name, value, f"--{name}")
         if problem is not None:
             raise ConfigError(problem)
+    soft = {
+        "mixup": config.mixup,
+        "cutmix": config.cutmix,
+        "label-smoothing": config.label_smoothing,
+    }
+    given = [f"--{flag}" for flag, value in soft.items() if value]
+    if given and config.loss == "hs-sr":
+        raise ConfigError(
+            f"{', '.join(given)} make soft targets, and loss 'hs-sr' (hard selection on softmax "
+            "probabilities, the paper's ablation) takes class indices only; use sr, lr, hs-lr "
+            "or ss-lr, or leave the soft-target flags at 0"
+        )
+    if given and config.classifier == "chunked":
+        raise ConfigError(
+            f"{', '.join(given)} make soft targets, which --classifier chunked does not take (its "
+            "losses take class indices or positive lists); use --classifier materialised"
+        )
 
 
 def _check_numbers(config: TrainConfig) -> None:
@@ -354,10 +379,13 @@ def _check_numbers(config: TrainConfig) -> None:
     if config.gamma > 1:
         raise ConfigError(f"gamma must be in (0, 1], got {config.gamma}")
     non_negative = ("weight_decay", "warmup_epochs", "crop_padding", "image_size", "image_width")
-    for name in (*non_negative, "threads", "ncd_every", "max_steps_per_epoch"):
+    soft_targets = ("mixup", "cutmix", "label_smoothing")
+    for name in (*non_negative, *soft_targets, "threads", "ncd_every", "max_steps_per_epoch"):
         value = getattr(config, name)
         if not (math.isfinite(value) and value >= 0):
             raise ConfigError(f"{name} must be non-negative, got {value}")
+    if not config.label_smoothing < 1:
+        raise ConfigError(f"label_smoothing must be in [0, 1), got {config.label_smoothing}")
     if not 0 <= config.momentum < 1:
         raise ConfigError(f"momentum must be in [0, 1), got {config.momentum}")
     if config.nesterov and (config.optimizer != "sgd" or config.momentum == 0):

@@ -17,15 +17,18 @@ default ``paper``) and its ``[dataset.NAME]`` table, under the command line. The
 loaded once with :func:`frlr.data.load_dataset` and moved to the device as uint8 tensors. Each
 step takes this rank's shard of a shuffled global batch (:func:`frlr.data.augment.iterate_batches`),
 translates and flips it on the device, normalises it with the training split's channel
-statistics, and takes an optimiser step under optional bfloat16 autocast; the learning rate
-follows the schedule step by step. Each epoch ends with the task's test metrics, a line of
-``metrics.jsonl`` and a checkpoint; ``result.json`` is written last. Every file is written
-atomically (a temporary file, then ``os.replace``), so a killed run leaves the last complete one.
+statistics, with ``mixup``, ``cutmix`` or ``label_smoothing`` on turns its labels into soft
+targets and mixes it (:mod:`frlr.data.mixing`), and takes an optimiser step under optional
+bfloat16 autocast; the learning rate follows the schedule step by step. Each epoch ends with the
+task's test metrics, a line of ``metrics.jsonl`` and a checkpoint; ``result.json`` is written
+last. Every file is written atomically (a temporary file, then ``os.replace``), so a killed run
+leaves the last complete one.
 
-Determinism: shuffling and augmentation draw from two ``torch.Generator``s seeded from
-``seed`` (augmentation also from the rank), whose states are checkpointed with the model,
-optimiser, scheduler and the global torch, numpy and python RNG states; ``--resume`` therefore
-ends with the same weights as an uninterrupted run (bitwise on CPU in float32).
+Determinism: shuffling and augmentation (mixup and CutMix included) draw from two
+``torch.Generator``s seeded from ``seed`` (augmentation also from the rank), whose states are
+checkpointed with the model, optimiser, scheduler and the global torch, numpy and python RNG
+states; ``--resume`` therefore ends with the same weights as an uninterrupted run (bitwise on
+CPU in float32).
 
 Distributed data parallel: under ``torchrun`` the process group is set up from its environment
 variables. ``batch_size`` is the global batch: each rank takes its contiguous shard of every
@@ -43,7 +46,8 @@ and balanced accuracy (``train_acc`` is then the share of samples whose top labe
 positive).
 
 Run directory: ``config.json``; ``metrics.jsonl``, one JSON object per epoch (``epoch``,
-``train_loss`` and ``train_acc`` over the epoch's augmented batches, ``test_<metric>`` of the task,
+``train_loss`` and ``train_acc`` over the epoch's augmented batches (with mixing,
+``train_acc`` counts the labels of each pair's larger-weight sample), ``test_<metric>`` of the task,
 ``lr`` at the epoch's start, ``train_time_s``, ``epoch_time_s`` with the evaluation,
 ``images_per_s``, ``elapsed_s``); with ``ncd_every`` N, ``ncd.jsonl``: the NCD statistics of
 every N-th training batch (:class:`frlr.torch.NCDMonitor`, rank 0's shard); ``checkpoint.pt``
@@ -99,6 +103,7 @@ from frlr.data.augment import (
     normalize,
     num_batches,
 )
+from frlr.data.mixing import mix_batch
 from frlr.io import load_checkpoint, save_torch_atomic, write_json_atomic, write_text_atomic
 from frlr.models import build_model
 from frlr.ncd import truncate_history
@@ -607,7 +612,8 @@ def _train_epoch(session: _Session, epoch: int, ncd: Any, show_bar: bool) -> dic
     for step, (images, targets) in enumerate(batches):
         if step == session.steps_per_epoch:  # max_steps_per_epoch cut the epoch short
             break
-        loss, correct = _step(session, images, targets, epoch * session.steps_per_epoch + step, ncd)
+        global_step = epoch * session.steps_per_epoch + step
+        loss, correct = _step(session, images, targets, global_step, ncd)
         with torch.no_grad():
             sums[0] += loss.detach() * len(targets)
             sums[1] += correct
@@ -645,10 +651,13 @@ def _step(
     session: _Session, images: torch.Tensor, targets: torch.Tensor, global_step: int, ncd: Any
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step on this rank's shard of a global batch: (its mean loss, its count of
-    correct top-1 predictions).
+    correct top-1 predictions, counted against the dominant labels when targets are mixed).
 
-    Each rank's mean is weighted by its share of the global batch, so DDP's gradient average
-    is the gradient of the global batch mean even when the shards differ by one sample. With
+    With mixup, CutMix or label smoothing on, the normalised batch is mixed after the
+    augmentation (:func:`frlr.data.mixing.mix_batch`, drawing from the augmentation generator):
+    the loss (and the NCD monitor) get the soft targets, the accuracy the dominant labels. Each
+    rank's mean is weighted by its share of the global batch, so DDP's gradient average is the
+    gradient of the global batch mean even when the shards differ by one sample. With
     ``--classifier chunked`` the network returns its features and the loss takes them with
     the classifier's weight and bias; the logits are never formed (nor the top-1 class: it is
     found chunk by chunk).
@@ -658,7 +667,20 @@ def _step(
         images = augment_batch(
             images, session.augment_generator, flip=config.flip, padding=config.crop_padding
         )
-    x = _model_input(images, data.mean, data.std, config.channels_last)
+    x = normalize(images, data.mean, data.std)
+    labels = targets
+    if config.mixup or config.cutmix or config.label_smoothing:
+        mixed = mix_batch(
+            x,
+            targets,
+            session.augment_generator,
+            num_classes=data.num_classes,
+            mixup=config.mixup,
+            cutmix=config.cutmix,
+            label_smoothing=config.label_smoothing,
+        )
+        x, targets, labels = mixed.images, mixed.targets, mixed.dominant
+    x = _memory_format(x, config.channels_last)
     with torch.autocast(session.process.device.type, torch.bfloat16, config.bf16):
         if config.classifier == "chunked":
             features = session.net(x)
@@ -673,9 +695,9 @@ def _step(
     with torch.no_grad():
         if config.classifier == "chunked":
             top = linear_argmax(features, head.weight, head.bias)
-            correct = session.task.prediction_correct(top, targets)
+            correct = session.task.prediction_correct(top, labels)
         else:
-            correct = session.task.batch_correct(logits.detach(), targets)
+            correct = session.task.batch_correct(logits.detach(), labels)
     n = len(targets)
     step = global_step % session.steps_per_epoch
     global_n = min(config.batch_size, len(data.train_images) - step * config.batch_size)
@@ -780,7 +802,10 @@ def _ncd_monitor(config: TrainConfig, run_dir: Path, first_step: int) -> Any:
 def _model_input(
     images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], channels_last: bool
 ) -> torch.Tensor:
-    x = normalize(images, mean, std)
+    return _memory_format(normalize(images, mean, std), channels_last)
+
+
+def _memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
