@@ -77,6 +77,22 @@ def keep_first_classes(arrays: ImageArrays, k: int) -> ImageArrays:
     Raises ValueError for k < 2 (one class has no negatives), k above the split's class count,
     multi-label rows (a mosaic with one kept label and three dropped ones has no single class)
     or camera ids (re-id identities are not a fixed class list).
+
+    Args:
+        arrays: a single-label split (integer labels, no camera ids).
+        k: how many classes to keep, from 2 to the split's class count.
+
+    Examples:
+        >>> import numpy as np
+        >>> from frlr.data import ImageArrays, keep_first_classes
+        >>> split = ImageArrays(
+        ...     images=np.zeros((4, 2, 2, 1), np.uint8),
+        ...     labels=np.array([0, 1, 2, 1]),
+        ...     classes=["a", "b", "c"],
+        ... )
+        >>> kept = keep_first_classes(split, 2)
+        >>> kept.labels.tolist(), kept.classes
+        ([0, 1, 1], ['a', 'b'])
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"k must be an integer number of classes, got {k!r}")
