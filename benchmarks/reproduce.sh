@@ -6,7 +6,7 @@
 #   bash benchmarks/reproduce.sh --quick         # every step on 2 batches an epoch (CI smoke test)
 #   bash benchmarks/reproduce.sh tiny omniglot   # only these steps
 #
-# Steps: main ncd tiny sweep recipes omniglot mosaic speed. Data: $FRLR_DATA, else
+# Steps: main ncd tiny sweep kcurve recipes omniglot mosaic speed. Data: $FRLR_DATA, else
 # ../shared/data (the Tiny ImageNet-200 subset and the two Omniglot background zips). Runs go to $OUT (default
 # runs/, quick: a temporary folder); figures and benchmark records to docs/ (full mode only).
 set -euo pipefail
@@ -17,11 +17,11 @@ steps=()
 for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
-    main | ncd | tiny | sweep | recipes | omniglot | mosaic | speed) steps+=("$arg") ;;
-    *) echo "usage: bash benchmarks/reproduce.sh [--quick] [main ncd tiny sweep recipes omniglot mosaic speed]" >&2; exit 2 ;;
+    main | ncd | tiny | sweep | kcurve | recipes | omniglot | mosaic | speed) steps+=("$arg") ;;
+    *) echo "usage: bash benchmarks/reproduce.sh [--quick] [main ncd tiny sweep kcurve recipes omniglot mosaic speed]" >&2; exit 2 ;;
   esac
 done
-[ ${#steps[@]} -gt 0 ] || steps=(main ncd tiny sweep recipes omniglot mosaic speed)
+[ ${#steps[@]} -gt 0 ] || steps=(main ncd tiny sweep kcurve recipes omniglot mosaic speed)
 
 py=${PYTHON:-python}
 [ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && py=.venv/bin/python
@@ -33,11 +33,15 @@ if [ "$quick" = 1 ]; then
   budget=(--epochs 1 --max-steps-per-epoch 2 --seeds 1 --threads 1 --no-progress)
   sweep_m=5,25
   sweep_r=0,2
+  kcurve_k=2,10
+  kcurve_seeds=1
 else
   out=${OUT:-runs}
   budget=(--seeds 3 --threads 1 --no-progress)
   sweep_m=5,10,25,50,75,100
   sweep_r=0,0.5,1,2,3,5
+  kcurve_k=10,25,50,100,200
+  kcurve_seeds=2
 fi
 echo "reproduce: steps ${steps[*]}; data $data; runs in $out; quick=$quick"
 
@@ -68,6 +72,11 @@ for step in "${steps[@]}"; do
         --preset cpu "${budget[@]}" "${seeds[@]}" --out "$out/tiny-sweep-m"
       run "${frlr[@]}" sweep --param r --values "$sweep_r" --dataset tiny-imagenet --data-dir "$data" \
         --preset cpu "${budget[@]}" "${seeds[@]}" --out "$out/tiny-sweep-r" ;;
+    kcurve)  # The accuracy gap over K: the first K of the 200 classes, 5 curves, 2 seeds.
+      run "${frlr[@]}" sweep --param num-classes --values "$kcurve_k" \
+        --losses sr,lr,hs-lr,ss-lr,ss-lr:r=0 --dataset tiny-imagenet --data-dir "$data" \
+        --preset cpu --eval-every 6 "${budget[@]}" --seeds "$kcurve_seeds" --out "$out/k-curve"
+      [ "$quick" = 1 ] || run bash benchmarks/k_curve_publish.sh "$out/k-curve" ;;
     recipes)  # Soft targets (issue 17): SR and SS-LR with and without mixup + label smoothing.
       seeds=(--seeds 1)
       for mixing in plain mixup-ls; do

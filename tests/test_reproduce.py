@@ -65,6 +65,9 @@ def test_reproduce_quick_runs_every_step(tmp_path, shared_data, data_cache_dir):
     for param in ("m", "r"):
         assert (runs / f"tiny-sweep-{param}" / f"sweep_{param}.png").is_file()
     assert (runs / "ncd_figure" / "ncd.png").is_file()
+    curves = json.loads((runs / "k-curve" / "sweep.json").read_text())
+    assert len(curves["summary"]) == 2 * 5  # K = 2 and 10, five curves
+    assert (runs / "k-curve" / "sweep_num_classes.png").is_file()
     assert "reproduce: done" in out.stdout
 
 

@@ -41,11 +41,18 @@ class FakeTrainer:
     def __init__(self):
         self.calls = []
 
-    def __call__(self, config, resume=False, progress=None, log=None):
-        self.calls.append((config.m, config.r, config.seed))
+    def call(self, config):
+        """What ``calls`` records of a run."""
+        return (config.m, config.r, config.seed)
+
+    def top1(self, config):
         value = config.m if config.m is not None else config.r
+        return value / 100 + config.seed / 1000
+
+    def __call__(self, config, resume=False, progress=None, log=None):
+        self.calls.append(self.call(config))
         result = {
-            "metrics": {"top1": value / 100 + config.seed / 1000, "top5": 1.0},
+            "metrics": {"top1": self.top1(config), "top5": 1.0},
             "train_loss": 0.1,
             "epochs": config.epochs,
             "wall_time_s": 1.0,

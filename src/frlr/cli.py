@@ -187,18 +187,26 @@ def _add_report_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_sweep_parser(commands: Any) -> None:
-    help_text = "train one loss at every value of one hyper-parameter x seed (Fig. 6, 7)"
+    help_text = (
+        "train one loss at every value of one hyper-parameter x seed (Fig. 6, 7), or several "
+        "losses at every number of classes x seed (--param num-classes --losses ...)"
+    )
     sweep = commands.add_parser(
         "sweep",
         help=help_text,
         description=f"{help_text}; runs go to OUT/<loss>-<param><value>-seed<k>/, the table to "
-        "OUT/sweep.{json,csv,md}, the plot to OUT/sweep_<param>.png. Rerun to resume.",
+        "OUT/sweep.{json,csv,md}, the plot to OUT/sweep_<param>.png. Rerun to resume. "
+        "A num-classes sweep keeps the first K classes of the dataset per value, writes one row "
+        "per (K, loss) and plots each loss's top-1 minus the first loss's (SR) against K, with "
+        "the NCD gradient ratio at initialisation; its tables are rebuilt after every run from "
+        "every finished run in OUT, so processes over disjoint --seeds can share OUT.",
     )
     swept = [name for name, spec in HYPERPARAMETERS.items() if spec.figure_loss]
     sweep.add_argument(
         "--param",
         required=True,
-        help=f"the hyper-parameter to vary: {', '.join(swept[:-1])} or {swept[-1]}",
+        help=f"what to vary: a hyper-parameter of --loss ({', '.join(swept[:-1])} or "
+        f"{swept[-1]}), or num-classes (with --losses)",
     )
     sweep.add_argument(
         "--values", required=True, help="comma-separated values, e.g. 5,10,25,50,75,100"
@@ -209,6 +217,21 @@ def _add_sweep_parser(commands: Any) -> None:
         help="the loss (default: "
         + ", ".join(f"{s.figure_loss} for {n}" for n, s in HYPERPARAMETERS.items() if s.figure_loss)
         + ")",
+    )
+    sweep.add_argument(
+        "--losses",
+        default=None,
+        metavar="SPEC,SPEC",
+        help="num-classes sweeps: the curves, comma-separated, the first the baseline (default "
+        "sr,lr,hs-lr,ss-lr); a variant sets options after colons: ss-lr:r=0, "
+        "hs-lr:m=100:beta=5 (each variant is its own curve)",
+    )
+    sweep.add_argument(
+        "--no-train",
+        dest="train_runs",
+        action="store_false",
+        help="num-classes sweeps: rebuild the table and figure from the finished runs in OUT "
+        "(any seed), train nothing (these two are their report: --report does not apply)",
     )
     sweep.add_argument("--preset", default="paper", help="recipe name or .toml path")
     sweep.add_argument("--seeds", default="3", help="how many seeds (0..N-1), or a list 0,3,5")
@@ -344,7 +367,15 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    """As :func:`_compare`, over the values of one hyper-parameter."""
+    """As :func:`_compare`, over the values of one hyper-parameter; a num-classes sweep is
+    :func:`_sweep_losses`."""
+    if args.param.strip().lower().replace("-", "_") in sweep.DATA_PARAMS:
+        return _sweep_losses(args)
+    for given, flag in ((args.losses, "--losses"), (not args.train_runs, "--no-train")):
+        if given:
+            raise ConfigError(
+                f"{flag} is for num-classes sweeps; a sweep over {args.param} trains one --loss"
+            )
     param, loss = sweep.parse_param(args.param, args.loss)
     values = sweep.parse_values(args.values, param, loss)
     seeds = compare.parse_seeds(args.seeds)
@@ -372,6 +403,41 @@ def _sweep(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else compare.experiment_dir(base, args.preset, "sweep", param)
     if args.report and results.get("runs"):
         _report_experiment(out)
+    return 0
+
+
+def _sweep_losses(args: argparse.Namespace) -> int:
+    """``frlr sweep --param num-classes --losses ...``: every loss curve over the values; the
+    sweep's own tables and figure are its report."""
+    param = sweep.parse_data_param(args.param)
+    if args.loss is not None:
+        raise ConfigError(
+            f"--loss is for hyper-parameter sweeps; a sweep over {args.param} "
+            "takes --losses (e.g. sr,lr,ss-lr:r=0)"
+        )
+    specs = sweep.parse_loss_specs(args.losses or ",".join(compare.DEFAULT_LOSSES))
+    seeds = compare.parse_seeds(args.seeds)
+    hyper = ("beta", "m", "r")  # reach the losses that take them, as in frlr compare
+    overrides = _overrides(args, ("loss", "seed", "out", *hyper))
+    base = resolve_config(args.preset, loss="lr", **overrides)
+    base = replace(base, **{name: getattr(args, name) for name in hyper})
+    _say(
+        f"frlr sweep: {base.dataset}, {base.arch}, {param} in {args.values}, losses "
+        f"{','.join(spec.key for spec in specs)}, seeds {','.join(map(str, seeds))}, preset "
+        f"{args.preset}, {base.epochs} epochs"
+    )
+    sweep.sweep_losses(
+        base,
+        param,
+        args.values,
+        [spec.key for spec in specs],
+        seeds,
+        args.out,
+        preset=args.preset,
+        progress=args.progress,
+        command=_command(args),
+        train_runs=args.train_runs,
+    )
     return 0
 
 

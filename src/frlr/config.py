@@ -86,6 +86,11 @@ class TrainConfig:
     data_dir: str | None = _option(None, "where datasets live (default $FRLR_DATA)")
     download: bool = _option(False, "fetch the official archive when the dataset is missing")
     cache_dir: str | None = _option(None, "decoded-array cache (default $FRLR_CACHE)")
+    num_classes: int | None = _option(
+        None,
+        "keep only the first K classes of a classification dataset, in its class order, in "
+        "every split (K from 2 to the dataset's class count); default: all",
+    )
     image_size: int = _option(
         0, "resize to this side (with image_width: height) at decode time; 0: loader default"
     )
@@ -279,6 +284,8 @@ def _check_names(config: TrainConfig) -> TrainConfig:
             f"{info.task} dataset; pass --task {info.task} or leave --task out (the dataset "
             f"decides), or choose a {config.task} dataset"
         )
+    if config.num_classes is not None:
+        _check_num_classes(config.num_classes, config.dataset, info.task, info.num_classes)
     if config.image_width and info.task == "classification":
         raise ConfigError(
             f"image_width {config.image_width}: {config.dataset!r} takes a square image_size "
@@ -289,6 +296,24 @@ def _check_names(config: TrainConfig) -> TrainConfig:
             f"image_width {config.image_width} needs image_size, the height, to be set too"
         )
     return config
+
+
+def _check_num_classes(k: int, dataset: str, task: str, available: int | None) -> None:
+    """``num_classes`` keeps a prefix of a single-label class list: at least 2 classes (one
+    has no negatives), at most the dataset's (checked again on the loaded data when the
+    dataset's count depends on the files), and never for re-id or multi-label data."""
+    if task != "classification":
+        raise ConfigError(
+            f"num_classes {k}: {dataset!r} is a {task} dataset; keeping the first K classes "
+            "applies to classification datasets only (leave --num-classes out)"
+        )
+    if k < 2:
+        raise ConfigError(f"num_classes must be at least 2 (one class has no negatives), got {k}")
+    if available is not None and k > available:
+        raise ConfigError(
+            f"num_classes {k} is more than the {available} classes of {dataset!r}; choose "
+            f"2..{available}, or leave --num-classes out for all of them"
+        )
 
 
 def _check_loss(config: TrainConfig) -> None:

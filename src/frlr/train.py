@@ -88,7 +88,13 @@ from frlr.config import (
     resolve_config,
     validate,
 )
-from frlr.data import ImageArrays, MissingDataError, dataset_info, load_dataset
+from frlr.data import (
+    ImageArrays,
+    MissingDataError,
+    dataset_info,
+    keep_first_classes,
+    load_dataset,
+)
 from frlr.data.augment import (
     augment_batch,
     channel_stats,
@@ -251,10 +257,10 @@ def _set_rng_state(state: dict[str, Any], augment_generator: torch.Generator, re
 
 
 def load_split(config: TrainConfig, split: str) -> ImageArrays:
-    """One split of ``config``'s dataset at its image size; a missing dataset's error names the
-    flags that fetch it or point at it."""
+    """One split of ``config``'s dataset at its image size, cut to its first ``num_classes``
+    classes when set; a missing dataset's error names the flags that fetch it or point at it."""
     try:
-        return load_dataset(
+        arrays = load_dataset(
             config.dataset,
             split,
             config.data_dir,
@@ -274,6 +280,12 @@ def load_split(config: TrainConfig, split: str) -> ImageArrays:
             f"{error}. On the command line: --download fetches it, --data-dir DIR points at "
             "the folder holding it"
         ) from None
+    if config.num_classes is None:
+        return arrays
+    try:
+        return keep_first_classes(arrays, config.num_classes)
+    except ValueError as error:
+        raise ConfigError(f"num_classes, {config.dataset} {split}: {error}") from None
 
 
 def train(
@@ -476,7 +488,7 @@ def _load_data(config: TrainConfig, task: Task, process: _Process) -> _Data:
         eval_arrays = {split: load_split(config, split) for split in task.eval_splits(info)}
     mean, std = channel_stats(train_arrays)
     std = tuple(s if s > 0 else 1.0 for s in std)
-    num_classes = info.num_classes or len(train_arrays.classes)
+    num_classes = config.num_classes or info.num_classes or len(train_arrays.classes)
     if info.task != "classification":  # the head must fit the label rows / identities on disk
         num_classes = len(train_arrays.classes)
     _, height, width, in_channels = train_arrays.images.shape

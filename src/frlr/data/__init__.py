@@ -10,7 +10,7 @@ checksum mismatch) is a :class:`DataError` whose one-line message names the file
 member, what is wrong and what to do.
 """
 
-from frlr.data.arrays import ImageArrays
+from frlr.data.arrays import ImageArrays, keep_first_classes
 from frlr.data.cache import cached, default_cache_dir
 from frlr.data.download import ChecksumError, RemoteFile
 from frlr.data.errors import DataError, MissingDataError
@@ -38,5 +38,6 @@ __all__ = [
     "default_cache_dir",
     "default_data_dir",
     "find_root",
+    "keep_first_classes",
     "load_dataset",
 ]

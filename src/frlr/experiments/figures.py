@@ -13,7 +13,13 @@ import numpy as np
 from frlr.catalogue import default_hyperparameter
 from frlr.style import COLUMN, FONT, loss_color, loss_label, new_figure, save_figure, style_axes
 
-__all__ = ["METRIC_AXIS", "PARAM_AXIS", "metric_axis_label", "sweep_figure"]
+__all__ = [
+    "METRIC_AXIS",
+    "PARAM_AXIS",
+    "loss_curves_figure",
+    "metric_axis_label",
+    "sweep_figure",
+]
 
 METRIC_AXIS = {
     "top1": "test top-1 accuracy (%)",
@@ -93,4 +99,89 @@ def sweep_figure(results: dict[str, Any], path: str | os.PathLike) -> Path:
         ax.set_xticklabels([f"{v:g}" for v in values])
         ax.minorticks_off()
     ax.legend(fontsize=FONT["legend"], frameon=False, loc="best")
+    return save_figure(fig, path)
+
+
+_VARIANT_STYLES = ("--", ":", "-.")
+
+
+def loss_curves_figure(results: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Two panels against a data field (the number of classes K), log-scale x, one curve per
+    loss of a ``frlr sweep --losses`` (``results`` shaped like its ``sweep.json``).
+
+    Left: each loss's primary metric minus the baseline's (SR), paired by seed, mean with an
+    error bar of one sample standard deviation of the paired differences; a point's marker is
+    hollow when fewer seeds than the most finished there, and the legend gives the range of n.
+    Right: the NCD gradient ratio at initialisation (positive over negative gradient mass; LR:
+    1/(K-1)), log-scale, for every loss. A loss variant (``ss-lr:r=0``) takes its base loss's
+    colour with a dashed line. Points without runs are skipped, so partial sweeps draw.
+    """
+    param, primary, baseline = results["param"], results["primary_metric"], results["baseline"]
+    rows = results["summary"]
+    keys = list(dict.fromkeys(row["loss"] for row in rows))
+    fig = new_figure(2 * COLUMN, 2.8)
+    left, right = fig.subplots(1, 2)
+    variants: dict[str, int] = {}
+    most = max((row["delta_n"] for row in rows if row["loss"] != baseline), default=0)
+    for index, key in enumerate(keys):
+        mine = sorted((row for row in rows if row["loss"] == key), key=lambda row: row["value"])
+        name = mine[0]["loss_name"]
+        color = loss_color(name, index)
+        variant = key != name
+        if variant:
+            variants[name] = variants.get(name, -1) + 1
+        style = _VARIANT_STYLES[variants[name] % len(_VARIANT_STYLES)] if variant else "-"
+        label = mine[0]["label"]
+        right.plot(
+            [row["value"] for row in mine],
+            [row["ncd_ratio_init"] for row in mine],
+            color=color,
+            linestyle=style,
+            marker="o",
+            markersize=3,
+            linewidth=1.3,
+            label=label,
+        )
+        if key == baseline:
+            continue
+        drawn = [row for row in mine if row["delta_mean"] is not None]
+        if not drawn:
+            continue
+        x = np.array([row["value"] for row in drawn], dtype=float)
+        y = np.array([100 * row["delta_mean"] for row in drawn])
+        err = np.array([100 * row["delta_std"] if row["delta_n"] > 1 else 0.0 for row in drawn])
+        counts = [row["delta_n"] for row in drawn]
+        n_text = f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)}–{max(counts)}"
+        left.errorbar(
+            x,
+            y,
+            yerr=err,
+            color=color,
+            linestyle=style,
+            linewidth=1.3,
+            capsize=2.5,
+            label=f"{label}, n = {n_text}",
+            zorder=3,
+        )
+        full = np.array([count == most for count in counts])
+        left.scatter(x[full], y[full], s=16, color=color, zorder=4)
+        left.scatter(x[~full], y[~full], s=16, facecolors="white", edgecolors=color, zorder=4)
+    baseline_label = next(row["label"] for row in rows if row["loss"] == baseline)
+    left.axhline(0.0, color=loss_color(rows[0]["loss_name"]), linewidth=1.0, label=baseline_label)
+    name = "number of classes K" if param == "num_classes" else param
+    values = sorted({row["value"] for row in rows})
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.set_xticks(values)
+        ax.set_xticklabels([f"{v:g}" for v in values])
+        ax.minorticks_off()
+    right.set_yscale("log")
+    style_axes(
+        left, name, f"{METRIC_AXIS.get(primary, primary).split(' (')[0]} − {baseline_label} (pp)"
+    )
+    style_axes(right, name, "NCD gradient ratio at init (pos / neg)")
+    left.set_title(f"accuracy gap to {baseline_label}, paired by seed", fontsize=FONT["title"])
+    right.set_title("gradient balance at step 0 (LR: 1/(K−1))", fontsize=FONT["title"])
+    left.legend(fontsize=FONT["legend"] - 1, frameon=False, loc="best")
+    right.legend(fontsize=FONT["legend"] - 1, frameon=False, loc="best")
     return save_figure(fig, path)

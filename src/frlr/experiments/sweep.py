@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,22 +40,30 @@ from frlr.catalogue import (
     default_hyperparameter,
     hyperparameter_problem,
 )
-from frlr.config import ConfigError, TrainConfig, validate
-from frlr.experiments.compare import experiment_dir, parse_seeds, run_each
-from frlr.experiments.figures import sweep_figure
+from frlr.config import ConfigError, TrainConfig, config_differences, loss_options, validate
+from frlr.experiments.compare import experiment_dir, parse_seeds, run_each, run_or_reuse
+from frlr.experiments.figures import loss_curves_figure, sweep_figure
 from frlr.experiments.results import metric_label, percent, run_row, summarize
-from frlr.io import is_main_process, write_json_atomic, write_text_atomic
+from frlr.experiments.stats import mean_std
+from frlr.io import is_main_process, run_lock, write_json_atomic, write_text_atomic
 from frlr.tasks import Task, get_task
 from frlr.train import train
 
 __all__ = [
+    "DATA_PARAMS",
     "DEFAULT_LOSS",
     "SWEEPABLE",
+    "LossSpec",
     "default_value",
+    "ncd_ratio_at_init",
+    "parse_data_param",
+    "parse_data_values",
+    "parse_loss_specs",
     "parse_param",
     "parse_values",
     "run_dir_name",
     "sweep",
+    "sweep_losses",
     "value_text",
 ]
 
@@ -86,7 +95,8 @@ def parse_param(param: str, loss: str | None = None) -> tuple[str, str]:
     name = param.strip().lower() if isinstance(param, str) else param
     if name not in SWEEPABLE:
         raise ConfigError(
-            f"unknown --param {param!r}; a sweep varies one of: {', '.join(SWEEPABLE)}"
+            f"unknown --param {param!r}; a sweep varies one of: {', '.join(SWEEPABLE)} (one "
+            "--loss), or num-classes (several --losses)"
         )
     if loss is not None and canonical_loss_name(loss.strip()) is None:
         known = ", ".join(LOSS_NAMES)
@@ -371,3 +381,470 @@ def _markdown(results: dict[str, Any], metric_names: Sequence[str]) -> str:
             f"| {value_text(row['value'])} | {row['seed']} | {cells} | {row['wall_time_s']:.1f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- data sweeps
+
+DATA_PARAMS: tuple[str, ...] = ("num_classes",)
+"""Config fields a sweep varies for several losses at once (``--param num-classes --losses``):
+every loss, and every loss variant, is then one curve over the values."""
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """One curve of a data sweep: a loss and the hyper-parameters that make it a variant.
+
+    Spelled ``name`` or ``name:key=value[:key=value]`` (``ss-lr:r=0``, ``hs-lr:m=100:beta=5``):
+    colons, not commas, separate the options, so a spec fits in the comma list of ``--losses``.
+    """
+
+    name: str
+    options: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def key(self) -> str:
+        """The spec as written, canonical: ``ss-lr:r=0``."""
+        return ":".join([self.name, *(f"{k}={value_text(v)}" for k, v in self.options)])
+
+    @property
+    def slug(self) -> str:
+        """A run-directory-safe form: ``ss-lr_r0``."""
+        return "_".join([self.name, *(f"{k}{value_text(v)}" for k, v in self.options)])
+
+    @property
+    def label(self) -> str:
+        """For legends and tables: ``SS-LR (r = 0)``."""
+        from frlr.style import loss_label
+
+        extra = ", ".join(f"{k} = {value_text(v)}" for k, v in self.options)
+        return loss_label(self.name) + (f" ({extra})" if extra else "")
+
+
+def parse_loss_specs(text: str | Sequence[str]) -> tuple[LossSpec, ...]:
+    """``"sr,lr,ss-lr:r=0"`` -> the curves, each checked: a known loss, options it takes, values
+    its constructor accepts, no curve named twice."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    specs = []
+    for item in (part.strip() for part in items):
+        if not item:
+            continue
+        name, *options = item.split(":")
+        canonical = canonical_loss_name(name.strip())
+        if canonical is None:
+            raise ConfigError(
+                f"--losses: unknown loss {name.strip().lower()!r} in {item!r}; known: "
+                f"{', '.join(LOSS_NAMES)}"
+            )
+        name = canonical
+        parsed: dict[str, float] = {}
+        for option in options:
+            key, equals, value = option.partition("=")
+            key = key.strip().lower()
+            takes = LOSS_HYPERPARAMETERS[name]
+            if not equals or key not in takes:
+                accepted = ", ".join(takes) if takes else "none"
+                raise ConfigError(
+                    f"--losses: {option!r} in {item!r} is not key=value for a hyper-parameter "
+                    f"of {name} (its hyper-parameters: {accepted})"
+                )
+            if key in parsed:
+                raise ConfigError(f"--losses: {item!r} sets {key} twice")
+            try:
+                parsed[key] = float(value)
+            except ValueError:
+                raise ConfigError(f"--losses: {key} in {item!r} must be a number") from None
+            if not math.isfinite(parsed[key]):
+                raise ConfigError(f"--losses: {key} in {item!r} must be finite")
+            problem = hyperparameter_problem(key, parsed[key])
+            if problem is not None:
+                raise ConfigError(f"--losses: {item!r}: {problem}")
+        specs.append(LossSpec(name, tuple(sorted(parsed.items()))))
+    if not specs:
+        raise ConfigError(f"--losses names no loss (got {text!r})")
+    keys = [spec.key for spec in specs]
+    if len(set(keys)) != len(keys):
+        raise ConfigError(f"--losses names a curve twice: {','.join(keys)}")
+    return tuple(specs)
+
+
+def parse_data_param(param: str) -> str:
+    """``num-classes`` or ``num_classes`` -> ``num_classes``; anything else is an error."""
+    name = param.strip().lower().replace("-", "_")
+    if name not in DATA_PARAMS:
+        raise ConfigError(
+            f"unknown --param {param!r} for a sweep over --losses; it varies one of: "
+            f"{', '.join(p.replace('_', '-') for p in DATA_PARAMS)}"
+        )
+    return name
+
+
+def parse_data_values(
+    values: str | Sequence[int], param: str, base: TrainConfig
+) -> tuple[int, ...]:
+    """``"10,25,50"`` -> (10, 25, 50), each checked by the config's own validation."""
+    flag = param.replace("_", "-")
+    if isinstance(values, str):
+        try:
+            parsed = [int(part) for part in values.split(",") if part.strip()]
+        except ValueError:
+            raise ConfigError(f"--values must be integers like 10,25,50, got {values!r}") from None
+    else:
+        parsed = [int(v) for v in values]
+    if not parsed:
+        raise ConfigError(f"--values names no value (got {values!r})")
+    if len(set(parsed)) != len(parsed):
+        raise ConfigError(f"--values names a value twice: {','.join(map(str, parsed))}")
+    for value in parsed:
+        try:
+            validate(replace(base, **{param: value}))
+        except ConfigError as error:
+            raise ConfigError(f"--values: {flag} = {value}: {error}") from None
+    return tuple(parsed)
+
+
+def _spec_config(
+    base: TrainConfig, spec: LossSpec, param: str, value: int, seed: int, out: Path
+) -> TrainConfig:
+    """One run of a data sweep: ``base``'s hyper-parameters reach the losses that take them
+    (as in ``frlr compare``), the spec's own options override them."""
+    keep = LOSS_HYPERPARAMETERS[spec.name]
+    hyper = {name: getattr(base, name) if name in keep else None for name in ("beta", "m", "r")}
+    hyper.update(dict(spec.options))
+    name = run_dir_name(spec.slug, param, value, seed)
+    return validate(
+        replace(base, loss=spec.name, seed=seed, out=str(out / name), **{param: value}, **hyper)
+    )
+
+
+def ncd_ratio_at_init(config: TrainConfig) -> float:
+    """The NCD gradient ratio (summed |dL/dz| over positive logits / over negative ones) of
+    ``config``'s loss at initialisation, when the head outputs equal scores for all K classes.
+
+    Computed with :func:`frlr.torch.diagnostics.ncd_stats` on all-zero logits, one sample per
+    class: an untrained network with a zero-initialised head bias outputs nearly equal scores,
+    so this is the step-0 balance of the loss without running anything. LR gives 1/(K-1) (every
+    logit has |sigma(0) - t| = 1/2, one positive against K-1 negatives), SR 1.
+    """
+    import torch
+
+    from frlr.torch.diagnostics import ncd_stats
+
+    k = config.num_classes
+    if k is None:
+        raise ValueError("ncd_ratio_at_init needs config.num_classes")
+    logits = torch.zeros(k, k, dtype=torch.float64)
+    stats = ncd_stats(logits, torch.arange(k), config.loss, **loss_options(config))
+    return stats.gradient_ratio
+
+
+def sweep_losses(
+    base: TrainConfig,
+    param: str,
+    values: str | Sequence[int],
+    losses: str | Sequence[str],
+    seeds: int | Sequence[int] = 3,
+    out: str | Path | None = None,
+    *,
+    preset: str | None = None,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = print,
+    train_fn: Callable[..., dict[str, Any]] = train,
+    command: str | None = None,
+    train_runs: bool = True,
+) -> dict[str, Any]:
+    """Train every loss curve of ``losses`` at every value of the data field ``param`` and every
+    seed, and tabulate each loss's primary metric against the first loss (SR when given).
+
+    Runs live in ``OUT/<slug>-<param><value>-seed<k>/`` (slug: ``ss-lr_r0`` for ``ss-lr:r=0``)
+    and are trained, resumed or reused as in ``frlr compare``, seed by seed, value by value in
+    the order listed (the table sorts them). After every run the tables and figure are rebuilt
+    from every finished run in OUT, of any seed (so two processes over disjoint ``seeds`` can
+    share OUT: the tables are written under a lock and each includes the other's runs). Each
+    run is trained under its own lock (:func:`frlr.io.run_lock`, ``RUN_DIR/.lock``): a run
+    another process is training is skipped, so processes may even go over the same seeds in
+    opposite orders of ``values``, and together finish every value of a seed as early as
+    possible. ``train_runs=False`` only rebuilds them. Returns the content of ``sweep.json``.
+    """
+    param = parse_data_param(param)
+    flag = param.replace("_", "-")
+    if getattr(base, param) is not None:
+        raise ConfigError(
+            f"--{flag} {getattr(base, param)} conflicts with the sweep over {flag}: the values "
+            "come from --values; drop it"
+        )
+    values = parse_data_values(values, param, base)
+    specs = parse_loss_specs(losses)
+    seeds = parse_seeds(seeds)
+    task = get_task(validate(replace(base, loss=specs[0].name)).task)
+    out = Path(out) if out is not None else experiment_dir(base, preset, "sweep", param)
+    main_process = is_main_process()
+    say = log if (log is not None and main_process) else (lambda _: None)
+    plan = [
+        (value, spec, _spec_config(base, spec, param, value, seed, out))
+        for seed in seeds
+        for value in values
+        for spec in specs
+    ]
+    meta = _curves_meta(base, task, preset, param, values, specs, command)
+
+    def tables() -> dict[str, Any]:
+        results = _collect_curves(base, specs, param, values, out, meta)
+        if main_process:
+            with run_lock(out, wait=True):
+                _write_curves(results, out)
+        return results
+
+    if not train_runs:
+        results = tables()
+        say(_curves_markdown(results))
+        return results
+    for index, (value, spec, config) in enumerate(plan, start=1):
+        where = f"[{index}/{len(plan)}] {spec.key} {flag}={value} seed {config.seed}"
+        status, result = run_or_reuse(config, train_fn, progress, wait=False)
+        if status == "busy":
+            say(f"{where}: being trained by another process, skipped")
+            continue
+        top = percent(result.get("metrics", {}).get(task.primary_metric))
+        wall = float(result.get("wall_time_s", 0))
+        say(
+            f"{where}: {metric_label(task.primary_metric)} {top}  {wall:.1f}s"
+            + ("  (finished before)" if status == "reused" else "")
+        )
+        if status != "reused":
+            tables()
+    results = tables()
+    say("")
+    say(_curves_markdown(results))
+    say(f"results: {out / 'sweep.md'} (also sweep.json, sweep.csv, sweep_{param}.png)")
+    return results
+
+
+def _curves_meta(
+    base: TrainConfig,
+    task: Task,
+    preset: str | None,
+    param: str,
+    values: Sequence[int],
+    specs: Sequence[LossSpec],
+    command: str | None,
+) -> dict[str, Any]:
+    """What a data sweep's ``sweep.json`` says of itself besides its runs and summary."""
+    return {
+        "task": task.name,
+        "dataset": base.dataset,
+        "arch": base.arch,
+        "preset": preset,
+        "param": param,
+        "values": list(values),
+        "losses": [spec.key for spec in specs],
+        "primary_metric": task.primary_metric,
+        "metric_names": list(task.metric_names),
+        "config": {
+            k: v for k, v in asdict(base).items() if k not in ("loss", "seed", "out", param)
+        },
+        "command": command,
+    }
+
+
+def _finished_seeds(out: Path, spec: LossSpec, param: str, value: int) -> list[int]:
+    prefix = run_dir_name(spec.slug, param, value, 0).removesuffix("0")
+    seeds = []
+    for path in out.glob(f"{prefix}*/result.json"):
+        tail = path.parent.name.removeprefix(prefix)
+        if tail.isdigit():
+            seeds.append(int(tail))
+    return sorted(seeds)
+
+
+def _collect_curves(
+    base: TrainConfig,
+    specs: Sequence[LossSpec],
+    param: str,
+    values: Sequence[int],
+    out: Path,
+    meta: dict[str, Any],
+) -> dict[str, Any]:
+    """Every finished run in ``out`` of the sweep's curves and values (any seed), checked to be
+    of the same recipe, summarised per (value, curve) against the first curve."""
+    primary, metric_names = meta["primary_metric"], meta["metric_names"]
+    values = sorted(values)  # the table's order, whatever order the runs are trained in
+    runs = []
+    for value in values:
+        for spec in specs:
+            for seed in _finished_seeds(out, spec, param, value):
+                config = _spec_config(base, spec, param, value, seed, out)
+                result = json.loads((Path(config.out) / "result.json").read_text("utf-8"))
+                differences = config_differences(result["config"], asdict(config))
+                if differences:
+                    raise ConfigError(
+                        f"{config.out} holds a finished run with another config "
+                        f"({'; '.join(differences)}); choose another --out or delete it"
+                    )
+                row = run_row(spec.key, seed, Path(config.out), "finished", result, metric_names)
+                runs.append({"param": param, "value": value, **row})
+    metric_names = [m for m in metric_names if any(r[m] is not None for r in runs)]
+    baseline = specs[0].key
+    seeds = sorted({row["seed"] for row in runs})
+    summary = []
+    footnote = ""
+    for value in values:
+        rows = [row for row in runs if row["value"] == value]
+        keys = [spec.key for spec in specs]
+        part = summarize(rows, keys, seeds, baseline, primary, metric_names, label=str)
+        footnote = part["footnote"]
+        base_rows = {r["seed"]: r[primary] for r in rows if r["loss"] == baseline}
+        for spec in specs:
+            entry = part["losses"][spec.key]
+            if not entry["n"]:  # no finished run yet: no time either (not NaN in the JSON)
+                entry["wall_time_s_mean"] = None
+            mine = {r["seed"]: r[primary] for r in rows if r["loss"] == spec.key}
+            paired = [
+                mine[s] - base_rows[s]
+                for s in sorted(mine)
+                if s in base_rows and mine[s] is not None and base_rows[s] is not None
+            ]
+            if not paired or spec.key == baseline:
+                delta_mean, delta_std = None, None
+            else:
+                delta_mean, delta_std = mean_std(paired)
+            config = _spec_config(base, spec, param, value, 0, out)
+            summary.append(
+                {
+                    "value": value,
+                    "loss": spec.key,
+                    "loss_name": spec.name,
+                    "label": spec.label,
+                    **entry,
+                    "delta_mean": delta_mean,
+                    "delta_std": delta_std,
+                    "delta_n": 0 if spec.key == baseline else len(paired),
+                    "ncd_ratio_init": ncd_ratio_at_init(config),
+                }
+            )
+    return {
+        "kind": "sweep-losses",
+        **meta,
+        "metric_names": metric_names,
+        "baseline": baseline,
+        "seeds": seeds,
+        "summary": summary,
+        "footnote": footnote,
+        "runs": runs,
+    }
+
+
+def _write_curves(results: dict[str, Any], out: Path) -> None:
+    """``sweep.{json,csv,md}`` and ``sweep_<param>.png`` of a data sweep, each atomically; a
+    figure that fails only warns (the tables are written first)."""
+    write_json_atomic(out / "sweep.json", results)
+    write_text_atomic(out / "sweep.csv", _curves_csv(results))
+    write_text_atomic(out / "sweep.md", _curves_markdown(results))
+    figure = out / f"sweep_{results['param']}.png"
+    if not any(
+        row.get(f"{results['primary_metric']}_mean") is not None for row in results["summary"]
+    ):
+        return
+    try:
+        loss_curves_figure(results, figure)
+    except Exception as error:  # the table is written; a figure must not lose it
+        warnings.warn(f"sweep figure {figure} failed: {error!r}", stacklevel=2)
+
+
+def _curves_csv(results: dict[str, Any]) -> str:
+    metrics = results["metric_names"]
+    columns = [results["param"], "loss", "n"]
+    columns += [f"{m}_{s}" for m in metrics for s in ("mean", "std")]
+    columns += ["delta_mean", "delta_std", "delta_n", "p_value", "ncd_ratio_init"]
+    columns += ["wall_time_s_mean"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in results["summary"]:
+        writer.writerow({results["param"]: row["value"], **{k: row.get(k) for k in columns[1:]}})
+    return buffer.getvalue()
+
+
+def _curves_markdown(results: dict[str, Any]) -> str:
+    param, primary, config = results["param"], results["primary_metric"], results["config"]
+    metrics, baseline = results["metric_names"], results["baseline"]
+    recipe = (
+        f"{config['optimizer']} lr {config['lr']:g}, {config['schedule']} schedule, "
+        f"batch {config['batch_size']}, {config['epochs']} epochs"
+        + (", bf16" if config["bf16"] else "")
+    )
+    name = "K" if param == "num_classes" else param
+    seeds = ", ".join(map(str, results["seeds"])) or "none finished yet"
+    lines = [
+        f"## {results['dataset']}, {results['arch']}: {metric_label(primary)} against {name}, "
+        "per loss",
+        "",
+        (f"Preset `{results['preset']}`: " if results["preset"] else "Recipe: ")
+        + f"{recipe}; {name} in {', '.join(map(str, results['values']))}; losses "
+        f"{', '.join(results['losses'])}; seeds found: {seeds}.",
+        "",
+    ]
+    header = [name, "loss", *[f"{metric_label(m)} (%)" for m in metrics]]
+    header += [f"Δ {metric_label(primary)} vs {baseline} (pp, paired)", f"p vs {baseline}"]
+    header += ["NCD ratio at init", "n", "wall time / run (s)"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in results["summary"]:
+        cells = [str(row["value"]), row["loss"], *[_seeds_cell(row, m) for m in metrics]]
+        if row["loss"] == baseline:
+            cells += ["—", "—"]
+        else:
+            cells += [_delta_cell(row), _p_cell(row, False)]
+        wall = row.get("wall_time_s_mean")
+        cells += [f"{row['ncd_ratio_init']:.3g}", str(row["n"])]
+        cells.append("n/a" if wall is None or not math.isfinite(wall) else f"{wall:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "mean ± sample standard deviation over the seeds finished (n); Δ: the loss's "
+        f"{metric_label(primary)} minus {baseline}'s on the same seed, averaged over the seeds "
+        "both finished. NCD ratio at init: summed |dL/dz| over positive logits / over negative "
+        "ones with equal logits (an untrained head), from frlr.torch.diagnostics.ncd_stats. "
+        + results["footnote"],
+        "",
+        *_gap_table(results, name),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _seeds_cell(row: dict[str, Any], name: str) -> str:
+    """A metric's mean ± std over seeds in per cent; no ± from one seed."""
+    if row.get(f"{name}_mean") is None or row["n"] > 1:
+        return _mean_cell(row, name)
+    return f"{100 * row[f'{name}_mean']:.2f}"
+
+
+def _delta_cell(row: dict[str, Any]) -> str:
+    if row["delta_mean"] is None:
+        return "n/a"
+    spread = f" ± {100 * row['delta_std']:.2f}" if row["delta_n"] > 1 else ""  # none from one
+    return f"{100 * row['delta_mean']:+.2f}{spread} (n = {row['delta_n']})"
+
+
+def _gap_table(results: dict[str, Any], name: str) -> list[str]:
+    """The same numbers, one row per value: the baseline's primary metric, then each other
+    loss's paired gap to it, each with its n (the compact form of the figure's left panel)."""
+    primary, baseline = results["primary_metric"], results["baseline"]
+    keys = results["losses"]
+    header = [
+        name,
+        f"{baseline} {metric_label(primary)} (%)",
+        *[f"{key} − {baseline}" for key in keys[1:]],
+    ]
+    lines = [
+        f"### {metric_label(primary)} gap to {baseline} per {name} (pp, paired by seed; n seeds)",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    by = {(row["value"], row["loss"]): row for row in results["summary"]}
+    for value in sorted({row["value"] for row in results["summary"]}):
+        base = by[value, baseline]
+        cells = [str(value), f"{_seeds_cell(base, primary)} (n = {base['n']})"]
+        for key in keys[1:]:
+            cells.append(_delta_cell(by[value, key]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines

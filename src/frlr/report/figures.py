@@ -18,7 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from frlr.experiments.figures import METRIC_AXIS, PARAM_AXIS, metric_axis_label, sweep_figure
+from frlr.experiments.figures import (
+    METRIC_AXIS,
+    PARAM_AXIS,
+    loss_curves_figure,
+    metric_axis_label,
+    sweep_figure,
+)
 from frlr.report.runs import Group
 from frlr.style import (
     COLUMN,
@@ -33,6 +39,7 @@ __all__ = [
     "METRIC_AXIS",
     "PARAM_AXIS",
     "curves_figure",
+    "loss_curves_figure",
     "metric_axis_label",
     "save_figure",
     "sweep_figure",

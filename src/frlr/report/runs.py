@@ -167,6 +167,14 @@ def load_experiment(path: str | Path) -> Experiment:
     if not path.is_dir():
         raise FileNotFoundError(f"RUN_DIR {str(path)!r} is not a directory")
     sweep = _read_json(path / "sweep.json")
+    if sweep is not None and sweep.get("kind") == "sweep-losses":
+        from frlr.config import ConfigError
+
+        raise ConfigError(
+            f"RUN_DIR {str(path)!r} is a sweep over {sweep.get('param')} for several losses: "
+            f"its report is sweep.md and sweep_{sweep.get('param')}.png there (rebuild them "
+            "with frlr sweep ... --no-train); frlr report draws comparisons and one-loss sweeps"
+        )
     saved = sweep if sweep is not None else _read_json(path / "results.json")
     run_dirs = sorted(
         p for p in path.iterdir() if p.is_dir() and p.name != "report" and _is_run_dir(p)
