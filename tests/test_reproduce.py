@@ -19,7 +19,7 @@ from test_benchmarks import QUICK_COMMANDS
 
 REPO = Path(__file__).resolve().parents[1]
 REPRODUCE = REPO / "benchmarks" / "reproduce.sh"
-STEPS_BUT_SPEED = ("main", "ncd", "tiny", "sweep", "recipes", "omniglot", "mosaic")
+STEPS_BUT_SPEED = ("main", "ncd", "tiny", "sweep", "kcurve", "recipes", "omniglot", "mosaic")
 
 
 @pytest.mark.slow
