@@ -9,7 +9,6 @@ Every error names the argument and the value.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import keras
@@ -46,18 +45,7 @@ def check_options(
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
-    check_finite(beta=beta, m=m, r=r, alpha=alpha)
     check_hyperparameters(beta=beta, m=m, r=r, alpha=alpha)
-
-
-def check_finite(**options: Any) -> None:
-    """ValueError naming a real-valued option that is NaN or inf: beta = inf gives an inf loss,
-    r = inf an overflow, m = NaN no count at all. Types and ranges are then checked by
-    ``frlr.catalogue.check_hyperparameters``, the check ``frlr.torch`` uses too."""
-    for name, value in options.items():
-        real = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if real and not math.isfinite(value):
-            raise ValueError(f"{name} must be finite, got {value!r}")
 
 
 def check_reference_reduction(normalization: str, reduction: Any) -> None:
