@@ -5,6 +5,7 @@
         --preset cpu --out runs/tiny-hslr
     frlr train ... --resume                   # continue an interrupted run from its checkpoint
     torchrun --standalone --nproc_per_node 2 -m frlr.cli train ...   # DDP: gloo CPU, NCCL GPU
+    torchrun ... train ... --classifier chunked --class-parallel     # + classifier sharded by class
 
 From Python: ``train(resolve_config("cpu", dataset="digits", loss="lr", out="runs/x"))``.
 
@@ -39,6 +40,17 @@ batch. Only rank 0 writes files and shows the progress bar; test metrics are com
 1/world of the test set per rank and combined (counts summed, or outputs gathered), so every
 rank gets the same numbers.
 
+Class-parallel (``--classifier chunked --class-parallel``, torchrun with 2 or more processes, at
+most one per class): rank r trains the contiguous rows of the classifier that
+:func:`frlr.torch.distributed.class_shard_sizes` gives it, outside DDP; the linear loss gathers
+the global batch, so each rank's loss is the global batch's mean (not scaled by the rank's
+share) and the backbone's DDP sums its gradients (``sum_allreduce_hook``). The run starts from
+the same whole model as without the flag and trains the same weights to round-off. After each
+epoch's training the shards are gathered into the network's whole (frozen) classifier on every
+rank, which evaluation and ``checkpoint.pt`` use; each rank also writes its shard and its
+optimiser state, and ``--resume`` with the same process count restores them bitwise
+(:mod:`frlr.class_parallel`: the files, and the memory this costs).
+
 The task (``--task``, default: the dataset's own) decides the targets and the metrics
 (:mod:`frlr.tasks`): class indices and top-k accuracy; training identities, then
 Rank-k/mAP of the query and gallery features with their camera ids; or multi-hot rows and mAP
@@ -51,7 +63,9 @@ Run directory: ``config.json``; ``metrics.jsonl``, one JSON object per epoch (``
 ``lr`` at the epoch's start, ``train_time_s``, ``epoch_time_s`` with the evaluation,
 ``images_per_s``, ``elapsed_s``); with ``ncd_every`` N, ``ncd.jsonl``: the NCD statistics of
 every N-th training batch (:class:`frlr.torch.NCDMonitor`, rank 0's shard); ``checkpoint.pt``
-(model, optimiser, scheduler, generator and RNG states of every rank, epoch, history);
+(model, optimiser, scheduler, generator and RNG states of every rank, epoch, history; with
+``--class-parallel`` the manifest of ``classifier-shard-{rank}-of-{world}-epoch-{E}.pt``, one per
+rank);
 ``result.json`` (final metrics, wall time, config, versions, hardware).
 """
 
@@ -690,7 +704,8 @@ def _step(
     augmentation (:func:`frlr.data.mixing.mix_batch`, drawing from the augmentation generator):
     the loss (and the NCD monitor) get the soft targets, the accuracy the dominant labels. Each
     rank's mean is weighted by its share of the global batch, so DDP's gradient average is the
-    gradient of the global batch mean even when the shards differ by one sample. With
+    gradient of the global batch mean even when the shards differ by one sample (with
+    ``--class-parallel`` the loss is the global batch's mean already, and DDP sums). With
     ``--classifier chunked`` the network returns its features and the loss takes them with
     the classifier's weight and bias; the logits are never formed (nor the top-1 class: it is
     found chunk by chunk).

@@ -18,7 +18,8 @@ backbone's gradient by the world size a second time; register :func:`sum_allredu
 DDP module (``ddp.register_comm_hook(None, sum_allreduce_hook)``) so that it sums. The sharded
 classifier itself must stay outside DDP: its gradient is per-rank and must not be reduced.
 
-:func:`class_shard_sizes` is the split ``frlr train --class-parallel`` uses: contiguous, in rank
+``frlr train --classifier chunked --class-parallel`` does all this for the toolkit's networks
+(:mod:`frlr.class_parallel`), with the split of :func:`class_shard_sizes`: contiguous, in rank
 order, the first ``K % world`` ranks one class more than the others.
 """
 
