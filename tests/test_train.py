@@ -18,9 +18,11 @@ import torch
 import frlr.io as io_module
 import frlr.torch as frlr_torch
 import frlr.train as train_module
+from frlr.class_parallel import ClassShard
 from frlr.data import ImageArrays
 from frlr.io import write_text_atomic
 from frlr.presets import available_presets, load_preset
+from frlr.torch.distributed import class_shard_sizes
 from frlr.train import (
     ConfigError,
     TrainConfig,
@@ -449,3 +451,29 @@ def test_chunked_classifier_takes_multilabel_targets_as_positive_lists():
 def test_chunked_classifier_configs_are_checked(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
         digits_config(tmp_path, **overrides)
+
+
+# --------------------------------------------------------------------------- --class-parallel
+# (the two-process runs are in test_ddp.py)
+
+
+def test_class_parallel_needs_the_chunked_classifier(tmp_path):
+    with pytest.raises(ConfigError, match="--class-parallel shards the classifier of --classifier"):
+        digits_config(tmp_path, class_parallel=True)
+
+
+def test_class_parallel_in_one_process_is_refused_before_the_run_starts(tmp_path):
+    config = digits_config(tmp_path, classifier="chunked", class_parallel=True)
+    with pytest.raises(ConfigError, match="this run has 1 process; launch it with torchrun"):
+        train(config, log=None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_class_parallel_splits_the_classes_contiguously_and_needs_one_per_rank():
+    assert class_shard_sizes(10, 4) == [3, 3, 2, 2]
+    assert class_shard_sizes(9, 2) == [5, 4]
+    assert class_shard_sizes(6, 3) == [2, 2, 2]
+    with pytest.raises(ValueError, match="2 classes cannot be split over 3 ranks"):
+        class_shard_sizes(2, 3)
+    with pytest.raises(ConfigError, match="the 2 classes cannot be split over 3 processes"):
+        ClassShard(torch.nn.Linear(4, 2), world=3, rank=0)

@@ -103,6 +103,11 @@ class TrainConfig:
         "materialised (logits, then the loss) or chunked: the network's last Linear fused with "
         "the loss in class chunks, never holding the N x K logits (frlr.torch.linear)",
     )
+    class_parallel: bool = _option(
+        False,
+        "under torchrun with --classifier chunked: shard the classifier by class over the "
+        "processes, each training its own contiguous rows (frlr.torch.distributed)",
+    )
     # the loss (hyper-parameters: None is the loss's default)
     loss: str = _option(
         "sr", f"{', '.join(LOSS_NAMES[:-1])} or {LOSS_NAMES[-1]} (default sr; multilabel: lr)"
@@ -256,6 +261,7 @@ def validate(config: TrainConfig) -> TrainConfig:
         _coerce(f.name, getattr(config, f.name), "config")
     config = _check_names(config)
     _check_loss(config)
+    _check_class_parallel(config)
     _check_numbers(config)
     _check_device(config.device)
     return config
@@ -366,6 +372,18 @@ def _check_loss(config: TrainConfig) -> None:
         raise ConfigError(
             f"{', '.join(given)} make soft targets, which --classifier chunked does not take (its "
             "losses take class indices or positive lists); use --classifier materialised"
+        )
+
+
+def _check_class_parallel(config: TrainConfig) -> None:
+    """``class_parallel`` shards the chunked classifier: it needs ``--classifier chunked``. The
+    process count (at least 2, at most the class count) is checked by the training loop, which
+    knows both."""
+    if config.class_parallel and config.classifier != "chunked":
+        raise ConfigError(
+            "--class-parallel shards the classifier of --classifier chunked over the processes; "
+            f"got --classifier {config.classifier} (pass --classifier chunked, or leave "
+            "--class-parallel out)"
         )
 
 
