@@ -451,13 +451,14 @@ def test_unit_weights_without_smoothing_are_todays_targets_exactly(name, reducti
 
 
 @pytest.mark.parametrize("name", list(LINEAR))
-def test_a_mixup_pair_of_one_label_is_that_label(name):
-    """lam + (1 - lam) of a class listed twice counts as exactly 1 (float32 round-off), as the
-    dense mix lerp(e_y, e_y, lam) = e_y: at eps = 0 HS-LR then never selects the class."""
+def test_weights_of_one_class_summing_to_one_make_that_class(name):
+    """Weights of a class listed more than once that sum to 1 up to float32 round-off (these
+    three sum to 1 - 2^-24 in float32) count as exactly 1, as the dense mix lerp(e_y, e_y, lam)
+    = e_y of a mixup pair that agrees: at eps = 0 HS-LR then never selects the class."""
     x, w, b, y = _problem(n=8, d=8, k=200, dtype=torch.float32, seed=24)
-    lam = torch.tensor(0.7)
-    pairs = torch.stack([y, y], 1)
-    weights = torch.stack([lam, 1 - lam]).expand(8, 2)
+    split = torch.tensor([0.16075371633976843, 0.3160129004112631, 0.5232333832489683])
+    pairs = torch.stack([y, y, y], 1)
+    weights = split.expand(8, 3)
     one = torch.ones(8, 1)
     loss = LINEAR[name](x, w, pairs, bias=b, target_weights=weights, **HYPER[name])
     want = LINEAR[name](x, w, y[:, None], bias=b, target_weights=one, **HYPER[name])
