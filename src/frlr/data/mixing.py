@@ -90,11 +90,13 @@ class SparseMixedBatch:
     """A training batch after :func:`mix_batch_sparse`: :func:`mix_batch`'s, its targets sparse.
 
     Attributes:
-        images, dominant, lam: as in :class:`MixedBatch` (the same values from the same draws).
+        images: the mixed (N, C, H, W) float batch, :func:`mix_batch`'s from the same draws.
         targets: the class indices (N,) when nothing is mixed, else each row's own label and
             its partner's, (N, 2) int64.
         target_weights: None when nothing is mixed, else (N, 2) float32 rows (lam, 1 - lam).
         label_smoothing: eps, for the loss to spread: t = (1 - eps) sparse + eps / K.
+        dominant: as in :class:`MixedBatch`.
+        lam: as in :class:`MixedBatch`.
 
     Examples:
         >>> import torch

@@ -1269,8 +1269,9 @@ class LinearLRLoss(_LinearLoss):
     """Module form of :func:`linear_lr_loss`.
 
     Args:
-        label_smoothing, reduction, ignore_index, chunk_size, process_group, class_offset,
-            num_classes: as in :func:`linear_lr_loss`, keyword-only.
+        label_smoothing: as in :func:`linear_lr_loss` (a call may pass its own), keyword-only.
+        reduction, ignore_index, chunk_size, process_group, class_offset, num_classes: as in
+            :func:`linear_lr_loss`, keyword-only.
         hyper: the loss's hyper-parameters by name (none), default the paper's.
 
     Examples:
@@ -1290,8 +1291,9 @@ class LinearSSLRLoss(_LinearLoss):
     """Module form of :func:`linear_ss_lr_loss` (r = 2, beta = 10 as in the paper).
 
     Args:
-        label_smoothing, reduction, ignore_index, chunk_size, process_group, class_offset,
-            num_classes: as in :func:`linear_lr_loss`, keyword-only.
+        label_smoothing: as in :func:`linear_lr_loss` (a call may pass its own), keyword-only.
+        reduction, ignore_index, chunk_size, process_group, class_offset, num_classes: as in
+            :func:`linear_lr_loss`, keyword-only.
         hyper: the loss's hyper-parameters by name (r, beta), default the paper's.
 
     Examples:
@@ -1312,8 +1314,9 @@ class LinearHSLRLoss(_LinearLoss):
     """Module form of :func:`linear_hs_lr_loss` (beta = 10, m = 25 as in the paper).
 
     Args:
-        label_smoothing, reduction, ignore_index, chunk_size, process_group, class_offset,
-            num_classes: as in :func:`linear_lr_loss`, keyword-only.
+        label_smoothing: as in :func:`linear_lr_loss` (a call may pass its own), keyword-only.
+        reduction, ignore_index, chunk_size, process_group, class_offset, num_classes: as in
+            :func:`linear_lr_loss`, keyword-only.
         hyper: the loss's hyper-parameters by name (beta, m), default the paper's.
 
     Examples:
@@ -1334,8 +1337,9 @@ class LinearSRLoss(_LinearLoss):
     """Module form of :func:`linear_sr_loss` (softmax cross-entropy, the baseline).
 
     Args:
-        label_smoothing, reduction, ignore_index, chunk_size, process_group, class_offset,
-            num_classes: as in :func:`linear_lr_loss`, keyword-only.
+        label_smoothing: as in :func:`linear_lr_loss` (a call may pass its own), keyword-only.
+        reduction, ignore_index, chunk_size, process_group, class_offset, num_classes: as in
+            :func:`linear_lr_loss`, keyword-only.
         hyper: the loss's hyper-parameters by name (none), default the paper's.
 
     Examples:
