@@ -207,7 +207,8 @@ def _local_weights(
     repeats = torch.zeros_like(run).scatter_add_(1, run, torch.ones_like(run))
     merged = torch.full_like(positives, -1).scatter_(1, run, classes)
     summed = torch.where(merged >= 0, summed, 0.0)
-    slack = positives.shape[1] * torch.finfo(target_weights.dtype).eps
+    rounding = max(torch.finfo(target_weights.dtype).eps, torch.finfo(dtype).eps)
+    slack = positives.shape[1] * rounding  # of P weights, rounded to the compute dtype
     if bool((summed > 1 + slack).any()):
         row, place = (summed > 1 + slack).nonzero()[0].tolist()
         raise ValueError(
