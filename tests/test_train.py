@@ -406,15 +406,19 @@ def test_config_differences_ignores_where_and_how_fast():
 # --------------------------------------------------------------------------- chunked classifier
 
 
+@pytest.mark.parametrize("soft", [{}, {"mixup": 0.2, "label_smoothing": 0.1}])
 @pytest.mark.parametrize("loss", ["ss-lr", "hs-lr", "sr"])
-def test_chunked_classifier_trains_the_same_weights_as_the_materialised_head(tmp_path, loss):
+def test_chunked_classifier_trains_the_same_weights_as_the_materialised_head(tmp_path, loss, soft):
     """--classifier chunked fuses the network's last Linear with the loss: on digits the run
-    matches the materialised head's to float round-off, weights, losses and accuracies."""
+    matches the materialised head's to float round-off, weights, losses and accuracies. With
+    mixup and label smoothing it sees the same images and the sparse form of the same soft
+    targets (two labels a row, lam and 1 - lam, eps)."""
     runs = {}
     for classifier in ("materialised", "chunked"):
         config = digits_config(
-            tmp_path / classifier, loss=loss, classifier=classifier, epochs=1, batch_size=64
-        )
+            tmp_path / classifier, loss=loss, classifier=classifier, epochs=1, batch_size=64,
+            **soft,
+        )  # fmt: skip
         runs[classifier] = train(config, log=None)
     one, two = (
         torch.load(tmp_path / c / "run" / "checkpoint.pt", weights_only=True)
@@ -446,6 +450,15 @@ def test_chunked_classifier_takes_multilabel_targets_as_positive_lists():
         ({"classifier": "sparse"}, "unknown classifier 'sparse'"),
         ({"classifier": "chunked", "loss": "hs-sr"}, "--classifier chunked takes the losses"),
         ({"classifier": "chunked", "ncd_every": 5}, "--ncd-every"),
+        (
+            {
+                "classifier": "chunked",
+                "dataset": "mosaic-tiny-imagenet",
+                "loss": "lr",
+                "cutmix": 1.0,
+            },
+            "--cutmix make soft targets, which --classifier chunked takes for class indices",
+        ),
     ],
 )
 def test_chunked_classifier_configs_are_checked(tmp_path, overrides, message):

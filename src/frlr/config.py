@@ -101,7 +101,8 @@ class TrainConfig:
     classifier: str = _option(
         "materialised",
         "materialised (logits, then the loss) or chunked: the network's last Linear fused with "
-        "the loss in class chunks, never holding the N x K logits (frlr.torch.linear)",
+        "the loss in class chunks, never holding the N x K logits (frlr.torch.linear); its "
+        "soft targets (--mixup, --cutmix, --label-smoothing) stay sparse: two labels a row",
     )
     class_parallel: bool = _option(
         False,
@@ -368,10 +369,11 @@ def _check_loss(config: TrainConfig) -> None:
             "probabilities, the paper's ablation) takes class indices only; use sr, lr, hs-lr "
             "or ss-lr, or leave the soft-target flags at 0"
         )
-    if given and config.classifier == "chunked":
+    if given and config.classifier == "chunked" and task.name == "multilabel":
         raise ConfigError(
-            f"{', '.join(given)} make soft targets, which --classifier chunked does not take (its "
-            "losses take class indices or positive lists); use --classifier materialised"
+            f"{', '.join(given)} make soft targets, which --classifier chunked takes for class "
+            "indices only (as two labels a row, their weights and eps); multi-hot rows mix and "
+            "smooth densely (eps/2 per label): use --classifier materialised for --task multilabel"
         )
 
 

@@ -124,7 +124,7 @@ from frlr.data.augment import (
     normalize,
     num_batches,
 )
-from frlr.data.mixing import mix_batch
+from frlr.data.mixing import mix_batch, mix_batch_sparse
 from frlr.io import load_checkpoint, save_torch_atomic, write_json_atomic, write_text_atomic
 from frlr.models import build_model
 from frlr.ncd import truncate_history
@@ -702,7 +702,9 @@ def _step(
 
     With mixup, CutMix or label smoothing on, the normalised batch is mixed after the
     augmentation (:func:`frlr.data.mixing.mix_batch`, drawing from the augmentation generator):
-    the loss (and the NCD monitor) get the soft targets, the accuracy the dominant labels. Each
+    the loss (and the NCD monitor) get the soft targets, the accuracy the dominant labels; the
+    chunked classifier gets them in sparse form (:func:`frlr.data.mixing.mix_batch_sparse`,
+    the same draws: each row's two labels, their weights and eps, never an (N, K) row). Each
     rank's mean is weighted by its share of the global batch, so DDP's gradient average is the
     gradient of the global batch mean even when the shards differ by one sample (with
     ``--class-parallel`` the loss is the global batch's mean already, and DDP sums). With
@@ -717,16 +719,20 @@ def _step(
         )
     x = normalize(images, data.mean, data.std)
     labels = targets
+    soft: dict[str, Any] = {}  # the chunked loss's sparse soft targets
     if config.mixup or config.cutmix or config.label_smoothing:
-        mixed = mix_batch(
-            x,
-            targets,
-            session.augment_generator,
-            num_classes=data.num_classes,
-            mixup=config.mixup,
-            cutmix=config.cutmix,
-            label_smoothing=config.label_smoothing,
-        )
+        mixing = {
+            "mixup": config.mixup,
+            "cutmix": config.cutmix,
+            "label_smoothing": config.label_smoothing,
+        }
+        if config.classifier == "chunked":
+            mixed = mix_batch_sparse(x, targets, session.augment_generator, **mixing)
+            soft = mixed.loss_options()
+        else:
+            mixed = mix_batch(
+                x, targets, session.augment_generator, num_classes=data.num_classes, **mixing
+            )
         x, targets, labels = mixed.images, mixed.targets, mixed.dominant
     x = _memory_format(x, config.channels_last)
     with torch.autocast(session.process.device.type, torch.bfloat16, config.bf16):
@@ -734,7 +740,7 @@ def _step(
             features = session.net(x)
             head = session.model.classifier if session.shard is None else session.shard
             target = positive_lists(targets) if targets.is_floating_point() else targets
-            loss = session.criterion(features, head.weight, target, head.bias)
+            loss = session.criterion(features, head.weight, target, head.bias, **soft)
         else:
             logits = session.net(x)
             loss = session.criterion(logits, targets)
