@@ -157,6 +157,31 @@ def test_a_class_parallel_classifier_trains_the_same_weights_as_a_whole_one(
     assert len(two["optimizer"]["state"]) == len(one["optimizer"]["state"]) - 2  # backbone only
 
 
+def test_class_parallel_soft_targets_train_the_same_weights_as_a_whole_classifier(tmp_path):
+    """Mixup and label smoothing under --class-parallel: the sparse soft targets are gathered
+    with their weights, and the shards train the unsharded run's weights. SS-LR: HS-LR's hard
+    selection is discontinuous, so a last-bit difference between the two runs' matrix products
+    may move one class across the threshold and the weights apart by more than round-off."""
+    settings = {
+        **CLASS_PARALLEL,
+        "loss": "ss-lr",
+        "epochs": 1,
+        "augment": False,
+        "mixup": 0.2,
+        "label_smoothing": 0.1,
+    }
+    for name, flags in (("sharded", ("--class-parallel",)), ("whole", ())):
+        process = torchrun_train(tmp_path / name, 2, settings, *flags)
+        assert process.returncode == 0, process.stderr[-3000:]
+    one = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
+    two = torch.load(tmp_path / "sharded" / "checkpoint.pt", weights_only=True)
+    for name, weight in one["model"].items():
+        torch.testing.assert_close(two["model"][name], weight, rtol=0, atol=1e-6, msg=name)
+    assert two["history"][-1]["train_loss"] == pytest.approx(
+        one["history"][-1]["train_loss"], abs=1e-6
+    )
+
+
 def test_a_resumed_class_parallel_run_ends_with_the_same_shards(tmp_path, class_parallel_run):
     """Each rank's shard, its optimiser state and its random streams come back bitwise. (Another
     number of processes is refused, naming both, as for any DDP run: ``_resume``.)"""
