@@ -43,6 +43,9 @@ def sample_loss(
         return sum(
             w[k] * (t[k] * neg_log_p(z[k]) + (1 - t[k]) * neg_log_1m_p(z[k])) for k in range(K)
         )
+    if name == "sr":  # Eq. 4, soft targets allowed: the soft cross-entropy
+        log_q = z - torch.logsumexp(z, 0)
+        return -sum(w[k] * t[k] * log_q[k] for k in range(K))
     if name == "hs-sr":  # Eq. 5 on softmax probabilities, single positive
         (y,) = positives
         log_q = z - torch.logsumexp(z, 0)

@@ -1,12 +1,14 @@
 """Mixup, CutMix and label smoothing batches (frlr.data.mixing): mass is preserved, a seed fixes
-the batch, CutMix's lambda is the share of pixels a sample keeps, and bad values are refused."""
+the batch, CutMix's lambda is the share of pixels a sample keeps, bad values are refused, and
+the sparse form (for the logits-free losses) is the dense batch from the same draws."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from frlr.data.mixing import cutmix_box, mix_batch, mix_targets, smooth_targets
+import frlr.torch as frlr
+from frlr.data.mixing import cutmix_box, mix_batch, mix_batch_sparse, mix_targets, smooth_targets
 
 K = 10
 
@@ -209,6 +211,63 @@ def test_bad_batches_are_refused():
         smooth_targets(torch.zeros(8, 3, dtype=torch.long), K)
     with pytest.raises(ValueError, match="num_classes must be an int >= 2, got 1"):
         smooth_targets(labels, 1)
+
+
+# --------------------------------------------------------------------------- the sparse form
+
+
+def _densify(sparse, num_classes: int) -> torch.Tensor:
+    """t = (1 - eps) sum_p weight_p e_{class_p} + eps / K of a sparse batch's targets."""
+    classes = sparse.targets if sparse.targets.dim() == 2 else sparse.targets[:, None]
+    weights = sparse.target_weights
+    weights = torch.ones(classes.shape) if weights is None else weights
+    rows = torch.arange(len(classes)).repeat_interleave(classes.shape[1])
+    dense = torch.zeros(len(classes), num_classes)
+    dense.index_put_((rows, classes.reshape(-1)), weights.reshape(-1), accumulate=True)
+    eps = sparse.label_smoothing
+    return dense * (1 - eps) + eps / num_classes
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"label_smoothing": 0.1},
+        {"mixup": 0.2},
+        {"cutmix": 1.0, "label_smoothing": 0.2},
+        {"mixup": 0.2, "cutmix": 1.0, "label_smoothing": 0.1},
+    ],
+)
+def test_the_sparse_form_is_the_dense_batch_from_the_same_draws(options):
+    images, labels = batch(n=9)  # odd: the middle sample is its own partner
+    images = images + torch.randn(images.shape, generator=seeded(9))
+    labels[2] = labels[6]  # a pair that agrees: lam + (1 - lam) of one class
+    for seed in range(4):
+        dense = mix_batch(images, labels, seeded(seed), num_classes=K, **options)
+        sparse = mix_batch_sparse(images, labels, seeded(seed), **options)
+        for name in ("images", "dominant", "lam"):
+            assert torch.equal(getattr(sparse, name), getattr(dense, name)), name
+        torch.testing.assert_close(_densify(sparse, K), dense.targets, rtol=0, atol=1e-6)
+        # and the logits-free loss on the sparse form is the materialised one on the dense rows
+        features = torch.randn(9, 4, generator=seeded(seed))
+        head = torch.nn.Linear(4, K)
+        for linear, materialised in (
+            (frlr.linear_hs_lr_loss, frlr.hs_lr_loss),
+            (frlr.linear_sr_loss, frlr.sr_loss),
+        ):
+            got = linear(features, head.weight, sparse.targets, bias=head.bias,
+                         **sparse.loss_options())  # fmt: skip
+            want = materialised(head(features), dense.targets)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_the_sparse_form_takes_class_indices_only():
+    images, labels = batch()
+    with pytest.raises(ValueError, match="mix_batch_sparse takes class indices"):
+        mix_batch_sparse(images, multi_hot(), seeded(), mixup=0.2)
+    with pytest.raises(ValueError, match="label_smoothing must be finite, >= 0 and < 1"):
+        mix_batch_sparse(images, labels, seeded(), label_smoothing=1.0)
+    with pytest.raises(ValueError, match="7 targets for 8 images"):
+        mix_batch_sparse(images, labels[:7], mixup=0.2)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

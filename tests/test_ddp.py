@@ -97,3 +97,83 @@ def test_two_processes_with_a_chunked_classifier_train_the_same_weights_as_one(t
     for name, weight in one["model"].items():
         torch.testing.assert_close(two["model"][name], weight, rtol=0, atol=1e-5, msg=name)
     assert two["history"][-1]["train_loss"] == pytest.approx(single["train_loss"], abs=1e-6)
+
+
+# --------------------------------------------------------------------------- --class-parallel
+
+CLASS_PARALLEL = {
+    **SETTINGS,
+    "classifier": "chunked",
+    "loss": "hs-lr",
+    "num_classes": 9,  # split 5 / 4 over the two ranks
+    "augment": True,  # per-rank augmentation: the resume must restore each rank's stream
+    "epochs": 2,
+}
+"""Unequal shards of the classes and, in the last batch of 1,293 digits, of the batch (7 / 6)."""
+
+
+def shard_names(epoch: int) -> list[str]:
+    return [f"classifier-shard-{rank}-of-2-epoch-{epoch}.pt" for rank in range(2)]
+
+
+def shard_files(run_dir) -> list[str]:
+    return sorted(path.name for path in run_dir.glob("classifier-shard-*"))
+
+
+@pytest.fixture(scope="module")
+def class_parallel_run(tmp_path_factory):
+    """A finished two-process --class-parallel run, shared by the tests below."""
+    out = tmp_path_factory.mktemp("class-parallel") / "straight"
+    process = torchrun_train(out, 2, CLASS_PARALLEL, "--class-parallel")
+    assert process.returncode == 0, process.stderr[-3000:]
+    return out
+
+
+def test_a_class_parallel_classifier_trains_the_same_weights_as_a_whole_one(
+    tmp_path, class_parallel_run
+):
+    """Each rank trains its rows of the classifier, and the backbone's DDP sums: the same
+    weights and metrics as the same two processes without --class-parallel (same global
+    batch); the saved model holds the whole classifier, gathered."""
+    whole = torchrun_train(tmp_path / "whole", 2, CLASS_PARALLEL)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    one = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
+    two = torch.load(class_parallel_run / "checkpoint.pt", weights_only=True)
+    assert two["model"]["classifier.weight"].shape == (9, 256)
+    for name, weight in one["model"].items():
+        torch.testing.assert_close(two["model"][name], weight, rtol=0, atol=1e-5, msg=name)
+    for mine, theirs in zip(two["history"], one["history"], strict=True):
+        for key in ("train_loss", "train_acc", "test_top1", "test_top5"):
+            assert mine[key] == pytest.approx(theirs[key], abs=1e-6), key
+    manifest = two["class_shards"]
+    assert manifest["sizes"] == [5, 4] and manifest["files"] == shard_names(2)
+    assert shard_files(class_parallel_run) == manifest["files"]  # the epoch-1 files are gone
+    for rank, (offset, size) in enumerate([(0, 5), (5, 4)]):
+        shard = torch.load(class_parallel_run / manifest["files"][rank], weights_only=True)
+        rows = slice(offset, offset + size)
+        assert torch.equal(shard["weight"], two["model"]["classifier.weight"][rows])
+        assert torch.equal(shard["bias"], two["model"]["classifier.bias"][rows])
+        assert set(shard["optimizer"]) == {"weight", "bias"}
+    assert len(two["optimizer"]["state"]) == len(one["optimizer"]["state"]) - 2  # backbone only
+
+
+def test_a_resumed_class_parallel_run_ends_with_the_same_shards(tmp_path, class_parallel_run):
+    """Each rank's shard, its optimiser state and its random streams come back bitwise. (Another
+    number of processes is refused, naming both, as for any DDP run: ``_resume``.)"""
+    split = tmp_path / "split"
+    stopped = torchrun_train(split, 2, CLASS_PARALLEL, "--class-parallel", "--stop-after", "1")
+    assert stopped.returncode == 0 and "continue with --resume" in stopped.stdout
+    assert shard_files(split) == shard_names(1)
+    resumed = torchrun_train(split, 2, CLASS_PARALLEL, "--class-parallel", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = torch.load(class_parallel_run / "checkpoint.pt", weights_only=True)
+    b = torch.load(split / "checkpoint.pt", weights_only=True)
+    for name, weight in a["model"].items():
+        assert torch.equal(b["model"][name], weight), name
+    for name in shard_names(2):
+        want = torch.load(class_parallel_run / name, weights_only=True)
+        got = torch.load(split / name, weights_only=True)
+        assert torch.equal(got["weight"], want["weight"]) and torch.equal(got["bias"], want["bias"])
+        for param, state in want["optimizer"].items():
+            assert torch.equal(got["optimizer"][param]["momentum_buffer"], state["momentum_buffer"])
+    assert shard_files(split) == shard_names(2)

@@ -3,7 +3,9 @@
 Values and the three gradients (features, weight, bias), every reduction, ignore_index,
 positive lists against the equivalent multi-hot target, chunk sizes 1, odd and K, bf16 inputs
 and logits of 1e4; HS-LR's streamed threshold against the materialised top-k, ties included;
-no N x K tensor is ever allocated; bad inputs raise naming the argument.
+no N x K tensor is ever allocated; bad inputs raise naming the argument. Sparse soft targets
+(``target_weights``, ``label_smoothing``) against the materialised loss on the dense target and
+that against the float64 reference.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import frlr.torch as frlr
 from frlr.torch import _streamed_selection as selection
 from frlr.torch import linear
+from loss_reference import reference_loss
 
 LINEAR = {
     "lr": frlr.linear_lr_loss,
@@ -70,9 +73,7 @@ def test_equals_the_materialised_loss_float64(name, reduction, chunk_size):
     x, w, b, y = _problem()
     y[3] = -100  # an ignored row
     weights = torch.rand(12, dtype=torch.float64) if reduction == "none" else None
-    got, want = _both(
-        name, x, w, b, y, weights=weights, reduction=reduction, chunk_size=chunk_size
-    )
+    got, want = _both(name, x, w, b, y, weights=weights, reduction=reduction, chunk_size=chunk_size)
     _assert_same(got, want, rtol=1e-10, atol=1e-12)
 
 
@@ -286,9 +287,7 @@ def test_bad_inputs_name_the_argument(change, error, match):
     x, w, b, y = _problem(dtype=torch.float32)
     args = {"features": x, "weight": w, "target": y, "bias": b, **change}
     with pytest.raises(error, match=match):
-        frlr.linear_ss_lr_loss(
-            args.pop("features"), args.pop("weight"), args.pop("target"), **args
-        )
+        frlr.linear_ss_lr_loss(args.pop("features"), args.pop("weight"), args.pop("target"), **args)
 
 
 def test_softmax_takes_class_indices_only():
@@ -325,3 +324,201 @@ def test_a_frozen_classifier_or_frozen_features(name):
     grads = torch.autograd.grad(frozen_x, (w, b))
     torch.testing.assert_close(grads[0], want[1])
     torch.testing.assert_close(grads[1], want[2])
+
+
+# ---------------------------------------------------------------------------------------------
+# Soft targets: class lists with target_weights, and label_smoothing
+# ---------------------------------------------------------------------------------------------
+
+
+def _soft_target(n: int, k: int, seed: int = 20):
+    """(N, 4) class lists with ignore padding, their weights, and the dense sum of the weights:
+    a row of pure padding, a class listed twice (summed), a weight of exactly 1 (HS-LR's only
+    non-candidate at eps = 0), a weight of 0."""
+    g = torch.Generator().manual_seed(seed)
+    lists = torch.stack([torch.randperm(k, generator=g)[:4] for _ in range(n)])
+    weights = torch.rand(n, 4, generator=g, dtype=torch.float64) * 0.5
+    lists[:, 3] = -100
+    weights[:, 3] = 7.0  # padding: ignored whatever its weight
+    lists[1] = -100
+    lists[2, 1] = lists[2, 0]  # listed twice: weights summed
+    weights[3, 0] = 1.0
+    weights[4, 2] = 0.0
+    dense = torch.zeros(n, k, dtype=torch.float64)
+    for i, row in enumerate(lists.tolist()):
+        for p, c in enumerate(row):
+            if c >= 0:
+                dense[i, c] += weights[i, p]
+    return lists, weights, dense
+
+
+def _through_logits(name, x, w, b, dense, reduction, upstream, kept=None, fn=None):
+    """(loss, grads of x, w, b) of a loss of the logits on the dense target ``dense`` of the
+    rows ``kept`` (all when None); the other rows' losses are 0."""
+    kept = torch.arange(x.shape[0]) if kept is None else kept
+    logits = x @ w.T if b is None else x @ w.T + b
+    fn = fn or (lambda z, t, **o: MATERIALISED[name](z, t, **HYPER[name], **o))
+    loss = fn(logits[kept], dense[kept], reduction=reduction)
+    if reduction == "none":
+        loss = torch.zeros(x.shape[0], dtype=loss.dtype).index_put((kept,), loss)
+    total = loss.sum() if upstream is None else (loss * upstream).sum()
+    inputs = (x, w) if b is None else (x, w, b)
+    return loss, torch.autograd.grad(total, inputs)
+
+
+@pytest.mark.parametrize("name", list(LINEAR))
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_soft_targets_equal_the_materialised_loss_and_the_reference(
+    name, reduction, eps, with_bias
+):
+    x, w, b, _ = _problem(n=10, k=40, seed=21)
+    b = b if with_bias else None
+    lists, weights, sparse = _soft_target(10, 40)
+    dense = (1 - eps) * sparse + eps / 40
+    upstream = torch.rand(10, dtype=torch.float64) if reduction == "none" else None
+    want = _through_logits(name, x, w, b, dense, reduction, upstream)
+    exact = _through_logits(
+        name, x, w, b, dense, reduction, upstream,
+        fn=lambda z, t, **o: reference_loss(name, z, t, **HYPER[name], **o),
+    )  # fmt: skip
+    _assert_close_grads(want, exact)
+    for chunk_size in (1, 7, 40):
+        loss = LINEAR[name](
+            x, w, lists, bias=b, target_weights=weights, label_smoothing=eps,
+            reduction=reduction, chunk_size=chunk_size, **HYPER[name],
+        )  # fmt: skip
+        total = loss.sum() if upstream is None else (loss * upstream).sum()
+        got = (loss, torch.autograd.grad(total, (x, w) if b is None else (x, w, b)))
+        _assert_close_grads(got, want)
+
+
+def _assert_close_grads(got, want):
+    (loss, grads), (loss_m, grads_m) = got, want
+    torch.testing.assert_close(loss, loss_m, rtol=1e-10, atol=1e-12)
+    for label, a, c in zip(("features", "weight", "bias"), grads, grads_m, strict=False):
+        torch.testing.assert_close(a, c, rtol=1e-10, atol=1e-12, msg=lambda m, n=label: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("name", list(LINEAR))
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_label_smoothing_of_class_indices_with_ignored_rows(name, reduction):
+    """Index targets (N,) smoothed: t = (1 - eps) onehot(y) + eps/K on the rows kept, the
+    ignored rows dropped (their loss 0, outside the mean); HS-LR's true class is a candidate."""
+    x, w, b, y = _problem(n=12, k=40, seed=22)
+    y[[2, 7]] = -100
+    kept = (y != -100).nonzero()[:, 0]
+    dense = F.one_hot(y.clamp(min=0), 40).double() * 0.8 + 0.2 / 40
+    upstream = torch.rand(12, dtype=torch.float64) if reduction == "none" else None
+    want = _through_logits(name, x, w, b, dense, reduction, upstream, kept)
+    for chunk_size in (1, 9):
+        loss = LINEAR[name](
+            x, w, y, bias=b, label_smoothing=0.2, reduction=reduction, chunk_size=chunk_size,
+            **HYPER[name],
+        )  # fmt: skip
+        total = loss.sum() if upstream is None else (loss * upstream).sum()
+        _assert_close_grads((loss, torch.autograd.grad(total, (x, w, b))), want)
+    if name == "sr":  # and F.cross_entropy's own smoothing of class indices
+        torch.testing.assert_close(
+            frlr.linear_sr_loss(x, w, y, bias=b, label_smoothing=0.2, reduction=reduction),
+            F.cross_entropy(x @ w.T + b, y, label_smoothing=0.2, reduction=reduction),
+        )
+
+
+@pytest.mark.parametrize("name", list(LINEAR))
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_unit_weights_without_smoothing_are_todays_targets_exactly(name, reduction):
+    """target_weights of 1 and eps = 0 are the plain positive lists (bit for bit); for SR,
+    lists of one class are its class indices."""
+    x, w, b, y = _problem(n=16, d=8, k=300, dtype=torch.float32, seed=23)
+    lists = torch.stack([y, (y + 1) % 300, (y + 7) % 300], 1)
+    lists[0, 2], lists[1] = -100, -100
+    plain, weighted = (y, y[:, None]) if name == "sr" else (lists, lists)
+    runs = []
+    for target, options in (
+        (plain, {}),
+        (weighted, {"target_weights": torch.ones(weighted.shape)}),
+    ):
+        options = {**options, "label_smoothing": 0.0}
+        loss = LINEAR[name](
+            x, w, target, bias=b, reduction=reduction, chunk_size=37, **HYPER[name], **options
+        )
+        runs.append((loss, torch.autograd.grad(loss.sum(), (x, w, b))))
+    (loss, grads), (loss_w, grads_w) = runs
+    assert torch.equal(loss, loss_w)
+    assert all(torch.equal(a, c) for a, c in zip(grads, grads_w, strict=True))
+
+
+@pytest.mark.parametrize("name", list(LINEAR))
+def test_weights_of_one_class_summing_to_one_make_that_class(name):
+    """Weights of a class listed more than once that sum to 1 up to float32 round-off (these
+    three sum to 1 - 2^-24 in float32) count as exactly 1, as the dense mix lerp(e_y, e_y, lam)
+    = e_y of a mixup pair that agrees: at eps = 0 HS-LR then never selects the class."""
+    x, w, b, y = _problem(n=8, d=8, k=200, dtype=torch.float32, seed=24)
+    split = torch.tensor([0.16075371633976843, 0.3160129004112631, 0.5232333832489683])
+    pairs = torch.stack([y, y, y], 1)
+    weights = split.expand(8, 3)
+    one = torch.ones(8, 1)
+    loss = LINEAR[name](x, w, pairs, bias=b, target_weights=weights, **HYPER[name])
+    want = LINEAR[name](x, w, y[:, None], bias=b, target_weights=one, **HYPER[name])
+    assert torch.equal(loss, want)
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"target_weights": torch.ones(12), "index": True}, ValueError, "pair with positive"),
+        ({"target_weights": torch.ones(12, 3)}, ValueError, "target_weights must have the shape"),
+        ({"target_weights": torch.full((12, 2), 1.5)}, ValueError, "must lie in \\[0, 1\\]"),
+        ({"target_weights": torch.full((12, 2), -0.1)}, ValueError, "must lie in \\[0, 1\\]"),
+        ({"target_weights": torch.full((12, 2), torch.nan)}, ValueError, "must lie in"),
+        ({"target_weights": torch.ones(12, 2, dtype=torch.int64)}, TypeError, "a float tensor"),
+        ({"target_weights": [[1.0, 1.0]] * 12}, TypeError, "target_weights must be a torch"),
+        ({"target_weights": torch.full((12, 2), 0.6), "twice": True}, ValueError, "sum to"),
+        ({"label_smoothing": 1.0}, ValueError, "label_smoothing must be in \\[0, 1\\)"),
+        ({"label_smoothing": -0.1}, ValueError, "label_smoothing must be in"),
+        ({"label_smoothing": float("nan")}, ValueError, "label_smoothing must be in"),
+        ({"label_smoothing": "0.1"}, TypeError, "label_smoothing must be a real number"),
+    ],
+)
+def test_bad_soft_targets_name_the_argument(change, error, match):
+    x, w, b, y = _problem(dtype=torch.float32)
+    change = dict(change)
+    lists = torch.stack([y, (y + 1) % 40], 1)
+    if change.pop("twice", False):
+        lists[:, 1] = lists[:, 0]
+    weights = change.pop("target_weights", None)
+    target = y if change.pop("index", weights is None) else lists
+    with pytest.raises(error, match=match):
+        frlr.linear_hs_lr_loss(x, w, target, bias=b, target_weights=weights, **change)
+
+
+@pytest.mark.parametrize("name", list(LINEAR))
+def test_soft_targets_allocate_no_n_by_k_tensor(name):
+    n, d, k, chunk = 64, 8, 4096, 256
+    x, w, b, y = _problem(n=n, d=d, k=k, dtype=torch.float32, seed=25)
+    pairs = torch.stack([y, y.flip(0)], 1)
+    weights = torch.tensor([[0.6, 0.4]]).expand(n, 2)
+    with _LargestAllocation() as probe:
+        loss = LINEAR[name](
+            x, w, pairs, bias=b, target_weights=weights, label_smoothing=0.1, chunk_size=chunk
+        )
+        loss.backward()
+    bounds = (k * d, 4 * n * chunk, n * (selection.BINS + 2))
+    assert probe.largest <= max(bounds) < n * k / 2, probe.largest
+
+
+def test_the_modules_take_soft_targets():
+    x, w, b, _ = _problem()
+    lists, weights, _ = _soft_target(12, 40)
+    module = frlr.LinearSSLRLoss(r=1.5, beta=4.0, label_smoothing=0.1)
+    want = frlr.linear_ss_lr_loss(
+        x, w, lists, bias=b, target_weights=weights, label_smoothing=0.1, r=1.5, beta=4.0
+    )
+    torch.testing.assert_close(module(x, w, lists, b, weights), want)
+    assert "label_smoothing=0.1" in repr(module)
+    plain = frlr.linear_ss_lr_loss(x, w, lists, bias=b, target_weights=weights, r=1.5, beta=4.0)
+    torch.testing.assert_close(module(x, w, lists, b, weights, label_smoothing=0.0), plain)
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        frlr.get_linear_loss("lr", label_smoothing=1.5)

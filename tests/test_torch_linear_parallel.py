@@ -4,8 +4,10 @@ Each rank holds a contiguous, unequal share of the classes and its own, unequal 
 batch (one rank's share of a 3-way split is a single row). The loss must equal the
 materialised loss of the global batch against the whole classifier, and each rank's
 gradients the matching rows of the single-process gradients; for "none" each rank gets its
-own rows and weights them itself. A backbone under DDP with ``sum_allreduce_hook`` gets the
-single-process gradient. Inconsistent layouts raise on every rank.
+own rows and weights them itself. Sparse soft targets (class lists with ``target_weights``,
+with and without ``label_smoothing``) equal the materialised loss on their dense target. A
+backbone under DDP with ``sum_allreduce_hook`` gets the single-process gradient. Inconsistent
+layouts raise on every rank.
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ MATERIALISED["sr"] = frlr.sr_loss
 CASES = [
     (name, kind, reduction)
     for name in LINEAR
-    for kind in (("index",) if name == "sr" else ("index", "lists"))
+    for kind in (("index", "soft") if name == "sr" else ("index", "lists", "soft", "weighted"))
     for reduction in ("mean", "none")
 ]
-"""Every loss reduced and unreduced (recomputing backward), index targets and positive lists."""
+"""Every loss reduced and unreduced (recomputing backward), index targets and positive lists,
+soft targets smoothed (every class an HS-LR candidate) and not (a weight of 1 is none)."""
+SMOOTHING = {"soft": 0.1, "weighted": 0.0}
 LAYOUTS = {  # world size: (rows per rank, classes per rank)
     2: ([5, 8], [140, 117]),
     3: ([4, 1, 6], [90, 77, 90]),
@@ -58,14 +62,19 @@ def _data(rows: list[int], classes: list[int]):
     lists[:, 2] = -100
     lists[1, 0] = -100
     upstream = torch.rand(n, generator=g, dtype=torch.float64)
-    return x, w, b, y, lists, upstream
+    weights = torch.rand(n, 3, generator=g, dtype=torch.float64) * 0.5
+    weights[0, 0] = 1.0
+    soft_lists = lists.clone()
+    soft_lists[3, 2] = soft_lists[3, 0]  # listed twice: the weights are summed
+    return x, w, b, y, lists, upstream, (soft_lists, weights)
 
 
-def _dense(lists: torch.Tensor, k: int) -> torch.Tensor:
+def _dense(lists: torch.Tensor, k: int, weights=None, eps: float = 0.0) -> torch.Tensor:
     dense = torch.zeros(lists.shape[0], k, dtype=torch.float64)
     r, c = (lists >= 0).nonzero(as_tuple=True)
-    dense[r, lists[r, c]] = 1.0
-    return dense
+    mass = torch.ones(r.numel(), dtype=torch.float64) if weights is None else weights[r, c]
+    dense.index_put_((r, lists[r, c]), mass, accumulate=True)
+    return dense * (1 - eps) + eps / k
 
 
 def _reference(name, x, w, b, target, dense, reduction, upstream):
@@ -88,14 +97,20 @@ def _worker(rank: int, world: int, init: str, out: str) -> None:
     failures: list[str] = []
     try:
         rows, classes = LAYOUTS[world]
-        x, w, b, y, lists, upstream = _data(rows, classes)
+        x, w, b, y, lists, upstream, (soft_lists, weights) = _data(rows, classes)
         k = sum(classes)
         r0, c0 = sum(rows[:rank]), sum(classes[:rank])
         mine_r, mine_c = slice(r0, r0 + rows[rank]), slice(c0, c0 + classes[rank])
         group = dist.group.WORLD
         for name, kind, reduction in CASES:
             fn = LINEAR[name]
-            target, dense = (y, None) if kind == "index" else (lists, _dense(lists, k))
+            target, dense, soft = (
+                (y, None, {}) if kind == "index" else (lists, _dense(lists, k), {})
+            )
+            if kind in SMOOTHING:
+                eps = SMOOTHING[kind]
+                target, dense = soft_lists, _dense(soft_lists, k, weights, eps)
+                soft = {"target_weights": weights[mine_r], "label_smoothing": eps}
             label = f"rank {rank} {name} {kind} {reduction}"
             want, (gx, gw, gb) = _reference(name, x, w, b, target, dense, reduction, upstream)
             xl, wl, bl = (
@@ -103,7 +118,7 @@ def _worker(rank: int, world: int, init: str, out: str) -> None:
             )
             loss = fn(
                 xl, wl, target[mine_r], bias=bl, reduction=reduction, chunk_size=23,
-                process_group=group, class_offset=c0, num_classes=k,
+                process_group=group, class_offset=c0, num_classes=k, **soft,
             )  # fmt: skip
             if reduction == "none":
                 (loss * upstream[mine_r]).sum().backward()
@@ -126,7 +141,7 @@ def _worker(rank: int, world: int, init: str, out: str) -> None:
 def _ddp_backbone(rank: int, world: int, failures: list[str]) -> None:
     """A DDP backbone summing its gradient: equal to one process's backbone gradient."""
     rows, classes = LAYOUTS[world]
-    x, w, b, y, _, _ = _data(rows, classes)
+    x, w, b, y, *_ = _data(rows, classes)
     k = sum(classes)
     torch.manual_seed(0)
     backbone = nn.Linear(6, 5).double()

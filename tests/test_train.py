@@ -18,9 +18,11 @@ import torch
 import frlr.io as io_module
 import frlr.torch as frlr_torch
 import frlr.train as train_module
+from frlr.class_parallel import ClassShard
 from frlr.data import ImageArrays
 from frlr.io import write_text_atomic
 from frlr.presets import available_presets, load_preset
+from frlr.torch.distributed import class_shard_sizes
 from frlr.train import (
     ConfigError,
     TrainConfig,
@@ -404,15 +406,19 @@ def test_config_differences_ignores_where_and_how_fast():
 # --------------------------------------------------------------------------- chunked classifier
 
 
+@pytest.mark.parametrize("soft", [{}, {"mixup": 0.2, "label_smoothing": 0.1}])
 @pytest.mark.parametrize("loss", ["ss-lr", "hs-lr", "sr"])
-def test_chunked_classifier_trains_the_same_weights_as_the_materialised_head(tmp_path, loss):
+def test_chunked_classifier_trains_the_same_weights_as_the_materialised_head(tmp_path, loss, soft):
     """--classifier chunked fuses the network's last Linear with the loss: on digits the run
-    matches the materialised head's to float round-off, weights, losses and accuracies."""
+    matches the materialised head's to float round-off, weights, losses and accuracies. With
+    mixup and label smoothing it sees the same images and the sparse form of the same soft
+    targets (two labels a row, lam and 1 - lam, eps)."""
     runs = {}
     for classifier in ("materialised", "chunked"):
         config = digits_config(
-            tmp_path / classifier, loss=loss, classifier=classifier, epochs=1, batch_size=64
-        )
+            tmp_path / classifier, loss=loss, classifier=classifier, epochs=1, batch_size=64,
+            **soft,
+        )  # fmt: skip
         runs[classifier] = train(config, log=None)
     one, two = (
         torch.load(tmp_path / c / "run" / "checkpoint.pt", weights_only=True)
@@ -444,8 +450,43 @@ def test_chunked_classifier_takes_multilabel_targets_as_positive_lists():
         ({"classifier": "sparse"}, "unknown classifier 'sparse'"),
         ({"classifier": "chunked", "loss": "hs-sr"}, "--classifier chunked takes the losses"),
         ({"classifier": "chunked", "ncd_every": 5}, "--ncd-every"),
+        (
+            {
+                "classifier": "chunked",
+                "dataset": "mosaic-tiny-imagenet",
+                "loss": "lr",
+                "cutmix": 1.0,
+            },
+            "--cutmix make soft targets, which --classifier chunked takes for class indices",
+        ),
     ],
 )
 def test_chunked_classifier_configs_are_checked(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
         digits_config(tmp_path, **overrides)
+
+
+# --------------------------------------------------------------------------- --class-parallel
+# (the two-process runs are in test_ddp.py)
+
+
+def test_class_parallel_needs_the_chunked_classifier(tmp_path):
+    with pytest.raises(ConfigError, match="--class-parallel shards the classifier of --classifier"):
+        digits_config(tmp_path, class_parallel=True)
+
+
+def test_class_parallel_in_one_process_is_refused_before_the_run_starts(tmp_path):
+    config = digits_config(tmp_path, classifier="chunked", class_parallel=True)
+    with pytest.raises(ConfigError, match="this run has 1 process; launch it with torchrun"):
+        train(config, log=None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_class_parallel_splits_the_classes_contiguously_and_needs_one_per_rank():
+    assert class_shard_sizes(10, 4) == [3, 3, 2, 2]
+    assert class_shard_sizes(9, 2) == [5, 4]
+    assert class_shard_sizes(6, 3) == [2, 2, 2]
+    with pytest.raises(ValueError, match="2 classes cannot be split over 3 ranks"):
+        class_shard_sizes(2, 3)
+    with pytest.raises(ConfigError, match="the 2 classes cannot be split over 3 processes"):
+        ClassShard(torch.nn.Linear(4, 2), world=3, rank=0)

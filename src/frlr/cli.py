@@ -24,7 +24,8 @@ that does not load) and a full disk exit with status 1 and one ``error:`` line n
 Every field of :class:`frlr.train.TrainConfig` is an option (``--weight-decay``,
 ``--no-augment``, ``--bf16``, ...). Values come from the dataclass defaults, then the preset
 (default ``paper``), then its ``[dataset.NAME]`` table, then the command line.
-Under ``torchrun``: ``torchrun --standalone --nproc_per_node 2 -m frlr.cli train ...``.
+Under ``torchrun``: ``torchrun --standalone --nproc_per_node 2 -m frlr.cli train ...``; add
+``--classifier chunked --class-parallel`` to shard the classifier by class over the processes.
 """
 
 from __future__ import annotations

@@ -101,7 +101,13 @@ class TrainConfig:
     classifier: str = _option(
         "materialised",
         "materialised (logits, then the loss) or chunked: the network's last Linear fused with "
-        "the loss in class chunks, never holding the N x K logits (frlr.torch.linear)",
+        "the loss in class chunks, never holding the N x K logits (frlr.torch.linear); its "
+        "soft targets (--mixup, --cutmix, --label-smoothing) stay sparse: two labels a row",
+    )
+    class_parallel: bool = _option(
+        False,
+        "under torchrun with --classifier chunked: shard the classifier by class over the "
+        "processes, each training its own contiguous rows (frlr.torch.distributed)",
     )
     # the loss (hyper-parameters: None is the loss's default)
     loss: str = _option(
@@ -256,6 +262,7 @@ def validate(config: TrainConfig) -> TrainConfig:
         _coerce(f.name, getattr(config, f.name), "config")
     config = _check_names(config)
     _check_loss(config)
+    _check_class_parallel(config)
     _check_numbers(config)
     _check_device(config.device)
     return config
@@ -362,10 +369,23 @@ def _check_loss(config: TrainConfig) -> None:
             "probabilities, the paper's ablation) takes class indices only; use sr, lr, hs-lr "
             "or ss-lr, or leave the soft-target flags at 0"
         )
-    if given and config.classifier == "chunked":
+    if given and config.classifier == "chunked" and task.name == "multilabel":
         raise ConfigError(
-            f"{', '.join(given)} make soft targets, which --classifier chunked does not take (its "
-            "losses take class indices or positive lists); use --classifier materialised"
+            f"{', '.join(given)} make soft targets, which --classifier chunked takes for class "
+            "indices only (as two labels a row, their weights and eps); multi-hot rows mix and "
+            "smooth densely (eps/2 per label): use --classifier materialised for --task multilabel"
+        )
+
+
+def _check_class_parallel(config: TrainConfig) -> None:
+    """``class_parallel`` shards the chunked classifier: it needs ``--classifier chunked``. The
+    process count (at least 2, at most the class count) is checked by the training loop, which
+    knows both."""
+    if config.class_parallel and config.classifier != "chunked":
+        raise ConfigError(
+            "--class-parallel shards the classifier of --classifier chunked over the processes; "
+            f"got --classifier {config.classifier} (pass --classifier chunked, or leave "
+            "--class-parallel out)"
         )
 
 

@@ -438,17 +438,35 @@ def ncd_verdict(
     with SR on CIFAR-10 (K = 10, ratio 0.11, not flagged) and clearly worse on CIFAR-100 and
     Tiny ImageNet (K = 100, 200, flagged).
 
+    It is long because its argument docs and checks come first; the judgement itself is the
+    short loop at the end (:func:`_judge` per loss).
+
     Args:
         history: a monitor, a JSON-lines path, a list of records, a mapping label -> any of
             these (to compare losses), or a list of them.
         threshold: the gradient ratio below which a step is distracted, in (0, 1].
         early_fraction: judge this share (0, 1] of the recorded step range instead of
             ``early_steps``.
-        early_steps: the length of the judged window in optimiser steps (>= 0).
-        min_early_records: the fewest records judged when the window holds fewer.
+        early_steps: the length of the judged window in optimiser steps (>= 0); default 10.
+        min_early_records: the fewest records judged when the window holds fewer (>= 1);
+            default 3.
 
-    It is long because its argument docs and checks come first; the judgement itself is the
-    short loop at the end (:func:`_judge` per loss).
+    Returns:
+        The ``NCDVerdict``, with ``present``, ``per_loss``, ``removed_by`` and ``summary``.
+
+    Examples:
+        A record needs ``step`` and ``gradient_ratio``; ``loss`` names the loss (the
+        histories of a monitor, a Keras ``NCDCallback`` or a JSON-lines file have them all):
+
+        >>> from frlr.ncd import ncd_verdict  # also frlr.torch.ncd_verdict
+        >>> lr = [{"step": s, "loss": "lr", "gradient_ratio": 0.005 * (s + 1)} for s in range(20)]
+        >>> ss_lr = [{"step": s, "loss": "ss-lr", "gradient_ratio": 0.17} for s in range(20)]
+        >>> verdict = ncd_verdict({"LR": lr, "SS-LR": ss_lr})
+        >>> verdict.present, verdict.removed_by
+        (True, ('SS-LR',))
+        >>> judged = verdict.per_loss["LR"]  # steps 0-10: 9 of the 11 ratios are below 0.05
+        >>> judged.early_steps, round(judged.fraction_below, 2)
+        ((0, 10), 0.82)
     """
     if not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
@@ -547,6 +565,9 @@ def plot_ncd(
     line styles). Values <= 0 cannot sit on a log axis and are left out: SR's negative-class
     loss is 0 by its definition (Eq. 4 has no negative term), which panel (c) states.
 
+    It is long because it draws the four panels in one place, so they share axes, colours and
+    one legend exactly as Fig. 2 does.
+
     Args:
         histories: as for :func:`ncd_verdict`: monitors, JSON-lines paths, record lists, or a
             mapping label -> one of those.
@@ -557,11 +578,22 @@ def plot_ncd(
         title: a figure title.
         xscale: "linear" (as in the paper) or "symlog" (linear up to step 10, logarithmic
             after), which spreads out the first steps where NCD lives.
+        figsize: the figure's (width, height) in inches; default (7, 5.4).
+        dpi: the saved image's dots per inch; default 200.
+
     Returns:
         the matplotlib ``Figure`` (no pyplot state is touched).
 
-    It is long because it draws the four panels in one place, so they share axes, colours and
-    one legend exactly as Fig. 2 does.
+    Examples:
+        >>> import torch
+        >>> import frlr.torch as frlr
+        >>> runs = {name: frlr.NCDMonitor(name) for name in ("lr", "ss-lr")}
+        >>> for step in range(3):
+        ...     for monitor in runs.values():
+        ...         _ = monitor.update(torch.zeros(8, 200), torch.arange(8), step)
+        >>> figure = frlr.plot_ncd(runs, "ncd.png", dpi=50)  # writes ncd.png
+        >>> len(figure.axes), figure.axes[3].get_title()
+        (4, '(d) Gradient ratio, positive / negative')
     """
     if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 1:
         raise ValueError(f"smooth must be an int >= 1, got {smooth!r}")

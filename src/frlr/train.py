@@ -5,6 +5,7 @@
         --preset cpu --out runs/tiny-hslr
     frlr train ... --resume                   # continue an interrupted run from its checkpoint
     torchrun --standalone --nproc_per_node 2 -m frlr.cli train ...   # DDP: gloo CPU, NCCL GPU
+    torchrun ... train ... --classifier chunked --class-parallel     # + classifier sharded by class
 
 From Python: ``train(resolve_config("cpu", dataset="digits", loss="lr", out="runs/x"))``.
 
@@ -39,6 +40,17 @@ batch. Only rank 0 writes files and shows the progress bar; test metrics are com
 1/world of the test set per rank and combined (counts summed, or outputs gathered), so every
 rank gets the same numbers.
 
+Class-parallel (``--classifier chunked --class-parallel``, torchrun with 2 or more processes, at
+most one per class): rank r trains the contiguous rows of the classifier that
+:func:`frlr.torch.distributed.class_shard_sizes` gives it, outside DDP; the linear loss gathers
+the global batch, so each rank's loss is the global batch's mean (not scaled by the rank's
+share) and the backbone's DDP sums its gradients (``sum_allreduce_hook``). The run starts from
+the same whole model as without the flag and trains the same weights to round-off. After each
+epoch's training the shards are gathered into the network's whole (frozen) classifier on every
+rank, which evaluation and ``checkpoint.pt`` use; each rank also writes its shard and its
+optimiser state, and ``--resume`` with the same process count restores them bitwise
+(:mod:`frlr.class_parallel`: the files, and the memory this costs).
+
 The task (``--task``, default: the dataset's own) decides the targets and the metrics
 (:mod:`frlr.tasks`): class indices and top-k accuracy; training identities, then
 Rank-k/mAP of the query and gallery features with their camera ids; or multi-hot rows and mAP
@@ -51,7 +63,9 @@ Run directory: ``config.json``; ``metrics.jsonl``, one JSON object per epoch (``
 ``lr`` at the epoch's start, ``train_time_s``, ``epoch_time_s`` with the evaluation,
 ``images_per_s``, ``elapsed_s``); with ``ncd_every`` N, ``ncd.jsonl``: the NCD statistics of
 every N-th training batch (:class:`frlr.torch.NCDMonitor`, rank 0's shard); ``checkpoint.pt``
-(model, optimiser, scheduler, generator and RNG states of every rank, epoch, history);
+(model, optimiser, scheduler, generator and RNG states of every rank, epoch, history; with
+``--class-parallel`` the manifest of ``classifier-shard-{rank}-of-{world}-epoch-{E}.pt``, one per
+rank);
 ``result.json`` (final metrics, wall time, config, versions, hardware).
 """
 
@@ -79,6 +93,13 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
+from frlr.class_parallel import (
+    ClassShard,
+    remove_stale_shards,
+    require_processes,
+    restore_shard,
+    save_shard,
+)
 from frlr.config import (
     LOSS_HYPERPARAMETERS,
     ConfigError,
@@ -103,13 +124,14 @@ from frlr.data.augment import (
     normalize,
     num_batches,
 )
-from frlr.data.mixing import mix_batch
+from frlr.data.mixing import mix_batch, mix_batch_sparse
 from frlr.io import load_checkpoint, save_torch_atomic, write_json_atomic, write_text_atomic
 from frlr.models import build_model
 from frlr.ncd import truncate_history
 from frlr.provenance import hardware, versions
 from frlr.tasks import EvalData, Task, get_task
 from frlr.torch.diagnostics import NCDMonitor
+from frlr.torch.distributed import sum_allreduce_hook
 from frlr.torch.linear import get_linear_loss, linear_argmax, positive_lists
 from frlr.torch.losses import LOSSES
 
@@ -317,6 +339,8 @@ def train(
         raise ValueError(f"stop_after must be a positive number of epochs, got {stop_after}")
     task = get_task(config.task)
     process = _setup_process(config)
+    if config.class_parallel:
+        require_processes(process.world)  # before the run directory is touched
     say = log if (log is not None and process.rank == 0) else (lambda _: None)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -409,6 +433,7 @@ class _Session:
     criterion: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
+    shard: ClassShard | None = None  # --class-parallel: this rank's classifier rows
     start_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     elapsed_before: float = 0.0
@@ -437,7 +462,8 @@ def _set_up(config: TrainConfig, task: Task, process: _Process) -> _Session:
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     model, net = _build_network(config, data, process)
-    optimizer = _optimizer(config, model)
+    shard = ClassShard(model.classifier, world, rank) if config.class_parallel else None
+    optimizer = _optimizer(config, _trained_parameters(model, shard))
     return _Session(
         config=config,
         task=task,
@@ -449,20 +475,30 @@ def _set_up(config: TrainConfig, task: Task, process: _Process) -> _Session:
         steps_per_epoch=steps_per_epoch,
         model=model,
         net=net,
-        criterion=_criterion(config).to(device),
+        criterion=_criterion(config, shard).to(device),
         optimizer=optimizer,
         scheduler=torch.optim.lr_scheduler.LambdaLR(
             optimizer, partial(lr_factor, config=config, steps_per_epoch=steps_per_epoch)
         ),
+        shard=shard,
     )
 
 
-def _criterion(config: TrainConfig) -> nn.Module:
+def _criterion(config: TrainConfig, shard: ClassShard | None = None) -> nn.Module:
     """The loss module: of the logits, or with ``--classifier chunked`` of the features and the
-    network's last Linear (:func:`frlr.torch.get_linear_loss`)."""
+    network's last Linear (:func:`frlr.torch.get_linear_loss`), or with ``--class-parallel`` of
+    this rank's ``shard`` of it."""
     if config.classifier == "chunked":
-        return get_linear_loss(config.loss, **loss_options(config))
+        sharding = {} if shard is None else shard.loss_options()
+        return get_linear_loss(config.loss, **loss_options(config), **sharding)
     return LOSSES[config.loss](**loss_options(config))
+
+
+def _trained_parameters(model: nn.Module, shard: ClassShard | None) -> list[nn.Parameter]:
+    """What the optimiser steps: the model's trainable parameters (with ``--class-parallel``
+    the whole classifier is frozen, a copy for evaluation) and this rank's shard."""
+    extra = [] if shard is None else list(shard.parameters())
+    return [p for p in model.parameters() if p.requires_grad] + extra
 
 
 class _Features(nn.Module):
@@ -550,10 +586,14 @@ def _build_network(
                 f"classifier; arch {config.arch!r} has not"
             )
         net = _Features(model)
+    if config.class_parallel:  # trained as per-rank shards, outside DDP; this is the gathered copy
+        model.classifier.requires_grad_(False)
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None
         )
+        if config.class_parallel:  # every rank's loss is the global batch's: sum, not average
+            net.register_comm_hook(None, sum_allreduce_hook)
     if config.compile:
         net = torch.compile(net)
     return model, net
@@ -570,7 +610,12 @@ def _resume(session: _Session, checkpoint_path: Path) -> None:
             f"it with the same number (got {world}) to continue the same run"
         )
     session.model.load_state_dict(state["model"])
-    session.optimizer.load_state_dict(state["optimizer"])
+    optimizer_state = state["optimizer"]
+    if session.shard is not None:
+        optimizer_state = restore_shard(
+            session.shard, session.optimizer, state, checkpoint_path.parent
+        )
+    session.optimizer.load_state_dict(optimizer_state)
     session.scheduler.load_state_dict(state["scheduler"])
     reseed = session.config.seed + 7919 * state["epoch"]
     restored = [
@@ -628,6 +673,8 @@ def _train_epoch(session: _Session, epoch: int, ncd: Any, show_bar: bool) -> dic
                 )
     if bar is not None:
         bar.close()
+    if session.shard is not None:  # evaluation and checkpoints take the whole classifier
+        session.shard.gather_into(session.model.classifier)
     if world > 1:
         dist.all_reduce(sums)
     train_time = time.perf_counter() - epoch_start
@@ -655,9 +702,12 @@ def _step(
 
     With mixup, CutMix or label smoothing on, the normalised batch is mixed after the
     augmentation (:func:`frlr.data.mixing.mix_batch`, drawing from the augmentation generator):
-    the loss (and the NCD monitor) get the soft targets, the accuracy the dominant labels. Each
+    the loss (and the NCD monitor) get the soft targets, the accuracy the dominant labels; the
+    chunked classifier gets them in sparse form (:func:`frlr.data.mixing.mix_batch_sparse`,
+    the same draws: each row's two labels, their weights and eps, never an (N, K) row). Each
     rank's mean is weighted by its share of the global batch, so DDP's gradient average is the
-    gradient of the global batch mean even when the shards differ by one sample. With
+    gradient of the global batch mean even when the shards differ by one sample (with
+    ``--class-parallel`` the loss is the global batch's mean already, and DDP sums). With
     ``--classifier chunked`` the network returns its features and the loss takes them with
     the classifier's weight and bias; the logits are never formed (nor the top-1 class: it is
     found chunk by chunk).
@@ -669,24 +719,28 @@ def _step(
         )
     x = normalize(images, data.mean, data.std)
     labels = targets
+    soft: dict[str, Any] = {}  # the chunked loss's sparse soft targets
     if config.mixup or config.cutmix or config.label_smoothing:
-        mixed = mix_batch(
-            x,
-            targets,
-            session.augment_generator,
-            num_classes=data.num_classes,
-            mixup=config.mixup,
-            cutmix=config.cutmix,
-            label_smoothing=config.label_smoothing,
-        )
+        mixing = {
+            "mixup": config.mixup,
+            "cutmix": config.cutmix,
+            "label_smoothing": config.label_smoothing,
+        }
+        if config.classifier == "chunked":
+            mixed = mix_batch_sparse(x, targets, session.augment_generator, **mixing)
+            soft = mixed.loss_options()
+        else:
+            mixed = mix_batch(
+                x, targets, session.augment_generator, num_classes=data.num_classes, **mixing
+            )
         x, targets, labels = mixed.images, mixed.targets, mixed.dominant
     x = _memory_format(x, config.channels_last)
     with torch.autocast(session.process.device.type, torch.bfloat16, config.bf16):
         if config.classifier == "chunked":
             features = session.net(x)
-            head = session.model.classifier
+            head = session.model.classifier if session.shard is None else session.shard
             target = positive_lists(targets) if targets.is_floating_point() else targets
-            loss = session.criterion(features, head.weight, target, head.bias)
+            loss = session.criterion(features, head.weight, target, head.bias, **soft)
         else:
             logits = session.net(x)
             loss = session.criterion(logits, targets)
@@ -694,14 +748,19 @@ def _step(
         ncd.update(logits, targets, global_step)
     with torch.no_grad():
         if config.classifier == "chunked":
-            top = linear_argmax(features, head.weight, head.bias)
+            top = (
+                linear_argmax(features, head.weight, head.bias)
+                if session.shard is None
+                else session.shard.argmax(features)
+            )
             correct = session.task.prediction_correct(top, labels)
         else:
             correct = session.task.batch_correct(logits.detach(), labels)
     n = len(targets)
     step = global_step % session.steps_per_epoch
     global_n = min(config.batch_size, len(data.train_images) - step * config.batch_size)
-    scaled = loss * (n * world / global_n) if world > 1 else loss
+    # class-parallel, the loss is the global batch's mean already (its DDP hook sums)
+    scaled = loss * (n * world / global_n) if world > 1 and session.shard is None else loss
     session.optimizer.zero_grad(set_to_none=True)
     scaled.backward()
     session.optimizer.step()
@@ -720,12 +779,18 @@ def _evaluate(session: _Session) -> dict[str, float]:
 
 def _checkpoint(session: _Session, run_dir: Path, epoch: int) -> None:
     """``checkpoint.pt`` after ``epoch`` (model, optimiser, schedule, generators, every rank's
-    RNG states, history) and ``metrics.jsonl``, both written by rank 0 only."""
+    RNG states, history) and ``metrics.jsonl``, both written by rank 0 only; with
+    ``--class-parallel`` every rank first writes its classifier shard
+    (:func:`frlr.class_parallel.save_shard`), and ``checkpoint.pt`` names them."""
     process = session.process
     rng = [_rng_state(session.augment_generator)]
     if process.world > 1:
         rng = [None] * process.world
         dist.all_gather_object(rng, _rng_state(session.augment_generator))
+    optimizer_state, shards = session.optimizer.state_dict(), {}
+    if session.shard is not None:
+        optimizer_state, manifest = save_shard(session.shard, session.optimizer, run_dir, epoch + 1)
+        shards = {"class_shards": manifest}
     if process.rank != 0:
         return
     save_torch_atomic(
@@ -734,16 +799,19 @@ def _checkpoint(session: _Session, run_dir: Path, epoch: int) -> None:
             "epoch": epoch + 1,
             "config": asdict(session.config),
             "model": session.model.state_dict(),
-            "optimizer": session.optimizer.state_dict(),
+            "optimizer": optimizer_state,
             "scheduler": session.scheduler.state_dict(),
             "shuffle_generator": session.shuffle_generator.get_state(),
             "rng": rng,
             "world_size": process.world,
             "history": session.history,
             "elapsed_s": session.history[-1]["elapsed_s"],
+            **shards,
         },
         run_dir / "checkpoint.pt",
     )
+    if shards:
+        remove_stale_shards(run_dir, epoch + 1)
     lines = "".join(json.dumps(r) + "\n" for r in session.history)
     write_text_atomic(run_dir / "metrics.jsonl", lines)
 
@@ -809,8 +877,7 @@ def _memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    params = model.parameters()
+def _optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(
             params,

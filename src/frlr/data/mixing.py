@@ -30,6 +30,11 @@ behind ``torch.distributions.Beta``, the only one of torch's that takes a genera
 
 Mix the normalised float batch: normalisation is affine per channel with weights summing to 1,
 so mixing normalised images equals normalising mixed ones, and CutMix copies pixels exactly.
+
+Huge K: :func:`mix_batch_sparse` returns the same batch without (N, K) targets -- each row's two
+labels, their weights lam and 1 - lam, and eps -- for the logits-free losses of
+:mod:`frlr.torch.linear`, which form t = (1 - eps)(lam e_a + (1 - lam) e_b) + eps / K chunk by
+chunk. From the same draws as :func:`mix_batch`, so the two see identical images.
 """
 
 from __future__ import annotations
@@ -42,8 +47,10 @@ import torch.nn.functional as F
 
 __all__ = [
     "MixedBatch",
+    "SparseMixedBatch",
     "cutmix_box",
     "mix_batch",
+    "mix_batch_sparse",
     "mix_targets",
     "smooth_targets",
 ]
@@ -76,6 +83,42 @@ class MixedBatch:
     targets: torch.Tensor
     dominant: torch.Tensor
     lam: torch.Tensor
+
+
+@dataclass(frozen=True)
+class SparseMixedBatch:
+    """A training batch after :func:`mix_batch_sparse`: :func:`mix_batch`'s, its targets sparse.
+
+    Attributes:
+        images: the mixed (N, C, H, W) float batch, :func:`mix_batch`'s from the same draws.
+        targets: the class indices (N,) when nothing is mixed, else each row's own label and
+            its partner's, (N, 2) int64.
+        target_weights: None when nothing is mixed, else (N, 2) float32 rows (lam, 1 - lam).
+        label_smoothing: eps, for the loss to spread: t = (1 - eps) sparse + eps / K.
+        dominant: as in :class:`MixedBatch`.
+        lam: as in :class:`MixedBatch`.
+
+    Examples:
+        >>> import torch
+        >>> from frlr.data.mixing import mix_batch_sparse
+        >>> mixed = mix_batch_sparse(torch.zeros(4, 1, 2, 2), torch.tensor([0, 1, 2, 3]),
+        ...                          torch.Generator().manual_seed(0), mixup=0.2)
+        >>> mixed.targets.tolist()
+        [[0, 3], [1, 2], [2, 1], [3, 0]]
+        >>> sorted(mixed.loss_options())
+        ['label_smoothing', 'target_weights']
+    """
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    target_weights: torch.Tensor | None
+    label_smoothing: float
+    dominant: torch.Tensor
+    lam: torch.Tensor
+
+    def loss_options(self) -> dict[str, object]:
+        """The keyword arguments of a :mod:`frlr.torch.linear` loss for these targets."""
+        return {"target_weights": self.target_weights, "label_smoothing": self.label_smoothing}
 
 
 def _check_rate(name: str, value: object, below_one: bool = False) -> float:
@@ -232,6 +275,77 @@ def mix_batch(
         >>> mixed.targets.shape, bool(torch.allclose(mixed.targets.sum(1), torch.ones(8)))
         (torch.Size([8, 10]), True)
     """
+    mixup, cutmix = _check_batch(images, targets, generator, mixup, cutmix)
+    soft = smooth_targets(targets, num_classes, label_smoothing).to(images.device)
+    if not (mixup or cutmix):
+        return MixedBatch(images, soft, targets, torch.ones((), device=images.device))
+    mixed, lam, dominant = _mix_images(images, targets, generator, mixup, cutmix)
+    return MixedBatch(mixed, mix_targets(soft, lam), dominant, lam)
+
+
+def mix_batch_sparse(
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    mixup: float = 0.0,
+    cutmix: float = 0.0,
+    label_smoothing: float = 0.0,
+) -> SparseMixedBatch:
+    r""":func:`mix_batch` of class indices with its targets in the sparse form of the
+    logits-free losses: no (N, K) row is made.
+
+    The same checks and the same draws from ``generator`` as :func:`mix_batch`, hence the same
+    images, lambda and dominant labels. Its soft target (1 - eps)(lam e_y + (1 - lam)
+    e_{y'}) + eps / K, y' = the partner's label, is returned as the pairs (y, y'), weights
+    (lam, 1 - lam) and eps, which :func:`frlr.torch.linear_ss_lr_loss` and its siblings take
+    as ``target``, ``target_weights`` and ``label_smoothing``. Unmixed (mixup and cutmix 0):
+    the class indices themselves and eps.
+
+    Args:
+        images, generator, mixup, cutmix, label_smoothing: as in :func:`mix_batch`.
+        targets: class indices (N,). Multi-hot rows smooth per label (eps / 2), which the
+            sparse form cannot express: mix them with :func:`mix_batch`.
+
+    Returns:
+        A :class:`SparseMixedBatch`.
+
+    Examples:
+        >>> import torch
+        >>> from frlr.data.mixing import mix_batch, mix_batch_sparse
+        >>> images, labels = torch.randn(6, 3, 8, 8), torch.randint(0, 10, (6,))
+        >>> options = {"mixup": 0.2, "cutmix": 1.0, "label_smoothing": 0.1}
+        >>> dense = mix_batch(images, labels, torch.Generator().manual_seed(3), num_classes=10,
+        ...                   **options)
+        >>> sparse = mix_batch_sparse(images, labels, torch.Generator().manual_seed(3), **options)
+        >>> bool(torch.equal(sparse.images, dense.images)), sparse.targets.shape
+        (True, torch.Size([6, 2]))
+    """
+    mixup, cutmix = _check_batch(images, targets, generator, mixup, cutmix)
+    smoothing = _check_rate("label_smoothing", label_smoothing, below_one=True)
+    if targets.is_floating_point() or targets.dtype == torch.bool or targets.ndim != 1:
+        raise ValueError(
+            f"mix_batch_sparse takes class indices (N,), got {targets.dtype} targets of shape "
+            f"{tuple(targets.shape)}; mix multi-hot rows densely with mix_batch"
+        )
+    if not (mixup or cutmix):
+        ones = torch.ones((), device=images.device)
+        return SparseMixedBatch(images, targets, None, smoothing, targets, ones)
+    mixed, lam, dominant = _mix_images(images, targets, generator, mixup, cutmix)
+    own = lam.to(torch.float32)  # the dense mix's rounding: mix_targets lerps float32 rows
+    weights = torch.stack([own, 1.0 - own]).to(targets.device).expand(len(targets), 2)
+    pairs = torch.stack([targets, targets.flip(0)], 1)
+    return SparseMixedBatch(mixed, pairs, weights, smoothing, dominant, lam)
+
+
+def _check_batch(
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    generator: torch.Generator | None,
+    mixup: float,
+    cutmix: float,
+) -> tuple[float, float]:
+    """The checks of both mixers: (mixup, cutmix) as floats, or an error naming the argument."""
     mixup = _check_rate("mixup", mixup)
     cutmix = _check_rate("cutmix", cutmix)
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
@@ -241,11 +355,22 @@ def mix_batch(
         raise TypeError(f"images must be a normalised float batch, got dtype {images.dtype}")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {generator!r}")
+    if not isinstance(targets, torch.Tensor):
+        raise TypeError(f"targets must be a torch.Tensor, got {type(targets).__name__}")
     if len(targets) != len(images):
         raise ValueError(f"{len(targets)} targets for {len(images)} images")
-    soft = smooth_targets(targets, num_classes, label_smoothing).to(images.device)
-    if not (mixup or cutmix):
-        return MixedBatch(images, soft, targets, torch.ones((), device=images.device))
+    return mixup, cutmix
+
+
+def _mix_images(
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    generator: torch.Generator | None,
+    mixup: float,
+    cutmix: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The mixed images, lambda (0-d, on the images' device) and the dominant labels: the
+    draws both mixers share, so a dense and a sparse run with one seed see the same batch."""
     device = generator.device if generator is not None else images.device
     draws = torch.rand(3, generator=generator, device=device, dtype=torch.float64)
     only = torch.tensor(bool(cutmix), device=device)  # one of the two is on: that one
@@ -256,6 +381,5 @@ def mix_batch(
     box, cut_lam = cutmix_box(height, width, lam, draws[1:])
     lam = torch.where(use_cutmix, cut_lam, lam).to(images.device)
     keep = torch.where(use_cutmix, ~box, lam).to(device=images.device, dtype=images.dtype)
-    mixed = torch.lerp(images.flip(0), images, keep)
     dominant = torch.where(lam >= 0.5, targets, targets.flip(0))
-    return MixedBatch(mixed, mix_targets(soft, lam), dominant, lam)
+    return torch.lerp(images.flip(0), images, keep), lam, dominant

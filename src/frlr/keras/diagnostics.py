@@ -119,6 +119,21 @@ def ncd_stats_numpy(logits: Any, target: Any, loss: str = "ss-lr", **options: An
         loss: "sr", "lr", "hs-lr", "ss-lr" or "hs-sr".
         options: the loss's options as for ``frlr.keras.get_loss``: weight (K,), normalization,
             beta, m, r, alpha (defaults beta = 10, m = 25, r = 2, as in the paper).
+
+    Returns:
+        The batch's ``NCDStats``, the parts of Keras's "sum_over_batch_size" loss.
+
+    Examples:
+        At initialisation (logits 0) LR's positive part is log 2 against 199 log 2 for the
+        negatives of K = 200, and the gradient ratio is 1 / 199, as ``frlr.torch`` finds:
+
+        >>> import numpy as np
+        >>> from frlr.keras import ncd_stats_numpy
+        >>> stats = ncd_stats_numpy(np.zeros((4, 200)), np.arange(4), "lr")
+        >>> round(stats.positive, 4), round(stats.negative, 4), round(stats.gradient_ratio, 4)
+        (0.6931, 137.9363, 0.005)
+        >>> round(ncd_stats_numpy(np.zeros((4, 200)), np.arange(4), "ss-lr").gradient_ratio, 4)
+        0.1676
     """
     name = canonical_loss_name(loss)
     if name is None:
@@ -218,14 +233,32 @@ class NCDCallback(keras.callbacks.Callback):
         print(probe.verdict().summary)
 
     Args:
-        x, y: the probe batch (inputs and class-index or multi-hot targets).
-        loss: a loss name or an ``frlr.keras`` loss object (its options are used).
-        every: record every ``every`` optimiser steps (counted across epochs).
+        x: the probe batch's inputs, what ``model(x)`` takes; kept for the whole run.
+        y: the probe batch's targets: class indices (N, ...) / (N, ..., 1) or a {0, 1}
+            multi-hot array of the logits' shape.
+        loss: a loss name or an ``frlr.keras`` loss object (its options are used); default
+            "ss-lr".
+        every: record every ``every`` optimiser steps (counted across epochs); default 50.
         capacity: the most records kept in memory (>= 2).
         path: a JSON-lines file to write; None writes nothing.
         append: append to ``path`` instead of truncating it.
         label: the run's name in plots and verdicts (default: the loss name).
         loss_options: the loss's options (beta, m, r, alpha, weight, normalization).
+
+    Examples:
+        ``model.fit`` calls the hooks; here the first record is taken by hand, on a model
+        whose logits start at 0 (so LR's gradient ratio is 1 / (K - 1) at K = 200):
+
+        >>> import keras
+        >>> import numpy as np
+        >>> import frlr.keras as frlr
+        >>> head = keras.layers.Dense(200, kernel_initializer="zeros")  # bias 0 too
+        >>> model = keras.Sequential([keras.Input((3,)), head])
+        >>> probe = frlr.NCDCallback(np.ones((4, 3)), np.arange(4), "lr", every=10)
+        >>> probe.set_model(model)
+        >>> probe.on_train_begin()  # step 0, then every 10 optimiser steps
+        >>> probe.history[0]["step"], round(probe.last.gradient_ratio, 4)
+        (0, 0.005)
     """
 
     def __init__(

@@ -78,14 +78,32 @@ def lr_loss(
     differently on each backend). The maths: ``_maths.lr_terms``.
 
     Args:
-        y_true: class indices (N,) / (N, 1), or a multi-hot or soft target of y_pred's shape.
-        y_pred: logits (N, K) or (N, ..., K).
+        y_true: integer class indices (N, ...) or (N, ..., 1), or a float target of y_pred's
+            shape: multi-hot {0, 1} or soft, every value in [0, 1].
+        y_pred: logits (N, K) or (N, ..., K), classes last, K >= 2; float16/bfloat16 are
+            computed in float32.
+        from_logits: must be True (the default): only logits are accepted, anything else is
+            a ValueError (drop the final sigmoid/softmax).
         weight: optional (K,) per-class weight on class k's term (the BinaryCrossentropy
-            convention), finite and >= 0.
-        target: "auto" (by shape), "index" or "multi_hot".
-        normalization: "paper" or "reference": the mean of the elementwise binary
+            convention), finite and >= 0; default None.
+        target: "auto" (default: index or multi-hot by shape), "index" or "multi_hot".
+        normalization: "paper" (default) or "reference": the mean of the elementwise binary
             cross-entropy over all N*K entries (a scalar), the conventional multi-label
             implementation (the authors released no LR code).
+
+    Returns:
+        Per-sample losses, a backend tensor of shape ``y_pred.shape[:-1]`` ("reference": one).
+
+    Examples:
+        >>> import numpy as np
+        >>> import frlr.keras as frlr
+        >>> logits = np.array([[2.0, -1.0, 0.5, 1.5, -0.5], [0.0, 1.0, -2.0, 0.5, 3.0]])
+        >>> y_true = np.array([0, 2])
+        >>> [round(float(v), 4) for v in frlr.lr_loss(y_true, logits)]
+        [3.5898, 8.156]
+        >>> soft = np.array([[0.9, 0.1, 0.0, 0.0, 0.0], [0.0, 0.0, 0.8, 0.0, 0.2]])
+        >>> [round(float(v), 4) for v in frlr.lr_loss(soft, logits)]
+        [3.8898, 7.156]
     """
     check_options(from_logits=from_logits, target=target, normalization=normalization)
     batch = Batch(y_true, y_pred, target=target, weight=weight)
@@ -129,14 +147,30 @@ def hs_lr_loss(
     The maths: ``_maths.hs_lr_terms``.
 
     Args:
-        beta: the balance weight, 10 in the paper.
-        m: the percentage of negative classes kept, in (0, 100]; 25 in the paper.
-        alpha: overrides beta / n_i when given.
-        normalization: "paper" (per sample) or "reference", the authors' released code: a
-            scalar, the positive term pooled over all positive entries of the batch plus alpha
-            times the mean, over N * k entries, of the k = int(K m/100) largest (1 - t) w
-            softplus(z) per sample; alpha defaults to beta there.
-        y_true, y_pred, weight, target: as in :func:`lr_loss` (soft values in [0, 1]).
+        y_true, y_pred, from_logits, weight, target: as in :func:`lr_loss`: class indices,
+            multi-hot or soft targets in [0, 1]; logits only; weight (K,) >= 0 or None.
+        beta: the balance weight, finite and >= 0; 10 (the paper's) by default.
+        m: the percentage of negative classes kept, in (0, 100]; 25 (the paper's) by default.
+        alpha: a fixed weight >= 0 that replaces beta / n_i when given; default None.
+        normalization: "paper" (default, per sample) or "reference", the authors' released
+            code: a scalar, the positive term pooled over all positive entries of the batch
+            plus alpha times the mean, over N * k entries, of the k = int(K m/100) largest
+            (1 - t) w softplus(z) per sample; alpha defaults to beta there.
+
+    Examples:
+        >>> import numpy as np
+        >>> import frlr.keras as frlr
+        >>> logits = np.array([[2.0, -1.0, 0.5, 1.5, -0.5], [0.0, 1.0, -2.0, 0.5, 3.0]])
+        >>> y_true = np.array([0, 2])
+        >>> [round(float(v), 4) for v in frlr.hs_lr_loss(y_true, logits, m=50.0)]
+        [13.5044, 23.9362]
+
+        The first sample keeps n = floor(50 * 4 / 100) = 2 negatives, classes 3 and 2:
+
+        >>> softplus = lambda x: np.log1p(np.exp(x))
+        >>> z = logits[0]
+        >>> round(float(softplus(-z[0]) + 10 / 2 * (softplus(z[3]) + softplus(z[2]))), 4)
+        13.5044
     """
     check_options(
         from_logits=from_logits,
@@ -186,13 +220,30 @@ def ss_lr_loss(
     targets give Eq. 6 exactly. The maths: ``_maths.ss_lr_terms``.
 
     Args:
-        beta: the balance weight, 10 in the paper.
-        r: the attending power, >= 0; 2 in the paper.
-        alpha: overrides beta / |N_i| when given.
-        normalization: "paper" (per sample) or "reference", the authors' released code: a
-            scalar, the positive term pooled over all positive entries of the batch plus alpha
-            times the negative term pooled over all negative entries; alpha defaults to beta.
-        y_true, y_pred, weight, target: as in :func:`lr_loss` (soft values in [0, 1]).
+        y_true, y_pred, from_logits, weight, target: as in :func:`lr_loss`: class indices,
+            multi-hot or soft targets in [0, 1]; logits only; weight (K,) >= 0 or None.
+        beta: the balance weight, finite and >= 0; 10 (the paper's) by default.
+        r: the attending power, finite and >= 0; 2 (the paper's) by default.
+        alpha: a fixed weight >= 0 that replaces beta / |N_i| when given; default None.
+        normalization: "paper" (default, per sample) or "reference", the authors' released
+            code: a scalar, the positive term pooled over all positive entries of the batch
+            plus alpha times the negative term pooled over all negative entries; alpha
+            defaults to beta.
+
+    Examples:
+        >>> import numpy as np
+        >>> import frlr.keras as frlr
+        >>> logits = np.array([[2.0, -1.0, 0.5, 1.5, -0.5], [0.0, 1.0, -2.0, 0.5, 3.0]])
+        >>> y_true = np.array([0, 2])
+        >>> [round(float(v), 4) for v in frlr.ss_lr_loss(y_true[:, None], logits)]  # (N, 1)
+        [4.1392, 12.174]
+
+        The first sample by Eq. 6, with alpha = beta / (K - 1) = 10 / 4:
+
+        >>> softplus, p = (lambda x: np.log1p(np.exp(x))), 1 / (1 + np.exp(-logits[0]))
+        >>> z = logits[0]
+        >>> round(float(softplus(-z[0]) + 10 / 4 * np.sum(p[1:] ** 2 * softplus(z[1:]))), 4)
+        4.1392
     """
     check_options(
         from_logits=from_logits,
@@ -230,6 +281,26 @@ def sr_loss(
     Loss class then divides by N like every Keras loss, where ``F.cross_entropy``'s "mean"
     with a class weight and index targets divides by sum_i w[y_i]. The maths:
     ``_maths.sr_terms``.
+
+    Args:
+        y_true: integer class indices (N, ...) or (N, ..., 1), or class probabilities of
+            y_pred's shape (one-hot, multi-hot or soft, values in [0, 1]).
+        y_pred: logits (N, K) or (N, ..., K), classes last, K >= 2.
+        from_logits: must be True (the default): only logits are accepted.
+        weight: optional (K,) per-class weight w, finite and >= 0; default None.
+        target: "auto" (default: by shape), "index" or "multi_hot".
+
+    Examples:
+        >>> import numpy as np
+        >>> import frlr.keras as frlr
+        >>> logits = np.array([[2.0, -1.0, 0.5, 1.5, -0.5], [0.0, 1.0, -2.0, 0.5, 3.0]])
+        >>> y_true = np.array([0, 2])
+        >>> [round(float(v), 4) for v in frlr.sr_loss(y_true, logits)]
+        [0.6737, 5.2421]
+        >>> import keras
+        >>> keras_sr = keras.losses.sparse_categorical_crossentropy(y_true, logits, True)
+        >>> [round(float(v), 4) for v in keras_sr]  # Keras's own, for index targets
+        [0.6737, 5.2421]
     """
     check_options(from_logits=from_logits, target=target)
     batch = Batch(y_true, y_pred, target=target, weight=weight)
@@ -255,6 +326,26 @@ def hs_sr_loss(
     logsumexp over the other classes minus logsumexp over all where q_k > 1/2 (only the row's
     arg-max can be), so it stays exact as q_k -> 1. Class-index targets only. The maths:
     ``_maths.hs_sr_terms``.
+
+    Args:
+        y_true: integer class indices (N, ...) or (N, ..., 1) only: a multi-hot or soft
+            target is a ValueError (softmax is single-label).
+        y_pred: logits (N, K) or (N, ..., K), classes last, K >= 2.
+        from_logits: must be True (the default): only logits are accepted.
+        beta: the balance weight, finite and >= 0; default 10.
+        m: the percentage of negative classes kept, in (0, 100]; default 25.
+        alpha: a fixed weight >= 0 that replaces beta / n when given; default None.
+        weight: optional (K,) per-class weight on the positive term and on each selected
+            negative's term, finite and >= 0; default None.
+        target: "auto" (default) or "index".
+
+    Examples:
+        >>> import numpy as np
+        >>> import frlr.keras as frlr
+        >>> logits = np.array([[2.0, -1.0, 0.5, 1.5, -0.5], [0.0, 1.0, -2.0, 0.5, 3.0]])
+        >>> y_true = np.array([0, 2])
+        >>> [round(float(v), 4) for v in frlr.hs_sr_loss(y_true, logits)]
+        [4.373, 20.6116]
     """
     check_options(from_logits=from_logits, target=target, beta=beta, m=m, alpha=alpha)
     batch = Batch(y_true, y_pred, target=target, weight=weight)
@@ -352,7 +443,29 @@ class _FocusLoss(keras.losses.Loss):
 
 @keras.saving.register_keras_serializable(package="frlr")
 class LRLoss(_FocusLoss):
-    """Loss form of :func:`lr_loss` (Eq. 3)."""
+    """Loss form of :func:`lr_loss` (Eq. 3): for ``model.compile(loss=...)``; called as
+    ``loss(y_true, y_pred, sample_weight=None)`` with class indices, multi-hot or soft targets.
+
+    Args:
+        from_logits: must be True (the default): these losses take logits only.
+        target: "auto" (default: class indices or multi-hot by shape), "index" or "multi_hot".
+        weight: optional (K,) per-class weight, finite and >= 0, kept as a list (serialised).
+        normalization: "paper" (default) or "reference", as in :func:`lr_loss`; "reference"
+            needs a mean reduction and no sample_weight.
+        reduction: Keras's: "sum_over_batch_size" (default, the mean over samples), "sum",
+            "mean", "mean_with_sample_weight" or None / "none" (per-sample losses).
+        name: the loss's name in logs and configs.
+        dtype: the dtype policy of the computation; float16/bfloat16 compute in float32.
+
+    Examples:
+        >>> import keras
+        >>> import numpy as np
+        >>> import frlr.keras as frlr
+        >>> logits, y_true = np.array([[2.0, -1.0, 0.5], [0.0, 1.0, -2.0]]), np.array([0, 2])
+        >>> mean = keras.ops.mean(frlr.lr_loss(y_true, logits))  # "sum_over_batch_size"
+        >>> bool(np.isclose(float(frlr.LRLoss()(y_true, logits)), float(mean)))
+        True
+    """
 
     function = staticmethod(lr_loss)
 
@@ -379,7 +492,23 @@ class LRLoss(_FocusLoss):
 
 @keras.saving.register_keras_serializable(package="frlr")
 class HSLRLoss(_FocusLoss):
-    """Loss form of :func:`hs_lr_loss` (Eq. 5; beta = 10, m = 25 as in the paper)."""
+    """Loss form of :func:`hs_lr_loss` (Eq. 5; beta = 10, m = 25 as in the paper):
+    mean_{k in P_i} softplus(-z_k) + beta / n_i sum_{k in top n_i of N_i} softplus(z_k).
+
+    Args:
+        beta: the balance weight, finite and >= 0; default 10.
+        m: the percentage of negative classes kept, in (0, 100]; default 25.
+        alpha: a fixed weight >= 0 in place of beta / n_i; default None.
+        from_logits, target, weight, reduction, name, dtype: as in :class:`LRLoss` (defaults
+            True, "auto", None, "sum_over_batch_size" and the loss's name, None).
+        normalization: "paper" (default) or "reference", as in :func:`hs_lr_loss`.
+
+    Examples:
+        >>> import frlr.keras as frlr
+        >>> config = frlr.HSLRLoss(m=50.0).get_config()  # model.save() keeps it
+        >>> frlr.HSLRLoss.from_config(config).hyper
+        {'beta': 10.0, 'm': 50.0, 'alpha': None}
+    """
 
     function = staticmethod(hs_lr_loss)
 
@@ -412,7 +541,26 @@ class HSLRLoss(_FocusLoss):
 
 @keras.saving.register_keras_serializable(package="frlr")
 class SSLRLoss(_FocusLoss):
-    """Loss form of :func:`ss_lr_loss` (Eq. 6; beta = 10, r = 2 as in the paper)."""
+    """Loss form of :func:`ss_lr_loss` (Eq. 6; beta = 10, r = 2 as in the paper):
+    mean_{k in P_i} softplus(-z_k) + beta / |N_i| sum_{k in N_i} p_k^r softplus(z_k).
+
+    Args:
+        beta: the balance weight, finite and >= 0; default 10.
+        r: the attending power, finite and >= 0; default 2.
+        alpha: a fixed weight >= 0 in place of beta / |N_i|; default None.
+        from_logits, target, weight, reduction, name, dtype: as in :class:`LRLoss` (defaults
+            True, "auto", None, "sum_over_batch_size" and the loss's name, None).
+        normalization: "paper" (default) or "reference", as in :func:`ss_lr_loss`.
+
+    Examples:
+        >>> import numpy as np
+        >>> import frlr.keras as frlr
+        >>> logits, y_true = np.array([[2.0, -1.0, 0.5], [0.0, 1.0, -2.0]]), np.array([0, 2])
+        >>> loss = frlr.SSLRLoss()  # model.compile(optimizer="sgd", loss=loss)
+        >>> value = loss(y_true, logits, sample_weight=np.array([1.0, 0.0]))
+        >>> bool(np.isclose(float(value), float(frlr.ss_lr_loss(y_true, logits)[0]) / 2))
+        True
+    """
 
     function = staticmethod(ss_lr_loss)
 
@@ -445,7 +593,23 @@ class SSLRLoss(_FocusLoss):
 
 @keras.saving.register_keras_serializable(package="frlr")
 class SRLoss(_FocusLoss):
-    """Loss form of :func:`sr_loss` (softmax cross-entropy, the baseline)."""
+    """Loss form of :func:`sr_loss` (Eq. 4, softmax cross-entropy, the baseline): Keras's
+    ``SparseCategoricalCrossentropy(from_logits=True)`` for class indices and
+    ``CategoricalCrossentropy(from_logits=True)`` for class probabilities.
+
+    Args:
+        from_logits, target, weight, reduction, name, dtype: as in :class:`LRLoss` (defaults
+            True, "auto", None, "sum_over_batch_size" and the loss's name, None).
+
+    Examples:
+        >>> import keras
+        >>> import numpy as np
+        >>> import frlr.keras as frlr
+        >>> logits, y_true = np.array([[2.0, -1.0, 0.5], [0.0, 1.0, -2.0]]), np.array([0, 2])
+        >>> keras_sr = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        >>> bool(np.isclose(float(frlr.SRLoss()(y_true, logits)), float(keras_sr(y_true, logits))))
+        True
+    """
 
     function = staticmethod(sr_loss)
 
@@ -470,7 +634,26 @@ class SRLoss(_FocusLoss):
 
 @keras.saving.register_keras_serializable(package="frlr")
 class HSSRLoss(_FocusLoss):
-    """Loss form of :func:`hs_sr_loss` (hard selection on softmax, the ablation)."""
+    """Loss form of :func:`hs_sr_loss` (hard selection on softmax, the ablation):
+    -log q_y + beta / n sum_{k in top n negatives} -log(1 - q_k), class indices only.
+
+    Args:
+        beta: the balance weight, finite and >= 0; default 10.
+        m: the percentage of negative classes kept, in (0, 100]; default 25.
+        alpha: a fixed weight >= 0 in place of beta / n; default None.
+        from_logits, target, weight, reduction, name, dtype: as in :class:`LRLoss` (defaults
+            True, "auto", None, "sum_over_batch_size" and the loss's name, None).
+
+    Examples:
+        >>> import keras
+        >>> import numpy as np
+        >>> import frlr.keras as frlr
+        >>> logits, y_true = np.array([[2.0, -1.0, 0.5], [0.0, 1.0, -2.0]]), np.array([0, 2])
+        >>> value = frlr.HSSRLoss(alpha=1.0, reduction="sum")(y_true, logits)
+        >>> total = keras.ops.sum(frlr.hs_sr_loss(y_true, logits, alpha=1.0))
+        >>> bool(np.isclose(float(value), float(total)))
+        True
+    """
 
     function = staticmethod(hs_sr_loss)
 
@@ -514,6 +697,26 @@ def get_loss(name: str, **kwargs: Any) -> keras.losses.Loss:
     """The Loss registered under ``name`` ("sr", "lr", "hs-lr", "ss-lr", "hs-sr").
 
     Keyword arguments go to the class's constructor; one it does not take is a TypeError.
+
+    Args:
+        name: a registry name, in any case and with "_" or "-" ("SS_LR" is "ss-lr"); an
+            unknown name is a ValueError.
+        kwargs: the constructor's arguments (:class:`SRLoss`, :class:`LRLoss`,
+            :class:`HSLRLoss`, :class:`SSLRLoss`, :class:`HSSRLoss`): beta, m, r, alpha,
+            from_logits, target, weight, normalization, reduction, name or dtype, as it takes.
+
+    Returns:
+        The ``keras.losses.Loss``, for ``model.compile(loss=...)``.
+
+    Examples:
+        >>> import frlr.keras as frlr
+        >>> loss = frlr.get_loss("SS_LR", r=1.0)
+        >>> type(loss).__name__, loss.hyper
+        ('SSLRLoss', {'beta': 10.0, 'r': 1.0, 'alpha': None})
+        >>> frlr.get_loss("hs-lr", r=1.0)
+        Traceback (most recent call last):
+        ...
+        TypeError: loss 'hs-lr': HSLRLoss.__init__() got an unexpected keyword argument 'r'
     """
     key = canonical_loss_name(name)
     if key is None:

@@ -262,7 +262,24 @@ def ncd_stats(logits: Tensor, target: Tensor, loss: Any = "ss-lr", **loss_kwargs
         loss: a name ("sr", "lr", "hs-lr", "ss-lr", "hs-sr") or an ``frlr.torch`` loss module,
             whose options and class weight are then used.
         loss_kwargs: the loss's options (beta, m, r, alpha, weight, ignore_index,
-            normalization, label_smoothing for SR), as for ``frlr.torch.get_loss``.
+            normalization, label_smoothing for SR), as for ``frlr.torch.get_loss``;
+            ``reduction`` may only be "mean".
+
+    Returns:
+        The batch's ``NCDStats`` (plain Python floats).
+
+    Examples:
+        At initialisation (logits 0, every p = 1/2) LR's 199 negatives of K = 200 outweigh
+        the positive 199 to 1, the paper's Fig. 2; the rectified losses start near 1 / beta:
+
+        >>> import torch
+        >>> import frlr.torch as frlr
+        >>> logits, target = torch.zeros(4, 200), torch.arange(4)
+        >>> stats = frlr.ncd_stats(logits, target, "lr")
+        >>> round(stats.positive, 4), round(stats.negative, 4), round(stats.gradient_ratio, 4)
+        (0.6931, 137.9363, 0.005)
+        >>> round(frlr.ncd_stats(logits, target, frlr.HSLRLoss()).gradient_ratio, 4)
+        0.1
     """
     if isinstance(logits, Tensor) and torch.is_autocast_enabled(logits.device.type):
         with torch.autocast(logits.device.type, enabled=False):  # float32 maths, as the losses
@@ -374,6 +391,18 @@ class NCDMonitor:
         append: append to ``path`` instead of truncating it.
         label: the name of this run in plots and verdicts (default: the loss name).
         loss_kwargs: the loss's options, as for :func:`ncd_stats`.
+
+    Examples:
+        >>> import torch
+        >>> import frlr.torch as frlr
+        >>> _ = torch.manual_seed(0)
+        >>> monitor = frlr.NCDMonitor("lr", every=2)
+        >>> for step in range(6):  # in a training loop: the logits the loss saw
+        ...     _ = monitor.update(torch.randn(8, 200), torch.randint(0, 200, (8,)), step)
+        >>> [record["step"] for record in monitor.history]
+        [0, 2, 4]
+        >>> monitor.verdict().present  # LR at K = 200: gradient ratio about 1 / 199
+        True
     """
 
     def __init__(

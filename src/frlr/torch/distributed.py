@@ -17,6 +17,10 @@ gradients, not their mean. DDP's default all-reduce averages, which would divide
 backbone's gradient by the world size a second time; register :func:`sum_allreduce_hook` on the
 DDP module (``ddp.register_comm_hook(None, sum_allreduce_hook)``) so that it sums. The sharded
 classifier itself must stay outside DDP: its gradient is per-rank and must not be reduced.
+
+``frlr train --classifier chunked --class-parallel`` does all this for the toolkit's networks
+(:mod:`frlr.class_parallel`), with the split of :func:`class_shard_sizes`: contiguous, in rank
+order, the first ``K % world`` ranks one class more than the others.
 """
 
 import torch
@@ -126,6 +130,25 @@ class ClassShards:
         _reduce_scatter_single(out, tensor.contiguous(), group=self.group)
         self._count(tensor)
         return out
+
+
+def class_shard_sizes(num_classes: int, world_size: int) -> list[int]:
+    """Classes per rank, in rank order: ``num_classes // world_size`` each, and one more for the
+    first ``num_classes % world_size`` ranks (so no two shards differ by more than one class).
+    Rank r's first class is the sum of the sizes before it.
+
+    Examples:
+        >>> from frlr.torch.distributed import class_shard_sizes
+        >>> class_shard_sizes(10, 4)
+        [3, 3, 2, 2]
+    """
+    if world_size < 1 or num_classes < world_size:
+        raise ValueError(
+            f"{num_classes} classes cannot be split over {world_size} ranks: every rank needs "
+            "at least one class"
+        )
+    base, extra = divmod(num_classes, world_size)
+    return [base + (rank < extra) for rank in range(world_size)]
 
 
 def sent_bytes() -> int:

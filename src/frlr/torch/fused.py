@@ -165,8 +165,31 @@ def compiled(name: str, **hyper) -> Callable[[Tensor, Tensor], Tensor]:
     """A fused version of the loss registered under ``name``, with the same signature and maths
     (fused for "ss-lr" with index targets; the eager loss otherwise, see the module docstring).
 
-    >>> loss_fn = frlr.torch.compiled("ss-lr", r=2.0)
-    >>> loss = loss_fn(logits, target)
+    For "ss-lr" the fused loss computes Eq. (6), loss_i = softplus(-z_y) + alpha sum_{k != y}
+    p_k^r softplus(z_k) with alpha = beta / (K - 1), in one compiled loop forward and one
+    backward; the first call compiles them (seconds), and where ``torch.compile`` cannot run it
+    warns once and computes eagerly.
+
+    Args:
+        name: a registry name ("sr", "lr", "hs-lr", "ss-lr", "hs-sr"; any case, "_" or "-");
+            an unknown name is a ValueError.
+        hyper: the functional loss's keyword options (beta, m, r, alpha, weight, reduction,
+            ignore_index, normalization, label_smoothing, as it takes), fixed here and
+            range-checked now rather than at the first step.
+
+    Returns:
+        ``loss_fn(logits, target)``, taking the eager loss's inputs and giving its values.
+
+    Examples:
+        >>> import torch
+        >>> import frlr.torch as frlr
+        >>> logits = torch.tensor([[2.0, -1.0, 0.5, 1.5], [0.0, 1.0, -2.0, 0.5]]).requires_grad_()
+        >>> target = torch.tensor([0, 2])
+        >>> loss_fn = frlr.compiled("ss-lr", r=2.0)
+        >>> loss = loss_fn(logits, target)  # compiles the forward and backward loops
+        >>> loss.backward()
+        >>> torch.allclose(loss, frlr.ss_lr_loss(logits, target, r=2.0))
+        True
     """
     key = canonical_loss_name(name)
     if key is None:

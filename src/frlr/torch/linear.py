@@ -28,6 +28,11 @@ is ``CHUNK_BYTES`` (8 MiB): small enough to stay in the allocator's reuse range 
 
 Class-parallel: with ``process_group`` each rank holds the classes [class_offset, class_offset +
 K_r) of ``num_classes`` and passes its own local batch; see :mod:`frlr.torch.distributed`.
+
+Soft targets (mixup, label smoothing) stay sparse: class lists with ``target_weights`` and a
+``label_smoothing`` eps give t = (1 - eps) sparse + eps/K. The per-row constants (sum_k t_k,
+the negative mass M, HS-LR's n) follow in closed form from the lists and eps, and each chunk
+builds its own (N, C) target block for the same block functions, which take soft blocks.
 """
 
 from __future__ import annotations
@@ -103,9 +108,15 @@ def _check_tensors(features: object, weight: object, bias: object) -> None:
 
 
 def _local_targets(
-    target: object, num_rows: int, num_classes: int, ignore_index: int, single_label_only: bool
+    target: object,
+    num_rows: int,
+    num_classes: int,
+    ignore_index: int,
+    single_label_only: bool,
+    weighted: bool = False,
 ) -> tuple[Tensor, Tensor, bool]:
-    """(positives (N, P) int64 with -1 for none, counted (N,) bool, multi_label) of one rank."""
+    """(positives (N, P) int64 with -1 for none, counted (N,) bool, multi_label) of one rank.
+    ``weighted``: ``target_weights`` come with the lists, which may then repeat a class."""
     if not isinstance(target, Tensor):
         raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
     if target.is_floating_point() or target.dtype in (torch.bool, torch.complex64):
@@ -119,7 +130,12 @@ def _local_targets(
             f"{num_rows} rows, got {tuple(target.shape)}"
         )
     multi_label = target.dim() == 2
-    if multi_label and single_label_only:
+    if weighted and not multi_label:
+        raise ValueError(
+            "target_weights pair with positive lists (N, P); index targets (N,) are one class "
+            "per row with weight 1 (soften them with label_smoothing)"
+        )
+    if multi_label and single_label_only and not weighted:
         raise ValueError(
             "linear_sr_loss takes class indices (N,): softmax is single-label, got a target of "
             f"shape {tuple(target.shape)}"
@@ -133,7 +149,7 @@ def _local_targets(
             f"{num_classes}) (ignore_index={ignore_index})"
         )
     positives = torch.where(listed, positives, -1)
-    if multi_label and positives.shape[1] > 1:
+    if multi_label and positives.shape[1] > 1 and not weighted:
         ordered = positives.sort(1).values
         twice = (ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)
         if bool(twice.any()):
@@ -144,6 +160,64 @@ def _local_targets(
             )
     counted = torch.ones_like(listed[:, 0]) if multi_label else listed[:, 0]
     return positives, counted, multi_label
+
+
+def _check_smoothing(label_smoothing: object) -> float:
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
+        raise TypeError(f"label_smoothing must be a real number, got {label_smoothing!r}")
+    if not 0 <= label_smoothing < 1:  # NaN fails too
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+    return float(label_smoothing)
+
+
+def _local_weights(
+    target_weights: object, target: Tensor, positives: Tensor, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """(classes (N, P), weights (N, P)) of one rank: each row's classes distinct (-1 padding,
+    weight 0), a class listed twice carrying the sum of its weights.
+
+    The sum must stay <= 1 (a target is a probability per class); a sum of several weights
+    within float round-off of 1 counts as exactly 1, as lam + (1 - lam) of a mixup pair whose
+    two labels agree is meant to (the dense mix lerp(e_y, e_y, lam) is e_y exactly)."""
+    if not isinstance(target_weights, Tensor):
+        raise TypeError(
+            f"target_weights must be a torch.Tensor or None, got {type(target_weights).__name__}"
+        )
+    if not target_weights.is_floating_point():
+        raise TypeError(f"target_weights must be a float tensor, got dtype {target_weights.dtype}")
+    if target_weights.shape != target.shape:
+        raise ValueError(
+            f"target_weights must have the shape of target {tuple(target.shape)}, got "
+            f"{tuple(target_weights.shape)}"
+        )
+    listed = positives >= 0
+    weights = target_weights.detach().to(device=positives.device, dtype=dtype)
+    bad = listed & ~((weights >= 0) & (weights <= 1))  # NaN included
+    if bool(bad.any()):
+        raise ValueError(f"target_weights must lie in [0, 1], got {weights[bad][0].item()}")
+    weights = torch.where(listed, weights, 0.0)
+    if positives.shape[1] < 2:
+        return positives, weights
+    classes, order = positives.sort(1)
+    weights = weights.gather(1, order)
+    starts = torch.ones_like(listed)
+    starts[:, 1:] = classes[:, 1:] != classes[:, :-1]
+    run = starts.long().cumsum(1) - 1  # each entry's place among the row's distinct classes
+    summed = torch.zeros_like(weights).scatter_add_(1, run, weights)
+    repeats = torch.zeros_like(run).scatter_add_(1, run, torch.ones_like(run))
+    merged = torch.full_like(positives, -1).scatter_(1, run, classes)
+    summed = torch.where(merged >= 0, summed, 0.0)
+    rounding = max(torch.finfo(target_weights.dtype).eps, torch.finfo(dtype).eps)
+    slack = positives.shape[1] * rounding  # of P weights, rounded to the compute dtype
+    if bool((summed > 1 + slack).any()):
+        row, place = (summed > 1 + slack).nonzero()[0].tolist()
+        raise ValueError(
+            f"target_weights of class {merged[row, place].item()} in target row {row} sum to "
+            f"{summed[row, place].item()} > 1; a class listed more than once carries the sum "
+            "of its weights, which must stay <= 1"
+        )
+    rounded = (repeats > 1) & ((summed - 1).abs() <= slack)
+    return merged, torch.where(rounded, 1.0, summed.clamp(max=1.0))
 
 
 def _fields(grads: _Grads) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
@@ -175,8 +249,11 @@ class _Problem:
         class_offset: int,
         num_classes: int | None,
         single_label_only: bool = False,
+        target_weights: Tensor | None = None,
+        label_smoothing: float = 0.0,
     ) -> None:
         _check_tensors(features, weight, bias)
+        self.smoothing = _check_smoothing(label_smoothing)
         if reduction not in _REDUCTIONS:
             raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
         _check_int("ignore_index", ignore_index, -(2**62))
@@ -214,16 +291,21 @@ class _Problem:
             if process_group is None
             else ClassShards(process_group, class_offset, local_classes, num_classes)
         )
+        weighted = target_weights is not None
         positives, counted, self.multi_label = _local_targets(
-            target, features.shape[0], num_classes, ignore_index, single_label_only
+            target, features.shape[0], num_classes, ignore_index, single_label_only, weighted
         )
+        weights = None
+        if weighted:
+            positives, weights = _local_weights(target_weights, target, positives, self.dtype)
         x = features.detach().to(self.dtype)
         self.local_rows = features.shape[0]
         if self.shards is None:
             self.x, self.positives, self.counted = x.contiguous(), positives, counted
+            self.weights = weights
             self.block_rows = features.shape[0]
         else:
-            self._gather(x, positives, counted)
+            self._gather(x, positives, counted, weights)
         self.weight = weight.detach()
         self.bias = None if bias is None else bias.detach().to(self.dtype)
         self.bias_dtype = None if bias is None else bias.dtype
@@ -234,20 +316,41 @@ class _Problem:
             self.row_weight = self.counted.to(self.dtype) / self.count.clamp(min=1)
         else:
             self.row_weight = self.counted.to(self.dtype)
-        self.num_positives = (self.positives >= 0).sum(1).to(self.dtype)
+        self._row_masses()
 
-    def _gather(self, x: Tensor, positives: Tensor, counted: Tensor) -> None:
+    def _row_masses(self) -> None:
+        """Per-row constants of the target t = (1 - eps) sparse + eps/K, in closed form:
+        ``positive_mass`` sum_k t_k, ``certain`` the classes with t_k = 1 (HS-LR never selects
+        them; only eps = 0 with a weight of 1 makes one) as lists, -1 elsewhere, and
+        ``num_certain`` their count. Without weights and eps these are today's |P_i| and P_i."""
+        self.soft = self.weights is not None or self.smoothing > 0
+        listed = (self.positives >= 0).sum(1).to(self.dtype)
+        mass = listed if self.weights is None else self.weights.sum(1)
+        if self.smoothing:
+            mass = mass * (1.0 - self.smoothing) + self.smoothing
+            self.certain = torch.full_like(self.positives, -1)
+        elif self.weights is None:
+            self.certain = self.positives
+        else:
+            self.certain = torch.where(self.weights == 1, self.positives, -1)
+        self.positive_mass = mass
+        self.num_certain = (self.certain >= 0).sum(1).to(self.dtype)
+
+    def _gather(
+        self, x: Tensor, positives: Tensor, counted: Tensor, weights: Tensor | None
+    ) -> None:
         """The global batch, each rank's block padded to the largest (padding rows don't count)."""
         shards = self.shards
         assert shards is not None
         shape = torch.tensor(
-            [x.shape[0], positives.shape[1], int(self.multi_label)], device=x.device
+            [x.shape[0], positives.shape[1], int(self.multi_label), int(weights is not None)],
+            device=x.device,
         )
         every = shards.all_gather_equal(shape)
-        if bool((every[:, 2] != every[0, 2]).any()):
+        if bool((every[:, 2:] != every[0, 2:]).any()):
             raise ValueError(
                 "target must be class indices (N,) on every rank or positive lists (N, P) on "
-                "every rank, not a mix"
+                "every rank, with target_weights on every rank or on none, not a mix"
             )
         rows = every[:, 0].tolist()
         width = int(every[:, 1].max())
@@ -258,6 +361,11 @@ class _Problem:
         self.x = shards.all_gather_rows(x, rows)
         self.positives = shards.all_gather_rows(padded + 1, rows) - 1  # padding rows -> -1
         self.counted = shards.all_gather_rows(counted, rows)
+        self.weights = None
+        if weights is not None:  # the weights travel with their classes (padding: weight 0)
+            padded_weights = weights.new_zeros((x.shape[0], width))
+            padded_weights[:, : weights.shape[1]] = weights
+            self.weights = shards.all_gather_rows(padded_weights, rows)
 
     # -- chunks --------------------------------------------------------------------------------
 
@@ -276,17 +384,43 @@ class _Problem:
             return x @ w.t()
         return torch.addmm(self.bias[start:stop], x, w.t())
 
+    def listed_in(self, lists: Tensor, start: int, stop: int, rows: Tensor | None = None):
+        """(row, place in the list, column) of the listed classes among [start, stop) of this
+        rank, for ``lists`` (N, P) such as ``positives`` or ``certain``."""
+        lists = lists if rows is None else lists[rows]
+        low = self.class_offset + start
+        inside = (lists >= low) & (lists < self.class_offset + stop)
+        r, p = inside.nonzero(as_tuple=True)
+        return r, p, lists[r, p] - low
+
     def positives_in(self, start: int, stop: int, rows: Tensor | None = None):
         """(row, column) pairs of the positives among classes [start, stop) of this rank."""
-        positives = self.positives if rows is None else self.positives[rows]
-        low = self.class_offset + start
-        inside = (positives >= low) & (positives < self.class_offset + stop)
-        r, p = inside.nonzero(as_tuple=True)
-        return r, positives[r, p] - low
+        r, _, c = self.listed_in(self.positives, start, stop, rows)
+        return r, c
+
+    def certain_in(self, start: int, stop: int, rows: Tensor | None = None):
+        """(row, column) pairs of the classes with t = 1 among [start, stop) of this rank."""
+        r, _, c = self.listed_in(self.certain, start, stop, rows)
+        return r, c
+
+    def soft_block(self, start: int, stop: int) -> Tensor | None:
+        """The dense target t = (1 - eps) sparse + eps/K of these classes (N, C); None when it
+        is all zero (eps = 0 and no listed class here)."""
+        r, p, c = self.listed_in(self.positives, start, stop)
+        if r.numel() == 0 and not self.smoothing:
+            return None
+        base = self.smoothing / self.num_classes
+        block = self.x.new_full((self.x.shape[0], stop - start), base)
+        mass = 1.0 if self.weights is None else self.weights[r, p]
+        block[r, c] = base + (1.0 - self.smoothing) * mass  # classes are distinct per row
+        return block
 
     def target_block(self, start: int, stop: int):
         """The block function's target for these classes: (None, None) when no positive is in
-        them; index targets as (local column, present); positive lists as a dense block."""
+        them; index targets as (local column, present); positive lists as a dense block; soft
+        targets (weights, eps) as their dense block."""
+        if self.soft:
+            return self.soft_block(start, stop), None
         r, c = self.positives_in(start, stop)
         if r.numel() == 0:
             return None, None
@@ -379,12 +513,16 @@ class _LR(_ChunkedLoss):
         return kernels.lr_block(z, target, present, need_grad=need_grad)
 
 
+def _per_mass(numerator: float, mass: Tensor) -> Tensor:
+    """numerator / mass per row, 0 where the mass is 0 (a term without mass is absent)."""
+    return torch.where(mass > 0, numerator / mass.clamp(min=torch.finfo(mass.dtype).tiny), 0.0)
+
+
 def _positive_scale(problem: _Problem) -> Tensor | float:
-    """1/|P_i| (0 without positives); 1 for index targets."""
-    if not problem.multi_label:
+    """1 / sum_k t_k (|P_i| for lists; 0 without positive mass); 1 for index targets."""
+    if not (problem.multi_label or problem.soft):
         return 1.0
-    p = problem.num_positives
-    return torch.where(p > 0, 1.0 / p.clamp(min=1), 0.0)
+    return _per_mass(1.0, problem.positive_mass)
 
 
 class _SSLR(_ChunkedLoss):
@@ -393,9 +531,8 @@ class _SSLR(_ChunkedLoss):
 
     def prepare(self, problem):
         self.pos_scale = _positive_scale(problem)
-        if problem.multi_label:
-            negatives = problem.num_classes - problem.num_positives
-            self.neg_scale = torch.where(negatives > 0, self.beta / negatives.clamp(min=1), 0.0)
+        if problem.multi_label or problem.soft:  # beta / M, M = sum_k (1 - t_k)
+            self.neg_scale = _per_mass(self.beta, problem.num_classes - problem.positive_mass)
         else:
             self.neg_scale = self.beta / (problem.num_classes - 1)
 
@@ -416,15 +553,15 @@ class _HSLR(_ChunkedLoss):
 
     def prepare(self, problem):
         self.pos_scale = _positive_scale(problem)
-        if problem.multi_label:
-            n = kernels.num_hard_negatives_rows(problem.num_classes - problem.num_positives, self.m)
+        if problem.multi_label or problem.soft:  # n from the negative mass M = K - sum_k t_k
+            n = kernels.num_hard_negatives_rows(problem.num_classes - problem.positive_mass, self.m)
         else:
             n = torch.full_like(
-                problem.num_positives, num_hard_negatives(problem.num_classes - 1, self.m)
+                problem.positive_mass, num_hard_negatives(problem.num_classes - 1, self.m)
             )
         n = torch.where(problem.counted, n, 0.0)
         self.neg_scale = torch.where(n > 0, self.beta / n.clamp(min=1), 0.0)
-        num_negatives = problem.num_classes - problem.num_positives
+        num_negatives = problem.num_classes - problem.num_certain  # the candidates, t < 1
         self.selection = selection.find_selection(
             lambda rows: self._negative_chunks(problem, rows),
             self._sample(problem),
@@ -442,20 +579,20 @@ class _HSLR(_ChunkedLoss):
         x = None if rows is None else problem.x[rows]
         for start, stop in problem.chunks():
             z = problem.logits(start, stop, problem.classifier(start, stop), x)
-            r, c = problem.positives_in(start, stop, rows)
+            r, c = problem.certain_in(start, stop, rows)
             z[r, c] = -torch.inf
             yield z
 
     @staticmethod
     def _sample(problem: _Problem) -> Tensor:
-        """Logits of ~selection.SAMPLE evenly strided classes of this rank, positives -inf."""
+        """Logits of ~selection.SAMPLE evenly strided classes of this rank, t = 1 at -inf."""
         stride = -(-problem.local_classes // selection.SAMPLE)
         columns = torch.arange(0, problem.local_classes, stride, device=problem.x.device)
         w = problem.weight[columns].to(problem.dtype)
         z = problem.x @ w.t()
         if problem.bias is not None:
             z += problem.bias[columns]
-        local = problem.positives - problem.class_offset
+        local = problem.certain - problem.class_offset
         hit = (local >= 0) & (local < problem.local_classes) & (local % stride == 0)
         r, p = hit.nonzero(as_tuple=True)
         z[r, local[r, p] // stride] = -torch.inf
@@ -496,7 +633,7 @@ class _HSLR(_ChunkedLoss):
             need_grad=need_grad,
         )
         mask = chosen.candidates(z)
-        r, c = problem.positives_in(start, stop)
+        r, c = problem.certain_in(start, stop)
         mask[r, c] = False
         found_rows, found_cols = mask.nonzero(as_tuple=True)
         end = self._filled + found_rows.numel()
@@ -505,6 +642,10 @@ class _HSLR(_ChunkedLoss):
         self._found[0][self._filled : end] = found_rows
         self._found[1][self._filled : end] = found_cols + start
         self._found[2][self._filled : end] = z[found_rows, found_cols]
+        if len(self._found) > 3:  # soft targets: each candidate's t, its negative mass 1 - t
+            self._found[3][self._filled : end] = (
+                0.0 if target is None else target[found_rows, found_cols]
+            )
         self._filled = end
         return rows, grad
 
@@ -515,10 +656,12 @@ class _HSLR(_ChunkedLoss):
         total = self.selection.expected
         index = torch.empty(total, dtype=torch.int64, device=problem.x.device)
         self._found = (index, torch.empty_like(index), problem.x.new_empty(total))
+        if problem.soft:
+            self._found += (problem.x.new_empty(total),)
         self._filled = 0
 
     def after_sweep(self, problem, rows, scale, grads):
-        cand_rows, cand_cols, values = (t[: self._filled] for t in self._found)
+        cand_rows, cand_cols, values, *soft = (t[: self._filled] for t in self._found)
         del self._found
         if problem.shards is None:
             every_rows, every_values = cand_rows, values
@@ -539,8 +682,12 @@ class _HSLR(_ChunkedLoss):
         place -= (counts.cumsum(0) - counts)[cand_rows]
         block = values.new_full((num_rows, int(counts.max())), -torch.inf)
         block[cand_rows, place] = values
+        target = None
+        if soft:  # the candidates' targets, in the same layout (padding: t = 0 at -inf)
+            target = torch.zeros_like(block)
+            target[cand_rows, place] = soft[0][order]
         extra, grad = kernels.hs_lr_block(
-            block, None, None, None, 0.0, self.neg_scale, u, share, need_grad=grads is not None
+            block, target, None, None, 0.0, self.neg_scale, u, share, need_grad=grads is not None
         )
         rows += extra
         if grads is None:
@@ -561,7 +708,9 @@ class _HSLR(_ChunkedLoss):
 
 class _SR(_ChunkedLoss):
     """Softmax cross-entropy over chunks: log-sum-exp online (running max, rescaled sum), over
-    ranks by a MAX then a SUM; then d/dz = softmax(z) - onehot(y) chunk by chunk."""
+    ranks by a MAX then a SUM; then d/dz = softmax(z) - onehot(y) chunk by chunk. A soft target
+    t gives -sum_k t_k log softmax(z)_k = (sum_k t_k) lse - sum_k t_k z_k, d/dz =
+    (sum_k t_k) softmax(z) - t."""
 
     def prepare(self, problem):
         rows = problem.x.shape[0]
@@ -573,8 +722,13 @@ class _SR(_ChunkedLoss):
             new_peak = torch.maximum(peak, z.amax(1))
             total = total * torch.exp(peak - new_peak) + torch.exp(z - new_peak[:, None]).sum(1)
             peak = new_peak
-            r, c = problem.positives_in(start, stop)
-            target_logit[r] = z[r, c]
+            if problem.soft:
+                t = problem.soft_block(start, stop)
+                if t is not None:
+                    target_logit += torch.linalg.vecdot(z, t)
+            else:
+                r, c = problem.positives_in(start, stop)
+                target_logit[r] = z[r, c]
         if problem.shards is not None:
             shared = problem.shards.all_reduce(peak.clone(), "max")
             total *= torch.exp(peak - shared)
@@ -582,13 +736,20 @@ class _SR(_ChunkedLoss):
             problem.shards.all_reduce(total)
             problem.shards.all_reduce(target_logit)
         self.log_normaliser = peak + torch.log(total)
-        self.rows = self.log_normaliser - target_logit
+        if problem.soft:
+            self.rows = problem.positive_mass * self.log_normaliser - target_logit
+        else:
+            self.rows = self.log_normaliser - target_logit
 
     def block(self, problem, z, start, stop, need_grad):
         rows = z.new_zeros(z.shape[0])
         if not need_grad:
             return rows, None
         grad = torch.exp(z - self.log_normaliser[:, None])
+        if problem.soft:
+            grad.mul_(problem.positive_mass[:, None])
+            t = problem.soft_block(start, stop)
+            return rows, grad if t is None else grad.sub_(t)
         r, c = problem.positives_in(start, stop)
         grad[r, c] -= 1.0
         return rows, grad
@@ -690,6 +851,8 @@ def _linear_loss(
     process_group: object,
     class_offset: int,
     num_classes: int | None,
+    target_weights: Tensor | None,
+    label_smoothing: float,
 ) -> Tensor:
     problem = _Problem(
         features,
@@ -703,6 +866,8 @@ def _linear_loss(
         class_offset,
         num_classes,
         single_label_only=isinstance(loss, _SR),
+        target_weights=target_weights,
+        label_smoothing=label_smoothing,
     )
     with _no_autocast(features.device):
         return _LinearLossFn.apply(features, weight, bias, loss, problem)
@@ -714,6 +879,8 @@ def linear_lr_loss(
     target: Tensor,
     *,
     bias: Tensor | None = None,
+    target_weights: Tensor | None = None,
+    label_smoothing: float = 0.0,
     reduction: Reduction = "mean",
     ignore_index: int = -100,
     chunk_size: int | None = None,
@@ -734,6 +901,18 @@ def linear_lr_loss(
             ``ignore_index`` -- sparse multi-label, equal to the multi-hot target of the
             materialised loss. A class index equal to ``ignore_index`` drops its row.
         bias: (K,) or None.
+        target_weights: float (N, P) weights in [0, 1] of the listed classes of a (N, P)
+            ``target``: a sparse soft target, class ``target[i, p]`` carrying
+            ``target_weights[i, p]`` (padding entries are ignored, whatever their weight). A
+            class listed twice in a row carries the sum of its weights, which must stay <= 1
+            (a sum within float round-off of 1 is 1). None: every listed class has weight 1.
+            No gradient flows to it. Mixup of two labels a, b is ``target = [a, b]``,
+            ``target_weights = [lam, 1 - lam]``.
+        label_smoothing: eps in [0, 1): the target becomes t = (1 - eps) sparse + eps / K,
+            K = ``num_classes`` (timm's smoothing; smoothing then mixing gives the same t). With
+            index targets (N,) too. Per-row masses are formed in closed form and each chunk
+            builds its (N, C) target block, so nothing N x K is held; the losses of a soft t
+            are the materialised ones' on the dense t (see :func:`frlr.torch.ss_lr_loss`).
         reduction: "mean" over the counted rows, "sum", or "none" (this rank's rows).
         ignore_index: the ignored class index, and the padding of positive lists.
         chunk_size: classes per chunk; None sizes one (N, chunk) float32 buffer at
@@ -754,10 +933,22 @@ def linear_lr_loss(
         >>> loss.backward()  # head.weight.grad, head.bias.grad: written chunk by chunk
         >>> torch.allclose(loss, frlr.lr_loss(head(features), target))
         True
+
+        Soft targets without a dense one: mixup of two labels per row, then smoothing.
+
+        >>> pairs = torch.stack([target, target.flip(0)], 1)  # (8, 2) class lists
+        >>> lam = torch.tensor([[0.7, 0.3]]).expand(8, 2)
+        >>> soft = frlr.linear_lr_loss(features, head.weight, pairs, bias=head.bias,
+        ...                            target_weights=lam, label_smoothing=0.1)
+        >>> dense = 0.9 * torch.zeros(8, 1000).index_put_(
+        ...     (torch.arange(8).repeat_interleave(2), pairs.reshape(-1)), lam.reshape(-1),
+        ...     accumulate=True) + 0.1 / 1000
+        >>> torch.allclose(soft, frlr.lr_loss(head(features), dense))
+        True
     """
     return _linear_loss(
         _LR(), features, weight, target, bias, reduction, ignore_index, chunk_size,
-        process_group, class_offset, num_classes,
+        process_group, class_offset, num_classes, target_weights, label_smoothing,
     )  # fmt: skip
 
 
@@ -767,6 +958,8 @@ def linear_ss_lr_loss(
     target: Tensor,
     *,
     bias: Tensor | None = None,
+    target_weights: Tensor | None = None,
+    label_smoothing: float = 0.0,
     r: float = 2.0,
     beta: float = 10.0,
     reduction: Reduction = "mean",
@@ -780,12 +973,15 @@ def linear_ss_lr_loss(
     the N x K logits.
 
     SS-LR, Eq. (6): loss_i = mean_{k in P_i} softplus(-z_k)
-    + (beta / |N_i|) sum_{k in N_i} sigmoid(z_k)^r softplus(z_k).
+    + (beta / |N_i|) sum_{k in N_i} sigmoid(z_k)^r softplus(z_k). A soft target t
+    (``target_weights``, ``label_smoothing``): sum_k t_k softplus(-z_k) / sum_k t_k
+    + (beta / M) sum_k (1 - t_k) p_k^r softplus(z_k), M = sum_k (1 - t_k).
 
     Args:
         r: the attending power, >= 0; 2 in the paper.
         beta: the balance weight, 10 in the paper.
         features, weight, target, bias: as in :func:`linear_lr_loss`.
+        target_weights, label_smoothing: as in :func:`linear_lr_loss`.
         reduction, ignore_index, chunk_size: as in :func:`linear_lr_loss`.
         process_group, class_offset, num_classes: as in :func:`linear_lr_loss`.
 
@@ -798,11 +994,18 @@ def linear_ss_lr_loss(
         >>> loss.backward()  # head.weight.grad, head.bias.grad: written chunk by chunk
         >>> torch.allclose(loss, frlr.ss_lr_loss(head(features), target, r=1.0))
         True
+
+        Mixup's two labels with weights lam, 1 - lam, and label smoothing:
+
+        >>> pairs = torch.stack([target, target.flip(0)], 1)
+        >>> lam = torch.tensor([[0.7, 0.3]]).expand(8, 2)
+        >>> loss = frlr.linear_ss_lr_loss(features, head.weight, pairs, bias=head.bias,
+        ...                               target_weights=lam, label_smoothing=0.1)
     """
     check_hyperparameters(beta=beta, r=r)
     return _linear_loss(
         _SSLR(r, beta), features, weight, target, bias, reduction, ignore_index, chunk_size,
-        process_group, class_offset, num_classes,
+        process_group, class_offset, num_classes, target_weights, label_smoothing,
     )  # fmt: skip
 
 
@@ -812,6 +1015,8 @@ def linear_hs_lr_loss(
     target: Tensor,
     *,
     bias: Tensor | None = None,
+    target_weights: Tensor | None = None,
+    label_smoothing: float = 0.0,
     beta: float = 10.0,
     m: float = 25.0,
     reduction: Reduction = "mean",
@@ -830,10 +1035,16 @@ def linear_hs_lr_loss(
     negatives tied at the threshold share the remaining places equally (the materialised
     loss's top-k picks some of them instead: same value, another subgradient).
 
+    A soft target t (``target_weights``, ``label_smoothing``): sum_k t_k softplus(-z_k) /
+    sum_k t_k + (beta / n_i) sum_{k in S_i} (1 - t_k) softplus(z_k), n_i = max(1, floor(m/100
+    M_i)), M_i = sum_k (1 - t_k), S_i the n_i highest logits among the classes with t_k < 1
+    (with eps > 0 that is every class; with eps = 0 a listed weight of 1 is excluded).
+
     Args:
         beta: the balance weight, 10 in the paper.
         m: the percentage of negative classes kept, in (0, 100]; 25 in the paper.
         features, weight, target, bias: as in :func:`linear_lr_loss`.
+        target_weights, label_smoothing: as in :func:`linear_lr_loss`.
         reduction, ignore_index, chunk_size: as in :func:`linear_lr_loss`.
         process_group, class_offset, num_classes: as in :func:`linear_lr_loss`.
 
@@ -846,11 +1057,19 @@ def linear_hs_lr_loss(
         >>> loss.backward()  # head.weight.grad, head.bias.grad: written chunk by chunk
         >>> torch.allclose(loss, frlr.hs_lr_loss(head(features), target, m=10.0))
         True
+
+        Index targets with label smoothing (the true class is then a candidate negative too):
+
+        >>> loss = frlr.linear_hs_lr_loss(features, head.weight, target, bias=head.bias,
+        ...                               label_smoothing=0.1)
+        >>> dense = torch.nn.functional.one_hot(target, 1000) * 0.9 + 0.1 / 1000
+        >>> torch.allclose(loss, frlr.hs_lr_loss(head(features), dense))
+        True
     """
     check_hyperparameters(beta=beta, m=m)
     return _linear_loss(
         _HSLR(beta, m), features, weight, target, bias, reduction, ignore_index, chunk_size,
-        process_group, class_offset, num_classes,
+        process_group, class_offset, num_classes, target_weights, label_smoothing,
     )  # fmt: skip
 
 
@@ -860,6 +1079,8 @@ def linear_sr_loss(
     target: Tensor,
     *,
     bias: Tensor | None = None,
+    target_weights: Tensor | None = None,
+    label_smoothing: float = 0.0,
     reduction: Reduction = "mean",
     ignore_index: int = -100,
     chunk_size: int | None = None,
@@ -872,11 +1093,14 @@ def linear_sr_loss(
 
     loss_i = log sum_k e^{z_k} - z_{y_i}: the log-sum-exp is taken online over the chunks
     (running max m, sum s <- s e^{m - m'} + sum e^{z - m'}), then d/dz = softmax(z) - onehot(y)
-    chunk by chunk. Class indices only.
+    chunk by chunk. A soft target t (``target_weights``, ``label_smoothing``) gives the soft
+    cross-entropy -sum_k t_k log softmax(z)_k, ``F.cross_entropy`` with probabilities.
 
     Args:
         features, weight, bias: as in :func:`linear_lr_loss`.
-        target: int64 class indices (N,); softmax is single-label.
+        target: int64 class indices (N,) (softmax is single-label), or class lists (N, P)
+            with ``target_weights``.
+        target_weights, label_smoothing: as in :func:`linear_lr_loss`.
         reduction, ignore_index, chunk_size: as in :func:`linear_lr_loss`.
         process_group, class_offset, num_classes: as in :func:`linear_lr_loss`.
 
@@ -889,10 +1113,14 @@ def linear_sr_loss(
         >>> loss.backward()  # head.weight.grad, head.bias.grad: written chunk by chunk
         >>> torch.allclose(loss, frlr.sr_loss(head(features), target))
         True
+        >>> smoothed = frlr.linear_sr_loss(features, head.weight, target, bias=head.bias,
+        ...                                label_smoothing=0.1)
+        >>> torch.allclose(smoothed, frlr.sr_loss(head(features), target, label_smoothing=0.1))
+        True
     """
     return _linear_loss(
         _SR(), features, weight, target, bias, reduction, ignore_index, chunk_size,
-        process_group, class_offset, num_classes,
+        process_group, class_offset, num_classes, target_weights, label_smoothing,
     )  # fmt: skip
 
 
@@ -973,11 +1201,12 @@ def _paper_defaults(loss: str) -> dict[str, float]:
 
 
 class _LinearLoss(nn.Module):
-    """Holds the options; ``forward(features, weight, target, bias=None)``, so one module
-    serves any classifier (``loss(h, head.weight, y, head.bias)``). Keyword-only options: the
-    loss's hyper-parameters (``_hyper``, with the paper's defaults) and the shared ones of the
-    functional form (reduction, ignore_index, chunk_size, process_group, class_offset,
-    num_classes)."""
+    """Holds the options; ``forward(features, weight, target, bias=None, target_weights=None,
+    *, label_smoothing=None)``, so one module serves any classifier (``loss(h, head.weight, y,
+    head.bias)``); a per-call ``label_smoothing`` replaces the module's. Keyword-only options:
+    the loss's hyper-parameters (``_hyper``, with the paper's defaults) and the shared ones of
+    the functional form (label_smoothing, reduction, ignore_index, chunk_size, process_group,
+    class_offset, num_classes)."""
 
     _fn: Callable[..., Tensor]
     _hyper: ClassVar[dict[str, float]] = {}
@@ -985,6 +1214,7 @@ class _LinearLoss(nn.Module):
     def __init__(
         self,
         *,
+        label_smoothing: float = 0.0,
         reduction: Reduction = "mean",
         ignore_index: int = -100,
         chunk_size: int | None = None,
@@ -1006,6 +1236,7 @@ class _LinearLoss(nn.Module):
         self.options = {
             **self._hyper,
             **hyper,
+            "label_smoothing": _check_smoothing(label_smoothing),
             "reduction": reduction,
             "ignore_index": ignore_index,
             "chunk_size": chunk_size,
@@ -1015,9 +1246,21 @@ class _LinearLoss(nn.Module):
         }
 
     def forward(
-        self, features: Tensor, weight: Tensor, target: Tensor, bias: Tensor | None = None
+        self,
+        features: Tensor,
+        weight: Tensor,
+        target: Tensor,
+        bias: Tensor | None = None,
+        target_weights: Tensor | None = None,
+        *,
+        label_smoothing: float | None = None,
     ) -> Tensor:
-        return type(self)._fn(features, weight, target, bias=bias, **self.options)
+        options = self.options
+        if label_smoothing is not None:
+            options = {**options, "label_smoothing": label_smoothing}
+        return type(self)._fn(
+            features, weight, target, bias=bias, target_weights=target_weights, **options
+        )
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.options.items() if k != "process_group")
@@ -1027,6 +1270,7 @@ class LinearLRLoss(_LinearLoss):
     """Module form of :func:`linear_lr_loss`.
 
     Args:
+        label_smoothing: as in :func:`linear_lr_loss` (a call may pass its own), keyword-only.
         reduction, ignore_index, chunk_size, process_group, class_offset, num_classes: as in
             :func:`linear_lr_loss`, keyword-only.
         hyper: the loss's hyper-parameters by name (none), default the paper's.
@@ -1048,6 +1292,7 @@ class LinearSSLRLoss(_LinearLoss):
     """Module form of :func:`linear_ss_lr_loss` (r = 2, beta = 10 as in the paper).
 
     Args:
+        label_smoothing: as in :func:`linear_lr_loss` (a call may pass its own), keyword-only.
         reduction, ignore_index, chunk_size, process_group, class_offset, num_classes: as in
             :func:`linear_lr_loss`, keyword-only.
         hyper: the loss's hyper-parameters by name (r, beta), default the paper's.
@@ -1070,6 +1315,7 @@ class LinearHSLRLoss(_LinearLoss):
     """Module form of :func:`linear_hs_lr_loss` (beta = 10, m = 25 as in the paper).
 
     Args:
+        label_smoothing: as in :func:`linear_lr_loss` (a call may pass its own), keyword-only.
         reduction, ignore_index, chunk_size, process_group, class_offset, num_classes: as in
             :func:`linear_lr_loss`, keyword-only.
         hyper: the loss's hyper-parameters by name (beta, m), default the paper's.
@@ -1092,6 +1338,7 @@ class LinearSRLoss(_LinearLoss):
     """Module form of :func:`linear_sr_loss` (softmax cross-entropy, the baseline).
 
     Args:
+        label_smoothing: as in :func:`linear_lr_loss` (a call may pass its own), keyword-only.
         reduction, ignore_index, chunk_size, process_group, class_offset, num_classes: as in
             :func:`linear_lr_loss`, keyword-only.
         hyper: the loss's hyper-parameters by name (none), default the paper's.

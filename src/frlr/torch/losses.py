@@ -283,15 +283,37 @@ def lr_loss(
     Soft targets t in [0, 1] give sum_k t_k softplus(-z_k) + (1 - t_k) softplus(z_k).
 
     Args:
-        logits: (N, K) or (N, K, d1, ...) float32/float16/bfloat16 (float64 computes in float64).
-        target: int64 class indices (N, d1, ...) or a float target of the logits' shape.
-        weight: optional (K,) per-class weight on class k's term (the BCEWithLogitsLoss
-            convention, not CrossEntropyLoss's); "mean" still divides by the sample count.
-        reduction: "mean" over non-ignored samples, "sum", or "none" (per-sample losses).
-        ignore_index: index targets equal to it contribute nothing.
-        normalization: "paper" (above) or "reference": the mean of the elementwise binary
-            cross-entropy over all N*K entries, the conventional multi-label implementation
-            (the authors released no LR code).
+        logits: (N, K) or (N, K, d1, ...) logits, K >= 2; float32/float16/bfloat16 are
+            computed in float32, float64 in float64.
+        target: int64 (or int32/int16/int8/uint8) class indices of shape (N, d1, ...), or a
+            float/bool tensor of the logits' shape: multi-hot {0, 1} or soft targets with
+            every value in [0, 1].
+        weight: optional (K,) per-class weight on class k's term, finite and >= 0 (the
+            BCEWithLogitsLoss convention, not CrossEntropyLoss's); "mean" still divides by
+            the sample count. Default None (all 1).
+        reduction: "mean" (default) over non-ignored samples, "sum", or "none" (per-sample
+            losses, of the target's shape for index targets).
+        ignore_index: class-index targets equal to it contribute nothing (default -100);
+            a batch with every sample ignored gives 0.
+        normalization: "paper" (default, above) or "reference": the mean of the elementwise
+            binary cross-entropy over all N*K entries, the conventional multi-label
+            implementation (the authors released no LR code); "mean" reduction only.
+
+    Examples:
+        >>> import torch
+        >>> import frlr.torch as frlr
+        >>> logits = torch.tensor([[2.0, -1.0, 0.5, 1.5, -0.5], [0.0, 1.0, -2.0, 0.5, 3.0]])
+        >>> target = torch.tensor([0, 2])
+        >>> frlr.lr_loss(logits, target, reduction="none")
+        tensor([3.5898, 8.1560])
+        >>> from torch.nn.functional import binary_cross_entropy_with_logits as bce, one_hot
+        >>> multi_hot = one_hot(target, 5).float()  # the same target as a float tensor
+        >>> summed = bce(logits, multi_hot, reduction="sum") / 2  # sum over classes, mean over N
+        >>> torch.allclose(frlr.lr_loss(logits, multi_hot), summed)
+        True
+        >>> soft = torch.tensor([[0.9, 0.1, 0.0, 0.0, 0.0], [0.0, 0.0, 0.8, 0.0, 0.2]])
+        >>> frlr.lr_loss(logits, soft, reduction="none")
+        tensor([3.8898, 7.1560])
     """
     _check_hyper(reduction=reduction, normalization=normalization)
     batch = _Batch(logits, target, weight, ignore_index)
@@ -333,16 +355,37 @@ def hs_lr_loss(
     highest-logit classes among those with t_k < 1, and alpha_i = beta / n_i.
 
     Args:
-        beta: the balance weight, 10 in the paper.
-        m: the percentage of negative classes kept, in (0, 100]; 25 in the paper.
-        alpha: overrides beta / n_i when given.
-        normalization: "paper" (above, per sample) or "reference", the authors' released code:
-            positive term pooled over all positive entries of the batch, plus alpha times the
-            mean, over N * k entries, of the k = int(K * m / 100) largest -log(1 - p) per sample
-            (k counts from K, not K - 1; a positive is "selected" as a zero once k exceeds the
-            negatives). alpha defaults to beta there, so for single-label data the two modes
-            differ only in k. Reference mode supports reduction "mean" only.
-        weight, reduction, ignore_index: as in :func:`lr_loss`.
+        logits: (N, K) or (N, K, d1, ...) logits, K >= 2, as in :func:`lr_loss`.
+        target: int64 class indices (N, d1, ...), or a float/bool tensor of the logits' shape:
+            multi-hot {0, 1} or soft targets in [0, 1] (the generalisation above).
+        beta: the balance weight, finite and >= 0; 10 (the paper's) by default.
+        m: the percentage of negative classes kept, in (0, 100]; 25 (the paper's) by default.
+        alpha: a fixed weight >= 0 that replaces beta / n_i when given; default None.
+        weight: optional (K,) per-class weight on class k's term, finite and >= 0.
+        reduction: "mean" (default) over non-ignored samples, "sum", or "none".
+        ignore_index: class-index targets equal to it contribute nothing (default -100).
+        normalization: "paper" (default, above, per sample) or "reference", the authors'
+            released code: positive term pooled over all positive entries of the batch, plus
+            alpha times the mean, over N * k entries, of the k = int(K * m / 100) largest
+            -log(1 - p) per sample (k counts from K, not K - 1; a positive is "selected" as a
+            zero once k exceeds the negatives). alpha defaults to beta there, so for
+            single-label data the two modes differ only in k. "mean" reduction only.
+
+    Examples:
+        >>> import torch
+        >>> import frlr.torch as frlr
+        >>> from torch.nn.functional import softplus
+        >>> logits = torch.tensor([[2.0, -1.0, 0.5, 1.5, -0.5], [0.0, 1.0, -2.0, 0.5, 3.0]])
+        >>> target = torch.tensor([0, 2])
+        >>> loss = frlr.hs_lr_loss(logits, target, m=50.0, reduction="none")
+        >>> loss
+        tensor([13.5044, 23.9362])
+        >>> z = logits[0]  # n = floor(50 * 4 / 100) = 2 hardest negatives: classes 3 and 2
+        >>> torch.allclose(loss[0], softplus(-z[0]) + 10 / 2 * (softplus(z[3]) + softplus(z[2])))
+        True
+        >>> soft = torch.tensor([[0.9, 0.1, 0.0, 0.0, 0.0], [0.0, 0.0, 0.8, 0.0, 0.2]])
+        >>> frlr.hs_lr_loss(logits, soft, reduction="none")
+        tensor([ 2.3725, 26.1000])
     """
     _check_hyper(beta=beta, m=m, alpha=alpha, reduction=reduction, normalization=normalization)
     batch = _Batch(logits, target, weight, ignore_index)
@@ -383,15 +426,36 @@ def ss_lr_loss(
     (the first term 0 when sum_k t_k = 0, the second when sum_k (1 - t_k) = 0).
 
     Args:
-        beta: the balance weight, 10 in the paper.
-        r: the attending power, >= 0; 2 in the paper.
-        alpha: overrides beta / |N_i| when given.
-        normalization: "paper" (above, per sample) or "reference", the authors' released code:
-            positive term pooled over all positive entries of the batch plus alpha times the
-            negative term pooled over all negative entries of the batch. alpha defaults to
-            beta there, so the two modes agree exactly on single-label data. Reference mode
-            supports reduction "mean" only.
-        weight, reduction, ignore_index: as in :func:`lr_loss`.
+        logits: (N, K) or (N, K, d1, ...) logits, K >= 2, as in :func:`lr_loss`.
+        target: int64 class indices (N, d1, ...), or a float/bool tensor of the logits' shape:
+            multi-hot {0, 1} or soft targets in [0, 1] (the generalisation above).
+        beta: the balance weight, finite and >= 0; 10 (the paper's) by default.
+        r: the attending power, finite and >= 0; 2 (the paper's) by default.
+        alpha: a fixed weight >= 0 that replaces beta / |N_i| when given; default None.
+        weight: optional (K,) per-class weight on class k's term, finite and >= 0.
+        reduction: "mean" (default) over non-ignored samples, "sum", or "none".
+        ignore_index: class-index targets equal to it contribute nothing (default -100).
+        normalization: "paper" (default, above, per sample) or "reference", the authors'
+            released code: positive term pooled over all positive entries of the batch plus
+            alpha times the negative term pooled over all negative entries of the batch.
+            alpha defaults to beta there, so the two modes agree exactly on single-label
+            data. "mean" reduction only.
+
+    Examples:
+        >>> import torch
+        >>> import frlr.torch as frlr
+        >>> from torch.nn.functional import softplus
+        >>> logits = torch.tensor([[2.0, -1.0, 0.5, 1.5, -0.5], [0.0, 1.0, -2.0, 0.5, 3.0]])
+        >>> target = torch.tensor([0, 2])
+        >>> loss = frlr.ss_lr_loss(logits, target, reduction="none")
+        >>> loss
+        tensor([ 4.1392, 12.1740])
+        >>> z, p = logits[0], torch.sigmoid(logits[0])  # alpha = beta / (K - 1) = 10 / 4
+        >>> torch.allclose(loss[0], softplus(-z[0]) + 10 / 4 * (p[1:] ** 2 * softplus(z[1:])).sum())
+        True
+        >>> soft = torch.tensor([[0.9, 0.1, 0.0, 0.0, 0.0], [0.0, 0.0, 0.8, 0.0, 0.2]])
+        >>> frlr.ss_lr_loss(logits, soft, reduction="none")
+        tensor([ 4.6647, 10.3761])
     """
     _check_hyper(beta=beta, r=r, alpha=alpha, reduction=reduction, normalization=normalization)
     batch = _Batch(logits, target, weight, ignore_index)
@@ -415,8 +479,35 @@ def sr_loss(
 ) -> Tensor:
     """Softmax regression, Eq. (4): ``F.cross_entropy`` with this library's input checks.
 
-    Float targets are class probabilities, as in ``F.cross_entropy``; ``weight`` and the
-    "mean" reduction follow ``F.cross_entropy`` exactly (mean weighted by weight[y]).
+    loss_i = -sum_k c_k log q_k, q = softmax(z), c the target distribution: -log q_y for a
+    class index y. Float targets are class probabilities, as in ``F.cross_entropy`` (not
+    renormalised); ``weight`` and the "mean" reduction follow ``F.cross_entropy`` exactly
+    (mean weighted by weight[y]).
+
+    Args:
+        logits: (N, K) or (N, K, d1, ...) logits, K >= 2, as in :func:`lr_loss`.
+        target: int64 class indices (N, d1, ...), or a float/bool tensor of the logits' shape
+            holding class probabilities in [0, 1] (one-hot, soft or mixed targets).
+        weight: optional (K,) per-class weight, finite and >= 0 (CrossEntropyLoss's
+            convention: with index targets "mean" divides by sum_i weight[y_i]).
+        reduction: "mean" (default), "sum", or "none". An all-ignored batch gives 0, not NaN.
+        ignore_index: class-index targets equal to it contribute nothing (default -100).
+        label_smoothing: in [0, 1], mixes the target with the uniform distribution, as in
+            ``F.cross_entropy``; default 0.
+
+    Examples:
+        >>> import torch
+        >>> import frlr.torch as frlr
+        >>> logits = torch.tensor([[2.0, -1.0, 0.5, 1.5, -0.5], [0.0, 1.0, -2.0, 0.5, 3.0]])
+        >>> target = torch.tensor([0, 2])
+        >>> cross_entropy = torch.nn.functional.cross_entropy(logits, target, label_smoothing=0.1)
+        >>> torch.allclose(frlr.sr_loss(logits, target, label_smoothing=0.1), cross_entropy)
+        True
+        >>> frlr.sr_loss(logits, target, reduction="none")
+        tensor([0.6737, 5.2421])
+        >>> soft = torch.tensor([[0.9, 0.1, 0.0, 0.0, 0.0], [0.0, 0.0, 0.8, 0.0, 0.2]])
+        >>> frlr.sr_loss(logits, soft, reduction="none")
+        tensor([0.9737, 4.2421])
     """
     _check_hyper(reduction=reduction)
     _Batch(logits, target, weight, ignore_index)  # validation only
@@ -473,6 +564,30 @@ def hs_sr_loss(
     n = max(1, floor(m/100 (K - 1))). log(1 - q_k) is computed as log1p(-q_k) where q_k <= 1/2
     and as logsumexp over the other classes minus logsumexp over all where q_k > 1/2 (at most
     the row's arg-max), so it stays exact when q_k -> 1. Single-label (index) targets only.
+
+    Args:
+        logits: (N, K) or (N, K, d1, ...) logits, K >= 2, as in :func:`lr_loss`.
+        target: int64 class indices (N, d1, ...) only: softmax is single-label, so a float
+            (multi-hot or soft) target is a ValueError.
+        beta: the balance weight, finite and >= 0; default 10.
+        m: the percentage of negative classes kept, in (0, 100]; default 25.
+        alpha: a fixed weight >= 0 that replaces beta / n when given; default None.
+        weight: optional (K,) per-class weight, finite and >= 0, on the positive term
+            (weight[y]) and on each selected negative's term.
+        reduction: "mean" (default) over non-ignored samples, "sum", or "none".
+        ignore_index: class-index targets equal to it contribute nothing (default -100).
+
+    Examples:
+        >>> import torch
+        >>> import frlr.torch as frlr
+        >>> logits = torch.tensor([[2.0, -1.0, 0.5, 1.5, -0.5], [0.0, 1.0, -2.0, 0.5, 3.0]])
+        >>> target = torch.tensor([0, 2])
+        >>> loss = frlr.hs_sr_loss(logits, target, reduction="none")
+        >>> loss
+        tensor([ 4.3730, 20.6116])
+        >>> q = torch.softmax(logits[0], 0)  # n = max(1, floor(25 * 4 / 100)) = 1: class 3
+        >>> torch.allclose(loss[0], -q[0].log() - 10 / 1 * (1 - q[3]).log())
+        True
     """
     _check_hyper(beta=beta, m=m, alpha=alpha, reduction=reduction)
     batch = _Batch(logits, target, weight, ignore_index)
@@ -632,7 +747,24 @@ class _Loss(nn.Module):
 
 
 class LRLoss(_Loss):
-    """Module form of :func:`lr_loss`."""
+    """Module form of :func:`lr_loss` (Eq. 3): ``LRLoss(...)(logits, target)`` is
+    ``lr_loss(logits, target, ...)``, with the same logits and target formats.
+
+    Args:
+        weight: optional (K,) per-class weight, finite and >= 0, kept as a buffer (it moves
+            with ``.to(device)``); default None.
+        reduction, ignore_index, normalization: as in :func:`lr_loss`; defaults "mean", -100
+            and "paper".
+
+    Examples:
+        >>> import torch
+        >>> import frlr.torch as frlr
+        >>> logits, target = torch.randn(4, 10), torch.randint(0, 10, (4,))
+        >>> weight = torch.linspace(0.5, 2.0, 10)
+        >>> loss = frlr.LRLoss(weight=weight)(logits, target)
+        >>> torch.equal(loss, frlr.lr_loss(logits, target, weight=weight))
+        True
+    """
 
     _fn = staticmethod(lr_loss)
 
@@ -649,7 +781,26 @@ class LRLoss(_Loss):
 
 
 class HSLRLoss(_Loss):
-    """Module form of :func:`hs_lr_loss` (Eq. 5; beta = 10, m = 25 as in the paper)."""
+    """Module form of :func:`hs_lr_loss` (Eq. 5; beta = 10, m = 25 as in the paper).
+
+    loss_i = mean_{k in P_i} softplus(-z_k) + beta / n_i sum_{k in top n_i of N_i} softplus(z_k),
+    n_i = max(1, floor(m |N_i| / 100)); index, multi-hot and soft targets as in the function.
+
+    Args:
+        beta: the balance weight, finite and >= 0; default 10.
+        m: the percentage of negative classes kept, in (0, 100]; default 25.
+        alpha: a fixed weight >= 0 in place of beta / n_i; default None.
+        weight, reduction, ignore_index, normalization: as in :func:`hs_lr_loss` (defaults
+            None, "mean", -100, "paper"); the weight is kept as a buffer.
+
+    Examples:
+        >>> import torch
+        >>> import frlr.torch as frlr
+        >>> logits, target = torch.randn(4, 10), torch.randint(0, 10, (4,))
+        >>> criterion = frlr.HSLRLoss(m=50.0)
+        >>> torch.equal(criterion(logits, target), frlr.hs_lr_loss(logits, target, m=50.0))
+        True
+    """
 
     _fn = staticmethod(hs_lr_loss)
 
@@ -675,7 +826,28 @@ class HSLRLoss(_Loss):
 
 
 class SSLRLoss(_Loss):
-    """Module form of :func:`ss_lr_loss` (Eq. 6; beta = 10, r = 2 as in the paper)."""
+    """Module form of :func:`ss_lr_loss` (Eq. 6; beta = 10, r = 2 as in the paper).
+
+    loss_i = mean_{k in P_i} softplus(-z_k) + beta / |N_i| sum_{k in N_i} p_k^r softplus(z_k);
+    index, multi-hot and soft targets as in the function.
+
+    Args:
+        beta: the balance weight, finite and >= 0; default 10.
+        r: the attending power, finite and >= 0; default 2.
+        alpha: a fixed weight >= 0 in place of beta / |N_i|; default None.
+        weight, reduction, ignore_index, normalization: as in :func:`ss_lr_loss` (defaults
+            None, "mean", -100, "paper"); the weight is kept as a buffer.
+
+    Examples:
+        >>> import torch
+        >>> import frlr.torch as frlr
+        >>> model, criterion = torch.nn.Linear(8, 10), frlr.SSLRLoss()  # for nn.CrossEntropyLoss()
+        >>> x, y = torch.randn(4, 8), torch.randint(0, 10, (4,))
+        >>> loss = criterion(model(x), y)
+        >>> loss.backward()
+        >>> torch.equal(loss, frlr.ss_lr_loss(model(x), y)), model.weight.grad.shape
+        (True, torch.Size([10, 8]))
+    """
 
     _fn = staticmethod(ss_lr_loss)
 
@@ -701,7 +873,21 @@ class SSLRLoss(_Loss):
 
 
 class SRLoss(_Loss):
-    """Module form of :func:`sr_loss` (softmax cross-entropy, the baseline)."""
+    """Module form of :func:`sr_loss` (Eq. 4, softmax cross-entropy, the baseline):
+    ``nn.CrossEntropyLoss`` with this library's input checks.
+
+    Args:
+        weight, reduction, ignore_index, label_smoothing: as in :func:`sr_loss` (defaults
+            None, "mean", -100, 0.0); the weight is kept as a buffer.
+
+    Examples:
+        >>> import torch
+        >>> import frlr.torch as frlr
+        >>> logits, target = torch.randn(4, 10), torch.randint(0, 10, (4,))
+        >>> reference = torch.nn.CrossEntropyLoss(label_smoothing=0.1)(logits, target)
+        >>> torch.allclose(frlr.SRLoss(label_smoothing=0.1)(logits, target), reference)
+        True
+    """
 
     _fn = staticmethod(sr_loss)
 
@@ -721,7 +907,24 @@ class SRLoss(_Loss):
 
 
 class HSSRLoss(_Loss):
-    """Module form of :func:`hs_sr_loss` (hard selection on softmax, the ablation)."""
+    """Module form of :func:`hs_sr_loss` (hard selection on softmax, the ablation):
+    -log q_y + beta / n sum_{k in top n negatives} -log(1 - q_k), class-index targets only.
+
+    Args:
+        beta: the balance weight, finite and >= 0; default 10.
+        m: the percentage of negative classes kept, in (0, 100]; default 25.
+        alpha: a fixed weight >= 0 in place of beta / n; default None.
+        weight, reduction, ignore_index: as in :func:`hs_sr_loss` (defaults None, "mean",
+            -100); the weight is kept as a buffer.
+
+    Examples:
+        >>> import torch
+        >>> import frlr.torch as frlr
+        >>> logits, target = torch.randn(4, 10), torch.randint(0, 10, (4,))
+        >>> loss = frlr.HSSRLoss(alpha=1.0)(logits, target)
+        >>> torch.equal(loss, frlr.hs_sr_loss(logits, target, alpha=1.0))
+        True
+    """
 
     _fn = staticmethod(hs_sr_loss)
 
@@ -754,6 +957,26 @@ def get_loss(name: str, **kwargs) -> nn.Module:
     """The loss module registered under ``name`` ("sr", "lr", "hs-lr", "ss-lr", "hs-sr").
 
     Keyword arguments go to the module's constructor; one it does not take is an error.
+
+    Args:
+        name: a registry name, in any case and with "_" or "-" ("SS_LR" is "ss-lr"); an
+            unknown name is a ValueError.
+        kwargs: the constructor's arguments (:class:`SRLoss`, :class:`LRLoss`,
+            :class:`HSLRLoss`, :class:`SSLRLoss`, :class:`HSSRLoss`): beta, m, r, alpha,
+            weight, reduction, ignore_index, normalization or label_smoothing, as it takes;
+            one it does not take is a TypeError.
+
+    Returns:
+        The loss module, called as ``criterion(logits, target)``.
+
+    Examples:
+        >>> import frlr.torch as frlr
+        >>> frlr.get_loss("SS_LR", r=1.0)
+        SSLRLoss(beta=10.0, r=1.0, alpha=None, reduction='mean', ...)
+        >>> frlr.get_loss("hs-lr", r=1.0)
+        Traceback (most recent call last):
+        ...
+        TypeError: loss 'hs-lr': HSLRLoss.__init__() got an unexpected keyword argument 'r'
     """
     key = canonical_loss_name(name)
     if key is None:
