@@ -110,11 +110,31 @@ class Selection:
     wanted: Tensor
     expected: int = 0  # candidates over all processes: a bound on what one process collects
 
-    def candidates(self, negatives: Tensor) -> Tensor:
-        """(M, C) bool: the chunk's logits to collect (negatives only: positives are -inf)."""
-        return (negatives > self.candidate_lo.unsqueeze(1)) & (
-            negatives <= self.candidate_hi.unsqueeze(1)
-        )
+    def __post_init__(self) -> None:
+        # The candidate interval (lo, hi] as a centre and a half-width wide enough that every
+        # candidate passes |z - centre| <= half despite the subtraction's rounding (float64
+        # arithmetic, then rounded outwards); rows without candidates get half = -1.
+        lo, hi = self.candidate_lo.double(), self.candidate_hi.double()
+        has = torch.isfinite(lo) & torch.isfinite(hi)
+        centre = torch.where(has, (lo + hi) / 2, 0.0).to(self.candidate_lo.dtype)
+        c64 = centre.double()
+        half = torch.maximum(hi - c64, c64 - lo) * (1 + 16 * torch.finfo(centre.dtype).eps)
+        half = half + torch.finfo(centre.dtype).tiny
+        self._centre = centre.unsqueeze(1)
+        self._half = torch.where(has, half, -1.0).to(centre.dtype).unsqueeze(1)
+
+    def candidates(
+        self, negatives: Tensor, excluded: tuple[Tensor, Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """(rows, columns) of a (M, C) chunk's logits to collect, those in (lo, hi] but the
+        ``excluded`` (rows, columns): one comparison of |z - centre| finds a superset (half the
+        passes of two comparisons and an and), the exact test runs on the few it finds."""
+        near = torch.sub(negatives, self._centre).abs_() <= self._half
+        near[excluded] = False
+        rows, columns = near.nonzero(as_tuple=True)
+        values = negatives[rows, columns]
+        exact = (values > self.candidate_lo[rows]) & (values <= self.candidate_hi[rows])
+        return rows[exact], columns[exact]
 
 
 Chunks = Callable[[Tensor | None], Iterator[Tensor]]
