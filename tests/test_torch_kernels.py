@@ -130,6 +130,30 @@ def test_hs_lr_ties_at_the_threshold_are_shared_whatever_the_chunking(form):
         torch.testing.assert_close(rows, reference)
 
 
+def test_hs_lr_selection_mask_matches_its_definition_with_infinite_logits():
+    """sel = [z > tau] + share [z = tau], also where z and tau are -inf (the subtraction the
+    fast mask uses would give NaN there) and where tau is +inf (a row that selects nothing)."""
+    z = torch.tensor(
+        [[-math.inf, -1.0, 0.5, 2.0], [-math.inf, -math.inf, 3.0, -2.0], [1.0, 2.0, 3.0, 4.0]],
+        dtype=torch.float64,
+    )
+    threshold = torch.tensor([0.5, -math.inf, math.inf], dtype=torch.float64)
+    share = torch.tensor([0.25, 0.5, 0.0], dtype=torch.float64)
+    rows, grad = kernels.hs_lr_block(z, None, None, None, 0.0, 1.0, threshold, share)
+    tau = threshold[:, None]
+    selected = (z > tau).double() + share[:, None] * (z == tau).double()
+    finite = torch.isfinite(z)
+    expected = torch.where(finite, torch.nn.functional.softplus(z) * selected, 0.0)
+    torch.testing.assert_close(rows, expected.sum(1))
+    torch.testing.assert_close(grad, torch.where(finite, torch.sigmoid(z) * selected, 0.0))
+    # finite thresholds, no shared tie: the sign-based mask, same definition
+    threshold = torch.tensor([0.5, 3.0, 2.0], dtype=torch.float64)
+    z = z.clamp(min=-50)
+    rows, grad = kernels.hs_lr_block(z, None, None, None, 0.0, 1.0, threshold, share * 0)
+    selected = (z > threshold[:, None]).double()
+    torch.testing.assert_close(grad, torch.sigmoid(z) * selected)
+
+
 @pytest.mark.parametrize("name", ("lr", "ss-lr", "hs-lr"))
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("parts", ("both", "positive", "negative"))

@@ -394,12 +394,22 @@ def ss_lr_block(
 
 
 def _selection(z: Tensor, threshold: Tensor | None, tie_share: Tensor | None) -> Tensor | None:
+    """sel = [z > tau] + share [z = tau] as a float (M, C) mask (None: select all).
+
+    [z > tau] is sign(z - tau) clamped at 0: IEEE subtraction keeps the sign and is zero only
+    when z = tau; that costs half of a comparison to bool and its conversion. The tie term is
+    added only when some row shares its threshold."""
     if threshold is None:
         return None
     tau = threshold.unsqueeze(1)
     if tie_share is None:
         return (z >= tau).to(z.dtype)
-    return (z > tau).to(z.dtype).add_((z == tau).to(z.dtype).mul_(tie_share.unsqueeze(1)))
+    if bool(torch.isneginf(threshold).any()):  # -inf - -inf would be NaN: compare instead
+        return (z > tau).to(z.dtype).add_((z == tau).to(z.dtype).mul_(tie_share.unsqueeze(1)))
+    selected = torch.sub(z.detach(), tau).sign_().clamp_(min=0.0)
+    if not bool(tie_share.any()):
+        return selected
+    return selected.add_((z == tau).to(z.dtype).mul_(tie_share.unsqueeze(1)))
 
 
 def hs_lr_negative(threshold: Tensor | None, tie_share: Tensor | None) -> Negative:

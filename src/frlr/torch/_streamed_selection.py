@@ -71,11 +71,13 @@ class Band:
         self.lo = torch.minimum(self.lo, torch.nextafter(self.hi, self.hi.new_tensor(-torch.inf)))
         self.inv = BINS / (self.hi - self.lo)
 
-    def key(self, z: Tensor) -> Tensor:
-        """Float keys in [-1, B]. Same ops, same rounding for a (M, C) chunk and a (M,) probe."""
+    def key(self, z: Tensor, inplace: bool = False) -> Tensor:
+        """Float keys in [-1, B]. Same ops, same rounding for a (M, C) chunk and a (M,) probe;
+        ``inplace`` overwrites ``z`` (a chunk nothing else reads)."""
         lo = self.lo if z.dim() == 1 else self.lo.unsqueeze(1)
         inv = self.inv if z.dim() == 1 else self.inv.unsqueeze(1)
-        return (z - lo).mul_(inv).floor_().clamp_(-1, BINS)
+        shifted = z.sub_(lo) if inplace else z - lo
+        return shifted.mul_(inv).floor_().clamp_(-1, BINS)
 
     def largest_with_key_at_most(self, b: Tensor) -> Tensor:
         """Per row, the largest float x in [-bound, bound] with key(x) <= b (-bound when there
@@ -108,11 +110,31 @@ class Selection:
     wanted: Tensor
     expected: int = 0  # candidates over all processes: a bound on what one process collects
 
-    def candidates(self, negatives: Tensor) -> Tensor:
-        """(M, C) bool: the chunk's logits to collect (negatives only: positives are -inf)."""
-        return (negatives > self.candidate_lo.unsqueeze(1)) & (
-            negatives <= self.candidate_hi.unsqueeze(1)
-        )
+    def __post_init__(self) -> None:
+        # The candidate interval (lo, hi] as a centre and a half-width wide enough that every
+        # candidate passes |z - centre| <= half despite the subtraction's rounding (float64
+        # arithmetic, then rounded outwards); rows without candidates get half = -1.
+        lo, hi = self.candidate_lo.double(), self.candidate_hi.double()
+        has = torch.isfinite(lo) & torch.isfinite(hi)
+        centre = torch.where(has, (lo + hi) / 2, 0.0).to(self.candidate_lo.dtype)
+        c64 = centre.double()
+        half = torch.maximum(hi - c64, c64 - lo) * (1 + 16 * torch.finfo(centre.dtype).eps)
+        half = half + torch.finfo(centre.dtype).tiny
+        self._centre = centre.unsqueeze(1)
+        self._half = torch.where(has, half, -1.0).to(centre.dtype).unsqueeze(1)
+
+    def candidates(
+        self, negatives: Tensor, excluded: tuple[Tensor, Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """(rows, columns) of a (M, C) chunk's logits to collect, those in (lo, hi] but the
+        ``excluded`` (rows, columns): one comparison of |z - centre| finds a superset (half the
+        passes of two comparisons and an and), the exact test runs on the few it finds."""
+        near = torch.sub(negatives, self._centre).abs_() <= self._half
+        near[excluded] = False
+        rows, columns = near.nonzero(as_tuple=True)
+        values = negatives[rows, columns]
+        exact = (values > self.candidate_lo[rows]) & (values <= self.candidate_hi[rows])
+        return rows[exact], columns[exact]
 
 
 Chunks = Callable[[Tensor | None], Iterator[Tensor]]
@@ -219,21 +241,31 @@ def _sample_band(
 
 
 def _histogram(negative_chunks: Chunks, index: Tensor, band: Band) -> Tensor:
-    """Per row, the count of logits per key -1 .. B (M, B + 2): one bincount per chunk of
-    the keys offset by the row (in the float itself while the offsets are exact there)."""
+    """Per row, the count of logits per key -1 .. B (M, B + 2): the keys offset by the row (in
+    the float itself while the offsets are exact there) scattered into one count buffer.
+
+    A ``bincount`` per chunk would zero, convert and add an (M, B + 2) array per chunk: as much
+    memory traffic as the chunk itself at small d. ``scatter_add_`` adds in place instead."""
     m = index.shape[0]
     width = BINS + 2
     # int32 counts: half the bytes of the all-reduce (a row holds fewer than 2^31 classes)
     counts = torch.zeros(m * width, dtype=torch.int32, device=index.device)
-    base = torch.arange(m, dtype=torch.int32, device=index.device).mul_(width).add_(1)
+    base = torch.arange(m, dtype=torch.int64, device=index.device).mul_(width).add_(1)
     base = base.unsqueeze(1)
     exact = m * width < 2 ** (1 + (23 if band.lo.dtype == torch.float32 else 52))
     base_float = base.to(band.lo.dtype)
+    ones = flat = torch.empty(0, dtype=torch.int32, device=index.device)
     for z in negative_chunks(index):
-        key = band.key(z)
-        # int32 keys: bincount takes them 2.5x faster than int64 (m * width < 2^31 here)
-        flat = key.add_(base_float).int() if exact else key.int().add_(base)
-        counts += torch.bincount(flat.view(-1), minlength=counts.numel())
+        key = band.key(z, inplace=True)
+        if flat.numel() < key.numel():  # one buffer each: fresh int64 chunks cost page faults
+            ones = torch.ones(key.numel(), dtype=torch.int32, device=index.device)
+            flat = torch.empty(key.numel(), dtype=torch.int64, device=index.device)
+        indices = flat[: key.numel()].view(key.shape)
+        if exact:
+            indices.copy_(key.add_(base_float))
+        else:
+            indices.copy_(key).add_(base)
+        counts.scatter_add_(0, indices.view(-1), ones[: key.numel()])
     return counts.view(m, width)
 
 

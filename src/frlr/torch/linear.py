@@ -632,10 +632,7 @@ class _HSLR(_ChunkedLoss):
             chosen.tie_share,
             need_grad=need_grad,
         )
-        mask = chosen.candidates(z)
-        r, c = problem.certain_in(start, stop)
-        mask[r, c] = False
-        found_rows, found_cols = mask.nonzero(as_tuple=True)
+        found_rows, found_cols = chosen.candidates(z, problem.certain_in(start, stop))
         end = self._filled + found_rows.numel()
         if end > self._found[0].numel():
             raise RuntimeError("hard selection collected more candidates than it counted")
