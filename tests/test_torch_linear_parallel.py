@@ -13,6 +13,7 @@ layouts raise on every rank.
 from __future__ import annotations
 
 import os
+import re
 import traceback
 from pathlib import Path
 
@@ -164,19 +165,43 @@ def _ddp_backbone(rank: int, world: int, failures: list[str]) -> None:
 
 
 def _bad_layout(rank: int, world: int, failures: list[str]) -> None:
-    """Offsets that do not tile the classes raise on every rank (checked once per group)."""
-    group = dist.new_group(list(range(world)))
+    """Inconsistent layouts and inputs raise on every rank (the layout checked once per group):
+    offsets that do not tile the classes, num_classes that differs by rank, a layout changed
+    after a group's first call, a class index outside the whole classifier's, index targets on
+    one rank and positive lists on another."""
     x = torch.randn(2, 3)
     w = torch.randn(4, 3)
-    try:
-        frlr.linear_lr_loss(
-            x, w, torch.tensor([0, 1]), process_group=group, class_offset=4 * rank + (rank == 0),
-            num_classes=4 * world,
-        )  # fmt: skip
-        failures.append(f"rank {rank}: a bad class_offset did not raise")
-    except ValueError as error:
-        if "class_offset must tile" not in str(error):
-            failures.append(f"rank {rank}: wrong error {error}")
+    y = torch.tensor([0, 1])
+    fixed = {"process_group": dist.new_group(list(range(world))), "num_classes": 4 * world}
+    frlr.linear_lr_loss(x, w, y, class_offset=4 * rank, **fixed)  # fixes this group's layout
+    cases = {
+        "class_offset must tile": (
+            (x, w, y),
+            {"process_group": dist.new_group(list(range(world))), "num_classes": 4 * world,
+             "class_offset": 4 * rank + (rank == 0)},
+        ),
+        "num_classes differs across ranks": (
+            (x, w, y),
+            {"process_group": dist.new_group(list(range(world))),
+             "num_classes": 4 * world + (rank == 0), "class_offset": 4 * rank},
+        ),
+        "differ from the first call on this process group": (
+            (x, w[:3], y), {**fixed, "num_classes": 3 * world, "class_offset": 3 * rank}
+        ),
+        f"target holds class {4 * world} outside \\[0, num_classes={4 * world}\\)": (
+            (x, w, torch.tensor([0, 4 * world])), {**fixed, "class_offset": 4 * rank}
+        ),
+        "target must be class indices \\(N,\\) on every rank or positive lists": (
+            (x, w, y if rank else y[:, None]), {**fixed, "class_offset": 4 * rank}
+        ),
+    }  # fmt: skip
+    for message, (args, options) in cases.items():
+        try:
+            frlr.linear_lr_loss(*args, **options)
+            failures.append(f"rank {rank}: no error, expected {message!r}")
+        except ValueError as error:
+            if not re.search(message, str(error)):
+                failures.append(f"rank {rank}: expected {message!r}, got {error}")
 
 
 @pytest.mark.parametrize("world", [2, 3])
