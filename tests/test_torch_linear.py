@@ -258,6 +258,8 @@ def test_modules_and_registry_match_the_functions():
     assert "chunk_size=5" in repr(frlr.LinearHSLRLoss(chunk_size=5))
     with pytest.raises(ValueError, match="unknown linear loss name 'hs-sr'"):
         frlr.get_linear_loss("hs-sr")
+    with pytest.raises(ValueError, match="unknown linear loss name 'nosuch'; known: sr, lr"):
+        frlr.get_linear_loss("nosuch")
     with pytest.raises(TypeError, match="'m'"):
         frlr.get_linear_loss("lr", m=10.0)
     with pytest.raises(ValueError, match="r must be >= 0"):
@@ -281,6 +283,19 @@ def test_modules_and_registry_match_the_functions():
         ({"features": torch.ones(12, 6, dtype=torch.int64)}, TypeError, "features must be a"),
         ({"reduction": "avg"}, ValueError, "reduction must be one of"),
         ({"beta": -1.0}, ValueError, "beta must be >= 0"),
+        ({"weight": torch.randn(40, 6, device="meta")}, ValueError, "weight is on meta and"),
+        ({"bias": torch.randn(40, device="meta")}, ValueError, "bias is on meta and features"),
+        ({"process_group": object()}, ValueError, "num_classes is required with a process"),
+        (
+            {"process_group": object(), "num_classes": 40},
+            ValueError,
+            "process_group was given but torch.distributed is not initialised",
+        ),
+        (
+            {"process_group": object(), "num_classes": 40, "class_offset": 5},
+            ValueError,
+            "class_offset \\+ weight.shape\\[0\\] = 45 exceeds num_classes = 40",
+        ),
     ],
 )
 def test_bad_inputs_name_the_argument(change, error, match):
@@ -294,6 +309,28 @@ def test_softmax_takes_class_indices_only():
     x, w, b, y = _problem()
     with pytest.raises(ValueError, match="single-label"):
         frlr.linear_sr_loss(x, w, y.unsqueeze(1), bias=b)
+    with pytest.raises(ValueError, match="target_weights pair with positive lists"):
+        frlr.linear_sr_loss(x, w, y, bias=b, target_weights=torch.ones(12), label_smoothing=0.1)
+
+
+@pytest.mark.parametrize("name", list(LINEAR))
+def test_a_float64_weight_or_bias_computes_in_float64(name):
+    """float32 features and bias with a float64 weight: the float64 loss, as torch's promotion
+    gives (not the weight rounded to float32); each gradient in its input's dtype."""
+    x, w, b, y = _problem()
+    x32 = x.detach().float().requires_grad_()
+    b32 = b.detach().float().requires_grad_()
+    mixed = LINEAR[name](x32, w, y, bias=b32, **HYPER[name])
+    mixed_grads = torch.autograd.grad(mixed, (x32, w, b32))
+    x64 = x32.detach().double().requires_grad_()
+    b64 = b32.detach().double().requires_grad_()
+    wide = LINEAR[name](x64, w, y, bias=b64, **HYPER[name])
+    wide_grads = torch.autograd.grad(wide, (x64, w, b64))
+    assert mixed.dtype == torch.float64 and torch.equal(mixed, wide)
+    assert [g.dtype for g in mixed_grads] == [torch.float32, torch.float64, torch.float32]
+    for got, want in zip(mixed_grads, wide_grads, strict=True):  # HS-LR sums db in float32
+        torch.testing.assert_close(got, want.to(got.dtype))
+    assert torch.equal(frlr.linear_argmax(x32, w, b32), (x64 @ w.T + b64).argmax(1))
 
 
 def test_sr_matches_torch_cross_entropy_with_ignored_rows():

@@ -7,12 +7,15 @@ gradients the matching rows of the single-process gradients; for "none" each ran
 own rows and weights them itself. Sparse soft targets (class lists with ``target_weights``,
 with and without ``label_smoothing``) equal the materialised loss on their dense target. A
 backbone under DDP with ``sum_allreduce_hook`` gets the single-process gradient. Inconsistent
-layouts raise on every rank.
+layouts and inputs raise on every rank; a group's layout is fixed while the group lives, and
+forgotten with it (a later group may reuse its id).
 """
 
 from __future__ import annotations
 
+import gc
 import os
+import re
 import traceback
 from pathlib import Path
 
@@ -24,7 +27,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import frlr.torch as frlr
-from frlr.torch.distributed import sum_allreduce_hook
+from frlr.torch.distributed import _CHECKED_LAYOUTS, ClassShards, sum_allreduce_hook
 
 LINEAR = {
     "lr": frlr.linear_lr_loss,
@@ -164,19 +167,43 @@ def _ddp_backbone(rank: int, world: int, failures: list[str]) -> None:
 
 
 def _bad_layout(rank: int, world: int, failures: list[str]) -> None:
-    """Offsets that do not tile the classes raise on every rank (checked once per group)."""
-    group = dist.new_group(list(range(world)))
+    """Inconsistent layouts and inputs raise on every rank (the layout checked once per group):
+    offsets that do not tile the classes, num_classes that differs by rank, a layout changed
+    after a group's first call, a class index outside the whole classifier's, index targets on
+    one rank and positive lists on another."""
     x = torch.randn(2, 3)
     w = torch.randn(4, 3)
-    try:
-        frlr.linear_lr_loss(
-            x, w, torch.tensor([0, 1]), process_group=group, class_offset=4 * rank + (rank == 0),
-            num_classes=4 * world,
-        )  # fmt: skip
-        failures.append(f"rank {rank}: a bad class_offset did not raise")
-    except ValueError as error:
-        if "class_offset must tile" not in str(error):
-            failures.append(f"rank {rank}: wrong error {error}")
+    y = torch.tensor([0, 1])
+    fixed = {"process_group": dist.new_group(list(range(world))), "num_classes": 4 * world}
+    frlr.linear_lr_loss(x, w, y, class_offset=4 * rank, **fixed)  # fixes this group's layout
+    cases = {
+        "class_offset must tile": (
+            (x, w, y),
+            {"process_group": dist.new_group(list(range(world))), "num_classes": 4 * world,
+             "class_offset": 4 * rank + (rank == 0)},
+        ),
+        "num_classes differs across ranks": (
+            (x, w, y),
+            {"process_group": dist.new_group(list(range(world))),
+             "num_classes": 4 * world + (rank == 0), "class_offset": 4 * rank},
+        ),
+        "differ from the first call on this process group": (
+            (x, w[:3], y), {**fixed, "num_classes": 3 * world, "class_offset": 3 * rank}
+        ),
+        f"target holds class {4 * world} outside \\[0, num_classes={4 * world}\\)": (
+            (x, w, torch.tensor([0, 4 * world])), {**fixed, "class_offset": 4 * rank}
+        ),
+        "target must be class indices \\(N,\\) on every rank or positive lists": (
+            (x, w, y if rank else y[:, None]), {**fixed, "class_offset": 4 * rank}
+        ),
+    }  # fmt: skip
+    for message, (args, options) in cases.items():
+        try:
+            frlr.linear_lr_loss(*args, **options)
+            failures.append(f"rank {rank}: no error, expected {message!r}")
+        except ValueError as error:
+            if not re.search(message, str(error)):
+                failures.append(f"rank {rank}: expected {message!r}, got {error}")
 
 
 @pytest.mark.parametrize("world", [2, 3])
@@ -191,3 +218,46 @@ def test_class_parallel_equals_one_process(tmp_path, world):
     reports = [(tmp_path / f"{rank}.txt").read_text() for rank in range(world)]
     failures = [report for report in reports if report]
     assert not failures, "\n".join(failures)[:4000]
+
+
+def _layouts_worker(rank: int, tmp: str) -> None:
+    """One process: a group's layout is fixed while it lives and forgotten once destroyed, and
+    the default group (None or WORLD, one group) is checked afresh after a new init."""
+    failures: list[str] = []
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/first", rank=0, world_size=1)
+    try:
+        group = dist.new_group([0])
+        ClassShards(group, 0, 5, 5)
+        _expect_fixed(failures, group, "a live group")
+        before = len(_CHECKED_LAYOUTS)
+        dist.destroy_process_group(group)
+        del group
+        gc.collect()
+        if len(_CHECKED_LAYOUTS) != before - 1:  # its id is free for the next group
+            failures.append("a destroyed group's layout is still held")
+        ClassShards(None, 0, 5, 5)
+        _expect_fixed(failures, dist.group.WORLD, "WORLD after None")
+        dist.destroy_process_group()
+        dist.init_process_group("gloo", init_method=f"file://{tmp}/second", rank=0, world_size=1)
+        ClassShards(None, 0, 4, 4)  # a new default group: another layout is its first
+    except Exception:
+        failures.append(traceback.format_exc())
+    finally:
+        Path(tmp, "layouts.txt").write_text("\n".join(failures))
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _expect_fixed(failures: list[str], group: object, label: str) -> None:
+    try:
+        ClassShards(group, 0, 4, 4)
+        failures.append(f"{label}: another layout on the same group did not raise")
+    except ValueError as error:
+        if "the class layout is fixed" not in str(error):
+            failures.append(f"{label}: wrong error {error}")
+
+
+def test_the_layout_check_is_per_live_group(tmp_path):
+    mp.start_processes(_layouts_worker, args=(str(tmp_path),), nprocs=1, start_method="fork")
+    report = (tmp_path / "layouts.txt").read_text()
+    assert not report, report[:4000]

@@ -482,6 +482,20 @@ def test_class_parallel_in_one_process_is_refused_before_the_run_starts(tmp_path
     assert not (tmp_path / "run").exists()
 
 
+def test_resume_with_another_process_count_is_refused(tmp_path, fabricated_digits):
+    """A --class-parallel run's shards are split by the process count, so a resume must keep
+    it; the check is every run's (here a one-process resume of a checkpoint marked as written by
+    two, which torchrun runs in test_ddp.py would make)."""
+    config = digits_config(tmp_path, epochs=2)
+    train(config, stop_after=1, log=None)
+    path = tmp_path / "run" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    torch.save({**state, "world_size": 2}, path)
+    message = r"written by 2 process\(es\); resume it with the same number \(got 1\)"
+    with pytest.raises(ConfigError, match=message):
+        train(config, resume=True, log=None)
+
+
 def test_class_parallel_splits_the_classes_contiguously_and_needs_one_per_rank():
     assert class_shard_sizes(10, 4) == [3, 3, 2, 2]
     assert class_shard_sizes(9, 2) == [5, 4]

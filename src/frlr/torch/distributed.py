@@ -23,6 +23,8 @@ classifier itself must stay outside DDP: its gradient is per-rank and must not b
 order, the first ``K % world`` ranks one class more than the others.
 """
 
+import weakref
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -33,7 +35,11 @@ _reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.re
 
 # The layout (class_offset, K_r, num_classes) each process group was first called with: the
 # cross-rank consistency check runs once per group, later calls compare against it locally.
-_CHECKED_LAYOUTS: dict[object, tuple[int, int, int]] = {}
+# Keyed weakly by the group itself (not its id, which a destroyed group's successor may reuse):
+# a destroyed group's entry goes with it, and a new default group is checked afresh.
+_CHECKED_LAYOUTS: weakref.WeakKeyDictionary[object, tuple[int, int, int]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class ClassShards:
@@ -59,7 +65,7 @@ class ClassShards:
 
     def _check_layout(self, class_offset: int, local_classes: int, num_classes: int) -> None:
         layout = (class_offset, local_classes, num_classes)
-        key = id(self.group) if self.group is not None else "WORLD"
+        key = self.group if self.group is not None else dist.group.WORLD
         known = _CHECKED_LAYOUTS.get(key)
         if known is not None:
             if known != layout:

@@ -105,6 +105,19 @@ def _check_tensors(features: object, weight: object, bias: object) -> None:
             raise ValueError(
                 f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}"  # type: ignore[union-attr]
             )
+    for name, value in (("weight", weight), ("bias", bias)):
+        if value is not None and value.device != features.device:  # type: ignore[union-attr]
+            raise ValueError(
+                f"{name} is on {value.device} and features on {features.device}; put "  # type: ignore[union-attr]
+                "features, weight and bias on one device"
+            )
+
+
+def _compute_dtype(features: Tensor, weight: Tensor, bias: Tensor | None) -> torch.dtype:
+    """float64 when any of the three is float64 (its precision is kept, as torch's type
+    promotion keeps it), float32 otherwise: half-precision inputs accumulate in float32."""
+    wide = any(t is not None and t.dtype == torch.float64 for t in (features, weight, bias))
+    return torch.float64 if wide else torch.float32
 
 
 def _local_targets(
@@ -285,7 +298,7 @@ class _Problem:
         self.num_classes = num_classes
         self.class_offset = class_offset
         self.local_classes = local_classes
-        self.dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
+        self.dtype = _compute_dtype(features, weight, bias)
         self.shards = (
             None
             if process_group is None
@@ -891,7 +904,8 @@ def linear_lr_loss(
     z = x_i W^T + b, computed over chunks of classes with the gradient consumed per chunk.
 
     Args:
-        features: (N, d) float32/float16/bfloat16 (float64 computes in float64).
+        features: (N, d) float32/float16/bfloat16; the loss is computed in float64 when
+            features, weight or bias is float64, in float32 otherwise.
         weight: (K, d), laid out like ``nn.Linear.weight`` (this rank's classes when
             class-parallel); float16/bfloat16 weights are accumulated in float32.
         target: int64 class indices (N,), or int64 positive lists (N, P) padded with
@@ -1145,7 +1159,7 @@ def linear_argmax(
     _check_tensors(features, weight, bias)
     if chunk_size is not None:
         _check_int("chunk_size", chunk_size, 1)
-    compute = torch.float64 if features.dtype == torch.float64 else torch.float32
+    compute = _compute_dtype(features, weight, bias)
     num_classes = weight.shape[0]
     chunk = chunk_size or default_chunk_size(features.shape[0], num_classes)
     with torch.no_grad(), _no_autocast(features.device):
