@@ -33,6 +33,16 @@ def current_rss_mb() -> float:
     return pages * resource.getpagesize() / 2**20
 
 
+def reset_peak_rss() -> None:
+    """Start VmHWM again from the current RSS (Linux: clear_refs 5), so that one-time set-up
+    before a measurement (a compilation, a warm-up call) is not counted in its peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 def peak_rss_mb() -> float:
     """This process image's peak RSS (VmHWM), MB. Not ru_maxrss: Linux carries that across
     fork+exec, so a child started by a large parent would report the parent's peak."""

@@ -559,3 +559,51 @@ def test_the_modules_take_soft_targets():
     torch.testing.assert_close(module(x, w, lists, b, weights, label_smoothing=0.0), plain)
     with pytest.raises(ValueError, match="label_smoothing must be in"):
         frlr.get_linear_loss("lr", label_smoothing=1.5)
+
+
+def _ss_lr_eager_and_compiled(reduction: str):
+    x, w, b, y = _problem(n=20, d=8, k=70, dtype=torch.float32, seed=4)
+    y[3] = -100
+    out = []
+    for compiled in (False, True):
+        loss = frlr.linear_ss_lr_loss(
+            x, w, y, bias=b, r=1.5, reduction=reduction, chunk_size=30, compiled=compiled
+        )
+        total = loss.sum() if reduction == "none" else loss
+        out.append((loss, torch.autograd.grad(total, (x, w, b))))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_compiled_ss_lr_equals_the_eager_chunks(reduction):
+    """compiled=True: one compiled loop per chunk (30, 30 and a ragged 10 classes), the same
+    values and gradients to float32 round-off, ignored rows included."""
+    eager, compiled = _ss_lr_eager_and_compiled(reduction)
+    _assert_same(compiled, eager, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_compiled_ss_lr_falls_back_to_eager_with_one_warning(monkeypatch):
+    from frlr.torch import fused
+
+    def unavailable(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(fused, "_chunk_fn", None)
+    monkeypatch.setattr(fused, "_UNAVAILABLE", set())
+    monkeypatch.setattr(fused, "_COMPILED", {})
+    monkeypatch.setattr(fused, "_warned", False)
+    monkeypatch.setattr(fused.torch, "compile", unavailable)
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
+        eager, compiled = _ss_lr_eager_and_compiled("mean")
+    _assert_same(compiled, eager, rtol=0, atol=0)
+
+
+def test_compiled_must_be_a_bool():
+    x, w, _, y = _problem()
+    with pytest.raises(TypeError, match="compiled"):
+        frlr.linear_ss_lr_loss(x, w, y, compiled="yes")
+    with pytest.raises(TypeError, match="compiled"):
+        frlr.LinearSSLRLoss(compiled=1)
+    assert frlr.get_linear_loss("ss-lr", compiled=True).options["compiled"] is True

@@ -126,6 +126,7 @@ class _Recompute(torch.autograd.Function):
 
 _FUSED = {"ss-lr": (ss_lr_rows, ss_lr_grad)}
 _COMPILED: dict[str, tuple[Callable[..., Tensor], Callable[..., Tensor]]] = {}
+_chunk_fn: Callable[..., tuple[Tensor, Tensor]] | None = None  # ss_lr_rows_and_grad, compiled
 _UNAVAILABLE: set[str] = set()  # losses whose compilation failed here: they run eagerly
 
 
@@ -147,6 +148,35 @@ def _rows(name: str, z: Tensor, y: Tensor, weight: Tensor | None, *hyper) -> Ten
     if z.requires_grad and torch.is_grad_enabled():
         return _Recompute.apply(z, rows_fn, grad_fn, _FUSED[name][0], y, weight, *hyper)
     return rows_fn(z, y, weight, *hyper)
+
+
+def ss_lr_rows_and_grad(
+    z: Tensor, y: Tensor, r: float, alpha: float, grad_rows: Tensor
+) -> tuple[Tensor, Tensor]:
+    """A chunk of the logits-free SS-LR (:func:`frlr.torch.linear_ss_lr_loss` with
+    ``compiled=True``): the rows and their gradient times ``grad_rows``, in one compiled
+    function. ``y`` is the positive's column in the chunk, -1 where it lies elsewhere."""
+    return ss_lr_rows(z, y, None, r, alpha), ss_lr_grad(z, y, None, r, alpha, grad_rows)
+
+
+def ss_lr_chunk(
+    z: Tensor, y: Tensor, r: float, alpha: float, grad_rows: Tensor | None
+) -> tuple[Tensor, Tensor | None] | None:
+    """:func:`ss_lr_rows_and_grad` compiled (the rows alone when ``grad_rows`` is None); None
+    where ``torch.compile`` cannot run, after one warning, and the caller computes eagerly."""
+    if "ss-lr-chunk" in _UNAVAILABLE:
+        return None
+    try:
+        if grad_rows is None:
+            return _compiled_pair("ss-lr")[0](z, y, None, r, alpha), None
+        global _chunk_fn
+        if _chunk_fn is None:
+            _chunk_fn = torch.compile(ss_lr_rows_and_grad, fullgraph=True)
+        return _chunk_fn(z, y, r, alpha, grad_rows)
+    except Exception as error:  # compiler missing or unsupported: same maths, eagerly
+        _fallback(error)
+        _UNAVAILABLE.add("ss-lr-chunk")
+        return None
 
 
 def _fallback(error: Exception) -> None:
