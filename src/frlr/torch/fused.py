@@ -151,7 +151,7 @@ def _rows(name: str, z: Tensor, y: Tensor, weight: Tensor | None, *hyper) -> Ten
 
 
 def ss_lr_rows_and_grad(
-    z: Tensor, y: Tensor, r: float, alpha: float, grad_rows: Tensor
+    z: Tensor, y: Tensor, r: float, alpha: float | Tensor, grad_rows: Tensor
 ) -> tuple[Tensor, Tensor]:
     """A chunk of the logits-free SS-LR (:func:`frlr.torch.linear_ss_lr_loss` with
     ``compiled=True``): the rows and their gradient times ``grad_rows``, in one compiled
@@ -166,6 +166,9 @@ def ss_lr_chunk(
     where ``torch.compile`` cannot run, after one warning, and the caller computes eagerly."""
     if "ss-lr-chunk" in _UNAVAILABLE:
         return None
+    # alpha = beta / (K - 1) as a tensor: a Python float would be a constant of the compiled
+    # code, and every other K (or beta) would compile it again
+    alpha = torch.full((1,), alpha, dtype=z.dtype, device=z.device)  # type: ignore[assignment]
     try:
         if grad_rows is None:
             return _compiled_pair("ss-lr")[0](z, y, None, r, alpha), None
