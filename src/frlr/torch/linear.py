@@ -1339,11 +1339,11 @@ class LinearSSLRLoss(_LinearLoss):
     """Module form of :func:`linear_ss_lr_loss` (r = 2, beta = 10 as in the paper).
 
     Args:
-        label_smoothing: as in :func:`linear_lr_loss` (a call may pass its own), keyword-only.
-        reduction, ignore_index, chunk_size, process_group, class_offset, num_classes: as in
-            :func:`linear_lr_loss`, keyword-only.
         compiled: as in :func:`linear_ss_lr_loss`, keyword-only.
-        hyper: the loss's hyper-parameters by name (r, beta), default the paper's.
+        options: keyword-only, as for the other linear modules: label_smoothing (a call may
+            pass its own), reduction, ignore_index, chunk_size, process_group, class_offset,
+            num_classes as in :func:`linear_lr_loss`, and the hyper-parameters r and beta,
+            default the paper's.
 
     Examples:
         >>> import torch
