@@ -99,10 +99,29 @@ def test_huge_k_quick_prints_every_method_the_targets_and_class_parallel():
         "F.linear_cross_entropy (batch_chunk_size=128)",
         "frlr ss-lr (materialised)",
         "frlr linear_hs_lr",
+        "frlr linear_ss_lr (compiled=True)",
         "frlr linear_sr",
         "hs-lr time",
+        "interleaved round",
         "## The largest K",
         "linear_ss_lr_loss | 3 |",
     ):
         assert name in text
     assert "wrote" not in text
+
+
+def test_linear_cpu_time_prints_every_loss_and_its_ratios():
+    text = _run(
+        str(BENCHMARKS / "linear_cpu_time.py"),
+        "--n",
+        "16",
+        "--d",
+        "8",
+        "--k",
+        "3000",
+        "--calls",
+        "1",
+    )
+    for name in ("linear_lr_loss", "linear_ss_lr_loss", "linear_hs_lr_loss", "linear_sr_loss"):
+        assert name in text
+    assert "x ss-lr" in text and "x CE" in text
