@@ -18,7 +18,9 @@ shift || true
 case "$what" in
   main) exec "$venv/bin/frlr" "$@" ;;
   test) exec "$py" -m pytest -n 2 "$@" ;;
-  lint) exec "$venv/bin/ruff" check src tests benchmarks examples ;;
+  lint)
+    "$venv/bin/ruff" check src tests benchmarks examples
+    exec "$venv/bin/ruff" format --check src tests benchmarks examples ;;
   docs)
     # NO_MKDOCS_2_WARNING: silence mkdocs-material's banner about MkDocs 2, which is not a warning
     # about this site and would otherwise open every build log.
