@@ -14,6 +14,7 @@ forgotten with it (a later group may reuse its id).
 from __future__ import annotations
 
 import gc
+import multiprocessing
 import os
 import re
 import traceback
@@ -21,7 +22,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch._dynamo  # DDP imports it (seconds): imported here, the forked ranks inherit it
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
@@ -206,15 +206,21 @@ def _bad_layout(rank: int, world: int, failures: list[str]) -> None:
                 failures.append(f"rank {rank}: expected {message!r}, got {error}")
 
 
+def _start(fn, args: tuple, processes: int) -> None:
+    """The ranks from a fork server: a plain fork of this process can deadlock, since an earlier
+    test may have left threads holding locks (torch.compile's workers, gloo's); the server is a
+    fresh single-threaded interpreter that imports torch once, so each rank is still a cheap
+    fork of it."""
+    multiprocessing.set_forkserver_preload(["torch", "torch._dynamo", "torch.distributed"])
+    mp.start_processes(fn, args=args, nprocs=processes, join=True, start_method="forkserver")
+
+
 @pytest.mark.parametrize("world", [2, 3])
 def test_class_parallel_equals_one_process(tmp_path, world):
     init = f"file://{tmp_path / 'store'}"
     env = {"OMP_NUM_THREADS": "1"}
     os.environ.update(env)
-    # fork: the children inherit the imported torch (a spawned child re-imports it, seconds)
-    mp.start_processes(
-        _worker, args=(world, init, str(tmp_path)), nprocs=world, join=True, start_method="fork"
-    )
+    _start(_worker, (world, init, str(tmp_path)), world)
     reports = [(tmp_path / f"{rank}.txt").read_text() for rank in range(world)]
     failures = [report for report in reports if report]
     assert not failures, "\n".join(failures)[:4000]
@@ -258,6 +264,6 @@ def _expect_fixed(failures: list[str], group: object, label: str) -> None:
 
 
 def test_the_layout_check_is_per_live_group(tmp_path):
-    mp.start_processes(_layouts_worker, args=(str(tmp_path),), nprocs=1, start_method="fork")
+    _start(_layouts_worker, (str(tmp_path),), 1)
     report = (tmp_path / "layouts.txt").read_text()
     assert not report, report[:4000]
