@@ -160,15 +160,14 @@ def ss_lr_rows_and_grad(
 
 
 def ss_lr_chunk(
-    z: Tensor, y: Tensor, r: float, alpha: float, grad_rows: Tensor | None
+    z: Tensor, y: Tensor, r: float, alpha: Tensor, grad_rows: Tensor | None
 ) -> tuple[Tensor, Tensor | None] | None:
     """:func:`ss_lr_rows_and_grad` compiled (the rows alone when ``grad_rows`` is None); None
-    where ``torch.compile`` cannot run, after one warning, and the caller computes eagerly."""
+    where ``torch.compile`` cannot run, after one warning, and the caller computes eagerly.
+    ``alpha`` is a (1,) tensor: a Python float would be a constant of the compiled code, and
+    every other K (or beta) would compile it again."""
     if "ss-lr-chunk" in _UNAVAILABLE:
         return None
-    # alpha = beta / (K - 1) as a tensor: a Python float would be a constant of the compiled
-    # code, and every other K (or beta) would compile it again
-    alpha = torch.full((1,), alpha, dtype=z.dtype, device=z.device)  # type: ignore[assignment]
     try:
         if grad_rows is None:
             return _compiled_pair("ss-lr")[0](z, y, None, r, alpha), None

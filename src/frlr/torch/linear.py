@@ -554,7 +554,13 @@ class _SSLR(_ChunkedLoss):
     reads the chunk once and writes the rows and the already-weighted gradient."""
 
     def __init__(self, r: float, beta: float, compiled: bool = False) -> None:
-        self.r, self.beta, self.compiled = float(r), float(beta), compiled
+        self.r, self.beta, self.compiled = float(r), float(beta), self.check_compiled(compiled)
+
+    @staticmethod
+    def check_compiled(compiled: object) -> bool:
+        if not isinstance(compiled, bool):
+            raise TypeError(f"compiled must be True or False, got {compiled!r}")
+        return compiled
 
     def prepare(self, problem):
         self.pos_scale = _positive_scale(problem)
@@ -564,6 +570,8 @@ class _SSLR(_ChunkedLoss):
             self.neg_scale = self.beta / (problem.num_classes - 1)
         self.fused = self.compiled and isinstance(self.neg_scale, float)
         self.fused = self.fused and problem.dtype == torch.float32
+        if self.fused:  # a tensor, made once: a float would be a constant of the compiled code
+            self.alpha = torch.full((1,), self.neg_scale, device=problem.x.device)
 
     def scaled_block(self, problem, z, start, stop, scale):
         if self.fused:
@@ -572,7 +580,7 @@ class _SSLR(_ChunkedLoss):
                 y = torch.full((z.shape[0],), -1, dtype=torch.int64, device=z.device)
             else:
                 y = column if present is None else torch.where(present, column, -1)
-            found = fused.ss_lr_chunk(z, y, self.r, self.neg_scale, scale)
+            found = fused.ss_lr_chunk(z, y, self.r, self.alpha, scale)
             if found is not None:
                 return found
             self.fused = False  # torch.compile is unavailable here (it warned once)
@@ -1048,8 +1056,6 @@ def linear_ss_lr_loss(
         ...                               target_weights=lam, label_smoothing=0.1)
     """
     check_hyperparameters(beta=beta, r=r)
-    if not isinstance(compiled, bool):
-        raise TypeError(f"compiled must be True or False, got {compiled!r}")
     return _linear_loss(
         _SSLR(r, beta, compiled), features, weight, target, bias, reduction, ignore_index,
         chunk_size, process_group, class_offset, num_classes, target_weights, label_smoothing,
@@ -1360,9 +1366,7 @@ class LinearSSLRLoss(_LinearLoss):
 
     def __init__(self, *, compiled: bool = False, **options) -> None:
         super().__init__(**options)
-        if not isinstance(compiled, bool):
-            raise TypeError(f"compiled must be True or False, got {compiled!r}")
-        self.options["compiled"] = compiled
+        self.options["compiled"] = _SSLR.check_compiled(compiled)
 
 
 class LinearHSLRLoss(_LinearLoss):
