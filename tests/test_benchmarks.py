@@ -125,3 +125,18 @@ def test_linear_cpu_time_prints_every_loss_and_its_ratios():
     for name in ("linear_lr_loss", "linear_ss_lr_loss", "linear_hs_lr_loss", "linear_sr_loss"):
         assert name in text
     assert "x ss-lr" in text and "x CE" in text
+
+
+def test_hs_lr_floor_prints_every_part_and_the_floors(tmp_path):
+    out = tmp_path / "floor.md"
+    args = ("--n", "16", "--d", "8", "--k", "3000", "--rounds", "1", "--out", str(out))
+    text = _run(str(BENCHMARKS / "hs_lr_floor.py"), *args, timeout=300)
+    for name in (
+        "linear_hs_lr_loss",
+        "linear_ss_lr_loss (compiled=True)",
+        "count pass, fused by torch.compile",
+        "eager: LR + one logits pass",
+        "compiled: compiled SS-LR",
+    ):
+        assert name in text
+    assert out.read_text().startswith("# HS-LR against SS-LR")

@@ -1,0 +1,195 @@
+"""Where HS-LR's time goes against SS-LR's in the logits-free losses, and the least an exact
+streamed threshold can cost on this CPU: the evidence behind "HS-LR within 1.3x of SS-LR".
+
+    python benchmarks/hs_lr_floor.py [--d 256] [--k 100000] [--rounds 3] \
+        [--out docs/benchmarks/hs_lr_floor.md]
+
+HS-LR keeps each row's n = 25% most probable negatives. Without the N x K logits, its exact
+per-row threshold needs every logit of the row before any negative's gradient is known, so it
+takes a counting pass over the class chunks before the gradient pass (see
+``frlr/torch/_streamed_selection.py``). Per call, SS-LR does three matrix products per chunk
+(the logits, dW_c = G^T X, dX += G W_c) and its element-wise terms; HS-LR does the same
+three, an element-wise block no cheaper than LR's, and the counting pass: a fourth logits
+product and, per logit, a bin index and a count.
+
+Measured here, single thread, CPU time, best of ``--rounds`` interleaved rounds:
+
+* the losses themselves (``linear_ss_lr_loss`` eager and ``compiled=True``, ``linear_lr_loss``,
+  ``linear_hs_lr_loss``);
+* one pass of the logits products alone, chunk by chunk (the counting pass's product);
+* the counting pass's per-logit work three ways: as ``frlr`` does it (in-place key, one
+  scatter-add), the same fused into one ``torch.compile`` kernel, and a lower bound that is not
+  a histogram at all (one comparison and one row sum per logit, which cannot find a threshold
+  alone).
+
+The floor of any exact count-then-sweep design is then LR's time plus one logits pass plus the
+cheapest counting work; the ratio of that to SS-LR's time is printed with the measured one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+import frlr.torch as frlr
+from _machine import cpu_and_torch
+from frlr.torch import _streamed_selection as selection
+from frlr.torch.linear import default_chunk_size
+
+BINS = selection.BINS
+
+
+def cpu_seconds(fn: Callable[[], object]) -> float:
+    start = time.thread_time()
+    fn()
+    return time.thread_time() - start
+
+
+def _bin_and_count(z, lo, inv, base, counts):
+    """Per logit: its row's bin of the band (lo, lo + B / inv], clamped, counted in one buffer."""
+    key = ((z - lo) * inv).floor().clamp(-1, BINS).long() + base
+    flat = key.view(-1)
+    counts.scatter_add_(0, flat, torch.ones_like(flat, dtype=torch.int32))
+    return counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1024)
+    parser.add_argument("--d", type=int, default=256)
+    parser.add_argument("--k", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", default=None, help="also write the record (markdown) here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    n, d, k = args.n, args.d, args.k
+    x = torch.randn(n, d, generator=g).requires_grad_()
+    w = (torch.randn(k, d, generator=g) / d**0.5).requires_grad_()
+    y = torch.randint(0, k, (n,), generator=g)
+    chunk = default_chunk_size(n, k)
+    starts = range(0, k, chunk)
+    xd, wd = x.detach(), w.detach()
+
+    # the band of the 25% quantile, as the sample step would give it (from the first chunk)
+    first = xd @ wd[:chunk].T
+    q = torch.tensor([0.196, 0.304])  # the quantile 0.25 +- 4 standard errors of 1,024 samples
+    hi, lo = torch.quantile(first, 1 - q, dim=1, keepdim=True)
+    band = selection.Band(lo[:, 0].clone(), hi[:, 0].clone(), torch.full((n,), 1e4))
+    lo_, inv = band.lo.unsqueeze(1), band.inv.unsqueeze(1)
+    base = (torch.arange(n) * (BINS + 2) + 1).unsqueeze(1)
+    counts = torch.zeros(n * (BINS + 2), dtype=torch.int32)
+    fused = torch.compile(_bin_and_count, dynamic=False)
+
+    def logits_pass():
+        for s in starts:
+            xd @ wd[s : s + chunk].T
+
+    def count_pass_as_frlr():
+        def chunks(rows):
+            del rows
+            for s in starts:
+                yield xd @ wd[s : s + chunk].T
+
+        selection._histogram(chunks, torch.arange(n), band)
+
+    def count_pass_fused():
+        counts.zero_()
+        for s in starts:
+            fused(xd @ wd[s : s + chunk].T, lo_, inv, base, counts)
+
+    def count_pass_compare_only():
+        for s in starts:
+            (xd @ wd[s : s + chunk].T > lo_).sum(1)
+
+    def loss(fn, **options):
+        def call():
+            x.grad = w.grad = None
+            fn(x, w, y, **options).backward()
+
+        return call
+
+    methods = {
+        "linear_ss_lr_loss": loss(frlr.linear_ss_lr_loss),
+        "linear_ss_lr_loss (compiled=True)": loss(frlr.linear_ss_lr_loss, compiled=True),
+        "linear_lr_loss": loss(frlr.linear_lr_loss),
+        "linear_hs_lr_loss": loss(frlr.linear_hs_lr_loss),
+        "logits products alone, one pass": logits_pass,
+        "count pass, as frlr does it": count_pass_as_frlr,
+        "count pass, fused by torch.compile": count_pass_fused,
+        "count pass, comparison only (a bound)": count_pass_compare_only,
+    }
+    for fn in methods.values():  # warm-up: compilation, dispatch caches (not timed)
+        fn()
+        if fn is count_pass_fused:  # the ragged last chunk compiles too
+            fn()
+    best = {name: float("inf") for name in methods}
+    for _ in range(args.rounds):
+        for name, fn in methods.items():
+            best[name] = min(best[name], cpu_seconds(fn))
+
+    ss, lr, hs = best["linear_ss_lr_loss"], best["linear_lr_loss"], best["linear_hs_lr_loss"]
+    ss_compiled = best["linear_ss_lr_loss (compiled=True)"]
+    products = best["logits products alone, one pass"]
+    counting = {
+        name: best[f"count pass, {name}"] - products
+        for name in ("as frlr does it", "fused by torch.compile", "comparison only (a bound)")
+    }
+    # a count-then-sweep HS-LR costs at least: a sweep (LR's element-wise work, eager; compiled,
+    # SS-LR's fused sweep stands in) + one more logits pass + per-logit counting work
+    floors = {
+        "eager: LR + one logits pass + frlr's counting, vs eager SS-LR": (
+            (lr + products + counting["as frlr does it"]) / ss
+        ),
+        "compiled: compiled SS-LR + one logits pass + fused counting, vs compiled SS-LR": (
+            (ss_compiled + products + counting["fused by torch.compile"]) / ss_compiled
+        ),
+        "compiled, no histogram at all: one comparison per logit, vs compiled SS-LR": (
+            (ss_compiled + products + counting["comparison only (a bound)"]) / ss_compiled
+        ),
+        "mixed: LR + one logits pass + fused counting, vs eager SS-LR": (
+            (lr + products + counting["fused by torch.compile"]) / ss
+        ),
+    }
+    lines = [
+        "# HS-LR against SS-LR: where the time goes, and the floor of an exact streamed threshold",
+        "",
+        f"Date: {datetime.date.today().isoformat()}. Machine: {cpu_and_torch()}. "
+        f"Load average at the end: {os.getloadavg()[0]:.1f}.",
+        "",
+        f"Command: `{' '.join(['python', 'benchmarks/hs_lr_floor.py', *sys.argv[1:]])}`. "
+        f"N = {n:,}, d = {d}, K = {k:,}, chunk = {chunk:,} classes, float32, index targets; "
+        f"CPU seconds of one thread, best of {args.rounds} interleaved rounds.",
+        "",
+        "| what | CPU s | / SS-LR |",
+        "|---|---:|---:|",
+        *(f"| {name} | {value:.2f} | {value / ss:.2f}x |" for name, value in best.items()),
+        "",
+        "Per-logit counting work (a count pass minus the products alone): "
+        + ", ".join(f"{name} {value:.2f} s" for name, value in counting.items())
+        + ".",
+        "",
+        f"HS-LR measured: **{hs / ss:.2f}x** SS-LR ({hs / ss_compiled:.2f}x compiled SS-LR). "
+        "Floors of a count-then-sweep HS-LR (the target is 1.3x):",
+        "",
+        *(f"- {name}: **{value:.2f}x**" for name, value in floors.items()),
+        "",
+    ]
+    print("\n".join(lines))
+    if args.out:
+        out = Path(args.out)
+        tmp = out.with_suffix(".md.tmp")
+        tmp.write_text("\n".join(lines))
+        tmp.replace(out)
+        print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
