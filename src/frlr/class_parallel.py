@@ -116,7 +116,12 @@ class ClassShard(nn.Module):
         """The top class of each of this rank's rows over every rank's classes (ties: the lower
         class, as ``torch.argmax``): every rank scores the gathered global batch against its
         own classes, then the ranks' best scores are compared."""
-        compute = torch.float64 if features.dtype == torch.float64 else torch.float32
+        dtypes = {features.dtype, self.weight.dtype}
+        if self.bias is not None:
+            dtypes.add(self.bias.dtype)
+        # float64 if any of them is, as linear_argmax computes (its local winners' scores must
+        # be compared in the dtype they were found in)
+        compute = torch.float64 if torch.float64 in dtypes else torch.float32
         x = features.detach().to(compute)
         count = torch.tensor([x.shape[0]], device=x.device)
         rows = self._shards.all_gather_equal(count).reshape(-1).tolist()
