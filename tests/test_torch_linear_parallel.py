@@ -379,5 +379,5 @@ def _errors_worker(rank: int, world: int, init: str, out: str) -> None:
 
 
 @pytest.mark.parametrize("world", [2, 3])
-def test_errors_raise_on_every_rank_and_the_group_still_works(tmp_path, world):
+def test_class_parallel_errors_raise_on_every_rank_and_the_group_still_works(tmp_path, world):
     _run_ranks(tmp_path, _errors_worker, world)
