@@ -6,18 +6,25 @@ materialised loss of the global batch against the whole classifier, and each ran
 gradients the matching rows of the single-process gradients; for "none" each rank gets its
 own rows and weights them itself. Sparse soft targets (class lists with ``target_weights``,
 with and without ``label_smoothing``) equal the materialised loss on their dense target. A
-backbone under DDP with ``sum_allreduce_hook`` gets the single-process gradient. Inconsistent
-layouts and inputs raise on every rank; a group's layout is fixed while the group lives, and
-forgotten with it (a later group may reuse its id).
+backbone under DDP with ``sum_allreduce_hook`` gets the single-process gradient.
+
+Errors: inconsistent layouts raise on every rank, a layout consistent across the ranks may
+change from call to call on one group, and a bad input on one rank only raises there and, naming
+that rank, on every other rank -- never a hang: each rank's collectives time out after
+``COLLECTIVE_TIMEOUT`` and the test stops waiting for the ranks after ``JOIN_TIMEOUT``. The group
+then still serves a good call.
 """
 
 from __future__ import annotations
 
-import gc
 import multiprocessing
 import os
 import re
+import time
 import traceback
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -27,7 +34,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import frlr.torch as frlr
-from frlr.torch.distributed import _CHECKED_LAYOUTS, ClassShards, sum_allreduce_hook
+from frlr.torch.distributed import sum_allreduce_hook
 
 LINEAR = {
     "lr": frlr.linear_lr_loss,
@@ -46,6 +53,10 @@ CASES = [
 """Every loss reduced and unreduced (recomputing backward), index targets and positive lists,
 soft targets smoothed (every class an HS-LR candidate) and not (a weight of 1 is none)."""
 SMOOTHING = {"soft": 0.1, "weighted": 0.0}
+COLLECTIVE_TIMEOUT = timedelta(seconds=60)
+"""A rank waiting longer than this in a collective raises (a regression to a hang fails)."""
+JOIN_TIMEOUT = 240.0
+"""Seconds the test waits for its ranks before killing them and failing."""
 LAYOUTS = {  # world size: (rows per rank, classes per rank)
     2: ([5, 8], [140, 117]),
     3: ([4, 1, 6], [90, 77, 90]),
@@ -94,9 +105,15 @@ def _check(failures: list[str], label: str, got: torch.Tensor, want: torch.Tenso
         failures.append(f"{label}: {error}")
 
 
-def _worker(rank: int, world: int, init: str, out: str) -> None:
+def _init(rank: int, world: int, init: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=init, rank=rank, world_size=world, timeout=COLLECTIVE_TIMEOUT
+    )
+
+
+def _worker(rank: int, world: int, init: str, out: str) -> None:
+    _init(rank, world, init)
     failures: list[str] = []
     try:
         rows, classes = LAYOUTS[world]
@@ -133,7 +150,6 @@ def _worker(rank: int, world: int, init: str, out: str) -> None:
             _check(failures, label + " weight", wl.grad, gw[mine_c])
             _check(failures, label + " bias", bl.grad, gb[mine_c])
         _ddp_backbone(rank, world, failures)
-        _bad_layout(rank, world, failures)
     except Exception:  # a worker's failure is reported by the parent, not lost in a traceback
         failures.append(traceback.format_exc())
     finally:
@@ -166,104 +182,202 @@ def _ddp_backbone(rank: int, world: int, failures: list[str]) -> None:
     _check(failures, f"rank {rank} ddp bias", backbone.bias.grad, single.bias.grad)
 
 
-def _bad_layout(rank: int, world: int, failures: list[str]) -> None:
-    """Inconsistent layouts and inputs raise on every rank (the layout checked once per group):
-    offsets that do not tile the classes, num_classes that differs by rank, a layout changed
-    after a group's first call, a class index outside the whole classifier's, index targets on
-    one rank and positive lists on another."""
-    x = torch.randn(2, 3)
-    w = torch.randn(4, 3)
-    y = torch.tensor([0, 1])
-    fixed = {"process_group": dist.new_group(list(range(world))), "num_classes": 4 * world}
-    frlr.linear_lr_loss(x, w, y, class_offset=4 * rank, **fixed)  # fixes this group's layout
-    cases = {
-        "class_offset must tile": (
-            (x, w, y),
-            {"process_group": dist.new_group(list(range(world))), "num_classes": 4 * world,
-             "class_offset": 4 * rank + (rank == 0)},
-        ),
-        "num_classes differs across ranks": (
-            (x, w, y),
-            {"process_group": dist.new_group(list(range(world))),
-             "num_classes": 4 * world + (rank == 0), "class_offset": 4 * rank},
-        ),
-        "differ from the first call on this process group": (
-            (x, w[:3], y), {**fixed, "num_classes": 3 * world, "class_offset": 3 * rank}
-        ),
-        f"target holds class {4 * world} outside \\[0, num_classes={4 * world}\\)": (
-            (x, w, torch.tensor([0, 4 * world])), {**fixed, "class_offset": 4 * rank}
-        ),
-        "target must be class indices \\(N,\\) on every rank or positive lists": (
-            (x, w, y if rank else y[:, None]), {**fixed, "class_offset": 4 * rank}
-        ),
-    }  # fmt: skip
-    for message, (args, options) in cases.items():
-        try:
-            frlr.linear_lr_loss(*args, **options)
-            failures.append(f"rank {rank}: no error, expected {message!r}")
-        except ValueError as error:
-            if not re.search(message, str(error)):
-                failures.append(f"rank {rank}: expected {message!r}, got {error}")
-
-
 def _start(fn, args: tuple, processes: int) -> None:
     """The ranks from a fork server: a plain fork of this process can deadlock, since an earlier
     test may have left threads holding locks (torch.compile's workers, gloo's); the server is a
     fresh single-threaded interpreter that imports torch once, so each rank is still a cheap
-    fork of it."""
+    fork of it. Ranks still running after ``JOIN_TIMEOUT`` are killed and the test fails."""
     multiprocessing.set_forkserver_preload(["torch", "torch._dynamo", "torch.distributed"])
-    mp.start_processes(fn, args=args, nprocs=processes, join=True, start_method="forkserver")
+    context = mp.start_processes(
+        fn, args=args, nprocs=processes, join=False, start_method="forkserver"
+    )
+    deadline = time.monotonic() + JOIN_TIMEOUT
+    while not context.join(timeout=max(deadline - time.monotonic(), 0.0)):
+        if time.monotonic() >= deadline:
+            for process in context.processes:
+                process.kill()
+                process.join()
+            pytest.fail(f"the ranks were still running after {JOIN_TIMEOUT:.0f} s: a hang")
 
 
-@pytest.mark.parametrize("world", [2, 3])
-def test_class_parallel_equals_one_process(tmp_path, world):
-    init = f"file://{tmp_path / 'store'}"
-    env = {"OMP_NUM_THREADS": "1"}
-    os.environ.update(env)
-    _start(_worker, (world, init, str(tmp_path)), world)
+def _run_ranks(tmp_path: Path, fn, world: int) -> None:
+    """Run ``fn(rank, world, init, out)`` on ``world`` ranks; fail with what any rank reported."""
+    os.environ.update({"OMP_NUM_THREADS": "1"})
+    _start(fn, (world, f"file://{tmp_path / 'store'}", str(tmp_path)), world)
     reports = [(tmp_path / f"{rank}.txt").read_text() for rank in range(world)]
     failures = [report for report in reports if report]
     assert not failures, "\n".join(failures)[:4000]
 
 
-def _layouts_worker(rank: int, tmp: str) -> None:
-    """One process: a group's layout is fixed while it lives and forgotten once destroyed, and
-    the default group (None or WORLD, one group) is checked afresh after a new init."""
-    failures: list[str] = []
-    dist.init_process_group("gloo", init_method=f"file://{tmp}/first", rank=0, world_size=1)
+@pytest.mark.parametrize("world", [2, 3])
+def test_class_parallel_equals_one_process(tmp_path, world):
+    _run_ranks(tmp_path, _worker, world)
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors: on every rank, and the group still works after them
+# ---------------------------------------------------------------------------------------------
+
+PER_RANK = 4
+"""Classes per rank of the error tests (two rows a rank, d = 3)."""
+
+
+def _small(world: int, rank: int, per_rank: int = PER_RANK):
+    """The whole problem (x, W, y) of the error tests, float64, and this rank's share."""
+    g = torch.Generator().manual_seed(5)
+    k = per_rank * world
+    x = torch.randn(2 * world, 3, generator=g, dtype=torch.float64)
+    w = torch.randn(k, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(0, k, (2 * world,), generator=g)
+    y[0] = -100
+    rows, classes = slice(2 * rank, 2 * rank + 2), slice(per_rank * rank, per_rank * (rank + 1))
+    return (x, w, y), (x[rows], w[classes], y[rows])
+
+
+def _good_call(rank: int, world: int, group, failures: list[str], per_rank: int) -> None:
+    """A call every rank makes alike equals one process's loss: the group still works."""
+    (x, w, y), (xl, wl, yl) = _small(world, rank, per_rank)
+    loss = frlr.linear_hs_lr_loss(
+        xl, wl, yl, process_group=group, class_offset=per_rank * rank,
+        num_classes=per_rank * world, chunk_size=3,
+    )  # fmt: skip
+    want = frlr.hs_lr_loss(x @ w.T, y)
+    _check(failures, f"rank {rank} a good call of {per_rank} classes a rank", loss, want)
+
+
+def _expect(failures: list[str], label: str, call, error: type, pattern: str) -> None:
     try:
-        group = dist.new_group([0])
-        ClassShards(group, 0, 5, 5)
-        _expect_fixed(failures, group, "a live group")
-        before = len(_CHECKED_LAYOUTS)
-        dist.destroy_process_group(group)
-        del group
-        gc.collect()
-        if len(_CHECKED_LAYOUTS) != before - 1:  # its id is free for the next group
-            failures.append("a destroyed group's layout is still held")
-        ClassShards(None, 0, 5, 5)
-        _expect_fixed(failures, dist.group.WORLD, "WORLD after None")
-        dist.destroy_process_group()
-        dist.init_process_group("gloo", init_method=f"file://{tmp}/second", rank=0, world_size=1)
-        ClassShards(None, 0, 4, 4)  # a new default group: another layout is its first
+        call()
+    except Exception as raised:
+        if not isinstance(raised, error) or not re.search(pattern, str(raised)):
+            failures.append(
+                f"{label}: expected {error.__name__} matching {pattern!r}, got "
+                f"{type(raised).__name__}: {raised}"
+            )
+        return
+    failures.append(f"{label}: no error, expected {pattern!r}")
+
+
+def _bad_layout(rank: int, world: int, group, failures: list[str]) -> None:
+    """Inconsistent layouts and inputs raise the same error on every rank: offsets that do not
+    tile the classes (a shard of another size on one rank among them), num_classes that
+    differs by rank, a class outside the whole classifier's on every rank, index targets on
+    one rank and positive lists on another. A layout consistent across the ranks may change
+    between calls on one group."""
+    _, (x, w, y) = _small(world, rank)
+    k, offset = PER_RANK * world, PER_RANK * rank
+    layout = {"num_classes": k, "class_offset": offset}
+    cases = [
+        ("class_offset must tile", (x, w, y), {**layout, "class_offset": offset + (rank == 0)}),
+        ("class_offset must tile", (x, w[:3] if rank == 0 else w, y), layout),
+        ("num_classes differs across ranks", (x, w, y), {**layout, "num_classes": k + (rank == 0)}),
+        (
+            f"target holds class {k} outside \\[0, num_classes={k}\\)",
+            (x, w, torch.tensor([0, k])),
+            layout,
+        ),
+        (
+            "target must be class indices \\(N,\\) on every rank or positive lists",
+            (x, w, y if rank else y[:, None]),
+            layout,
+        ),
+    ]
+    for message, args, options in cases:
+        call = partial(frlr.linear_lr_loss, *args, process_group=group, **options)
+        _expect(failures, f"rank {rank}", call, ValueError, message)
+    for per_rank in (PER_RANK, 3, PER_RANK):  # another layout, then back: each valid
+        _good_call(rank, world, group, failures, per_rank)
+
+
+@dataclass
+class _Refusal:
+    """A bad input given on some ranks only, and the good input of the others."""
+
+    bad: tuple  # the bad ranks' features, weight, target
+    bad_options: dict
+    error: type  # the bad ranks' own error and its message
+    message: str
+    target: torch.Tensor | None = None  # the good ranks' (None: the class indices)
+    options: dict = field(default_factory=dict)
+
+
+def _refusals(x, w, y, k: int) -> dict[str, _Refusal]:
+    lists = torch.stack([y.clamp(min=0), (y.clamp(min=0) + 1) % k], 1)
+    half = {"target_weights": torch.full((2, 2), 0.5, dtype=torch.float64)}
+    return {
+        "a class out of range": _Refusal(
+            (x, w, torch.tensor([0, k])), {}, ValueError,
+            f"target holds class {k} outside [0, num_classes={k}) (ignore_index=-100)",
+        ),
+        "a weight of another d": _Refusal(
+            (x, w[:, :2], y), {}, ValueError,
+            "weight must have shape (K, d) with d = features.shape[1] = 3, got weight of shape "
+            "(4, 2)",
+        ),
+        "chunk_size 0": _Refusal(
+            (x, w, y), {"chunk_size": 0}, ValueError, "chunk_size must be >= 1, got 0"
+        ),
+        "target_weights above 1": _Refusal(
+            (x, w, lists), {"target_weights": half["target_weights"] * 3}, ValueError,
+            "target_weights must lie in [0, 1], got 1.5", lists, half,
+        ),
+        "a float target": _Refusal(
+            (x, w, y.double()), {}, TypeError,
+            "target must be int64 class indices (N,) or positive lists (N, P), got dtype "
+            "torch.float64; a dense multi-hot target would itself be N x K",
+        ),
+        "features that are no tensor": _Refusal(
+            (x.tolist(), w, y), {}, TypeError, "features must be a torch.Tensor, got list"
+        ),
+        "a bad hyper-parameter": _Refusal(
+            (x, w, y), {"beta": -1.0}, ValueError, "beta must be >= 0, got -1.0"
+        ),
+        "no num_classes": _Refusal(
+            (x, w, y), {"num_classes": None}, ValueError,
+            "num_classes is required with a process_group (all ranks' classes)",
+        ),
+    }  # fmt: skip
+
+
+def _one_rank_refuses(rank: int, world: int, group, failures: list[str]) -> None:
+    """A bad input on one rank (rank 1, the last rank; with 3 ranks a class out of range on
+    both): the bad ranks raise their own error, every other rank a ValueError naming them and
+    their message; after each, a good call on the same group equals one process's loss."""
+    _, (x, w, y) = _small(world, rank)
+    k = PER_RANK * world
+    alone = sorted({(1,), (world - 1,)})
+    for label, case in _refusals(x, w, y, k).items():
+        both = [tuple(range(1, world))] if label == "a class out of range" and world > 2 else []
+        for bad_ranks in alone + both:
+            if rank in bad_ranks:
+                args, options, error, want = case.bad, case.bad_options, case.error, case.message
+            else:
+                target = y if case.target is None else case.target
+                args, options, error = (x, w, target), case.options, ValueError
+                want = "; ".join(f"rank {r} refused its input: {case.message}" for r in bad_ranks)
+            call = partial(
+                frlr.linear_hs_lr_loss, *args, process_group=group, class_offset=PER_RANK * rank,
+                **{"num_classes": k, **options},
+            )  # fmt: skip
+            pattern = f"^{re.escape(want)}$"
+            _expect(failures, f"rank {rank}, {label} on ranks {bad_ranks}", call, error, pattern)
+            _good_call(rank, world, group, failures, PER_RANK)
+
+
+def _errors_worker(rank: int, world: int, init: str, out: str) -> None:
+    _init(rank, world, init)
+    failures: list[str] = []
+    try:
+        group = dist.new_group(list(range(world)))
+        _bad_layout(rank, world, group, failures)
+        _one_rank_refuses(rank, world, group, failures)
     except Exception:
         failures.append(traceback.format_exc())
     finally:
-        Path(tmp, "layouts.txt").write_text("\n".join(failures))
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        Path(out, f"{rank}.txt").write_text("\n".join(failures))
+        dist.destroy_process_group()
 
 
-def _expect_fixed(failures: list[str], group: object, label: str) -> None:
-    try:
-        ClassShards(group, 0, 4, 4)
-        failures.append(f"{label}: another layout on the same group did not raise")
-    except ValueError as error:
-        if "the class layout is fixed" not in str(error):
-            failures.append(f"{label}: wrong error {error}")
-
-
-def test_the_layout_check_is_per_live_group(tmp_path):
-    _start(_layouts_worker, (str(tmp_path),), 1)
-    report = (tmp_path / "layouts.txt").read_text()
-    assert not report, report[:4000]
+@pytest.mark.parametrize("world", [2, 3])
+def test_class_parallel_errors_raise_on_every_rank_and_the_group_still_works(tmp_path, world):
+    _run_ranks(tmp_path, _errors_worker, world)

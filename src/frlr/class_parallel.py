@@ -80,7 +80,7 @@ class ClassShard(nn.Module):
     Args:
         whole: the network's classifier (K, d), as initialised; its rows are copied.
         world: the number of processes; rank: this one's. Every rank builds its shard at the
-            same point: building runs collectives (a new process group, a layout check).
+            same point: building makes a new process group.
     """
 
     def __init__(self, whole: nn.Linear, world: int, rank: int) -> None:
@@ -98,10 +98,10 @@ class ClassShard(nn.Module):
         self.weight = nn.Parameter(whole.weight.detach()[rows].clone())
         bias = None if whole.bias is None else nn.Parameter(whole.bias.detach()[rows].clone())
         self.register_parameter("bias", bias)
-        # A group of its own per run: the losses fix the class layout per group, and `frlr
-        # sweep --param num-classes` trains runs of different K in one process.
+        # A group of its own per run: the classifier's collectives stay apart from DDP's on
+        # the default group. Each loss call checks the layout across the ranks.
         self.group = dist.new_group(list(range(world)))
-        self._shards = ClassShards(self.group, self.offset, self.sizes[rank], num_classes)
+        self._shards = ClassShards(self.group)
 
     def loss_options(self) -> dict[str, Any]:
         """The class-parallel options of :func:`frlr.torch.get_linear_loss` for this shard."""

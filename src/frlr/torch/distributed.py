@@ -4,6 +4,11 @@ Each rank holds the contiguous classes ``[class_offset, class_offset + K_r)`` of
 and its own local batch. The loss over the global batch (all ranks' batches in rank order)
 against the whole classifier needs, per step:
 
+* one all-gather of a small int64 row per rank: whether it accepted its input, its layout
+  (class_offset, K_r, num_classes) and its batch's shape. Every rank checks the same gathered
+  table, so a layout that does not tile the classes, or an input one rank refused, raises on
+  every rank rather than leaving the others waiting in a collective (:meth:`ClassShards.agree`);
+  the layout may change between calls, checked each time at no extra collective;
 * one all-gather of the features and targets (every rank scores the global batch against its
   classes), padded to the largest local batch because gloo's all-gather takes equal shapes;
 * one all-reduce of per-row sums (LR, SS-LR, HS-LR; SR first takes a MAX for its log-sum-exp);
@@ -23,7 +28,8 @@ classifier itself must stay outside DDP: its gradient is per-rank and must not b
 order, the first ``K % world`` ranks one class more than the others.
 """
 
-import weakref
+import itertools
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
@@ -33,13 +39,10 @@ from torch import Tensor
 _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 _reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
 
-# The layout (class_offset, K_r, num_classes) each process group was first called with: the
-# cross-rank consistency check runs once per group, later calls compare against it locally.
-# Keyed weakly by the group itself (not its id, which a destroyed group's successor may reuse):
-# a destroyed group's entry goes with it, and a new default group is checked afresh.
-_CHECKED_LAYOUTS: weakref.WeakKeyDictionary[object, tuple[int, int, int]] = (
-    weakref.WeakKeyDictionary()
-)
+
+def collectives_ready() -> bool:
+    """Whether a process group can run collectives here (torch.distributed initialised)."""
+    return dist.is_available() and dist.is_initialized()
 
 
 class ClassShards:
@@ -51,8 +54,8 @@ class ClassShards:
 
     total_sent_bytes = 0
 
-    def __init__(self, group, class_offset: int, local_classes: int, num_classes: int) -> None:
-        if not dist.is_available() or not dist.is_initialized():
+    def __init__(self, group) -> None:
+        if not collectives_ready():
             raise ValueError(
                 "process_group was given but torch.distributed is not initialised; call "
                 "torch.distributed.init_process_group first"
@@ -61,35 +64,63 @@ class ClassShards:
         self.world = dist.get_world_size(group)
         self.rank = dist.get_rank(group)
         self.sent_bytes = 0
-        self._check_layout(class_offset, local_classes, num_classes)
 
-    def _check_layout(self, class_offset: int, local_classes: int, num_classes: int) -> None:
-        layout = (class_offset, local_classes, num_classes)
-        key = self.group if self.group is not None else dist.group.WORLD
-        known = _CHECKED_LAYOUTS.get(key)
-        if known is not None:
-            if known != layout:
-                raise ValueError(
-                    f"class_offset, weight.shape[0], num_classes = {layout} differ from the "
-                    f"first call on this process group {known}: the class layout is fixed"
-                )
-            return
-        mine = torch.tensor(layout, dtype=torch.int64)
-        every = self.all_gather_equal(mine)  # (world, 3)
-        offsets, sizes, totals = every.unbind(1)
-        if bool((totals != num_classes).any()):
+    def device_for(self, features: object) -> torch.device:
+        """Where this call's collectives run: the features' device; when the features are no
+        tensor (a refused input) the backend's, the current CUDA device for NCCL, else the CPU."""
+        if isinstance(features, Tensor):
+            return features.device
+        if dist.get_backend(self.group) == "nccl":
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+
+    def agree(
+        self, fields: Sequence[int], device: torch.device, failure: Exception | None = None
+    ) -> list[list[int]]:
+        """Every rank's ``fields`` (class_offset, K_r, num_classes, then the caller's), from one
+        all-gather that also carries whether each rank accepted its input.
+
+        A rank whose local checks raised ``failure`` still joins (its fields are ignored), so
+        the others never wait in a collective it will not reach: if any rank failed, every rank
+        raises -- the failed ones their own error, the others a ValueError naming them and their
+        messages (gathered only then). Otherwise the layout is checked on the gathered table,
+        which every rank holds alike, so a bad layout raises the same error on every rank.
+        """
+        mine = torch.tensor([int(failure is None), *fields], dtype=torch.int64, device=device)
+        table = self.all_gather_equal(mine).tolist()
+        refused = [rank for rank, row in enumerate(table) if not row[0]]
+        if refused:
+            self._refuse(refused, failure)
+        every = [row[1:] for row in table]
+        self._check_layout(*([row[i] for row in every] for i in range(3)))
+        return every
+
+    def _refuse(self, refused: list[int], failure: Exception | None) -> None:
+        """Raise on every rank after some refused their input; every rank is here together."""
+        messages: list[str | None] = [None] * self.world
+        mine = None if failure is None else _describe(failure)
+        dist.all_gather_object(messages, mine, group=self.group)
+        if failure is not None:
+            raise failure
+        raise ValueError(
+            "; ".join(f"rank {rank} refused its input: {messages[rank]}" for rank in refused)
+        )
+
+    @staticmethod
+    def _check_layout(offsets: list[int], sizes: list[int], totals: list[int]) -> None:
+        """The ranks' classes tile [0, num_classes) in rank order, one num_classes for all."""
+        if len(set(totals)) > 1:
             raise ValueError(
-                f"num_classes differs across ranks: {totals.tolist()}; every rank must pass the "
-                "same num_classes"
+                f"num_classes differs across ranks: {totals}; every rank must pass the same "
+                "num_classes"
             )
-        expected = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
-        if bool((offsets != expected).any()) or int(sizes.sum()) != num_classes:
+        expected = [0, *itertools.accumulate(sizes)][:-1]
+        if offsets != expected or sum(sizes) != totals[0]:
             raise ValueError(
-                f"class_offset must tile [0, num_classes={num_classes}) in rank order: got "
-                f"offsets {offsets.tolist()} for shard sizes {sizes.tolist()} (expected offsets "
-                f"{expected.tolist()} and sizes summing to num_classes)"
+                f"class_offset must tile [0, num_classes={totals[0]}) in rank order: got "
+                f"offsets {offsets} for shard sizes {sizes} (expected offsets {expected} and "
+                "sizes summing to num_classes)"
             )
-        _CHECKED_LAYOUTS[key] = layout
 
     # -- collectives ---------------------------------------------------------------------------
 
@@ -171,3 +202,11 @@ def sum_allreduce_hook(state: object, bucket: dist.GradBucket) -> torch.futures.
     del state
     work = dist.all_reduce(bucket.buffer(), async_op=True)
     return work.get_future().then(lambda future: future.value()[0])
+
+
+def _describe(error: Exception) -> str:
+    """A refused input's message for the other ranks; the type too when it is not the usual
+    ValueError or TypeError of a checked argument."""
+    if isinstance(error, (ValueError, TypeError)):
+        return str(error)
+    return f"{type(error).__name__}: {error}"

@@ -54,7 +54,7 @@ from frlr.catalogue import (
 from frlr.torch import _kernels as kernels
 from frlr.torch import _streamed_selection as selection
 from frlr.torch import fused
-from frlr.torch.distributed import ClassShards
+from frlr.torch.distributed import ClassShards, collectives_ready
 
 Reduction = Literal["mean", "sum", "none"]
 
@@ -247,11 +247,22 @@ class _Grads:
     bias: Tensor | None
 
 
+_EXCHANGED = 7
+"""Fields of a rank's row in the class-parallel exchange: class_offset, K_r, num_classes (the
+layout :meth:`ClassShards.agree` checks), local rows, positive-list width, multi_label,
+weighted."""
+
+
 class _Problem:
-    """One call's inputs, checked, as the global batch against this rank's classes."""
+    """One call's inputs, checked, as the global batch against this rank's classes.
+
+    ``make_loss`` builds the loss (checking its hyper-parameters) among the local checks: with
+    a process group, a rank whose checks raise still joins the one exchange every rank makes
+    first, so every rank raises instead of the others waiting in a collective."""
 
     def __init__(
         self,
+        make_loss: Callable[[], _ChunkedLoss],
         features: Tensor,
         weight: Tensor,
         target: Tensor,
@@ -262,10 +273,53 @@ class _Problem:
         process_group: object,
         class_offset: int,
         num_classes: int | None,
-        single_label_only: bool = False,
         target_weights: Tensor | None = None,
         label_smoothing: float = 0.0,
     ) -> None:
+        self.shards: ClassShards | None = None
+        local: tuple[Tensor, Tensor, Tensor | None] | Exception
+        try:
+            self.loss = make_loss()
+            self._check_options(
+                features, weight, bias, reduction, ignore_index, chunk_size, process_group,
+                class_offset, num_classes, label_smoothing,
+            )  # fmt: skip
+            local = self._local_batch(target, features.shape[0], ignore_index, target_weights)
+        except Exception as error:  # told to every rank by _agree: none may wait for this one
+            if process_group is None or not collectives_ready():
+                raise  # no collective to join: as without a process group
+            local = error
+        if process_group is not None:
+            self.shards = ClassShards(process_group)
+            local = self._agree(features, local)
+        assert not isinstance(local, Exception)  # _agree raised it
+        positives, counted, weights = local
+        x = features.detach().to(self.dtype)
+        self.local_rows = features.shape[0]
+        if self.shards is None:
+            self.x, self.positives, self.counted = x.contiguous(), positives, counted
+            self.weights = weights
+            self.block_rows = features.shape[0]
+        else:
+            self._gather(x, positives, counted, weights)
+        self.weight = weight.detach()
+        self.bias = None if bias is None else bias.detach().to(self.dtype)
+        self.bias_dtype = None if bias is None else bias.dtype
+        rows = self.x.shape[0]
+        self.chunk = chunk_size or default_chunk_size(rows, self.local_classes)
+        self.count = self.counted.sum()
+        if reduction == "mean":
+            self.row_weight = self.counted.to(self.dtype) / self.count.clamp(min=1)
+        else:
+            self.row_weight = self.counted.to(self.dtype)
+        self._row_masses()
+
+    def _check_options(
+        self, features: Tensor, weight: Tensor, bias: Tensor | None, reduction: str,
+        ignore_index: int, chunk_size: int | None, process_group: object, class_offset: int,
+        num_classes: int | None, label_smoothing: float,
+    ) -> None:  # fmt: skip
+        """The checks of everything but the target this rank can make alone."""
         _check_tensors(features, weight, bias)
         self.smoothing = _check_smoothing(label_smoothing)
         if reduction not in _REDUCTIONS:
@@ -300,37 +354,46 @@ class _Problem:
         self.class_offset = class_offset
         self.local_classes = local_classes
         self.dtype = _compute_dtype(features, weight, bias)
-        self.shards = (
-            None
-            if process_group is None
-            else ClassShards(process_group, class_offset, local_classes, num_classes)
-        )
+
+    def _local_batch(
+        self, target: Tensor, rows: int, ignore_index: int, target_weights: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(positives, counted, weights) of this rank's rows, checked."""
         weighted = target_weights is not None
+        single_label_only = isinstance(self.loss, _SR)
         positives, counted, self.multi_label = _local_targets(
-            target, features.shape[0], num_classes, ignore_index, single_label_only, weighted
+            target, rows, self.num_classes, ignore_index, single_label_only, weighted
         )
         weights = None
         if weighted:
             positives, weights = _local_weights(target_weights, target, positives, self.dtype)
-        x = features.detach().to(self.dtype)
-        self.local_rows = features.shape[0]
-        if self.shards is None:
-            self.x, self.positives, self.counted = x.contiguous(), positives, counted
-            self.weights = weights
-            self.block_rows = features.shape[0]
-        else:
-            self._gather(x, positives, counted, weights)
-        self.weight = weight.detach()
-        self.bias = None if bias is None else bias.detach().to(self.dtype)
-        self.bias_dtype = None if bias is None else bias.dtype
-        rows = self.x.shape[0]
-        self.chunk = chunk_size or default_chunk_size(rows, local_classes)
-        self.count = self.counted.sum()
-        if reduction == "mean":
-            self.row_weight = self.counted.to(self.dtype) / self.count.clamp(min=1)
-        else:
-            self.row_weight = self.counted.to(self.dtype)
-        self._row_masses()
+        return positives, counted, weights
+
+    def _agree(
+        self, features: Tensor, local: tuple[Tensor, Tensor, Tensor | None] | Exception
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Class-parallel: this rank's layout, batch shape and target kind against every
+        rank's, in the one exchange of :meth:`ClassShards.agree` (which raises on every rank
+        when any rank's ``local`` checks failed); ``local`` back once all agree."""
+        shards = self.shards
+        assert shards is not None
+        failure = local if isinstance(local, Exception) else None
+        fields = [-1] * _EXCHANGED
+        if not isinstance(local, Exception):
+            positives, _, weights = local
+            fields = [
+                self.class_offset, self.local_classes, self.num_classes, features.shape[0],
+                positives.shape[1], int(self.multi_label), int(weights is not None),
+            ]  # fmt: skip
+        every = shards.agree(fields, shards.device_for(features), failure)
+        if len({tuple(row[5:]) for row in every}) > 1:
+            raise ValueError(
+                "target must be class indices (N,) on every rank or positive lists (N, P) on "
+                "every rank, with target_weights on every rank or on none, not a mix"
+            )
+        self.rows_per_rank = [row[3] for row in every]
+        self.width = max(row[4] for row in every)
+        return local
 
     def _row_masses(self) -> None:
         """Per-row constants of the target t = (1 - eps) sparse + eps/K, in closed form:
@@ -356,19 +419,7 @@ class _Problem:
         """The global batch, each rank's block padded to the largest (padding rows don't count)."""
         shards = self.shards
         assert shards is not None
-        shape = torch.tensor(
-            [x.shape[0], positives.shape[1], int(self.multi_label), int(weights is not None)],
-            device=x.device,
-        )
-        every = shards.all_gather_equal(shape)
-        if bool((every[:, 2:] != every[0, 2:]).any()):
-            raise ValueError(
-                "target must be class indices (N,) on every rank or positive lists (N, P) on "
-                "every rank, with target_weights on every rank or on none, not a mix"
-            )
-        rows = every[:, 0].tolist()
-        width = int(every[:, 1].max())
-        self.rows_per_rank = rows
+        rows, width = self.rows_per_rank, self.width
         self.block_rows = max(rows)
         padded = positives.new_full((x.shape[0], width), -1)
         padded[:, : positives.shape[1]] = positives
@@ -556,6 +607,7 @@ class _SSLR(_ChunkedLoss):
     reads the chunk once and writes the rows and the already-weighted gradient."""
 
     def __init__(self, r: float, beta: float, compiled: bool = False) -> None:
+        check_hyperparameters(beta=beta, r=r)
         self.r, self.beta, self.compiled = float(r), float(beta), self.check_compiled(compiled)
 
     @staticmethod
@@ -601,6 +653,7 @@ class _HSLR(_ChunkedLoss):
     that sweep and their share decided at its end."""
 
     def __init__(self, beta: float, m: float) -> None:
+        check_hyperparameters(beta=beta, m=m)
         self.beta, self.m = float(beta), float(m)
 
     def prepare(self, problem):
@@ -888,7 +941,7 @@ def _no_autocast(device: torch.device):
 
 
 def _linear_loss(
-    loss: _ChunkedLoss,
+    make_loss: Callable[[], _ChunkedLoss],
     features: Tensor,
     weight: Tensor,
     target: Tensor,
@@ -902,7 +955,10 @@ def _linear_loss(
     target_weights: Tensor | None,
     label_smoothing: float,
 ) -> Tensor:
+    """The loss ``make_loss()`` builds (its hyper-parameters checked with the other inputs, see
+    :class:`_Problem`) over the chunks."""
     problem = _Problem(
+        make_loss,
         features,
         weight,
         target,
@@ -913,12 +969,11 @@ def _linear_loss(
         process_group,
         class_offset,
         num_classes,
-        single_label_only=isinstance(loss, _SR),
         target_weights=target_weights,
         label_smoothing=label_smoothing,
     )
     with _no_autocast(features.device):
-        return _LinearLossFn.apply(features, weight, bias, loss, problem)
+        return _LinearLossFn.apply(features, weight, bias, problem.loss, problem)
 
 
 def linear_lr_loss(
@@ -996,7 +1051,7 @@ def linear_lr_loss(
         True
     """
     return _linear_loss(
-        _LR(), features, weight, target, bias, reduction, ignore_index, chunk_size,
+        _LR, features, weight, target, bias, reduction, ignore_index, chunk_size,
         process_group, class_offset, num_classes, target_weights, label_smoothing,
     )  # fmt: skip
 
@@ -1057,9 +1112,8 @@ def linear_ss_lr_loss(
         >>> loss = frlr.linear_ss_lr_loss(features, head.weight, pairs, bias=head.bias,
         ...                               target_weights=lam, label_smoothing=0.1)
     """
-    check_hyperparameters(beta=beta, r=r)
     return _linear_loss(
-        _SSLR(r, beta, compiled), features, weight, target, bias, reduction, ignore_index,
+        lambda: _SSLR(r, beta, compiled), features, weight, target, bias, reduction, ignore_index,
         chunk_size, process_group, class_offset, num_classes, target_weights, label_smoothing,
     )  # fmt: skip
 
@@ -1121,9 +1175,8 @@ def linear_hs_lr_loss(
         >>> torch.allclose(loss, frlr.hs_lr_loss(head(features), dense))
         True
     """
-    check_hyperparameters(beta=beta, m=m)
     return _linear_loss(
-        _HSLR(beta, m), features, weight, target, bias, reduction, ignore_index, chunk_size,
+        lambda: _HSLR(beta, m), features, weight, target, bias, reduction, ignore_index, chunk_size,
         process_group, class_offset, num_classes, target_weights, label_smoothing,
     )  # fmt: skip
 
@@ -1174,7 +1227,7 @@ def linear_sr_loss(
         True
     """
     return _linear_loss(
-        _SR(), features, weight, target, bias, reduction, ignore_index, chunk_size,
+        _SR, features, weight, target, bias, reduction, ignore_index, chunk_size,
         process_group, class_offset, num_classes, target_weights, label_smoothing,
     )  # fmt: skip
 
