@@ -518,7 +518,8 @@ def in_process_table(
         )
         if "compiled" in name:
             firsts.append(
-                f"- first call of {name}, compilation included (not counted above): "
+                f"- first call of {name}, with its compilation when the shape is new to the "
+                "compiler (not counted above): "
                 f"{row['first']:.1f} s"
             )
     return [*lines, "", *firsts, *target_lines(rows, floor_mb), ""]

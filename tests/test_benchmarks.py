@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import math
 import os
 import subprocess
 import sys
@@ -130,7 +132,7 @@ def test_huge_k_in_process_quick_is_the_cuda_layout_on_the_cpu(tmp_path):
         assert f"| {name} | " in record
     for line in (
         "| method | forward+backward ms | peak growth MB | above the floor MB |",
-        "- first call of frlr linear_ss_lr (compiled=True), compilation included",
+        "- first call of frlr linear_ss_lr (compiled=True), with its compilation",
         "- hs-lr time",
         "### chunk_size: N = 32, d = 16, K = 5,000",
         "| chunk_size | (N, chunk) MB | linear_lr ms | linear_lr above the floor MB "
@@ -153,6 +155,25 @@ def test_huge_k_seconds_budget_runs_nothing_and_says_so(tmp_path):
         assert f"| {name} | not run: the --seconds budget was spent | | |" in record
     assert "| 64 | 0 | not run: the --seconds budget was spent |  | not run:" in record
     assert "first call" not in record and "- lr time" not in record
+
+
+def test_huge_k_record_keeps_the_finished_tables_when_a_later_one_dies(tmp_path, monkeypatch):
+    """A run stopped in its second table (a time limit's kill, here an error) leaves the first
+    table in the record, marked incomplete."""
+    huge_k = _import_benchmark("huge_k")
+
+    def dies(*args):
+        raise KeyboardInterrupt
+
+    sweep = (huge_k.chunk_sweep, (16, 8, 500, 1, (64,)))
+    monkeypatch.setattr(huge_k, "plan", lambda quick: [sweep, (dies, ())])
+    out = tmp_path / "partial.md"
+    args = argparse.Namespace(out=str(out), quick=True, memory_budget_gb=1.0)
+    with pytest.raises(KeyboardInterrupt):
+        huge_k.in_process_record(args, huge_k.CPU, math.inf)
+    record = out.read_text()
+    assert "(INCOMPLETE: 1 of 2 tables)." in record
+    assert "| 500 (default) | 0 | " in record and "| 64 | 0 | " in record
 
 
 def test_huge_k_on_cuda_without_cuda_exits_2_with_one_line():
