@@ -127,6 +127,12 @@ def make_inputs(
     return x, w, y
 
 
+def shape_inputs(n: int, d: int, k: int, device: torch.device):
+    """The inputs of one shape, gradients wanted for the features and the weight."""
+    x, w, y = make_inputs(n, d, k, device)
+    return x.requires_grad_(), w.requires_grad_(), y
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued kernels, so that a clock measures them, not their launch."""
     if device.type == "cuda":
@@ -191,9 +197,7 @@ def timed_calls(
 def child(name: str, n: int, d: int, k: int, calls: int, threads: int) -> None:
     """In a fresh process: print {"seconds": [...], "growth_mb": ...} as one JSON line."""
     torch.set_num_threads(threads)
-    x, w, y = make_inputs(n, d, k)
-    x.requires_grad_()
-    w.requires_grad_()
+    x, w, y = shape_inputs(n, d, k, CPU)
     fn = METHODS[name][0]
     # a small call first: one-time set-up (imports, dispatch caches) is not the method's cost;
     # a compiled loss compiles here for this batch, a whole chunk and the ragged last chunk
@@ -479,12 +483,6 @@ def measure_in_process(
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return {**result, "first": first}
-
-
-def shape_inputs(n: int, d: int, k: int, device: torch.device):
-    """The inputs of one shape, gradients wanted for the features and the weight."""
-    x, w, y = make_inputs(n, d, k, device)
-    return x.requires_grad_(), w.requires_grad_(), y
 
 
 def in_process_table(
