@@ -1,11 +1,13 @@
 """Forward+backward time and peak memory of the logits-free losses at 10^5 to 10^7 classes.
 
-    python benchmarks/huge_k.py            # the full record, writes docs/benchmarks/huge_k.md
-    python benchmarks/huge_k.py --quick    # tiny shapes, a smoke test (writes nothing)
+    python benchmarks/huge_k.py                # the CPU record, writes docs/benchmarks/huge_k.md
+    python benchmarks/huge_k.py --quick        # tiny shapes, a smoke test (writes nothing)
+    python benchmarks/huge_k.py --device cuda  # the GPU record, docs/benchmarks/huge_k_cuda.md
+    python benchmarks/huge_k.py --device cuda --quick --seconds 60 --out gpu.md
 
-Each (method, shape) runs in a fresh process: peak memory is that process's VmHWM growth over
-one forward+backward, beyond the inputs; its time, with one thread, the CPU time of that thread
-(wall time beside it). The *floor* is what any method must allocate: the
+On the CPU each (method, shape) runs in a fresh process: peak memory is that process's VmHWM
+growth over one forward+backward, beyond the inputs; its time, with one thread, the CPU time of
+that thread (wall time beside it). The *floor* is what any method must allocate: the
 gradients of the weight and of the features, (K + N) d float32. Methods:
 
 * ``F.cross_entropy(x @ W.T)``, materialised;
@@ -19,6 +21,20 @@ gradients of the weight and of the features, (K + N) d float32. Methods:
 A method whose estimated peak exceeds ``--memory-budget-gb`` is not run, and the record says
 so. The class-parallel section runs 2 and 3 gloo processes (one shard of classes each) and
 compares their loss and gradients with one process; it reports the bytes each rank sends.
+
+On CUDA (``--device cuda``; N = 4,096, d = 512 and 1,024, K = 10^5 and 10^6) every method runs
+in this one process (a CUDA process takes seconds to start): one warm-up call on the measured
+shape (it compiles the compiled loss, whose first call the record gives apart), then the best of
+a few calls, each between ``torch.cuda.synchronize()`` calls; peak memory is
+``torch.cuda.max_memory_allocated()`` above the inputs, restarted after the warm-up. The budget
+is 90% of the GPU's free memory. A ``chunk_size`` sweep of ``linear_lr`` and ``linear_ss_lr``
+follows (the default was chosen for CPU caches). ``--in-process`` runs this layout on the CPU,
+the check of the CUDA path a machine without a GPU can make. ``--seconds`` starts no measurement
+after that many seconds (the record says what was not run); the record is rewritten after each
+table, so that a run stopped by a time limit leaves the tables it finished; a method that fails
+gets its row, and the run exits 1 at its end. Without CUDA, ``--device cuda`` prints one line
+and exits 2, as for any request it cannot honour (``gpu_check.sh`` checks for CUDA first and
+exits 0 with its own line).
 """
 
 from __future__ import annotations
@@ -26,6 +42,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import resource
 import socket
@@ -33,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -41,10 +59,13 @@ import torch
 import torch.nn.functional as F
 
 import frlr.torch as frlr
-from _machine import cpu_and_torch, current_rss_mb, peak_rss_mb, reset_peak_rss
+from _machine import cpu_and_torch, cpu_model, current_rss_mb, peak_rss_mb, reset_peak_rss
 from frlr.torch.linear import default_chunk_size
 
 MB = 2**20
+CPU = torch.device("cpu")
+Row = dict | str
+"""One method's result: its times and peak, or why it has none."""
 
 
 def _ce_chunked(x, w, y):
@@ -73,6 +94,11 @@ CHUNKED = (
     "frlr linear_hs_lr",
     "frlr linear_sr",
 )
+SWEPT = ("frlr linear_lr", "frlr linear_ss_lr")
+"""The losses of the chunk_size sweep."""
+SWEEP_BUFFERS = 8
+"""(N, chunk) float32 tensors a chunked loss is assumed to hold at its peak (an overestimate)."""
+SPENT = "not run: the --seconds budget was spent"
 
 
 def estimate_gb(name: str, n: int, d: int, k: int) -> float:
@@ -84,13 +110,94 @@ def estimate_gb(name: str, n: int, d: int, k: int) -> float:
     return (2 * k * d * 4 + logits) / 2**30
 
 
+# ---------------------------------------------------------------------------------------------
+# What differs by device: the inputs, the clock, the peak memory and the budget
+# ---------------------------------------------------------------------------------------------
+
+
+def make_inputs(
+    n: int, d: int, k: int, device: torch.device = CPU, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Features (n, d), a weight (k, d) scaled to unit-variance logits and index targets, made
+    on ``device`` (a CPU would take seconds to draw a GPU's 10^9 weights)."""
+    g = torch.Generator(device).manual_seed(seed)
+    x = torch.randn(n, d, generator=g, device=device)
+    w = torch.randn(k, d, generator=g, device=device) / d**0.5
+    y = torch.randint(0, k, (n,), generator=g, device=device)
+    return x, w, y
+
+
+def shape_inputs(n: int, d: int, k: int, device: torch.device):
+    """The inputs of one shape, gradients wanted for the features and the weight."""
+    x, w, y = make_inputs(n, d, k, device)
+    return x.requires_grad_(), w.requires_grad_(), y
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued kernels, so that a clock measures them, not their launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def start_peak(device: torch.device) -> float:
+    """Restart the peak reading; the baseline in MB (the allocator's live bytes on CUDA, the
+    resident set on the CPU)."""
+    synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device) / MB
+    reset_peak_rss()
+    return current_rss_mb()
+
+
+def peak_growth_mb(device: torch.device, base: float) -> float:
+    """The peak since :func:`start_peak` above its baseline, MB."""
+    synchronize(device)
+    if device.type == "cuda":
+        return max(torch.cuda.max_memory_allocated(device) / MB - base, 0.0)
+    return max(peak_rss_mb() - base, 0.0)
+
+
+def memory_budget(device: torch.device, cpu_budget_gb: float) -> tuple[float, str]:
+    """The GB a method may need, and how a record says it was over: on CUDA 90% of the free
+    memory now (the allocator's cache emptied first), on the CPU the given budget."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        free = torch.cuda.mem_get_info(device)[0] / 2**30
+        return 0.9 * free, f"over 90% of the {free:.0f} GB free on the GPU"
+    return cpu_budget_gb, f"over the {cpu_budget_gb:g} GB budget"
+
+
+def timed_calls(
+    fn: Callable, x: torch.Tensor, w: torch.Tensor, y: torch.Tensor, calls: int,
+    device: torch.device, cpu_time: bool,
+) -> dict:  # fmt: skip
+    """``calls`` forward+backward calls after the caller's warm-up: their seconds (the computing
+    thread's CPU time when ``cpu_time``, else the wall time between synchronisations), their
+    wall times and the peak growth above the inputs (MB)."""
+    x.grad = w.grad = None
+    base = start_peak(device)
+    seconds, wall = [], []
+    for _ in range(calls):
+        x.grad = w.grad = None
+        synchronize(device)
+        start, start_cpu = time.perf_counter(), time.thread_time()
+        fn(x, w, y).backward()
+        synchronize(device)
+        wall.append(time.perf_counter() - start)
+        seconds.append(time.thread_time() - start_cpu if cpu_time else wall[-1])
+    return {"seconds": seconds, "wall": wall, "growth_mb": peak_growth_mb(device, base)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The CPU record: one fresh process per (method, shape)
+# ---------------------------------------------------------------------------------------------
+
+
 def child(name: str, n: int, d: int, k: int, calls: int, threads: int) -> None:
     """In a fresh process: print {"seconds": [...], "growth_mb": ...} as one JSON line."""
     torch.set_num_threads(threads)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, d, generator=g).requires_grad_()
-    w = (torch.randn(k, d, generator=g) / d**0.5).requires_grad_()
-    y = torch.randint(0, k, (n,), generator=g)
+    x, w, y = shape_inputs(n, d, k, CPU)
     fn = METHODS[name][0]
     # a small call first: one-time set-up (imports, dispatch caches) is not the method's cost;
     # a compiled loss compiles here for this batch, a whole chunk and the ragged last chunk
@@ -102,24 +209,12 @@ def child(name: str, n: int, d: int, k: int, calls: int, threads: int) -> None:
     else:
         small = w[:1000].detach().clone().requires_grad_()
         fn(x[:8].detach().clone().requires_grad_(), small, y[:8] % small.shape[0]).backward()
-    reset_peak_rss()
-    base = current_rss_mb()
-    seconds, wall = [], []
-    for _ in range(calls):
-        x.grad = w.grad = None
-        start, start_cpu = time.perf_counter(), time.thread_time()
-        fn(x, w, y).backward()
-        seconds.append(time.thread_time() - start_cpu if threads == 1 else 0.0)
-        wall.append(time.perf_counter() - start)
-    if threads != 1:  # the threads' CPU times add up: wall time is the comparable one
-        seconds = wall
-    growth = max(peak_rss_mb() - base, 0.0)
-    print(json.dumps({"seconds": seconds, "wall": wall, "growth_mb": growth}))
+    # with several threads their CPU times add up: wall time is the comparable one
+    result = timed_calls(fn, x, w, y, calls, CPU, cpu_time=threads == 1)
+    print(json.dumps(result))
 
 
-def run_child(
-    name: str, n: int, d: int, k: int, calls: int, limit_gb: float, threads: int
-) -> dict | None:
+def run_child(name: str, n: int, d: int, k: int, calls: int, limit_gb: float, threads: int) -> Row:
     """One configuration in a fresh process, its address space capped so that a method that
     outgrows the budget fails alone instead of pushing the machine into swap or OOM."""
     limit = int((limit_gb + 6) * 2**30)
@@ -132,41 +227,60 @@ def run_child(
     out = subprocess.run(argv, capture_output=True, text=True, preexec_fn=cap)
     if out.returncode != 0:
         print(f"  {name}: failed ({out.stderr.strip().splitlines()[-1:]})", flush=True)
-        return None
+        return "failed (out of memory?)"
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def shape_table(
-    n: int, d: int, k: int, calls: int, budget_gb: float, threads: int, methods, rounds: int = 1
-) -> list[str]:
-    """One shape: every method in ``rounds`` round-robin rounds of fresh processes (a slow spell
-    of a shared host then slows one round of every method, not all of one method's), its time
-    the best call of all rounds, its memory the largest peak."""
-    floor_mb = (k + n) * d * 4 / MB
-    rows: dict[str, dict | str] = {}
+def collect_rows(
+    methods, rounds: int, need_gb: Callable[[str], float], budget: tuple[float, str],
+    run: Callable[[str], Row], deadline: float, milliseconds: bool = False,
+) -> dict[str, Row]:  # fmt: skip
+    """Every method ``run`` in ``rounds`` round-robin rounds (a slow spell of a shared host then
+    slows one round of every method, not all of one method's): the times of all rounds, the
+    largest peak; a method over the memory budget, or past the deadline, gets the reason."""
+    budget_gb, over = budget
+    rows: dict[str, Row] = {}
     for name in methods:
-        need = estimate_gb(name, n, d, k)
+        need = need_gb(name)
         if need > budget_gb:
-            rows[name] = f"not run: needs about {need:.0f} GB, over the {budget_gb:g} GB budget"
+            rows[name] = f"not run: needs about {need:.0f} GB, {over}"
             print(f"  {name}: {rows[name]}", flush=True)
     for round_ in range(rounds):
         for name in methods:
             if isinstance(rows.get(name), str):
                 continue
-            result = run_child(name, n, d, k, calls, budget_gb, threads)
-            if result is None:
-                rows[name] = "failed (out of memory?)"
+            result = SPENT if time.perf_counter() > deadline else run(name)
+            if isinstance(result, str):
+                rows[name] = result
                 continue
             seen = rows.setdefault(name, {"seconds": [], "wall": [], "growth_mb": 0.0})
             assert isinstance(seen, dict)
             seen["seconds"] += result["seconds"]
             seen["wall"] += result["wall"]
             seen["growth_mb"] = max(seen["growth_mb"], result["growth_mb"])
+            if "first" in result:
+                seen["first"] = result["first"]
+            best = min(result["seconds"])
+            took = f"{1000 * best:.1f} ms" if milliseconds else f"{best:.2f} s"
             print(
-                f"  [{round_ + 1}/{rounds}] {name}: {min(result['seconds']):.2f} s, "
-                f"{result['growth_mb']:.0f} MB",
+                f"  [{round_ + 1}/{rounds}] {name}: {took}, {result['growth_mb']:.0f} MB",
                 flush=True,
             )
+    return rows
+
+
+def shape_table(
+    n: int, d: int, k: int, calls: int, budget_gb: float, threads: int, methods, rounds: int = 1,
+    deadline: float = math.inf,
+) -> list[str]:  # fmt: skip
+    """One shape on the CPU, every method in fresh processes (:func:`collect_rows`), its time
+    the best call of all rounds, its memory the largest peak."""
+    floor_mb = (k + n) * d * 4 / MB
+    rows = collect_rows(
+        methods, rounds, lambda name: estimate_gb(name, n, d, k),
+        memory_budget(CPU, budget_gb),
+        lambda name: run_child(name, n, d, k, calls, budget_gb, threads), deadline,
+    )  # fmt: skip
     lines = [
         f"### N = {n:,}, d = {d}, K = {k:,} (floor: grad of W and x = {floor_mb:,.0f} MB; "
         f"best of {calls} call{'s' if calls > 1 else ''} in each of {rounds} "
@@ -249,14 +363,6 @@ def target_lines(rows: dict, floor_mb: float) -> list[str]:
 PARALLEL_LOSSES = ("linear_lr_loss", "linear_ss_lr_loss", "linear_hs_lr_loss", "linear_sr_loss")
 
 
-def _parallel_inputs(n: int, d: int, k: int):
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(n, d, generator=g)
-    w = torch.randn(k, d, generator=g) / d**0.5
-    y = torch.randint(0, k, (n,), generator=g)
-    return x, w, y
-
-
 def _split(total: int, parts: int, rank: int) -> slice:
     """Unequal contiguous shares (the last rank gets the remainder)."""
     size = total // parts
@@ -275,7 +381,7 @@ def parallel_rank(rank: int, world: int, port: int, reference: str, out: str) ->
     )
     saved = torch.load(reference, weights_only=True)
     n, d, k = saved["shape"]
-    x, w, y = _parallel_inputs(n, d, k)
+    x, w, y = make_inputs(n, d, k, seed=1)
     rows, classes = _split(n, world, rank), _split(k, world, rank)
     report = {}
     for name in PARALLEL_LOSSES:
@@ -303,7 +409,7 @@ def parallel_rank(rank: int, world: int, port: int, reference: str, out: str) ->
 def parallel_table(n: int, d: int, k: int) -> list[str]:
     import torch.multiprocessing as mp
 
-    x, w, y = _parallel_inputs(n, d, k)
+    x, w, y = make_inputs(n, d, k, seed=1)
     reference = {"shape": (n, d, k)}
     single_seconds = {}
     for name in PARALLEL_LOSSES:
@@ -346,27 +452,206 @@ def parallel_table(n: int, d: int, k: int) -> list[str]:
     return [*lines, ""]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny shapes, no file written")
-    parser.add_argument("--child", nargs=5, metavar=("NAME", "N", "D", "K", "CALLS"))
-    parser.add_argument("--memory-budget-gb", type=float, default=12.0)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads per process (1: steady timings on a shared machine)",
-    )
-    parser.add_argument("--out", default=None, help="default: docs/benchmarks/huge_k.md")
-    parser.add_argument(
-        "--largest-k", type=int, default=10_000_000, help="the largest K, at d = 64, chunked"
-    )
-    args = parser.parse_args()
-    if args.child:
-        name, n, d, k, calls = args.child
-        child(name, int(n), int(d), int(k), int(calls), args.threads)
-        return
+# ---------------------------------------------------------------------------------------------
+# The CUDA record (or --in-process on the CPU): every method in this one process
+# ---------------------------------------------------------------------------------------------
 
+
+def measure_in_process(
+    fn: Callable, x: torch.Tensor, w: torch.Tensor, y: torch.Tensor, calls: int,
+    device: torch.device,
+) -> Row:  # fmt: skip
+    """One method in this process: a warm-up call on the measured shape (it compiles a compiled
+    loss and sets up the BLAS handles and the allocator's cache; its seconds are "first"), then
+    :func:`timed_calls` in wall time. An error (out of memory, a compiler's) is the method's
+    row, its traceback on stderr, and the run goes on to the next method."""
+    try:
+        synchronize(device)
+        start = time.perf_counter()
+        fn(x, w, y).backward()
+        synchronize(device)
+        first = time.perf_counter() - start
+        result = timed_calls(fn, x, w, y, calls, device, cpu_time=False)
+    except torch.OutOfMemoryError:
+        return "failed: out of memory"
+    except Exception as error:  # one method's fault must not lose the other methods' rows
+        traceback.print_exc()
+        first_line = (str(error).strip().splitlines() or [""])[0][:200].replace("|", "/")
+        return f"failed: {type(error).__name__}: {first_line}"
+    finally:
+        x.grad = w.grad = None
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return {**result, "first": first}
+
+
+def in_process_table(
+    n: int, d: int, k: int, calls: int, device: torch.device, budget_gb: float, deadline: float
+) -> list[str]:
+    """One shape, every method in this process (:func:`measure_in_process`): the best call in
+    milliseconds, the peak above the inputs, the first call of the compiled loss, the targets."""
+    budget = memory_budget(device, budget_gb)  # before the inputs: the estimate counts W
+    x, w, y = shape_inputs(n, d, k, device)
+    floor_mb = (k + n) * d * 4 / MB
+    rows = collect_rows(
+        METHODS, 1, lambda name: estimate_gb(name, n, d, k), budget,
+        lambda name: measure_in_process(METHODS[name][0], x, w, y, calls, device), deadline,
+        milliseconds=True,
+    )  # fmt: skip
+    lines = [
+        f"### N = {n:,}, d = {d}, K = {k:,} (floor: grad of W and x = {floor_mb:,.0f} MB; "
+        f"best of {calls} calls after a warm-up call)",
+        "",
+        "| method | forward+backward ms | peak growth MB | above the floor MB |",
+        "|---|---:|---:|---:|",
+    ]
+    firsts = []
+    for name, row in rows.items():
+        if isinstance(row, str):
+            lines.append(f"| {name} | {row} | | |")
+            continue
+        lines.append(
+            f"| {name} | {1000 * min(row['seconds']):,.1f} | {row['growth_mb']:,.0f} "
+            f"| {row['growth_mb'] - floor_mb:,.0f} |"
+        )
+        if "compiled" in name:
+            firsts.append(
+                f"- first call of {name}, with its compilation when the shape is new to the "
+                "compiler (not counted above): "
+                f"{row['first']:.1f} s"
+            )
+    return [*lines, "", *firsts, *target_lines(rows, floor_mb), ""]
+
+
+def chunk_sweep(
+    n: int, d: int, k: int, calls: int, sizes: tuple[int, ...], device: torch.device,
+    budget_gb: float, deadline: float,
+) -> list[str]:  # fmt: skip
+    """``linear_lr`` and ``linear_ss_lr`` at the default ``chunk_size`` and at ``sizes``: time
+    and peak above the floor per chunk size, the data for a CUDA default (the default's 8 MiB
+    (N, chunk) buffer was chosen for CPU caches)."""
+    budget = memory_budget(device, budget_gb)
+    x, w, y = shape_inputs(n, d, k, device)
+    floor_mb = (k + n) * d * 4 / MB
+    default = default_chunk_size(n, k)
+    chunks = list(dict.fromkeys([default, *(min(size, k) for size in sizes)]))
+    names = [name.removeprefix("frlr ") for name in SWEPT]
+    lines = [
+        f"### chunk_size: N = {n:,}, d = {d}, K = {k:,} (floor: grad of W and x = "
+        f"{floor_mb:,.0f} MB; best of {calls} calls after a warm-up call; the default "
+        f"{default:,}: one (N, chunk) float32 buffer of at most 8 MiB)",
+        "",
+        "| chunk_size | (N, chunk) MB | "
+        + " | ".join(f"{name} ms | {name} above the floor MB" for name in names)
+        + " |",
+        "|---:|---:|" + "---:|---:|" * len(SWEPT),
+    ]
+
+    def run(chunk: int, name: str) -> Row:
+        fn = partial(METHODS[name][0], chunk_size=chunk)
+        return measure_in_process(fn, x, w, y, calls, device)
+
+    for chunk in chunks:
+        print(f"  chunk_size = {chunk}", flush=True)
+        need_gb = (2 * k * d + SWEEP_BUFFERS * n * chunk) * 4 / 2**30
+        rows = collect_rows(
+            SWEPT, 1, lambda _, need=need_gb: need, budget, partial(run, chunk), deadline,
+            milliseconds=True,
+        )  # fmt: skip
+        cells = []
+        for name in SWEPT:
+            row = rows[name]
+            if isinstance(row, str):
+                cells += [row, ""]
+            else:
+                above = row["growth_mb"] - floor_mb
+                cells += [f"{1000 * min(row['seconds']):,.1f}", f"{above:,.0f}"]
+        label = f"{chunk:,}" + (" (default)" if chunk == default else "")
+        lines.append(f"| {label} | {n * chunk * 4 / MB:,.0f} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def plan(quick: bool) -> list[tuple[Callable, tuple]]:
+    """The one-process record's tables in order, the most wanted first (a --seconds budget cuts
+    the last): N = 4,096 (a GPU's batches are larger), d = 512 and 1,024, K = 10^5 and 10^6,
+    the chunk_size sweep before the largest shape."""
+    if quick:
+        return [(in_process_table, (32, 16, 1_000, 2)), (chunk_sweep, (32, 16, 5_000, 2, (64,)))]
+    return [
+        (in_process_table, (4096, 512, 100_000, 3)),
+        (in_process_table, (4096, 1024, 100_000, 3)),
+        (in_process_table, (4096, 512, 1_000_000, 2)),
+        (chunk_sweep, (4096, 512, 1_000_000, 2, (8192, 32768, 131072))),
+        (in_process_table, (4096, 1024, 1_000_000, 2)),
+    ]
+
+
+def device_line(device: torch.device) -> str:
+    if device.type != "cuda":
+        return cpu_and_torch()
+    p = torch.cuda.get_device_properties(device)
+    return (
+        f"{p.name}, {p.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}, "
+        f"torch {torch.__version__}; host CPU {cpu_model()}"
+    )
+
+
+def in_process_record(args: argparse.Namespace, device: torch.device, deadline: float) -> None:
+    """Every table of :func:`plan` in this process; the record (``--out``, on CUDA by default
+    docs/benchmarks/huge_k_cuda.md, never the CPU record) rewritten after each table; exit
+    status 1 at the end when a method failed."""
+    started = time.perf_counter()
+    out = args.out
+    if out is None and device.type == "cuda" and not args.quick:
+        out = "docs/benchmarks/huge_k_cuda.md"
+    command = " ".join(["python", "benchmarks/huge_k.py", *sys.argv[1:]])
+    where = "CUDA" if device.type == "cuda" else "one CPU process"
+    peak = (
+        "the allocator's peak (torch.cuda.max_memory_allocated)"
+        if device.type == "cuda"
+        else "VmHWM"
+    )
+    lines: list[str] = []
+    steps = plan(args.quick)
+    for done, (table, params) in enumerate(steps, 1):
+        print(f"{table.__name__} {params}", flush=True)
+        lines += table(*params, device, args.memory_budget_gb, deadline)
+        if out is None:
+            continue
+        header = [
+            f"# Huge K on {where}: losses that never hold the logits",
+            "",
+            f"Date: {datetime.date.today().isoformat()}. Machine: {device_line(device)}; "
+            f"wall time {time.perf_counter() - started:.0f} s"
+            + ("." if done == len(steps) else f" (INCOMPLETE: {done} of {len(steps)} tables)."),
+            "",
+            f"Command: `{command}`. float32 (matmul precision "
+            f'"{torch.get_float32_matmul_precision()}"), index targets, reduction mean, the '
+            "default chunk_size except in the sweep; every method in this one process, after "
+            "one warm-up call on its shape (it compiles the compiled loss); times are wall time "
+            "between synchronisations, the best of the calls after the warm-up; peak growth is "
+            f"{peak} above the inputs, restarted after the warm-up. The largest K and the "
+            "class-parallel section are in the CPU record (docs/benchmarks/huge_k.md).",
+            "",
+        ]
+        write_record(Path(out), header + lines)
+    print("\n".join(lines), flush=True)
+    if out is not None:
+        print(f"wrote {out}")
+    if any("| failed" in line for line in lines):
+        sys.exit("huge_k.py: a method failed (its row says how): exit status 1")
+
+
+def write_record(out: Path, lines: list[str]) -> None:
+    """Replace ``out`` whole (a reader never sees half a file)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(out)
+
+
+def cpu_record(args: argparse.Namespace, deadline: float) -> None:
+    """The CPU record: fresh processes per (method, shape), the largest K, class-parallel."""
     torch.set_num_threads(args.threads)  # the class-parallel section's one-process reference
     started = time.perf_counter()
     if args.quick:
@@ -381,15 +666,16 @@ def main() -> None:
         ]
         largest = (1024, 64, args.largest_k, 1)
         parallel_shape = (1024, 256, 100_000)
+    budget, threads = args.memory_budget_gb, args.threads
     lines: list[str] = []
     for n, d, k, calls, rounds in shapes:
         print(f"N = {n}, d = {d}, K = {k}", flush=True)
-        lines += shape_table(n, d, k, calls, args.memory_budget_gb, args.threads, METHODS, rounds)
+        lines += shape_table(n, d, k, calls, budget, threads, METHODS, rounds, deadline)
     n, d, k, calls = largest
     print(f"largest: N = {n}, d = {d}, K = {k}", flush=True)
     largest_methods = ("frlr linear_lr", "frlr linear_ss_lr", "frlr ss-lr (materialised)")
     lines += ["## The largest K", ""]
-    lines += shape_table(n, d, k, calls, args.memory_budget_gb, args.threads, largest_methods)
+    lines += shape_table(n, d, k, calls, budget, threads, largest_methods, 1, deadline)
     print("class-parallel", flush=True)
     lines += ["## Class-parallel", ""]
     lines += parallel_table(*parallel_shape)
@@ -417,11 +703,76 @@ def main() -> None:
         ),
         "",
     ]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(header + lines))
-    tmp.replace(out)
+    write_record(out, header + lines)
     print(f"wrote {out}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny shapes, a smoke test: writes nothing (one process: only --out)",
+    )
+    parser.add_argument("--child", nargs=5, metavar=("NAME", "N", "D", "K", "CALLS"))
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu: the record of fresh processes; cuda[:N]: every method in one process, "
+        "and the chunk_size sweep (writes --out, by default docs/benchmarks/huge_k_cuda.md); "
+        "without CUDA it prints one line and exits 2",
+    )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="the CUDA layout on the CPU (one process, the sweep): checks the CUDA path's code",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="start no measurement after this many seconds (the record says what was not run)",
+    )
+    parser.add_argument(
+        "--memory-budget-gb", type=float, default=12.0, help="on the CPU (CUDA: 90%% of free)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per process (1: steady timings on a shared machine)",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="default: docs/benchmarks/huge_k.md (CPU), docs/benchmarks/huge_k_cuda.md (CUDA)",
+    )
+    parser.add_argument(
+        "--largest-k", type=int, default=10_000_000, help="the largest K, at d = 64, chunked"
+    )
+    args = parser.parse_args()
+    if args.child:
+        name, n, d, k, calls = args.child
+        child(name, int(n), int(d), int(k), int(calls), args.threads)
+        return
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        device = torch.device("meta")  # refused below, with the one line
+    if device.type not in ("cpu", "cuda") or (
+        device.type == "cuda" and not torch.cuda.is_available()
+    ):
+        print(
+            f"huge_k.py: --device {args.device}: not available here (CUDA available: "
+            f"{torch.cuda.is_available()}, torch {torch.__version__}); nothing measured",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    deadline = math.inf if args.seconds is None else time.perf_counter() + args.seconds
+    if device.type == "cpu" and not args.in_process:
+        cpu_record(args, deadline)
+    else:
+        in_process_record(args, device, deadline)
 
 
 if __name__ == "__main__":

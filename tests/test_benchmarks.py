@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+import math
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -43,6 +47,14 @@ def _run(*argv: str, timeout: float = 180) -> str:
     return out.stdout
 
 
+def _import_benchmark(name: str):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
 def test_loss_speed_quick_prints_every_peer_and_frlr_loss():
     text = _run(str(BENCHMARKS / "loss_speed.py"), "--quick")
     for name in (
@@ -70,11 +82,7 @@ def test_loss_speed_memory_child_reports_megabytes():
 
 
 def test_loss_speed_target_lines_judge_the_worst_case():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import loss_speed
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    loss_speed = _import_benchmark("loss_speed")
     names = ["F.cross_entropy", "frlr ss-lr", "authors SS-LR"]
     ms = {128: {n: [1.0, 1.0] for n in names}, 1024: {n: [1.0, 1.0] for n in names}}
     ms[1024]["frlr ss-lr"] = [1.0, 2.6]  # K=1000 column misses the 2.5x bound
@@ -108,6 +116,120 @@ def test_huge_k_quick_prints_every_method_the_targets_and_class_parallel():
     ):
         assert name in text
     assert "wrote" not in text
+
+
+def test_huge_k_in_process_quick_is_the_cuda_layout_on_the_cpu(tmp_path):
+    """The CUDA record's code (one process, ms tables, the first compiled call, the chunk_size
+    sweep, the record file) run on the CPU: all of it but the torch.cuda readings."""
+    out = tmp_path / "huge_k_cuda.md"
+    args = ("--device", "cpu", "--in-process", "--quick", "--out", str(out))
+    text = _run(str(BENCHMARKS / "huge_k.py"), *args, timeout=300)
+    record = out.read_text()
+    assert record.startswith("# Huge K on one CPU process")
+    assert "INCOMPLETE" not in record and "failed" not in record and "not run" not in record
+    huge_k = _import_benchmark("huge_k")
+    for name in huge_k.METHODS:
+        assert f"| {name} | " in record
+    for line in (
+        "| method | forward+backward ms | peak growth MB | above the floor MB |",
+        "- first call of frlr linear_ss_lr (compiled=True), with its compilation",
+        "- hs-lr time",
+        "### chunk_size: N = 32, d = 16, K = 5,000",
+        "| chunk_size | (N, chunk) MB | linear_lr ms | linear_lr above the floor MB "
+        "| linear_ss_lr ms | linear_ss_lr above the floor MB |",
+        "| 5,000 (default) | 1 | ",
+        "| 64 | 0 | ",
+    ):
+        assert line in record
+    assert "## Class-parallel" not in record  # the CPU record's alone
+    assert f"wrote {out}" in text
+
+
+def test_huge_k_seconds_budget_runs_nothing_and_says_so(tmp_path):
+    out = tmp_path / "huge_k.md"
+    args = ("--device", "cpu", "--in-process", "--quick", "--seconds", "0", "--out", str(out))
+    _run(str(BENCHMARKS / "huge_k.py"), *args)
+    record = out.read_text()
+    huge_k = _import_benchmark("huge_k")
+    for name in huge_k.METHODS:
+        assert f"| {name} | not run: the --seconds budget was spent | | |" in record
+    assert "| 64 | 0 | not run: the --seconds budget was spent |  | not run:" in record
+    assert "first call" not in record and "- lr time" not in record
+
+
+def test_huge_k_record_keeps_the_finished_tables_when_a_later_one_dies(tmp_path, monkeypatch):
+    """A run stopped in its second table (a time limit's kill, here an error) leaves the first
+    table in the record, marked incomplete."""
+    huge_k = _import_benchmark("huge_k")
+
+    def dies(*args):
+        raise KeyboardInterrupt
+
+    sweep = (huge_k.chunk_sweep, (16, 8, 500, 1, (64,)))
+    monkeypatch.setattr(huge_k, "plan", lambda quick: [sweep, (dies, ())])
+    out = tmp_path / "partial.md"
+    args = argparse.Namespace(out=str(out), quick=True, memory_budget_gb=1.0)
+    with pytest.raises(KeyboardInterrupt):
+        huge_k.in_process_record(args, huge_k.CPU, math.inf)
+    record = out.read_text()
+    assert "(INCOMPLETE: 1 of 2 tables)." in record
+    assert "| 500 (default) | 0 | " in record and "| 64 | 0 | " in record
+
+
+def test_huge_k_on_cuda_without_cuda_exits_2_with_one_line():
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no CUDA even on a GPU machine
+    argv = [sys.executable, str(BENCHMARKS / "huge_k.py"), "--device", "cuda", "--quick"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("huge_k.py: --device cuda: not available here (CUDA available: False")
+
+
+def test_huge_k_step_of_gpu_check_without_cuda_is_one_line_and_exit_0():
+    """gpu_check.sh's guard, and the options its huge_k step looks for and passes."""
+    help_text = _run(str(BENCHMARKS / "huge_k.py"), "--help")
+    for option in ("--device", "--seconds", "--out"):
+        assert option in help_text
+    script = (BENCHMARKS / "gpu_check.sh").read_text()
+    assert "huge_k.py --device cuda" in script and "--seconds" in script
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHON": sys.executable}
+    argv = ["bash", str(BENCHMARKS / "gpu_check.sh")]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        f"gpu_check: no CUDA device visible to {sys.executable} (torch missing or CPU-only); "
+        "nothing to check"
+    ]
+
+
+def test_huge_k_measure_in_process_reads_time_peak_and_failures_on_the_cpu():
+    """The per-device readings the CUDA record takes, with device "cpu": the peak of a method
+    that holds a 64 MB tensor, a time per call, and a failing method as its row."""
+    huge_k = _import_benchmark("huge_k")
+    x, w, y = huge_k.shape_inputs(256, 8, 65_536, huge_k.CPU)
+
+    def holds_logits(x, w, y):
+        return (x @ w.T).exp().mean()  # (256, 65536) float32: 64 MB, twice (exp keeps both)
+
+    row = huge_k.measure_in_process(holds_logits, x, w, y, 2, huge_k.CPU)
+    assert isinstance(row, dict)
+    assert len(row["seconds"]) == 2 and row["seconds"] == row["wall"] and row["first"] > 0
+    assert row["growth_mb"] >= 100
+    assert x.grad is None and w.grad is None
+
+    def out_of_memory(x, w, y):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    def broken(x, w, y):
+        raise ValueError("bad | shape\nsecond line")
+
+    assert huge_k.measure_in_process(out_of_memory, x, w, y, 1, huge_k.CPU) == (
+        "failed: out of memory"
+    )
+    assert huge_k.measure_in_process(broken, x, w, y, 1, huge_k.CPU) == (
+        "failed: ValueError: bad / shape"
+    )
 
 
 def test_linear_cpu_time_prints_every_loss_and_its_ratios():
