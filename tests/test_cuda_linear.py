@@ -152,7 +152,8 @@ def hs_lr_threshold_gaps(case: Case) -> Tensor:
     """Per counted row, the gap between HS-LR's n-th and (n+1)-th largest candidate logit (t_k <
     1; n = max(1, floor(m M / 100)), M = sum_k (1 - t_k), the reference's n). A 0 is a tie at the
     threshold, where the materialised top-k may keep either class: the same value, another
-    subgradient."""
+    subgradient. A soft row whose m M / 100 lies within 1e-3 of a whole number counts as 0 too:
+    its n would depend on how M is rounded."""
     z = case.x.double() @ case.w.double().T + case.b.double()
     t = case.dense.double()
     if not case.dense.is_floating_point():
@@ -160,9 +161,11 @@ def hs_lr_threshold_gaps(case: Case) -> Tensor:
         z, t = z[kept], F.one_hot(case.dense[kept], z.shape[1]).double()
     gaps = []
     for z_row, t_row in zip(z, t, strict=True):
-        n = max(1, math.floor(HYPER["hs-lr"]["m"] * float((1 - t_row).sum()) / 100))
+        count = HYPER["hs-lr"]["m"] * float((1 - t_row).sum()) / 100
+        n = max(1, math.floor(count))
         top = z_row[t_row < 1].sort(descending=True).values
-        gaps.append(float(top[n - 1] - top[n]) if n < top.numel() else math.inf)
+        gap = float(top[n - 1] - top[n]) if n < top.numel() else math.inf
+        gaps.append(0.0 if 0 < abs(count - round(count)) < 1e-3 else gap)
     return torch.tensor(gaps)
 
 
