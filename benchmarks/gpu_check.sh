@@ -6,7 +6,9 @@
 #
 # Steps, each under its own time limit and all under one deadline (GPU_CHECK_SECONDS, 470 s):
 #   1. the CUDA-marked tests (pytest -m cuda): losses against the float64 reference and the CPU,
-#      compiled losses, autocast, device-side augmentation, checkpoints across devices;
+#      compiled losses, autocast, device-side augmentation, checkpoints across devices, and the
+#      logits-free linear losses (tests/test_cuda_linear.py; FRLR_CUDA_TESTS_DEVICE=cpu runs
+#      those on the CPU, standing in for the GPU);
 #   2. one epoch of `frlr train` with --bf16 --channels-last on the GPU (ResNet-20, digits at
 #      32x32: the one dataset a bare checkout carries, bundled with scikit-learn);
 #   3. benchmarks/loss_speed.py --device cuda at a few sizes, with the memory table;
