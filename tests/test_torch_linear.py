@@ -144,6 +144,30 @@ def test_logits_of_1e4_stay_finite_and_exact(name):
     _assert_same(got, want, rtol=1e-5, atol=1e-3)
 
 
+@pytest.mark.parametrize("soft", [False, True])
+def test_softmax_at_logits_of_2e4_is_as_exact_as_log_softmax(soft):
+    """Logits of 2e4 +- 32, exact in float32 (multiples of 2^-9), through linear_sr_loss equal
+    the float64 loss to float32 round-off: each logit's distance to its row's peak is taken
+    exactly, as log_softmax does, where exp(z - lse) would scale the probabilities by up to
+    1 +- 1e-3 (lse rounded to 2^-9 at 2e4)."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randint(-64, 65, (16, 4), generator=g).float().div_(16)
+    w = torch.randint(-32, 33, (200, 4), generator=g).float().div_(32)
+    b = torch.randint(-64, 65, (200,), generator=g).float().div_(16).add_(20_000)
+    y = torch.randint(0, 200, (16,), generator=g)
+    options = {"label_smoothing": 0.1} if soft else {}
+    results = []
+    for dtype in (torch.float32, torch.float64):
+        xs, ws, bs = (t.to(dtype).requires_grad_() for t in (x, w, b))
+        loss = frlr.linear_sr_loss(xs, ws, y, bias=bs, chunk_size=7, **options)
+        results.append((loss, torch.autograd.grad(loss, (xs, ws, bs))))
+    assert float((x @ w.T + b).min()) > 1e4
+    (loss, grads), (loss64, grads64) = results
+    torch.testing.assert_close(loss.double(), loss64, rtol=1e-6, atol=0)
+    for got, want in zip(grads, grads64, strict=True):
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6 * want.abs().max())
+
+
 def test_hs_lr_threshold_survives_a_band_that_misses():
     """Logits whose sample is unrepresentative (one huge class block) still select exactly."""
     x, w, b, y = _problem(n=8, d=5, k=3000, seed=6)
@@ -285,6 +309,11 @@ def test_modules_and_registry_match_the_functions():
         ({"beta": -1.0}, ValueError, "beta must be >= 0"),
         ({"weight": torch.randn(40, 6, device="meta")}, ValueError, "weight is on meta and"),
         ({"bias": torch.randn(40, device="meta")}, ValueError, "bias is on meta and features"),
+        (
+            {"target": torch.zeros(12, dtype=torch.int64, device="meta")},
+            ValueError,
+            "target is on meta and features on cpu",
+        ),
         ({"process_group": object()}, ValueError, "num_classes is required with a process"),
         (
             {"process_group": object(), "num_classes": 40},
@@ -512,6 +541,11 @@ def test_weights_of_one_class_summing_to_one_make_that_class(name):
         ({"target_weights": torch.full((12, 2), torch.nan)}, ValueError, "must lie in"),
         ({"target_weights": torch.ones(12, 2, dtype=torch.int64)}, TypeError, "a float tensor"),
         ({"target_weights": [[1.0, 1.0]] * 12}, TypeError, "target_weights must be a torch"),
+        (
+            {"target_weights": torch.ones(12, 2, device="meta")},
+            ValueError,
+            "target_weights is on meta and features on cpu",
+        ),
         ({"target_weights": torch.full((12, 2), 0.6), "twice": True}, ValueError, "sum to"),
         ({"label_smoothing": 1.0}, ValueError, "label_smoothing must be in \\[0, 1\\)"),
         ({"label_smoothing": -0.1}, ValueError, "label_smoothing must be in"),

@@ -354,6 +354,7 @@ class _Problem:
         self.class_offset = class_offset
         self.local_classes = local_classes
         self.dtype = _compute_dtype(features, weight, bias)
+        self.device = features.device  # every input's (checked): the targets' too
 
     def _local_batch(
         self, target: Tensor, rows: int, ignore_index: int, target_weights: Tensor | None
@@ -361,6 +362,12 @@ class _Problem:
         """(positives, counted, weights) of this rank's rows, checked."""
         weighted = target_weights is not None
         single_label_only = isinstance(self.loss, _SR)
+        for name, value in (("target", target), ("target_weights", target_weights)):
+            if isinstance(value, Tensor) and value.device != self.device:
+                raise ValueError(
+                    f"{name} is on {value.device} and features on {self.device}; put "
+                    "the targets on the features' device"
+                )
         positives, counted, self.multi_label = _local_targets(
             target, rows, self.num_classes, ignore_index, single_label_only, weighted
         )
@@ -815,39 +822,51 @@ class _SR(_ChunkedLoss):
     (sum_k t_k) softmax(z) - t."""
 
     def prepare(self, problem):
+        """lse = peak + log(total) online; the rows as sum_k t_k (peak - z_k) + (sum_k t_k)
+        log(total): each logit's distance to the peak is exact where it matters (Sterbenz),
+        whereas lse - z_y would cancel two rounded numbers of the logits' size (2^-9 apart at
+        2e4). ``gap`` holds sum_k t_k (peak - z_k) over the classes seen; when the peak grows
+        by g, every earlier term grows by g (``mass`` g)."""
         rows = problem.x.shape[0]
         peak = problem.x.new_full((rows,), -torch.inf)
-        total = problem.x.new_zeros(rows)
-        target_logit = problem.x.new_zeros(rows)
+        total, gap, mass = (problem.x.new_zeros(rows) for _ in range(3))
         for start, stop in problem.chunks():
             z = problem.logits(start, stop, problem.classifier(start, stop))
             new_peak = torch.maximum(peak, z.amax(1))
-            total = total * torch.exp(peak - new_peak) + torch.exp(z - new_peak[:, None]).sum(1)
+            grow = new_peak - peak  # +inf at the first chunk, where total and mass are 0
+            total = total * torch.exp(-grow) + torch.exp(z - new_peak[:, None]).sum(1)
+            gap += torch.where(mass > 0, mass * grow, 0.0)
             peak = new_peak
             if problem.soft:
                 t = problem.soft_block(start, stop)
                 if t is not None:
-                    target_logit += torch.linalg.vecdot(z, t)
-            else:  # each row's class lies in one chunk: the others add an exact 0
+                    gap += torch.linalg.vecdot(torch.sub(peak[:, None], z), t)
+                    mass += t.sum(1)
+            else:  # each row's class lies in one chunk
                 column, present = problem.index_columns(start, stop)
-                target_logit += z.gather(1, column[:, None])[:, 0].where(present, 0.0)
+                here = peak - z.gather(1, column[:, None])[:, 0]
+                gap += torch.where(present, here, 0.0)
+                mass += present.to(mass.dtype)
         if problem.shards is not None:
             shared = problem.shards.all_reduce(peak.clone(), "max")
-            total *= torch.exp(peak - shared)
+            grow = shared - peak
+            total *= torch.exp(-grow)
+            gap += torch.where(mass > 0, mass * grow, 0.0)
             peak = shared
             problem.shards.all_reduce(total)
-            problem.shards.all_reduce(target_logit)
-        self.log_normaliser = peak + torch.log(total)
+            problem.shards.all_reduce(gap)
+        self.peak, self.total = peak, total
         if problem.soft:
-            self.rows = problem.positive_mass * self.log_normaliser - target_logit
+            self.rows = gap + problem.positive_mass * torch.log(total)
         else:
-            self.rows = self.log_normaliser - target_logit
+            self.rows = gap + torch.log(total)
 
     def block(self, problem, z, start, stop, need_grad):
         rows = z.new_zeros(z.shape[0])
         if not need_grad:
             return rows, None
-        grad = torch.exp(z - self.log_normaliser[:, None])
+        # softmax = exp(z - peak) / total, the subtraction exact near the peak
+        grad = torch.sub(z, self.peak[:, None]).exp_().div_(self.total[:, None])
         if problem.soft:
             grad.mul_(problem.positive_mass[:, None])
             t = problem.soft_block(start, stop)
