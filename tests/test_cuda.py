@@ -19,6 +19,7 @@ import frlr.torch as frlr
 from frlr.data.augment import augment_batch, crop_padded, iterate_batches, normalize, random_crop
 from frlr.data.augment import random_flip as flip_batch
 from frlr.models import build_model
+from frlr.torch import fused
 from frlr.train import train
 from loss_reference import reference_loss
 from test_train import digits_config as train_digits_config
@@ -118,6 +119,8 @@ def test_compiled_loss_on_cuda_matches_eager(name):
     want, want_grad = value_and_grad(frlr.FUNCTIONAL[name], logits, target)
     assert_matches(got, want.cpu(), rtol=1e-5)
     assert_matches(got_grad, want_grad.cpu(), rtol=1e-4)
+    # a failed compilation falls back to the eager loss, which would pass the comparison above
+    assert not fused._UNAVAILABLE, f"torch.compile failed for {fused._UNAVAILABLE}: ran eagerly"
 
 
 @pytest.mark.parametrize("name", ALL_LOSSES)
