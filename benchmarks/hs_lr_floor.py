@@ -42,6 +42,7 @@ import frlr.torch as frlr
 from _machine import cpu_and_torch
 from frlr.torch import _streamed_selection as selection
 from frlr.torch.linear import default_chunk_size
+from huge_k import shape_inputs
 
 BINS = selection.BINS
 
@@ -69,11 +70,8 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="also write the record (markdown) here")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    g = torch.Generator().manual_seed(0)
     n, d, k = args.n, args.d, args.k
-    x = torch.randn(n, d, generator=g).requires_grad_()
-    w = (torch.randn(k, d, generator=g) / d**0.5).requires_grad_()
-    y = torch.randint(0, k, (n,), generator=g)
+    x, w, y = shape_inputs(n, d, k, torch.device("cpu"))
     chunk = default_chunk_size(n, k)
     starts = range(0, k, chunk)
     xd, wd = x.detach(), w.detach()

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import frlr.torch as frlr
+from huge_k import shape_inputs
 
 
 def main() -> None:
@@ -24,10 +25,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(args.n, args.d, generator=g).requires_grad_()
-    w = (torch.randn(args.k, args.d, generator=g) / args.d**0.5).requires_grad_()
-    y = torch.randint(0, args.k, (args.n,), generator=g)
+    x, w, y = shape_inputs(args.n, args.d, args.k, torch.device("cpu"))
     options = torch.nn.LinearCrossEntropyOptions(batch_chunk_size=128)
     methods = {
         "F.linear_cross_entropy (batch_chunk_size=128)": lambda: F.linear_cross_entropy(

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from frlr.config import ConfigError
 from frlr.io import CHECKPOINT_REMEDY, CheckpointError, load_checkpoint, save_torch_atomic
 from frlr.torch.distributed import ClassShards, class_shard_sizes
-from frlr.torch.linear import linear_argmax
+from frlr.torch.linear import compute_dtype, linear_argmax
 
 __all__ = [
     "ClassShard",
@@ -116,12 +116,8 @@ class ClassShard(nn.Module):
         """The top class of each of this rank's rows over every rank's classes (ties: the lower
         class, as ``torch.argmax``): every rank scores the gathered global batch against its
         own classes, then the ranks' best scores are compared."""
-        dtypes = {features.dtype, self.weight.dtype}
-        if self.bias is not None:
-            dtypes.add(self.bias.dtype)
-        # float64 if any of them is, as linear_argmax computes (its local winners' scores must
-        # be compared in the dtype they were found in)
-        compute = torch.float64 if torch.float64 in dtypes else torch.float32
+        # linear_argmax's dtype: its local winners' scores are compared in the dtype found in
+        compute = compute_dtype(features, self.weight, self.bias)
         x = features.detach().to(compute)
         count = torch.tensor([x.shape[0]], device=x.device)
         rows = self._shards.all_gather_equal(count).reshape(-1).tolist()

@@ -114,7 +114,7 @@ def _check_tensors(features: object, weight: object, bias: object) -> None:
             )
 
 
-def _compute_dtype(features: Tensor, weight: Tensor, bias: Tensor | None) -> torch.dtype:
+def compute_dtype(features: Tensor, weight: Tensor, bias: Tensor | None) -> torch.dtype:
     """float64 when any of the three is float64 (its precision is kept, as torch's type
     promotion keeps it), float32 otherwise: half-precision inputs accumulate in float32."""
     wide = any(t is not None and t.dtype == torch.float64 for t in (features, weight, bias))
@@ -353,8 +353,8 @@ class _Problem:
         self.num_classes = num_classes
         self.class_offset = class_offset
         self.local_classes = local_classes
-        self.dtype = _compute_dtype(features, weight, bias)
-        self.device = features.device  # every input's (checked): the targets' too
+        self.dtype = compute_dtype(features, weight, bias)
+        self.device = features.device  # weight and bias checked on it; the targets next
 
     def _local_batch(
         self, target: Tensor, rows: int, ignore_index: int, target_weights: Tensor | None
@@ -1275,7 +1275,7 @@ def linear_argmax(
     _check_tensors(features, weight, bias)
     if chunk_size is not None:
         _check_int("chunk_size", chunk_size, 1)
-    compute = _compute_dtype(features, weight, bias)
+    compute = compute_dtype(features, weight, bias)
     num_classes = weight.shape[0]
     chunk = chunk_size or default_chunk_size(features.shape[0], num_classes)
     with torch.no_grad(), _no_autocast(features.device):
