@@ -174,14 +174,18 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_tune_parser(commands)
     _add_report_parser(commands)
 
-    presets = commands.add_parser("presets", help="list the presets or show one")
-    presets.add_argument("name", nargs="?", help="show this preset resolved")
-    presets.add_argument("--dataset", default=None, help="apply its [dataset.NAME] table")
+    _add_presets_parser(commands)
     for sub in commands.choices.values():
         sub.add_argument(
             "--debug", action="store_true", help="show the traceback of an error (or FRLR_DEBUG=1)"
         )
     return parser
+
+
+def _add_presets_parser(commands: Any) -> None:
+    presets = commands.add_parser("presets", help="list the presets or show one")
+    presets.add_argument("name", nargs="?", help="show this preset resolved")
+    presets.add_argument("--dataset", default=None, help="apply its [dataset.NAME] table")
 
 
 def _add_report_option(parser: argparse.ArgumentParser) -> None:

@@ -123,8 +123,28 @@ def sweep_field(
     rows = run_grid(
         runs, task.metric_names, train_fn=train_fn, progress=progress, say=say, describe=describe
     )
+    results = _results(base, task, param, values, specs, seeds, baseline, rows)
+    results.update(preset=preset, command=command)
+    if is_main_process():
+        _write(out, results, specs, say)
+    return results
+
+
+def _results(
+    base: TrainConfig,
+    task: Any,
+    param: str,
+    values: Sequence[Any],
+    specs: Sequence[LossSpec],
+    seeds: Sequence[int],
+    baseline: str,
+    rows: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The content of ``sweep.json``: per loss and value, the means and the test against the
+    baseline value, on the validation metric when there is one."""
     columns = metric_columns(task.metric_names, rows)
     selection = columns[0]
+    texts = [setting_text(v) for v in values]
     summary = {}
     for spec in specs:
         mine = [r for r in rows if r["curve"] == spec.key]
@@ -138,12 +158,11 @@ def sweep_field(
             group_of=lambda r: setting_text(r["point"][param]),
             label=lambda key: f"{param} = {key}",
         )
-    results = {
+    return {
         "kind": "sweep-grid",
         "task": task.name,
         "dataset": base.dataset,
         "arch": base.arch,
-        "preset": preset,
         "param": param,
         "values": list(values),
         "losses": [spec.key for spec in specs],
@@ -159,11 +178,7 @@ def sweep_field(
         "config": {
             k: v for k, v in asdict(base).items() if k not in ("loss", "seed", "out", param)
         },
-        "command": command,
     }
-    if is_main_process():
-        _write(out, results, specs, say)
-    return results
 
 
 def curve_points(

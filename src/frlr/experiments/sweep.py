@@ -431,15 +431,27 @@ def _spec_option(item: str, name: str, option: str) -> tuple[str, Any]:
     takes = LOSS_HYPERPARAMETERS[name]
     recipe = [f for f in SWEEP_FIELDS if f not in ("beta", "m", "r", "num_classes")]
     if not equals or (key not in takes and key not in recipe):
-        accepted = ", ".join([*takes, *(f.replace("_", "-") for f in recipe)])
+        accepted = ", ".join(takes) if takes else "none"
         raise ConfigError(
             f"--losses: {option!r} in {item!r} is not key=value for a hyper-parameter of {name} "
-            f"or a training field (keys: {accepted})"
+            f"(its hyper-parameters: {accepted}) or a training field "
+            f"({', '.join(f.replace('_', '-') for f in recipe)})"
         )
+    if key not in takes:
+        try:
+            return key, parse_field_values(key, [value.strip()])[0]
+        except ConfigError as error:
+            raise ConfigError(f"--losses: {item!r}: {error}") from None
     try:
-        return key, parse_field_values(key, [value.strip()])[0]
-    except ConfigError as error:
-        raise ConfigError(f"--losses: {item!r}: {error}") from None
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"--losses: {key} in {item!r} must be a number") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"--losses: {key} in {item!r} must be finite")
+    problem = hyperparameter_problem(key, number)
+    if problem is not None:
+        raise ConfigError(f"--losses: {item!r}: {problem}")
+    return key, number
 
 
 def _resolved(spec: LossSpec) -> tuple[str, tuple[tuple[str, Any], ...]]:
