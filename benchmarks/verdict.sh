@@ -7,7 +7,7 @@
 #   bash benchmarks/verdict.sh omniglot & bash benchmarks/verdict.sh omniglot   # 2 cores
 #   bash benchmarks/verdict.sh --quick omniglot mosaic tiny budget              # CI smoke test
 #
-# Steps: omniglot (Table 2, 10 seeds), mosaic (Table 3, 10 seeds), tiny (Table 1, 3 seeds),
+# Steps: mosaic (Table 3, 10 seeds), omniglot (Table 2, 10 seeds), tiny (Table 1, 3 seeds),
 # budget (Tiny ImageNet at 6, 12, 24 epochs, 2 seeds, each loss at its tuned setting from
 # `tiny`), kcurve (K = 10 and 200 at tuned settings). Results, with every run's config.json,
 # metrics.jsonl and result.json (checkpoints are not kept), go to $OUT (default
@@ -24,13 +24,16 @@ for arg in "$@"; do
     *) echo "usage: bash benchmarks/verdict.sh [--quick] [omniglot mosaic tiny budget kcurve]" >&2; exit 2 ;;
   esac
 done
-[ ${#steps[@]} -gt 0 ] || steps=(omniglot mosaic tiny budget kcurve)
+[ ${#steps[@]} -gt 0 ] || steps=(mosaic omniglot tiny budget kcurve)
 
 py=${PYTHON:-python}
 [ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && py=.venv/bin/python
 frlr=("$py" -m frlr.cli)
 data=${FRLR_DATA:-$(cd .. && pwd)/shared/data}
-common=(--data-dir "$data" --preset cpu --threads 1 --no-progress)
+# fp32: where the CPU lacks AVX-512 BF16 and AMX (2026-12-04's host: AVX2 only) bf16 autocast
+# is emulated and a ResNet-20 step is 9x slower than in fp32; fp32 also keeps every session's
+# runs comparable whatever CPU it gets (docs/benchmarks/train_speed.md).
+common=(--data-dir "$data" --preset cpu --threads 1 --no-progress --no-bf16)
 # Evaluation is only read at the end (a few mid-run points draw the convergence): every epoch
 # would double the cost of the short runs. Hence --eval-every 5 (10-20 epochs) or 3 (Tiny).
 if [ "$quick" = 1 ]; then
