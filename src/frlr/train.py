@@ -61,7 +61,7 @@ Run directory: ``config.json``; ``metrics.jsonl``, one JSON object per epoch (``
 ``train_loss`` and ``train_acc`` over the epoch's augmented batches (with mixing,
 ``train_acc`` counts the labels of each pair's larger-weight sample), ``test_<metric>`` of the task
 (with ``--val-fraction``, ``val_<metric>`` too, of the held-out part of the training split),
-``lr`` at the epoch's start, ``train_time_s``, ``epoch_time_s`` with the evaluation,
+``lr`` at the epoch's start and ``lr_end`` after its last step, ``train_time_s``, ``epoch_time_s`` with the evaluation,
 ``images_per_s``, ``elapsed_s``); with ``ncd_every`` N, ``ncd.jsonl``: the NCD statistics of
 every N-th training batch (:class:`frlr.torch.NCDMonitor`, rank 0's shard); ``checkpoint.pt``
 (model, optimiser, scheduler, generator and RNG states of every rank, epoch, history; with
@@ -722,6 +722,7 @@ def _train_epoch(session: _Session, epoch: int, ncd: Any, show_bar: bool) -> dic
         record.update(_evaluate(session))
     record.update(
         lr=epoch_lr,
+        lr_end=session.optimizer.param_groups[0]["lr"],
         train_time_s=train_time,
         epoch_time_s=time.perf_counter() - epoch_start,
         images_per_s=float(sums[2]) / train_time,
@@ -959,5 +960,12 @@ def _epoch_line(record: dict[str, Any], epochs: int) -> str:
     return (
         f"epoch {record['epoch']}/{epochs}  loss {record['train_loss']:.4f}  "
         f"acc {100 * record['train_acc']:.2f}%  {tests + '  ' if tests else ''}"
-        f"lr {record['lr']:.3g}  {record['epoch_time_s']:.1f}s  {record['images_per_s']:.0f} img/s"
+        f"lr {_lr_range(record)}  {record['epoch_time_s']:.1f}s  {record['images_per_s']:.0f} img/s"
     )
+
+
+def _lr_range(record: dict[str, Any]) -> str:
+    """The epoch's learning rate as a reader can use it: its range over the epoch (warm-up and
+    decay move it every step), or one value when it stayed put."""
+    start, end = record["lr"], record.get("lr_end", record["lr"])
+    return f"{start:.3g}" if f"{start:.3g}" == f"{end:.3g}" else f"{start:.3g} -> {end:.3g}"
