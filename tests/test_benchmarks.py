@@ -100,6 +100,11 @@ def test_train_speed_runs_a_few_steps():
 
 
 @pytest.mark.slow  # a dozen fresh processes and two gloo groups
+def test_recipe_speed_quick_times_the_settings_and_names_the_cpus_bf16_support():
+    text = _run(str(BENCHMARKS / "recipe_speed.py"), "--quick")
+    assert "fp32, channels-last (chosen) | " in text and "bf16 support: " in text
+
+
 def test_huge_k_quick_prints_every_method_the_targets_and_class_parallel():
     text = _run(str(BENCHMARKS / "huge_k.py"), "--quick", timeout=600)
     for name in (

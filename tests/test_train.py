@@ -515,3 +515,14 @@ def test_the_epoch_line_gives_the_learning_rate_a_reader_can_use():
     assert "lr 0.000385 -> 0.03 " in _epoch_line(record, 6)
     record.update(lr=0.1, lr_end=0.1)
     assert "lr 0.1 " in _epoch_line(record, 6)
+
+
+def test_bf16_on_a_cpu_that_emulates_it_says_so(tmp_path, monkeypatch):
+    import frlr.train as train_module
+
+    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: False)
+    config = resolve_config(
+        "cpu", dataset="digits", epochs=1, max_steps_per_epoch=1, bf16=True, out=str(tmp_path)
+    )
+    with pytest.warns(UserWarning, match="--no-bf16 trains faster"):
+        train_module.train(config, log=None)
