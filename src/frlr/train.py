@@ -61,9 +61,10 @@ Run directory: ``config.json``; ``metrics.jsonl``, one JSON object per epoch (``
 ``train_loss`` and ``train_acc`` over the epoch's augmented batches (with mixing,
 ``train_acc`` counts the labels of each pair's larger-weight sample), ``test_<metric>`` of the task
 (with ``--val-fraction``, ``val_<metric>`` too, of the held-out part of the training split),
-``lr`` at the epoch's start and ``lr_end`` after its last step, ``train_time_s``, ``epoch_time_s`` with the evaluation,
-``images_per_s``, ``elapsed_s``); with ``ncd_every`` N, ``ncd.jsonl``: the NCD statistics of
-every N-th training batch (:class:`frlr.torch.NCDMonitor`, rank 0's shard); ``checkpoint.pt``
+``lr`` at the epoch's start and ``lr_end`` after its last step, ``train_time_s``,
+``epoch_time_s`` with the evaluation, ``images_per_s``, ``elapsed_s``); with ``ncd_every`` N,
+``ncd.jsonl``: the NCD statistics of every N-th training batch (:class:`frlr.torch.NCDMonitor`,
+rank 0's shard); ``checkpoint.pt``
 (model, optimiser, scheduler, generator and RNG states of every rank, epoch, history; with
 ``--class-parallel`` the manifest of ``classifier-shard-{rank}-of-{world}-epoch-{E}.pt``, one per
 rank);
