@@ -224,9 +224,20 @@ def run_grid(
         if seconds_per_epoch and left:
             per_epoch = sum(seconds_per_epoch) / len(seconds_per_epoch)
             eta = f"  about {left * per_epoch / 60:.0f} min left"
-        text = describe(run, row) if describe else run.config.out
+        text = describe(run, row) if describe else _describe(run, row, metric_names[0])
         again = "  (finished before)" if status == "reused" else ""
         say(f"[{len(rows)}/{len(runs)}] {text}  {row['wall_time_s']:.0f}s{again}{eta}")
 
     run_each([run.config for run in runs], train_fn, progress, done, say)
     return [rows[index] for index in range(len(runs))]
+
+
+def _describe(run: GridRun, row: dict[str, Any], metric: str) -> str:
+    """``ss-lr head-bias-init=zero lr=0.001 seed 0: val mAP 4.12%  test mAP 3.98%``."""
+    settings = " ".join(f"{_flag(k)}={setting_text(v)}" for k, v in run.point)
+    scores = [
+        f"{label} {metric} {100 * row[key]:.2f}%"
+        for label, key in (("val", f"val_{metric}"), ("test", metric))
+        if row.get(key) is not None
+    ]
+    return f"{run.curve} {settings} seed {run.seed}: {'  '.join(scores)}".replace("  :", ":")
