@@ -355,7 +355,7 @@ def hs_lr_loss(
     highest-logit classes among those with t_k < 1, and alpha_i = beta / n_i.
 
     Args:
-        logits: (N, K) or (N, K, d1, ...) logits, K >= 2, as in :func:`lr_loss`.
+        logits: (N, K) or (N, K, d1, ...) logits, K >= 2, as in [`lr_loss`][].
         target: int64 class indices (N, d1, ...), or a float/bool tensor of the logits' shape:
             multi-hot {0, 1} or soft targets in [0, 1] (the generalisation above).
         beta: the balance weight, finite and >= 0; 10 (the paper's) by default.
@@ -426,7 +426,7 @@ def ss_lr_loss(
     (the first term 0 when sum_k t_k = 0, the second when sum_k (1 - t_k) = 0).
 
     Args:
-        logits: (N, K) or (N, K, d1, ...) logits, K >= 2, as in :func:`lr_loss`.
+        logits: (N, K) or (N, K, d1, ...) logits, K >= 2, as in [`lr_loss`][].
         target: int64 class indices (N, d1, ...), or a float/bool tensor of the logits' shape:
             multi-hot {0, 1} or soft targets in [0, 1] (the generalisation above).
         beta: the balance weight, finite and >= 0; 10 (the paper's) by default.
@@ -485,7 +485,7 @@ def sr_loss(
     (mean weighted by weight[y]).
 
     Args:
-        logits: (N, K) or (N, K, d1, ...) logits, K >= 2, as in :func:`lr_loss`.
+        logits: (N, K) or (N, K, d1, ...) logits, K >= 2, as in [`lr_loss`][].
         target: int64 class indices (N, d1, ...), or a float/bool tensor of the logits' shape
             holding class probabilities in [0, 1] (one-hot, soft or mixed targets).
         weight: optional (K,) per-class weight, finite and >= 0 (CrossEntropyLoss's
@@ -566,7 +566,7 @@ def hs_sr_loss(
     the row's arg-max), so it stays exact when q_k -> 1. Single-label (index) targets only.
 
     Args:
-        logits: (N, K) or (N, K, d1, ...) logits, K >= 2, as in :func:`lr_loss`.
+        logits: (N, K) or (N, K, d1, ...) logits, K >= 2, as in [`lr_loss`][].
         target: int64 class indices (N, d1, ...) only: softmax is single-label, so a float
             (multi-hot or soft) target is a ValueError.
         beta: the balance weight, finite and >= 0; default 10.
@@ -698,7 +698,7 @@ def _reference_loss(
     entries (SS) or over N * int(K m/100) selected entries (HS), alpha defaults to beta, and
     the authors' ``log(p + 1e-7)`` is replaced by exact softplus forms (they agree on moderate
     logits). Ignored samples are dropped before pooling. Computed by the block functions
-    (:func:`reference_blocks`).
+    (``reference_blocks``).
     """
     if reduction != "mean":
         raise ValueError(
@@ -747,13 +747,13 @@ class _Loss(nn.Module):
 
 
 class LRLoss(_Loss):
-    """Module form of :func:`lr_loss` (Eq. 3): ``LRLoss(...)(logits, target)`` is
+    """Module form of [`lr_loss`][] (Eq. 3): ``LRLoss(...)(logits, target)`` is
     ``lr_loss(logits, target, ...)``, with the same logits and target formats.
 
     Args:
         weight: optional (K,) per-class weight, finite and >= 0, kept as a buffer (it moves
             with ``.to(device)``); default None.
-        reduction, ignore_index, normalization: as in :func:`lr_loss`; defaults "mean", -100
+        reduction, ignore_index, normalization: as in [`lr_loss`][]; defaults "mean", -100
             and "paper".
 
     Examples:
@@ -781,7 +781,7 @@ class LRLoss(_Loss):
 
 
 class HSLRLoss(_Loss):
-    """Module form of :func:`hs_lr_loss` (Eq. 5; beta = 10, m = 25 as in the paper).
+    """Module form of [`hs_lr_loss`][] (Eq. 5; beta = 10, m = 25 as in the paper).
 
     loss_i = mean_{k in P_i} softplus(-z_k) + beta / n_i sum_{k in top n_i of N_i} softplus(z_k),
     n_i = max(1, floor(m |N_i| / 100)); index, multi-hot and soft targets as in the function.
@@ -790,7 +790,7 @@ class HSLRLoss(_Loss):
         beta: the balance weight, finite and >= 0; default 10.
         m: the percentage of negative classes kept, in (0, 100]; default 25.
         alpha: a fixed weight >= 0 in place of beta / n_i; default None.
-        weight, reduction, ignore_index, normalization: as in :func:`hs_lr_loss` (defaults
+        weight, reduction, ignore_index, normalization: as in [`hs_lr_loss`][] (defaults
             None, "mean", -100, "paper"); the weight is kept as a buffer.
 
     Examples:
@@ -826,7 +826,7 @@ class HSLRLoss(_Loss):
 
 
 class SSLRLoss(_Loss):
-    """Module form of :func:`ss_lr_loss` (Eq. 6; beta = 10, r = 2 as in the paper).
+    """Module form of [`ss_lr_loss`][] (Eq. 6; beta = 10, r = 2 as in the paper).
 
     loss_i = mean_{k in P_i} softplus(-z_k) + beta / |N_i| sum_{k in N_i} p_k^r softplus(z_k);
     index, multi-hot and soft targets as in the function.
@@ -835,7 +835,7 @@ class SSLRLoss(_Loss):
         beta: the balance weight, finite and >= 0; default 10.
         r: the attending power, finite and >= 0; default 2.
         alpha: a fixed weight >= 0 in place of beta / |N_i|; default None.
-        weight, reduction, ignore_index, normalization: as in :func:`ss_lr_loss` (defaults
+        weight, reduction, ignore_index, normalization: as in [`ss_lr_loss`][] (defaults
             None, "mean", -100, "paper"); the weight is kept as a buffer.
 
     Examples:
@@ -873,11 +873,11 @@ class SSLRLoss(_Loss):
 
 
 class SRLoss(_Loss):
-    """Module form of :func:`sr_loss` (Eq. 4, softmax cross-entropy, the baseline):
+    """Module form of [`sr_loss`][] (Eq. 4, softmax cross-entropy, the baseline):
     ``nn.CrossEntropyLoss`` with this library's input checks.
 
     Args:
-        weight, reduction, ignore_index, label_smoothing: as in :func:`sr_loss` (defaults
+        weight, reduction, ignore_index, label_smoothing: as in [`sr_loss`][] (defaults
             None, "mean", -100, 0.0); the weight is kept as a buffer.
 
     Examples:
@@ -907,14 +907,14 @@ class SRLoss(_Loss):
 
 
 class HSSRLoss(_Loss):
-    """Module form of :func:`hs_sr_loss` (hard selection on softmax, the ablation):
+    """Module form of [`hs_sr_loss`][] (hard selection on softmax, the ablation):
     -log q_y + beta / n sum_{k in top n negatives} -log(1 - q_k), class-index targets only.
 
     Args:
         beta: the balance weight, finite and >= 0; default 10.
         m: the percentage of negative classes kept, in (0, 100]; default 25.
         alpha: a fixed weight >= 0 in place of beta / n; default None.
-        weight, reduction, ignore_index: as in :func:`hs_sr_loss` (defaults None, "mean",
+        weight, reduction, ignore_index: as in [`hs_sr_loss`][] (defaults None, "mean",
             -100); the weight is kept as a buffer.
 
     Examples:
@@ -945,7 +945,7 @@ class HSSRLoss(_Loss):
 LOSSES: dict[str, type[_Loss]] = dict(
     zip(LOSS_NAMES, (SRLoss, LRLoss, HSLRLoss, SSLRLoss, HSSRLoss), strict=True)
 )
-"""Registry name (:data:`frlr.catalogue.LOSS_NAMES`) -> module class."""
+"""Registry name (``frlr.catalogue.LOSS_NAMES``) -> module class."""
 
 FUNCTIONAL: dict[str, Callable[..., Tensor]] = dict(
     zip(LOSS_NAMES, (sr_loss, lr_loss, hs_lr_loss, ss_lr_loss, hs_sr_loss), strict=True)
@@ -961,8 +961,8 @@ def get_loss(name: str, **kwargs) -> nn.Module:
     Args:
         name: a registry name, in any case and with "_" or "-" ("SS_LR" is "ss-lr"); an
             unknown name is a ValueError.
-        kwargs: the constructor's arguments (:class:`SRLoss`, :class:`LRLoss`,
-            :class:`HSLRLoss`, :class:`SSLRLoss`, :class:`HSSRLoss`): beta, m, r, alpha,
+        kwargs: the constructor's arguments ([`SRLoss`][], [`LRLoss`][],
+            [`HSLRLoss`][], [`SSLRLoss`][], [`HSSRLoss`][]): beta, m, r, alpha,
             weight, reduction, ignore_index, normalization or label_smoothing, as it takes;
             one it does not take is a TypeError.
 
