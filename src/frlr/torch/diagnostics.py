@@ -360,21 +360,25 @@ def ncd_stats(logits: Tensor, target: Tensor, loss: Any = "ss-lr", **loss_kwargs
 class NCDMonitor:
     """Record [`ncd_stats`][] during training: every ``every`` steps, bounded, as JSON lines.
 
-    One line in any loop, with the logits the loss saw (before ``optimizer.step()``)::
+    One line in any loop, with the logits the loss saw (before ``optimizer.step()``):
 
-        monitor = NCDMonitor("ss-lr", every=10, path="runs/ncd-ss-lr.jsonl")
-        for step, (x, y) in enumerate(loader):
-            logits = model(x)
-            loss = criterion(logits, y)
-            monitor.update(logits, y, step)
-            ...
-        print(monitor.verdict().summary)
-        monitor.plot("ncd.png")
+    ```python
+    monitor = NCDMonitor("ss-lr", every=10, path="runs/ncd-ss-lr.jsonl")
+    for step, (x, y) in enumerate(loader):
+        logits = model(x)
+        loss = criterion(logits, y)
+        monitor.update(logits, y, step)
+        ...
+    print(monitor.verdict().summary)
+    monitor.plot("ncd.png")
+    ```
 
-    or with a forward hook on the classifier, given the targets before each forward::
+    or with a forward hook on the classifier, given the targets before each forward:
 
-        monitor.attach(model.classifier)        # records in training mode only
-        monitor.set_target(y); logits = model(x)
+    ```python
+    monitor.attach(model.classifier)        # records in training mode only
+    monitor.set_target(y); logits = model(x)
+    ```
 
     Each recorded step is one JSON line (flushed) in ``path`` and one record in ``history``,
     which keeps at most ``capacity`` records evenly spread over the whole run
