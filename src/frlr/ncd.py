@@ -7,10 +7,10 @@ gradient the positive class receives to the gradient all negatives receive. At K
 at a negative loss of about 140 against a positive loss of 0.4 and a near-zero gradient ratio:
 the K - 1 negatives drown the one positive. This module holds what is framework-neutral about
 those records (plain Python, no numpy, no torch, matplotlib imported only inside
-:func:`plot_ncd`), so the PyTorch monitor (:mod:`frlr.torch.diagnostics`) and the Keras callback
-(:mod:`frlr.keras.diagnostics`) share one record format, one verdict and one figure.
+[`plot_ncd`][]), so the PyTorch monitor (``frlr.torch.diagnostics``) and the Keras callback
+(``frlr.keras.diagnostics``) share one record format, one verdict and one figure.
 
-A record is a flat dict: ``step``, ``label`` and the fields of :class:`NCDStats`. JSON has no
+A record is a flat dict: ``step``, ``label`` and the fields of ``NCDStats``. JSON has no
 infinity or NaN, so a non-finite number is written as the string "inf", "-inf" or "nan" and
 read back as a float.
 """
@@ -30,11 +30,11 @@ from frlr.style import loss_color, loss_label, plain_log_labels
 
 NCD_THRESHOLD = 0.05
 """Default gradient-ratio threshold below which a step counts as distracted; see
-:func:`ncd_verdict` for the derivation."""
+[`ncd_verdict`][] for the derivation."""
 
 EARLY_STEPS = 10
 """Default length, in optimiser steps from the first record, of the window that
-:func:`ncd_verdict` judges; see its docstring for why it is counted in steps."""
+[`ncd_verdict`][] judges; see its docstring for why it is counted in steps."""
 
 NUMERIC_FIELDS: tuple[str, ...] = (
     "total",
@@ -196,7 +196,7 @@ class JsonlWriter:
 
 
 def read_history(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of a JSON-lines file written by :class:`JsonlWriter`, in file order.
+    """The records of a JSON-lines file written by ``JsonlWriter``, in file order.
 
     "inf"/"-inf"/"nan" strings in numeric fields become floats. An unparsable last line (a
     run killed mid-write) is dropped with a warning; an unparsable line elsewhere is an error.
@@ -342,7 +342,7 @@ class NCDVerdict:
     """Whether negative class distraction is present, per history, and which losses removed it.
 
     present: True when any history shows NCD.
-    per_loss: label -> :class:`LossVerdict`.
+    per_loss: label -> ``LossVerdict``.
     removed_by: labels of rectified losses (anything but plain "lr" and "sr") that show no NCD
         where another history in the same comparison does.
     summary: the verdict in one paragraph, for logs and reports.
@@ -439,7 +439,7 @@ def ncd_verdict(
     Tiny ImageNet (K = 100, 200, flagged).
 
     It is long because its argument docs and checks come first; the judgement itself is the
-    short loop at the end (:func:`_judge` per loss).
+    short loop at the end (``_judge`` per loss).
 
     Args:
         history: a monitor, a JSON-lines path, a list of records, a mapping label -> any of
@@ -561,7 +561,7 @@ def plot_ncd(
 
     (a) overall loss, (b) positive-class loss, (c) negative-class loss, (d) gradient ratio of
     positive to negative classes, all against the training iteration on a log y axis. Each loss
-    has its colour from :data:`frlr.style.LOSS_COLORS` (runs sharing a loss get different
+    has its colour from ``frlr.style.LOSS_COLORS`` (runs sharing a loss get different
     line styles). Values <= 0 cannot sit on a log axis and are left out: SR's negative-class
     loss is 0 by its definition (Eq. 4 has no negative term), which panel (c) states.
 
@@ -569,7 +569,7 @@ def plot_ncd(
     one legend exactly as Fig. 2 does.
 
     Args:
-        histories: as for :func:`ncd_verdict`: monitors, JSON-lines paths, record lists, or a
+        histories: as for [`ncd_verdict`][]: monitors, JSON-lines paths, record lists, or a
             mapping label -> one of those.
         path: where to save; the suffix picks the format (.png, .svg, .pdf). None: don't save.
         threshold: draw the verdict's threshold in panel (d); None leaves it out.

@@ -1,12 +1,12 @@
 """Datasets for the paper's experiments, decoded once into uint8 arrays.
 
-``load_dataset(name, split, data_dir)`` returns an :class:`ImageArrays` for any dataset in
-:data:`DATASETS`; ``dataset_info(name)`` describes one without loading it. Importing this package
+``load_dataset(name, split, data_dir)`` returns an [`ImageArrays`][] for any dataset in
+[`DATASETS`][]; ``dataset_info(name)`` describes one without loading it. Importing this package
 imports no deep-learning framework: the batched, on-device augmentation and the batch iterator
-that need torch live in :mod:`frlr.data.augment`.
+that need torch live in [`frlr.data.augment`][].
 
 Every failure a user can fix (a damaged archive member, a truncated image, a missing file, a
-checksum mismatch) is a :class:`DataError` whose one-line message names the file, the archive
+checksum mismatch) is a [`DataError`][] whose one-line message names the file, the archive
 member, what is wrong and what to do.
 """
 

@@ -7,9 +7,9 @@ batch once with zeros and gathers every sample's window with index tensors (two 
 calls, no Python loop over samples); a flip reverses the column index of the chosen samples in
 the same gather (or is one ``torch.where`` on its own). All randomness comes from an explicit
 ``torch.Generator``, so a seed fixes every crop and flip. Augment the uint8 batch, then
-:func:`normalize` it, so the padding is black as in the paper's setting.
+[`normalize`][] it, so the padding is black as in the paper's setting.
 
-:func:`iterate_batches` replaces the DataLoader: it shuffles indices with the same generator and,
+[`iterate_batches`][] replaces the DataLoader: it shuffles indices with the same generator and,
 under DDP, hands each rank its own contiguous shard of every global batch.
 """
 
@@ -141,7 +141,7 @@ def _gather_crops(
     left: torch.Tensor,
     mirror: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """:func:`crop_padded` without the checks (they would sync the device on every batch).
+    """[`crop_padded`][] without the checks (they would sync the device on every batch).
 
     ``mirror`` (bool, (N,)) also flips the chosen samples by reading their window's columns
     right to left, so translation and flip together cost one pad and two gathers.
@@ -214,7 +214,7 @@ def augment_batch(
     ``random_flip(random_crop(images, padding, generator), generator)``.
 
     Args:
-        images: (N, C, H, W) batch, uint8 (augment before :func:`normalize`, so the padding
+        images: (N, C, H, W) batch, uint8 (augment before [`normalize`][], so the padding
             is black) or float.
         generator: the source of randomness (a seeded one fixes every crop and flip).
         flip: also mirror half the images at random.
@@ -300,7 +300,7 @@ def normalize(
 
     Args:
         images: uint8 (N, C, H, W) batch (augment it first, so padding stays black).
-        mean: one mean per channel, in [0, 1] units (as :func:`channel_stats` returns).
+        mean: one mean per channel, in [0, 1] units (as [`channel_stats`][] returns).
         std: one positive standard deviation per channel, in [0, 1] units.
         dtype: the floating dtype of the result.
 
@@ -326,7 +326,7 @@ def normalize(
 
 
 def num_batches(num_items: int, batch_size: int, drop_last: bool = False) -> int:
-    """How many global batches :func:`iterate_batches` yields per epoch.
+    """How many global batches [`iterate_batches`][] yields per epoch.
 
     Args:
         num_items: samples in the epoch, >= 0.

@@ -153,7 +153,7 @@ def save_arrays(arrays: ImageArrays, path: str | Path, extra: dict[str, str] | N
 
 
 def load_arrays(path: str | Path) -> tuple[ImageArrays, dict[str, str]]:
-    """Read an entry written by :func:`save_arrays`: the arrays and the extra strings."""
+    """Read an entry written by ``save_arrays``: the arrays and the extra strings."""
     path = Path(path)
     with np.load(path, allow_pickle=False) as stored:
         files = set(stored.files)

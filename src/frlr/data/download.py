@@ -24,7 +24,7 @@ _CHUNK = 1 << 20
 class ChecksumError(DataError):
     """A file's digest differs from the published one; the message names the file.
 
-    A :class:`~frlr.data.DataError` (so a ``ValueError``): code that already handles bad input
+    A [`DataError`][frlr.data.DataError] (so a ``ValueError``): code that already handles bad input
     catches it too. The message reads ``<file> has <algorithm> <digest>, expected ...; <remedy>``.
 
     Args:
@@ -107,7 +107,7 @@ def file_digest(path: str | Path, algorithm: str) -> str:
 
 
 def verify_checksum(path: str | Path, remote: RemoteFile) -> None:
-    """Raise :class:`ChecksumError` naming ``path`` unless it matches ``remote``'s checksum."""
+    """Raise [`ChecksumError`][] naming ``path`` unless it matches ``remote``'s checksum."""
     actual = file_digest(path, remote.algorithm)
     if actual != remote.digest:
         raise ChecksumError(

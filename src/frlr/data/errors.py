@@ -2,10 +2,10 @@
 
 A loader that fails deep inside a 100k-image loop must say three things, or the user is left
 reading a traceback: *which file* (for an archive, the archive and the member inside it), *what is
-wrong* with it, and *what to do*. :class:`DataError` carries the three as attributes and joins
+wrong* with it, and *what to do*. [`DataError`][] carries the three as attributes and joins
 them into its message, so the command line can catch this one type and print one line.
 
-It subclasses ``ValueError`` (a bad input, as before), and :class:`MissingDataError` also
+It subclasses ``ValueError`` (a bad input, as before), and [`MissingDataError`][] also
 subclasses ``FileNotFoundError``, so code that caught those still catches these.
 """
 

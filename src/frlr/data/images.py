@@ -1,7 +1,7 @@
 """Decode encoded images (JPEG, PNG ...) into one uint8 (N, H, W, C) array, resizing on the way.
 
 Decoding happens once per dataset (the result is cached), so this is the only place that touches
-PIL. Every decoding failure is re-raised as :class:`CorruptImageError` naming the file (for an
+PIL. Every decoding failure is re-raised as [`CorruptImageError`][] naming the file (for an
 archive, the archive and the member), what PIL found wrong and what to do, in one line, because a
 bare PIL ``OSError`` from deep inside a 100k-image loop does not say which file to fix.
 
@@ -34,7 +34,7 @@ MODES = {"RGB": 3, "L": 1}
 class CorruptImageError(DataError):
     """An image file could not be decoded; the message names the file and the archive member.
 
-    A :class:`~frlr.data.DataError` (so a ``ValueError``): a dataset with a truncated or
+    A [`DataError`][frlr.data.DataError] (so a ``ValueError``): a dataset with a truncated or
     non-image file fails at decode time with the file's name, instead of training on a
     half-read split.
 
@@ -120,7 +120,7 @@ def _image_remedy(member: str | None) -> str:
 def decode_member(
     tree: SourceTree, name: str, mode: str = "RGB", image_size: int | None = None
 ) -> np.ndarray:
-    """:func:`decode_image` of one file of ``tree``; an error names the archive and the member."""
+    """``decode_image`` of one file of ``tree``; an error names the archive and the member."""
     path, member = tree.locate(name)
     return decode_image(tree.read(name), path, mode, image_size, member=member)
 
@@ -173,7 +173,7 @@ def decode_images(
 
 
 def resize_images(images: np.ndarray, image_size: int | None, desc: str = "resizing") -> np.ndarray:
-    """Resize decoded uint8 (N, H, W, C) arrays (CIFAR, digits) as :func:`decode_image` would."""
+    """Resize decoded uint8 (N, H, W, C) arrays (CIFAR, digits) as ``decode_image`` would."""
     image_size = check_image_size(image_size)
     if images.dtype != np.uint8 or images.ndim != 4:
         raise ValueError(f"images must be uint8 (N, H, W, C), got {images.dtype} {images.shape}")

@@ -31,10 +31,10 @@ behind ``torch.distributions.Beta``, the only one of torch's that takes a genera
 Mix the normalised float batch: normalisation is affine per channel with weights summing to 1,
 so mixing normalised images equals normalising mixed ones, and CutMix copies pixels exactly.
 
-Huge K: :func:`mix_batch_sparse` returns the same batch without (N, K) targets -- each row's two
+Huge K: [`mix_batch_sparse`][] returns the same batch without (N, K) targets -- each row's two
 labels, their weights lam and 1 - lam, and eps -- for the logits-free losses of
-:mod:`frlr.torch.linear`, which form t = (1 - eps)(lam e_a + (1 - lam) e_b) + eps / K chunk by
-chunk. From the same draws as :func:`mix_batch`, so the two see identical images.
+``frlr.torch.linear``, which form t = (1 - eps)(lam e_a + (1 - lam) e_b) + eps / K chunk by
+chunk. From the same draws as [`mix_batch`][], so the two see identical images.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class MixedBatch:
-    """A training batch after :func:`mix_batch`.
+    """A training batch after [`mix_batch`][].
 
     Attributes:
         images: the mixed (N, C, H, W) float batch.
@@ -87,16 +87,16 @@ class MixedBatch:
 
 @dataclass(frozen=True)
 class SparseMixedBatch:
-    """A training batch after :func:`mix_batch_sparse`: :func:`mix_batch`'s, its targets sparse.
+    """A training batch after [`mix_batch_sparse`][]: [`mix_batch`][]'s, its targets sparse.
 
     Attributes:
-        images: the mixed (N, C, H, W) float batch, :func:`mix_batch`'s from the same draws.
+        images: the mixed (N, C, H, W) float batch, [`mix_batch`][]'s from the same draws.
         targets: the class indices (N,) when nothing is mixed, else each row's own label and
             its partner's, (N, 2) int64.
         target_weights: None when nothing is mixed, else (N, 2) float32 rows (lam, 1 - lam).
         label_smoothing: eps, for the loss to spread: t = (1 - eps) sparse + eps / K.
-        dominant: as in :class:`MixedBatch`.
-        lam: as in :class:`MixedBatch`.
+        dominant: as in [`MixedBatch`][].
+        lam: as in [`MixedBatch`][].
 
     Examples:
         >>> import torch
@@ -117,7 +117,7 @@ class SparseMixedBatch:
     lam: torch.Tensor
 
     def loss_options(self) -> dict[str, object]:
-        """The keyword arguments of a :mod:`frlr.torch.linear` loss for these targets."""
+        """The keyword arguments of a ``frlr.torch.linear`` loss for these targets."""
         return {"target_weights": self.target_weights, "label_smoothing": self.label_smoothing}
 
 
@@ -177,7 +177,7 @@ def mix_targets(targets: torch.Tensor, lam: torch.Tensor | float) -> torch.Tenso
     rounding), which the losses check.
 
     Args:
-        targets: float (N, K) rows, e.g. from :func:`smooth_targets`.
+        targets: float (N, K) rows, e.g. from [`smooth_targets`][].
         lam: the weight of each row's own target, in [0, 1] (a float or a 0-d tensor).
 
     Examples:
@@ -248,7 +248,7 @@ def mix_batch(
     With ``mixup`` and ``cutmix`` both 0 only the targets change (no random draw). Otherwise
     three uniforms u and one lambda ~ Beta(alpha, alpha) are drawn from ``generator``: CutMix
     when u_0 < 1/2 with both on (else the one that is on), the box's centre from u_1, u_2
-    (:func:`cutmix_box`). Each image becomes w x_i + (1 - w) x_{N-1-i} with a per-pixel w:
+    ([`cutmix_box`][]). Each image becomes w x_i + (1 - w) x_{N-1-i} with a per-pixel w:
     lambda everywhere (mixup) or 0 inside the box and 1 outside (CutMix), and each target
     lambda t_i + (1 - lambda) t_{N-1-i} with CutMix's area-corrected lambda.
 
@@ -263,7 +263,7 @@ def mix_batch(
         label_smoothing: eps in [0, 1).
 
     Returns:
-        A :class:`MixedBatch`.
+        A [`MixedBatch`][].
 
     Examples:
         >>> import torch
@@ -292,23 +292,23 @@ def mix_batch_sparse(
     cutmix: float = 0.0,
     label_smoothing: float = 0.0,
 ) -> SparseMixedBatch:
-    r""":func:`mix_batch` of class indices with its targets in the sparse form of the
+    r"""[`mix_batch`][] of class indices with its targets in the sparse form of the
     logits-free losses: no (N, K) row is made.
 
-    The same checks and the same draws from ``generator`` as :func:`mix_batch`, hence the same
+    The same checks and the same draws from ``generator`` as [`mix_batch`][], hence the same
     images, lambda and dominant labels. Its soft target (1 - eps)(lam e_y + (1 - lam)
     e_{y'}) + eps / K, y' = the partner's label, is returned as the pairs (y, y'), weights
-    (lam, 1 - lam) and eps, which :func:`frlr.torch.linear_ss_lr_loss` and its siblings take
+    (lam, 1 - lam) and eps, which [`frlr.torch.linear_ss_lr_loss`][] and its siblings take
     as ``target``, ``target_weights`` and ``label_smoothing``. Unmixed (mixup and cutmix 0):
     the class indices themselves and eps.
 
     Args:
-        images, generator, mixup, cutmix, label_smoothing: as in :func:`mix_batch`.
+        images, generator, mixup, cutmix, label_smoothing: as in [`mix_batch`][].
         targets: class indices (N,). Multi-hot rows smooth per label (eps / 2), which the
-            sparse form cannot express: mix them with :func:`mix_batch`.
+            sparse form cannot express: mix them with [`mix_batch`][].
 
     Returns:
-        A :class:`SparseMixedBatch`.
+        A [`SparseMixedBatch`][].
 
     Examples:
         >>> import torch

@@ -2,9 +2,9 @@
 
 The paper's third test (Sec. "Clothing Attributes Recognition") is DeepFashion's 1,000 clothing
 attributes with about 3 positives per image, where plain logistic regression suffers most from
-negative class distraction. :func:`load_deepfashion_attributes` parses the official Category and
+negative class distraction. ``load_deepfashion_attributes`` parses the official Category and
 Attribute Prediction Benchmark. DeepFashion cannot be shipped, so
-:func:`load_mosaic_tiny_imagenet` builds a task with the same shape (few positives among many
+``load_mosaic_tiny_imagenet`` builds a task with the same shape (few positives among many
 labels, real images) from Tiny ImageNet: each sample is a 2x2 mosaic of four images of distinct
 classes, so it has 4 positives out of 200.
 """
@@ -197,7 +197,7 @@ def load_deepfashion_attributes(
     Labels are multi-hot uint8 (N, 1000): 1 where the attribute file says 1, 0 for -1 and 0
     (releases differ in whether "absent" is -1 or 0). ``classes`` are the attribute names
     (they may contain spaces); ``meta["attribute_types"]`` their types, comma-separated (see
-    :data:`DEEPFASHION_ATTRIBUTE_TYPES`). Every count is checked against the count line of its
+    ``DEEPFASHION_ATTRIBUTE_TYPES``). Every count is checked against the count line of its
     file, and every malformed line raises an error naming the file and line.
     """
     split = _check_split(split, DEEPFASHION_SPLITS)
@@ -247,7 +247,7 @@ def max_mosaics(classes: np.ndarray) -> int:
     """The most mosaics of 4 distinct classes that images of these classes can form.
 
     M mosaics are possible exactly when sum_c min(n_c, M) >= 4M (a class can fill at most
-    one slot per mosaic; given that, the construction in :func:`_group_quads` always
+    one slot per mosaic; given that, the construction in ``_group_quads`` always
     succeeds). For balanced classes this is ``len(classes) // 4``.
     """
     counts = np.bincount(np.asarray(classes, dtype=np.int64))
@@ -321,7 +321,7 @@ def _plan(
 ) -> tuple[str, list[str], list[str], list[str], np.ndarray, np.ndarray]:
     """(part, wnids, class names, source names, source labels, quads) for one mosaic split.
 
-    Listing and class order come from :mod:`frlr.data.tiny_imagenet` (sorted wnids, train
+    Listing and class order come from ``frlr.data.tiny_imagenet`` (sorted wnids, train
     by class then index, val by index), so class k here is class k of the single-label set.
     """
     part = "train" if split == "train" else "val"
@@ -360,7 +360,7 @@ def mosaic_plan(
     """The four source images of every mosaic, as names relative to the dataset root.
 
     Order within a tuple is top-left, top-right, bottom-left, bottom-right; the same
-    arguments give the same plan as :func:`load_mosaic_tiny_imagenet`, so a mosaic can be
+    arguments give the same plan as ``load_mosaic_tiny_imagenet``, so a mosaic can be
     traced back to its sources without decoding anything.
     """
     base, split, seed = _mosaic_arguments(root, split, seed)
@@ -383,13 +383,13 @@ def load_mosaic_tiny_imagenet(
     classes (128x128 in all), labelled with those four classes out of 200.
 
     root: the ``tiny-imagenet-200`` folder (``wnids.txt``, ``train/``, ``val/``) or
-        ``tiny-imagenet-200.zip``, as for :func:`frlr.data.tiny_imagenet.load_tiny_imagenet`.
+        ``tiny-imagenet-200.zip``, as for ``frlr.data.tiny_imagenet.load_tiny_imagenet``.
     split: ``"train"`` builds from ``train/``; ``"val"`` and ``"test"`` both build from
         ``val/`` (the official test split has no labels), so no image file crosses splits.
     image_size: (height, width) to resize the finished mosaic to (an int means square, e.g.
         64: area averaging when shrinking); ``None`` keeps 128x128.
     seed: the shuffle seed; the mosaics are a pure function of it and of the files (see
-        :func:`mosaic_plan` for the sources of each mosaic).
+        ``mosaic_plan`` for the sources of each mosaic).
     num_samples: how many mosaics; default and maximum ``len(split images) // 4``, since each
         source image is used at most once (5,000 train and 2,500 val mosaics on the shared
         100-per-class train subset and full val split).

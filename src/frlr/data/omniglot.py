@@ -16,7 +16,7 @@ people, so the split is by drawer and is the same for every character: drawers 1
 ``train`` (15 images per class), drawers 16-20 are ``test`` (5 per class); ``all`` gives both.
 The drawer number (1..20) is kept in ``cams``, since the retrieval protocol treats the drawer as
 the camera. Images are single-channel uint8, inverted so strokes are 255 on a 0 background (as
-in :func:`frlr.data.reid.load_omniglot_retrieval`): zero is then the background, the value that
+in ``frlr.data.reid.load_omniglot_retrieval``): zero is then the background, the value that
 zero-padded translation and convolution borders assume.
 """
 

@@ -3,8 +3,8 @@
 ``load_dataset(name, split, data_dir)`` finds the dataset under ``data_dir`` by its conventional
 folder or archive name (``tiny-imagenet-200/``, ``cifar-10-python.tar.gz`` ...), downloads and
 checks the official archive when asked, and returns the split decoded, through the on-disk cache
-(:mod:`frlr.data.cache`). The re-identification and multi-label loaders live in
-:mod:`frlr.data.reid` and :mod:`frlr.data.multilabel`; they are imported only when loaded.
+(``frlr.data.cache``). The re-identification and multi-label loaders live in
+``frlr.data.reid`` and ``frlr.data.multilabel``; they are imported only when loaded.
 
 ``data_dir`` defaults to ``$FRLR_DATA``, else ``~/.cache/frlr/datasets``.
 """
@@ -35,7 +35,7 @@ class DatasetInfo:
     """What a training script needs to know about a dataset before loading it.
 
     Attributes:
-        name: the key in :data:`DATASETS`.
+        name: the key in [`DATASETS`][].
         task: "classification", "reid" or "multilabel"; it picks the metrics and the losses.
         num_classes: classes of the training split (identities for re-id, labels for
             multi-label); None when it depends on the data on disk.
@@ -51,7 +51,7 @@ class DatasetInfo:
             must be fetched by hand (licence or withdrawn).
         image_shape: (H, W, C) of the decoded images at the default size, when fixed.
         root_fallback: use ``data_dir`` itself when no named folder is found.
-        cache: whether :func:`load_dataset` caches the decoded arrays on disk.
+        cache: whether [`load_dataset`][] caches the decoded arrays on disk.
 
     Examples:
         >>> from frlr.data import dataset_info
@@ -320,8 +320,8 @@ DATASETS: Mapping[str, Loader] = MappingProxyType(
 )
 """Dataset name -> ``loader(root, split, image_size=None, **options) -> ImageArrays``.
 
-``root`` is the dataset's own folder or archive (what :func:`find_root` returns), not
-``data_dir``; :func:`load_dataset` adds the lookup, download and caching.
+``root`` is the dataset's own folder or archive (what [`find_root`][] returns), not
+``data_dir``; [`load_dataset`][] adds the lookup, download and caching.
 
 Examples:
     >>> from frlr.data import DATASETS
@@ -344,7 +344,7 @@ def dataset_info(name: str) -> DatasetInfo:
     """Number of classes, splits, task and official source of a dataset, without loading it.
 
     Args:
-        name: a key of :data:`DATASETS`.
+        name: a key of [`DATASETS`][].
 
     Examples:
         >>> from frlr.data import dataset_info
@@ -375,9 +375,9 @@ def find_root(name: str, data_dir: str | Path | None = None) -> Path | None:
     """The dataset's folder or archive under ``data_dir``, or None when it is not there.
 
     Args:
-        name: a key of :data:`DATASETS`.
+        name: a key of [`DATASETS`][].
         data_dir: where the datasets live, or the dataset's own folder
-            (``.../tiny-imagenet-200``); default :func:`default_data_dir`.
+            (``.../tiny-imagenet-200``); default [`default_data_dir`][].
 
     Examples:
         >>> import tempfile
@@ -438,7 +438,7 @@ def load_dataset(
     """Load one split of a dataset by name, decoded to uint8 arrays and cached on disk.
 
     Args:
-        name: a key of :data:`DATASETS` (see :func:`dataset_info`).
+        name: a key of [`DATASETS`][] (see [`dataset_info`][]).
         split: one of ``dataset_info(name).splits``.
         data_dir: where the datasets live (each under its conventional name), or the
             dataset's own folder; default ``$FRLR_DATA`` or ``~/.cache/frlr/datasets``.

@@ -7,7 +7,7 @@ return exactly what that protocol needs: relabelled identities for training, raw
 camera ids for query and gallery, so the evaluator can apply the official junk/distractor and
 same-camera rules.
 
-Market-1501 and DukeMTMC-reID cannot be shipped; :func:`load_omniglot_retrieval` builds the same
+Market-1501 and DukeMTMC-reID cannot be shipped; ``load_omniglot_retrieval`` builds the same
 cross-class retrieval task from the Omniglot background zips, which can.
 """
 
@@ -287,7 +287,7 @@ def load_dukemtmc_reid(
     split: ``"train"`` (702 identities, 16,522 images), ``"query"`` (2,228) or ``"gallery"``
         (17,661, including 408 distractor identities that carry ordinary pids).
 
-    Labels and cameras follow :func:`load_market1501`: relabelled identities for ``"train"``,
+    Labels and cameras follow ``load_market1501``: relabelled identities for ``"train"``,
     raw pids and camera ids for ``"query"`` / ``"gallery"``. The official release has no -1/0
     pids; they are handled exactly as for Market-1501 should a variant contain them.
     """

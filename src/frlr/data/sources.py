@@ -8,7 +8,7 @@ dataset root: an archive's single top-level folder (``tiny-imagenet-200/``,
 the zip.
 
 Every failure to read names the archive and the member (or the file) through
-:class:`frlr.data.errors.DataError`, with what is wrong and what to do: ``zipfile`` and ``gzip``
+[`frlr.data.errors.DataError`][], with what is wrong and what to do: ``zipfile`` and ``gzip``
 otherwise raise a bare ``zlib.error`` that names neither.
 """
 
@@ -82,7 +82,7 @@ class SourceTree:
         self._name_set = set(self._names)
 
     def error(self, name: str, problem: str, remedy: str) -> DataError:
-        """A :class:`DataError` about ``name``, naming the archive and the member."""
+        """A [`DataError`][] about ``name``, naming the archive and the member."""
         path, member = self.locate(name)
         return DataError(path, problem, remedy, member=member)
 

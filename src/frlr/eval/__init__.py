@@ -1,9 +1,9 @@
 """Evaluation metrics for the paper's three test settings.
 
-* single-label classification (Table 1): :func:`topk_accuracy`, :func:`evaluate_classifier`;
-* person re-identification (Table 2): :func:`reid_metrics`, single-query Rank-k and mAP with
+* single-label classification (Table 1): [`topk_accuracy`][], [`evaluate_classifier`][];
+* person re-identification (Table 2): [`reid_metrics`][], single-query Rank-k and mAP with
   Market-1501 camera filtering, official or torchreid average precision;
-* multi-label clothing attributes (Table 3): :func:`multilabel_metrics`, mAP and class-balanced
+* multi-label clothing attributes (Table 3): [`multilabel_metrics`][], mAP and class-balanced
   accuracy of the top-5 predictions, per class and per image.
 
 Every function accepts torch tensors or numpy arrays and returns plain Python numbers in [0, 1].

@@ -1,8 +1,10 @@
 """The PyTorch half of the loss library: drop-in replacements for ``nn.CrossEntropyLoss``.
 
->>> import frlr.torch as frlr
->>> criterion = frlr.SSLRLoss()          # instead of nn.CrossEntropyLoss()
->>> loss = criterion(logits, target)     # same (logits, target) contract
+```python
+import frlr.torch as frlr
+criterion = frlr.SSLRLoss()          # instead of nn.CrossEntropyLoss()
+loss = criterion(logits, target)     # same (logits, target) contract
+```
 """
 
 from frlr.torch.diagnostics import NCDMonitor, ncd_stats, ncd_verdict, plot_ncd

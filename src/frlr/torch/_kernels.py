@@ -58,7 +58,7 @@ Negative = Callable[[Tensor, Tensor | None], tuple[Tensor, Derivative]]
 
 def _differentiable(x: Tensor) -> bool:
     """Whether ``x`` is being differentiated by autograd: the block functions' differentiable
-    mode (second derivatives, see :class:`_RowLossFn`), where an ``out=`` call cannot be."""
+    mode (second derivatives, see ``_RowLossFn``), where an ``out=`` call cannot be."""
     return x.requires_grad and torch.is_grad_enabled()
 
 
@@ -449,7 +449,7 @@ def hs_lr_block(
     + ns_i sel_k (1 - t_k) softplus(z_k)].
 
     ``threshold`` (M,): the row's n_i-th largest candidate logit (see
-    :func:`hard_negative_threshold`); entries above it are selected, entries equal to it with
+    ``hard_negative_threshold``); entries above it are selected, entries equal to it with
     weight ``tie_share`` (M,) -- or fully when ``tie_share`` is None. ``threshold`` None selects
     every negative of the block (a block of already-selected, gathered negatives).
 
@@ -500,7 +500,7 @@ def hard_negative_threshold(z: Tensor, target: Tensor, n: Tensor, bound: int):
     """Whole rows' HS-LR selection as per-row data: (threshold, tie_share), both (M,).
 
     ``n`` (M,) counts the negatives to select per row (at most ``bound``); rows with n = 0
-    select nothing (threshold +inf). Used with :func:`hs_lr_block`, the selection is exactly
+    select nothing (threshold +inf). Used with ``hs_lr_block``, the selection is exactly
     the n largest candidate logits, ties at the threshold sharing the remaining places.
     """
     masked = _candidates(z, target)
@@ -527,7 +527,7 @@ def hs_lr_rows(
     out: Tensor | None = None,
 ) -> BlockResult:
     """Materialised HS-LR over whole rows: one top-k gathers the selected negatives, and
-    :func:`hs_lr_block` runs on that gathered block (only n of K entries pay the softplus and
+    ``hs_lr_block`` runs on that gathered block (only n of K entries pay the softplus and
     sigmoid) and on the positives; its gradient is scattered back into one buffer.
 
     ``n``: an int for index targets, or per-row counts (M,) below ``bound`` for dense ones.

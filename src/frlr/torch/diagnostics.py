@@ -4,11 +4,11 @@ Dong, Zhu and Gong (AAAI 2019) explain why plain logistic regression (LR) loses 
 regression (SR) as the class count K grows: each sample has one positive class and K - 1
 negatives, LR sums a binary cross-entropy over all of them, and at K = 200 the negative part
 starts near 140 against a positive part of 0.4, so the early gradient almost ignores the
-positive class (Fig. 2). :func:`ncd_stats` measures this on a batch: the loss split into its
+positive class (Fig. 2). [`ncd_stats`][] measures this on a batch: the loss split into its
 positive and negative parts, the absolute gradient reaching the positive and the negative
-logits, their ratio, and the probabilities involved. :class:`NCDMonitor` records it during
-training in one line, keeps a bounded history and writes JSON lines; :func:`ncd_verdict` and
-:func:`plot_ncd` (from :mod:`frlr.ncd`, re-exported here) judge and draw it.
+logits, their ratio, and the probabilities involved. [`NCDMonitor`][] records it during
+training in one line, keeps a bounded history and writes JSON lines; [`ncd_verdict`][] and
+[`plot_ncd`][] (from ``frlr.ncd``, re-exported here) judge and draw it.
 
 Everything is analytic from detached logits under ``torch.no_grad``: no backward pass, no graph
 kept. Notation: z the logits of one sample, P its positive classes, N its negatives, w_k the
@@ -158,7 +158,7 @@ def _lr_family(name: str, z: Tensor, target: Tensor, dense: bool, w: Tensor | No
 
 def _lr_family_reference(name: str, z: Tensor, t: Tensor, w: Tensor | None, o: dict[str, Any]):
     """``normalization="reference"``: the authors' batch pooling, by the same block calls as
-    the loss (:func:`frlr.torch.losses.reference_blocks`); a part computed on gathered logits
+    the loss (``frlr.torch.losses.reference_blocks``); a part computed on gathered logits
     (HS-LR's selected negatives) has its gradient scattered back."""
     hyper = {key: o[key] for key in ("beta", "m", "r", "alpha") if o.get(key) is not None}
     parts = []
@@ -358,27 +358,31 @@ def ncd_stats(logits: Tensor, target: Tensor, loss: Any = "ss-lr", **loss_kwargs
 
 
 class NCDMonitor:
-    """Record :func:`ncd_stats` during training: every ``every`` steps, bounded, as JSON lines.
+    """Record [`ncd_stats`][] during training: every ``every`` steps, bounded, as JSON lines.
 
-    One line in any loop, with the logits the loss saw (before ``optimizer.step()``)::
+    One line in any loop, with the logits the loss saw (before ``optimizer.step()``):
 
-        monitor = NCDMonitor("ss-lr", every=10, path="runs/ncd-ss-lr.jsonl")
-        for step, (x, y) in enumerate(loader):
-            logits = model(x)
-            loss = criterion(logits, y)
-            monitor.update(logits, y, step)
-            ...
-        print(monitor.verdict().summary)
-        monitor.plot("ncd.png")
+    ```python
+    monitor = NCDMonitor("ss-lr", every=10, path="runs/ncd-ss-lr.jsonl")
+    for step, (x, y) in enumerate(loader):
+        logits = model(x)
+        loss = criterion(logits, y)
+        monitor.update(logits, y, step)
+        ...
+    print(monitor.verdict().summary)
+    monitor.plot("ncd.png")
+    ```
 
-    or with a forward hook on the classifier, given the targets before each forward::
+    or with a forward hook on the classifier, given the targets before each forward:
 
-        monitor.attach(model.classifier)        # records in training mode only
-        monitor.set_target(y); logits = model(x)
+    ```python
+    monitor.attach(model.classifier)        # records in training mode only
+    monitor.set_target(y); logits = model(x)
+    ```
 
     Each recorded step is one JSON line (flushed) in ``path`` and one record in ``history``,
     which keeps at most ``capacity`` records evenly spread over the whole run
-    (:class:`frlr.ncd.HalvingHistory`): the file is complete, memory is bounded.
+    (``frlr.ncd.HalvingHistory``): the file is complete, memory is bounded.
     Record every step (``every=1``) through the first hundred or so steps if you want a verdict:
     the distracted phase lasts tens of steps at the paper's learning rate. Under DDP, monitor
     on one rank (each rank sees its own shard of the batch).
@@ -390,7 +394,7 @@ class NCDMonitor:
         path: a JSON-lines file to write; None writes nothing.
         append: append to ``path`` instead of truncating it.
         label: the name of this run in plots and verdicts (default: the loss name).
-        loss_kwargs: the loss's options, as for :func:`ncd_stats`.
+        loss_kwargs: the loss's options, as for [`ncd_stats`][].
 
     Examples:
         >>> import torch
@@ -437,7 +441,7 @@ class NCDMonitor:
 
     @property
     def history(self) -> list[dict[str, Any]]:
-        """The kept records (dicts: step, label and the :class:`NCDStats` fields), oldest first."""
+        """The kept records (dicts: step, label and the ``NCDStats`` fields), oldest first."""
         return self._history.records
 
     def update(self, logits: Tensor, target: Tensor, step: int | None = None) -> NCDStats | None:
@@ -473,7 +477,7 @@ class NCDMonitor:
     def attach(self, module: nn.Module, train_only: bool = True) -> NCDMonitor:
         """Record the output of ``module`` (the logits) on every forward, via a forward hook.
 
-        The targets come from :meth:`set_target` and are used once. With ``train_only`` the
+        The targets come from [`set_target`][] and are used once. With ``train_only`` the
         hook skips passes where the module is in eval mode (validation). Returns self.
         """
         if not isinstance(module, nn.Module):
@@ -509,11 +513,11 @@ class NCDMonitor:
             self._handle = None
 
     def verdict(self, **kwargs: Any) -> NCDVerdict:
-        """:func:`ncd_verdict` on this monitor's history."""
+        """[`ncd_verdict`][] on this monitor's history."""
         return ncd_verdict(self, **kwargs)
 
     def plot(self, path: str | os.PathLike | None = None, **kwargs: Any):
-        """:func:`plot_ncd` of this monitor alone; returns the figure."""
+        """[`plot_ncd`][] of this monitor alone; returns the figure."""
         return plot_ncd(self, path, **kwargs)
 
     def close(self) -> None:

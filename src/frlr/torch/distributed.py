@@ -7,7 +7,7 @@ against the whole classifier needs, per step:
 * one all-gather of a small int64 row per rank: whether it accepted its input, its layout
   (class_offset, K_r, num_classes) and its batch's shape. Every rank checks the same gathered
   table, so a layout that does not tile the classes, or an input one rank refused, raises on
-  every rank rather than leaving the others waiting in a collective (:meth:`ClassShards.agree`);
+  every rank rather than leaving the others waiting in a collective (``ClassShards.agree``);
   the layout may change between calls, checked each time at no extra collective;
 * one all-gather of the features and targets (every rank scores the global batch against its
   classes), padded to the largest local batch because gloo's all-gather takes equal shapes;
@@ -19,12 +19,12 @@ Combining with DDP on the backbone: every rank's loss is already the *global* lo
 features' gradient that reaches rank r's backbone is already the global loss's gradient for
 rank r's rows. The backbone's true gradient is therefore the SUM of the ranks' backbone
 gradients, not their mean. DDP's default all-reduce averages, which would divide the
-backbone's gradient by the world size a second time; register :func:`sum_allreduce_hook` on the
+backbone's gradient by the world size a second time; register ``sum_allreduce_hook`` on the
 DDP module (``ddp.register_comm_hook(None, sum_allreduce_hook)``) so that it sums. The sharded
 classifier itself must stay outside DDP: its gradient is per-rank and must not be reduced.
 
 ``frlr train --classifier chunked --class-parallel`` does all this for the toolkit's networks
-(:mod:`frlr.class_parallel`), with the split of :func:`class_shard_sizes`: contiguous, in rank
+(``frlr.class_parallel``), with the split of ``class_shard_sizes``: contiguous, in rank
 order, the first ``K % world`` ranks one class more than the others.
 """
 
@@ -49,7 +49,7 @@ class ClassShards:
     """One process group's view of a class-sharded classifier: rank, world size, collectives.
 
     ``sent_bytes`` counts what this rank has handed to collectives in this call, and
-    :func:`sent_bytes` in this process so far (the benchmark reports them).
+    ``sent_bytes`` in this process so far (the benchmark reports them).
     """
 
     total_sent_bytes = 0

@@ -153,7 +153,7 @@ def _rows(name: str, z: Tensor, y: Tensor, weight: Tensor | None, *hyper) -> Ten
 def ss_lr_rows_and_grad(
     z: Tensor, y: Tensor, r: float, alpha: float | Tensor, grad_rows: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """A chunk of the logits-free SS-LR (:func:`frlr.torch.linear_ss_lr_loss` with
+    """A chunk of the logits-free SS-LR ([`frlr.torch.linear_ss_lr_loss`][] with
     ``compiled=True``): the rows and their gradient times ``grad_rows``, in one compiled
     function. ``y`` is the positive's column in the chunk, -1 where it lies elsewhere."""
     return ss_lr_rows(z, y, None, r, alpha), ss_lr_grad(z, y, None, r, alpha, grad_rows)
@@ -162,7 +162,7 @@ def ss_lr_rows_and_grad(
 def ss_lr_chunk(
     z: Tensor, y: Tensor, r: float, alpha: Tensor, grad_rows: Tensor | None
 ) -> tuple[Tensor, Tensor | None] | None:
-    """:func:`ss_lr_rows_and_grad` compiled (the rows alone when ``grad_rows`` is None); None
+    """``ss_lr_rows_and_grad`` compiled (the rows alone when ``grad_rows`` is None); None
     where ``torch.compile`` cannot run, after one warning, and the caller computes eagerly.
     ``alpha`` is a (1,) tensor: a Python float would be a constant of the compiled code, and
     every other K (or beta) would compile it again."""

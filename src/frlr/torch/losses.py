@@ -277,10 +277,13 @@ def lr_loss(
     ignore_index: int = -100,
     normalization: Normalization = "paper",
 ) -> Tensor:
-    """Vanilla logistic regression, Eq. (3): one sigmoid binary cross-entropy per class.
+    r"""Vanilla logistic regression, Eq. (3): one sigmoid binary cross-entropy per class.
 
-    loss_i = sum_{k in P_i} softplus(-z_k) + sum_{k in N_i} softplus(z_k), summed over classes.
-    Soft targets t in [0, 1] give sum_k t_k softplus(-z_k) + (1 - t_k) softplus(z_k).
+    $$\mathrm{loss}_i = \sum_{k \in P_i} \operatorname{softplus}(-z_k)
+    + \sum_{k \in N_i} \operatorname{softplus}(z_k),$$
+
+    summed over classes. Soft targets $t \in [0, 1]$ give
+    $\sum_k t_k \operatorname{softplus}(-z_k) + (1 - t_k) \operatorname{softplus}(z_k)$.
 
     Args:
         logits: (N, K) or (N, K, d1, ...) logits, K >= 2; float32/float16/bfloat16 are
@@ -336,9 +339,10 @@ def hs_lr_loss(
     ignore_index: int = -100,
     normalization: Normalization = "paper",
 ) -> Tensor:
-    """Focus-rectified LR by negative-class hard selection (HS-LR), Eq. (5).
+    r"""Focus-rectified LR by negative-class hard selection (HS-LR), Eq. (5).
 
-    loss_i = mean_{k in P_i} softplus(-z_k) + alpha_i sum_{k in S_i} softplus(z_k)
+    $$\mathrm{loss}_i = \operatorname*{mean}_{k \in P_i} \operatorname{softplus}(-z_k)
+    + \alpha_i \sum_{k \in S_i} \operatorname{softplus}(z_k)$$
 
     S_i holds the n_i = max(1, floor(m/100 |N_i|)) negatives of highest probability (highest
     logit: the sigmoid is monotonic, so selection is one top-k over logits, never a sort), and
@@ -348,14 +352,14 @@ def hs_lr_loss(
     Soft targets t in [0, 1]^K (class k: positive mass t_k, negative mass 1 - t_k) generalise
     it, reducing to the above for {0, 1} targets:
 
-        loss_i = sum_k t_k softplus(-z_k) / sum_k t_k
-                 + alpha_i sum_{k in S_i} (1 - t_k) softplus(z_k)
+    $$\mathrm{loss}_i = \frac{\sum_k t_k \operatorname{softplus}(-z_k)}{\sum_k t_k}
+    + \alpha_i \sum_{k \in S_i} (1 - t_k) \operatorname{softplus}(z_k)$$
 
     with M_i = sum_k (1 - t_k), n_i = max(1, floor(m M_i / 100)) (0 when M_i = 0), S_i the n_i
     highest-logit classes among those with t_k < 1, and alpha_i = beta / n_i.
 
     Args:
-        logits: (N, K) or (N, K, d1, ...) logits, K >= 2, as in :func:`lr_loss`.
+        logits: (N, K) or (N, K, d1, ...) logits, K >= 2, as in [`lr_loss`][].
         target: int64 class indices (N, d1, ...), or a float/bool tensor of the logits' shape:
             multi-hot {0, 1} or soft targets in [0, 1] (the generalisation above).
         beta: the balance weight, finite and >= 0; 10 (the paper's) by default.
@@ -410,9 +414,10 @@ def ss_lr_loss(
     ignore_index: int = -100,
     normalization: Normalization = "paper",
 ) -> Tensor:
-    """Focus-rectified LR by negative-class soft selection (SS-LR), Eq. (6).
+    r"""Focus-rectified LR by negative-class soft selection (SS-LR), Eq. (6).
 
-    loss_i = mean_{k in P_i} softplus(-z_k) + alpha_i sum_{k in N_i} p_k^r softplus(z_k)
+    $$\mathrm{loss}_i = \operatorname*{mean}_{k \in P_i} \operatorname{softplus}(-z_k)
+    + \alpha_i \sum_{k \in N_i} p_k^r \operatorname{softplus}(z_k)$$
 
     with alpha_i = beta / |N_i| unless ``alpha`` is given. The weight p_k^r is not detached
     (as in the authors' code), so it is differentiated too. r = 0 equals HS-LR at m = 100.
@@ -420,13 +425,14 @@ def ss_lr_loss(
     Soft targets t in [0, 1]^K (class k: positive mass t_k, negative mass 1 - t_k) generalise
     it, reducing to the above for {0, 1} targets:
 
-        loss_i = sum_k t_k softplus(-z_k) / sum_k t_k
-                 + alpha_i sum_k (1 - t_k) p_k^r softplus(z_k),   alpha_i = beta / sum_k (1 - t_k)
+    $$\mathrm{loss}_i = \frac{\sum_k t_k \operatorname{softplus}(-z_k)}{\sum_k t_k}
+    + \alpha_i \sum_k (1 - t_k) p_k^r \operatorname{softplus}(z_k),
+    \qquad \alpha_i = \frac{\beta}{\sum_k (1 - t_k)}$$
 
     (the first term 0 when sum_k t_k = 0, the second when sum_k (1 - t_k) = 0).
 
     Args:
-        logits: (N, K) or (N, K, d1, ...) logits, K >= 2, as in :func:`lr_loss`.
+        logits: (N, K) or (N, K, d1, ...) logits, K >= 2, as in [`lr_loss`][].
         target: int64 class indices (N, d1, ...), or a float/bool tensor of the logits' shape:
             multi-hot {0, 1} or soft targets in [0, 1] (the generalisation above).
         beta: the balance weight, finite and >= 0; 10 (the paper's) by default.
@@ -477,15 +483,16 @@ def sr_loss(
     ignore_index: int = -100,
     label_smoothing: float = 0.0,
 ) -> Tensor:
-    """Softmax regression, Eq. (4): ``F.cross_entropy`` with this library's input checks.
+    r"""Softmax regression, Eq. (4): ``F.cross_entropy`` with this library's input checks.
 
-    loss_i = -sum_k c_k log q_k, q = softmax(z), c the target distribution: -log q_y for a
-    class index y. Float targets are class probabilities, as in ``F.cross_entropy`` (not
-    renormalised); ``weight`` and the "mean" reduction follow ``F.cross_entropy`` exactly
-    (mean weighted by weight[y]).
+    $$\mathrm{loss}_i = -\sum_k c_k \log q_k, \qquad q = \operatorname{softmax}(z),$$
+
+    c the target distribution: -log q_y for a class index y. Float targets are class
+    probabilities, as in ``F.cross_entropy`` (not renormalised); ``weight`` and the "mean"
+    reduction follow ``F.cross_entropy`` exactly (mean weighted by weight[y]).
 
     Args:
-        logits: (N, K) or (N, K, d1, ...) logits, K >= 2, as in :func:`lr_loss`.
+        logits: (N, K) or (N, K, d1, ...) logits, K >= 2, as in [`lr_loss`][].
         target: int64 class indices (N, d1, ...), or a float/bool tensor of the logits' shape
             holding class probabilities in [0, 1] (one-hot, soft or mixed targets).
         weight: optional (K,) per-class weight, finite and >= 0 (CrossEntropyLoss's
@@ -558,15 +565,19 @@ def hs_sr_loss(
     reduction: Reduction = "mean",
     ignore_index: int = -100,
 ) -> Tensor:
-    """Hard selection (Eq. 5) applied to softmax probabilities: the paper's ablation.
+    r"""Hard selection (Eq. 5) applied to softmax probabilities: the paper's ablation.
 
-    loss_i = -log q_y + (beta / n) sum_{k in top n negatives} -log(1 - q_k), q = softmax(z),
-    n = max(1, floor(m/100 (K - 1))). log(1 - q_k) is computed as log1p(-q_k) where q_k <= 1/2
-    and as logsumexp over the other classes minus logsumexp over all where q_k > 1/2 (at most
-    the row's arg-max), so it stays exact when q_k -> 1. Single-label (index) targets only.
+    $$\mathrm{loss}_i = -\log q_y
+    + \frac{\beta}{n} \sum_{k \in \text{top } n \text{ negatives}} -\log(1 - q_k),
+    \qquad q = \operatorname{softmax}(z),
+    \quad n = \max(1, \lfloor \tfrac{m}{100} (K - 1) \rfloor).$$
+
+    log(1 - q_k) is computed as log1p(-q_k) where q_k <= 1/2 and as logsumexp over the other
+    classes minus logsumexp over all where q_k > 1/2 (at most the row's arg-max), so it stays
+    exact when q_k -> 1. Single-label (index) targets only.
 
     Args:
-        logits: (N, K) or (N, K, d1, ...) logits, K >= 2, as in :func:`lr_loss`.
+        logits: (N, K) or (N, K, d1, ...) logits, K >= 2, as in [`lr_loss`][].
         target: int64 class indices (N, d1, ...) only: softmax is single-label, so a float
             (multi-hot or soft) target is a ValueError.
         beta: the balance weight, finite and >= 0; default 10.
@@ -698,7 +709,7 @@ def _reference_loss(
     entries (SS) or over N * int(K m/100) selected entries (HS), alpha defaults to beta, and
     the authors' ``log(p + 1e-7)`` is replaced by exact softplus forms (they agree on moderate
     logits). Ignored samples are dropped before pooling. Computed by the block functions
-    (:func:`reference_blocks`).
+    (``reference_blocks``).
     """
     if reduction != "mean":
         raise ValueError(
@@ -747,13 +758,13 @@ class _Loss(nn.Module):
 
 
 class LRLoss(_Loss):
-    """Module form of :func:`lr_loss` (Eq. 3): ``LRLoss(...)(logits, target)`` is
+    """Module form of [`lr_loss`][] (Eq. 3): ``LRLoss(...)(logits, target)`` is
     ``lr_loss(logits, target, ...)``, with the same logits and target formats.
 
     Args:
         weight: optional (K,) per-class weight, finite and >= 0, kept as a buffer (it moves
             with ``.to(device)``); default None.
-        reduction, ignore_index, normalization: as in :func:`lr_loss`; defaults "mean", -100
+        reduction, ignore_index, normalization: as in [`lr_loss`][]; defaults "mean", -100
             and "paper".
 
     Examples:
@@ -781,16 +792,19 @@ class LRLoss(_Loss):
 
 
 class HSLRLoss(_Loss):
-    """Module form of :func:`hs_lr_loss` (Eq. 5; beta = 10, m = 25 as in the paper).
+    r"""Module form of [`hs_lr_loss`][] (Eq. 5; beta = 10, m = 25 as in the paper).
 
-    loss_i = mean_{k in P_i} softplus(-z_k) + beta / n_i sum_{k in top n_i of N_i} softplus(z_k),
-    n_i = max(1, floor(m |N_i| / 100)); index, multi-hot and soft targets as in the function.
+    $$\mathrm{loss}_i = \operatorname*{mean}_{k \in P_i} \operatorname{softplus}(-z_k)
+    + \frac{\beta}{n_i} \sum_{k \in \text{top } n_i \text{ of } N_i} \operatorname{softplus}(z_k),
+    \qquad n_i = \max(1, \lfloor m |N_i| / 100 \rfloor);$$
+
+    index, multi-hot and soft targets as in the function.
 
     Args:
         beta: the balance weight, finite and >= 0; default 10.
         m: the percentage of negative classes kept, in (0, 100]; default 25.
         alpha: a fixed weight >= 0 in place of beta / n_i; default None.
-        weight, reduction, ignore_index, normalization: as in :func:`hs_lr_loss` (defaults
+        weight, reduction, ignore_index, normalization: as in [`hs_lr_loss`][] (defaults
             None, "mean", -100, "paper"); the weight is kept as a buffer.
 
     Examples:
@@ -826,16 +840,18 @@ class HSLRLoss(_Loss):
 
 
 class SSLRLoss(_Loss):
-    """Module form of :func:`ss_lr_loss` (Eq. 6; beta = 10, r = 2 as in the paper).
+    r"""Module form of [`ss_lr_loss`][] (Eq. 6; beta = 10, r = 2 as in the paper).
 
-    loss_i = mean_{k in P_i} softplus(-z_k) + beta / |N_i| sum_{k in N_i} p_k^r softplus(z_k);
+    $$\mathrm{loss}_i = \operatorname*{mean}_{k \in P_i} \operatorname{softplus}(-z_k)
+    + \frac{\beta}{|N_i|} \sum_{k \in N_i} p_k^r \operatorname{softplus}(z_k);$$
+
     index, multi-hot and soft targets as in the function.
 
     Args:
         beta: the balance weight, finite and >= 0; default 10.
         r: the attending power, finite and >= 0; default 2.
         alpha: a fixed weight >= 0 in place of beta / |N_i|; default None.
-        weight, reduction, ignore_index, normalization: as in :func:`ss_lr_loss` (defaults
+        weight, reduction, ignore_index, normalization: as in [`ss_lr_loss`][] (defaults
             None, "mean", -100, "paper"); the weight is kept as a buffer.
 
     Examples:
@@ -873,11 +889,11 @@ class SSLRLoss(_Loss):
 
 
 class SRLoss(_Loss):
-    """Module form of :func:`sr_loss` (Eq. 4, softmax cross-entropy, the baseline):
+    """Module form of [`sr_loss`][] (Eq. 4, softmax cross-entropy, the baseline):
     ``nn.CrossEntropyLoss`` with this library's input checks.
 
     Args:
-        weight, reduction, ignore_index, label_smoothing: as in :func:`sr_loss` (defaults
+        weight, reduction, ignore_index, label_smoothing: as in [`sr_loss`][] (defaults
             None, "mean", -100, 0.0); the weight is kept as a buffer.
 
     Examples:
@@ -907,14 +923,17 @@ class SRLoss(_Loss):
 
 
 class HSSRLoss(_Loss):
-    """Module form of :func:`hs_sr_loss` (hard selection on softmax, the ablation):
-    -log q_y + beta / n sum_{k in top n negatives} -log(1 - q_k), class-index targets only.
+    r"""Module form of [`hs_sr_loss`][] (hard selection on softmax, the ablation):
+
+    $$-\log q_y + \frac{\beta}{n} \sum_{k \in \text{top } n \text{ negatives}} -\log(1 - q_k),$$
+
+    class-index targets only.
 
     Args:
         beta: the balance weight, finite and >= 0; default 10.
         m: the percentage of negative classes kept, in (0, 100]; default 25.
         alpha: a fixed weight >= 0 in place of beta / n; default None.
-        weight, reduction, ignore_index: as in :func:`hs_sr_loss` (defaults None, "mean",
+        weight, reduction, ignore_index: as in [`hs_sr_loss`][] (defaults None, "mean",
             -100); the weight is kept as a buffer.
 
     Examples:
@@ -945,7 +964,7 @@ class HSSRLoss(_Loss):
 LOSSES: dict[str, type[_Loss]] = dict(
     zip(LOSS_NAMES, (SRLoss, LRLoss, HSLRLoss, SSLRLoss, HSSRLoss), strict=True)
 )
-"""Registry name (:data:`frlr.catalogue.LOSS_NAMES`) -> module class."""
+"""Registry name (``frlr.catalogue.LOSS_NAMES``) -> module class."""
 
 FUNCTIONAL: dict[str, Callable[..., Tensor]] = dict(
     zip(LOSS_NAMES, (sr_loss, lr_loss, hs_lr_loss, ss_lr_loss, hs_sr_loss), strict=True)
@@ -961,8 +980,8 @@ def get_loss(name: str, **kwargs) -> nn.Module:
     Args:
         name: a registry name, in any case and with "_" or "-" ("SS_LR" is "ss-lr"); an
             unknown name is a ValueError.
-        kwargs: the constructor's arguments (:class:`SRLoss`, :class:`LRLoss`,
-            :class:`HSLRLoss`, :class:`SSLRLoss`, :class:`HSSRLoss`): beta, m, r, alpha,
+        kwargs: the constructor's arguments ([`SRLoss`][], [`LRLoss`][],
+            [`HSLRLoss`][], [`SSLRLoss`][], [`HSSRLoss`][]): beta, m, r, alpha,
             weight, reduction, ignore_index, normalization or label_smoothing, as it takes;
             one it does not take is a TypeError.
 
