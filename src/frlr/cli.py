@@ -50,6 +50,7 @@ from frlr.experiments import compare, sweep
 from frlr.io import NoSpaceError, is_main_process
 from frlr.presets import available_presets, load_preset
 from frlr.report import build_report
+from frlr.rundir import NUMERICS_FIELDS, check_out_dir
 from frlr.tasks import UnsupportedTaskError
 from frlr.train import train
 
@@ -93,7 +94,8 @@ def _add_config_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...
             )
         else:
             metavar = {int: "N", float: "X"}.get(base, f.name.upper().replace("_", "-"))
-            group.add_argument(flag, type=base, default=None, metavar=metavar, help=help_text)
+            kind = _integer if base is int else base
+            group.add_argument(flag, type=kind, default=None, metavar=metavar, help=help_text)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -119,6 +121,17 @@ def _build_parser() -> argparse.ArgumentParser:
         "--preset", default="paper", help="recipe name or .toml path (default paper)"
     )
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument(
+        "--allow-change",
+        action="append",
+        choices=NUMERICS_FIELDS,
+        default=[],
+        metavar="FIELD",
+        help="with --resume: go on although FIELD (one of "
+        + ", ".join(NUMERICS_FIELDS)
+        + ") differs from the run's last segment; the run is then no longer bitwise "
+        "reproducible (repeat the flag for several fields)",
+    )
     train.add_argument(
         "--stop-after", type=int, default=None, metavar="N", help="train at most N epochs now"
     )
@@ -278,6 +291,14 @@ def _add_report_parser(commands: Any) -> None:
     )
 
 
+def _integer(text: str) -> int:
+    """An integer flag's value; "inf" and "nan" are told to be finite, as a float flag's are."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a finite integer, got {text!r}") from None
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -310,7 +331,13 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     what = f"{config.dataset} {config.arch} {config.loss} seed {config.seed}"
     _say(f"frlr train: {what} -> {config.out}")
-    result = train(config, resume=args.resume, stop_after=args.stop_after, progress=args.progress)
+    result = train(
+        config,
+        resume=args.resume,
+        stop_after=args.stop_after,
+        progress=args.progress,
+        allow_change=tuple(args.allow_change),
+    )
     if result.get("status") == "stopped":
         _say(f"stopped after epoch {result['epoch']}/{result['epochs']}; continue with --resume")
         return 0
@@ -495,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     debug = args.debug or os.environ.get("FRLR_DEBUG", "") not in ("", "0")
     try:
+        if getattr(args, "out", None) and not getattr(args, "dry_run", False):
+            check_out_dir(args.out)  # a file, or a folder this process cannot write: one line
         return handlers[args.command](args)
     except (ConfigError, UnsupportedTaskError, FileNotFoundError) as error:
         if debug:

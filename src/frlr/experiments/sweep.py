@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import sys
 import warnings
@@ -46,6 +45,7 @@ from frlr.experiments.figures import loss_curves_figure, sweep_figure
 from frlr.experiments.results import metric_label, percent, run_row, summarize
 from frlr.experiments.stats import mean_std
 from frlr.io import is_main_process, run_lock, write_json_atomic, write_text_atomic
+from frlr.rundir import read_result
 from frlr.tasks import Task, get_task
 from frlr.train import train
 
@@ -54,6 +54,7 @@ __all__ = [
     "DEFAULT_LOSS",
     "SWEEPABLE",
     "LossSpec",
+    "check_distinct_curves",
     "default_value",
     "ncd_ratio_at_init",
     "parse_data_param",
@@ -467,6 +468,32 @@ def parse_loss_specs(text: str | Sequence[str]) -> tuple[LossSpec, ...]:
     return tuple(specs)
 
 
+def check_distinct_curves(base: TrainConfig, specs: Sequence[LossSpec]) -> None:
+    """No two curves train the same loss with the same options once the recipe's
+    hyper-parameters and the loss's defaults fill in what a spec leaves out (``ss-lr`` and
+    ``ss-lr:r=2`` are one curve): such a pair is refused, naming both."""
+    seen: dict[tuple[str, tuple[tuple[str, float | None], ...]], str] = {}
+    for spec in specs:
+        options = dict(spec.options)
+        resolved = tuple(
+            (
+                name,
+                options.get(name, getattr(base, name))
+                if options.get(name, getattr(base, name)) is not None
+                else default_hyperparameter(spec.name, name),
+            )
+            for name in LOSS_HYPERPARAMETERS[spec.name]
+        )
+        key = (spec.name, resolved)
+        if key in seen:
+            said = ", ".join(f"{k}={value_text(v)}" for k, v in resolved if v is not None)
+            raise ConfigError(
+                f"--losses: {seen[key]!r} and {spec.key!r} are the same curve ({spec.name}"
+                f"{' with ' + said if said else ''}); keep one of them"
+            )
+        seen[key] = spec.key
+
+
 def parse_data_param(param: str) -> str:
     """``num-classes`` or ``num_classes`` -> ``num_classes``; anything else is an error."""
     name = param.strip().lower().replace("-", "_")
@@ -574,6 +601,7 @@ def sweep_losses(
         )
     values = parse_data_values(values, param, base)
     specs = parse_loss_specs(losses)
+    check_distinct_curves(base, specs)
     seeds = parse_seeds(seeds)
     task = get_task(validate(replace(base, loss=specs[0].name)).task)
     out = Path(out) if out is not None else experiment_dir(base, preset, "sweep", param)
@@ -673,7 +701,7 @@ def _collect_curves(
         for spec in specs:
             for seed in _finished_seeds(out, spec, param, value):
                 config = _spec_config(base, spec, param, value, seed, out)
-                result = json.loads((Path(config.out) / "result.json").read_text("utf-8"))
+                result = read_result(Path(config.out) / "result.json")
                 differences = config_differences(result["config"], asdict(config))
                 if differences:
                     raise ConfigError(
