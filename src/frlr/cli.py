@@ -120,18 +120,7 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--preset", default="paper", help="recipe name or .toml path (default paper)"
     )
-    train.add_argument("--resume", action="store_true", help="continue the run in --out")
-    train.add_argument(
-        "--allow-change",
-        action="append",
-        choices=NUMERICS_FIELDS,
-        default=[],
-        metavar="FIELD",
-        help="with --resume: go on although FIELD (one of "
-        + ", ".join(NUMERICS_FIELDS)
-        + ") differs from the run's last segment; the run is then no longer bitwise "
-        "reproducible (repeat the flag for several fields)",
-    )
+    _add_resume_options(train)
     train.add_argument(
         "--stop-after", type=int, default=None, metavar="N", help="train at most N epochs now"
     )
@@ -189,6 +178,21 @@ def _build_parser() -> argparse.ArgumentParser:
             "--debug", action="store_true", help="show the traceback of an error (or FRLR_DEBUG=1)"
         )
     return parser
+
+
+def _add_resume_options(train: argparse.ArgumentParser) -> None:
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument(
+        "--allow-change",
+        action="append",
+        choices=NUMERICS_FIELDS,
+        default=[],
+        metavar="FIELD",
+        help="with --resume: go on although FIELD (one of "
+        + ", ".join(NUMERICS_FIELDS)
+        + ") differs from the run's last segment; the run is then no longer bitwise "
+        "reproducible (repeat the flag for several fields)",
+    )
 
 
 def _add_report_option(parser: argparse.ArgumentParser) -> None:
@@ -496,11 +500,27 @@ def _presets(args: argparse.Namespace) -> int:
     return 0
 
 
+_REFUSED = (errno.EACCES, errno.EPERM, errno.EROFS)
+"""A file the user may not read or write: said in one line, as a full disk is."""
+
+
 def _user_fixable(error: BaseException) -> bool:
-    """A data or checkpoint error, or a full disk: one line says it all, no traceback needed."""
+    """A data or checkpoint error, a full disk or a refused path: one line says it all."""
     if isinstance(error, DataError | NoSpaceError):
         return True
-    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, *_REFUSED)
+
+
+def _one_line(error: BaseException) -> BaseException | str:
+    """The line for a user-fixable error: a refused path names it and says what to do."""
+    if isinstance(error, OSError) and error.errno in _REFUSED:
+        return (
+            f"{error.filename or 'a file'}: {error.strerror}; check its permissions, or choose "
+            "a folder you can write to (--out) or read (--data-dir)"
+        )
+    if isinstance(error, OSError) and not isinstance(error, NoSpaceError):
+        return NoSpaceError(error.filename or "a file")  # a full disk outside frlr.io
+    return error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -533,9 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, OSError) as error:  # a CheckpointError is a DataError
         if debug or not _user_fixable(error):
             raise
-        if isinstance(error, OSError) and not isinstance(error, NoSpaceError):
-            error = NoSpaceError(error.filename or "a file")  # a full disk outside frlr.io
-        print(f"frlr {args.command}: error: {error}", file=sys.stderr)
+        print(f"frlr {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         again = "add --resume to continue" if args.command == "train" else "run it again to resume"

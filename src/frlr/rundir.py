@@ -266,7 +266,7 @@ def numerics(device: torch.device) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "device": where,
         "dtype": str(torch.get_default_dtype()).removeprefix("torch."),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # a TorchVersion would not load with weights_only
         "frlr": __version__,
     }
 
@@ -284,7 +284,8 @@ def check_out_dir(path: str | Path, flag: str = "--out") -> None:
         )
     probe = existing / f".frlr-write-test-{os.getpid()}"
     try:
-        probe.write_bytes(b"")
+        with open(probe, "wb"):
+            pass
         probe.unlink()
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):

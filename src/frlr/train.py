@@ -667,7 +667,12 @@ def _start_segment(
     now = numerics(session.process.device)
     if session.segments:
         last = session.segments[-1]
-        span = f"epochs {last.get('from_epoch', 0) + 1}-{session.start_epoch}"
+        first = int(last.get("from_epoch", 0)) + 1
+        span = (
+            f"epoch {first}"
+            if first >= session.start_epoch
+            else f"epochs {first}-{session.start_epoch}"
+        )
         for name in NUMERICS_FIELDS:
             if name not in last or last[name] == now[name]:
                 continue

@@ -468,10 +468,10 @@ def parse_loss_specs(text: str | Sequence[str]) -> tuple[LossSpec, ...]:
     return tuple(specs)
 
 
-def check_distinct_curves(base: TrainConfig, specs: Sequence[LossSpec]) -> None:
+def check_distinct_curves(base: TrainConfig, specs: Sequence[LossSpec]) -> tuple[LossSpec, ...]:
     """No two curves train the same loss with the same options once the recipe's
     hyper-parameters and the loss's defaults fill in what a spec leaves out (``ss-lr`` and
-    ``ss-lr:r=2`` are one curve): such a pair is refused, naming both."""
+    ``ss-lr:r=2`` are one curve): such a pair is refused, naming both. Returns ``specs``."""
     seen: dict[tuple[str, tuple[tuple[str, float | None], ...]], str] = {}
     for spec in specs:
         options = dict(spec.options)
@@ -492,6 +492,7 @@ def check_distinct_curves(base: TrainConfig, specs: Sequence[LossSpec]) -> None:
                 f"{' with ' + said if said else ''}); keep one of them"
             )
         seen[key] = spec.key
+    return tuple(specs)
 
 
 def parse_data_param(param: str) -> str:
@@ -600,8 +601,7 @@ def sweep_losses(
             "come from --values; drop it"
         )
     values = parse_data_values(values, param, base)
-    specs = parse_loss_specs(losses)
-    check_distinct_curves(base, specs)
+    specs = check_distinct_curves(base, parse_loss_specs(losses))
     seeds = parse_seeds(seeds)
     task = get_task(validate(replace(base, loss=specs[0].name)).task)
     out = Path(out) if out is not None else experiment_dir(base, preset, "sweep", param)
