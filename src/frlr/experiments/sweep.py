@@ -260,8 +260,11 @@ def _run_all(
     """Train, resume or reuse every (value, seed) run in turn, with a bar over the runs: their
     rows, each with the value."""
     show = is_main_process() and (progress if progress is not None else sys.stderr.isatty())
-    bar = tqdm(total=len(configs), desc=f"sweep {loss} {param}", unit="run", dynamic_ncols=True)
-    bar = bar if show else None
+    bar = (  # made only when shown: tqdm draws its 0% line when made
+        tqdm(total=len(configs), desc=f"sweep {loss} {param}", unit="run", dynamic_ncols=True)
+        if show
+        else None
+    )
     write = bar.write if bar is not None else say
     rows: dict[int, dict[str, Any]] = {}
 
