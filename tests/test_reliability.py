@@ -389,7 +389,7 @@ def table_row(markdown: str, label: str) -> str:
 def test_a_damaged_or_missing_run_is_named_and_never_counted(
     finished, tmp_path, capsys, command, position, kind
 ):
-    """R2-R7: whatever spoils a run's result, at either end of a compare or sweep, the report
+    """R2-R6: whatever spoils a run's result, at either end of a compare or sweep, the report
     names it in the runs column ("1 of 2; seed 0 damaged"), averages the sound seed alone and
     lists the file; rerunning the command names the file and what to do (exit 1), or trains
     a deleted run again (exit 0)."""
@@ -420,7 +420,7 @@ def test_a_damaged_or_missing_run_is_named_and_never_counted(
 
 
 def test_a_result_of_another_run_is_damaged_not_counted_twice(finished, tmp_path):
-    """R8: seed 1's result.json copied over seed 0's: the summary held seed 1 twice."""
+    """R7: seed 1's result.json copied over seed 0's: the summary held seed 1 twice."""
     out = tmp_path / "exp"
     shutil.copytree(finished["compare"], out)
     shutil.copy(out / "sr-seed1" / "result.json", out / "sr-seed0" / "result.json")
@@ -432,7 +432,7 @@ def test_a_result_of_another_run_is_damaged_not_counted_twice(finished, tmp_path
 
 @pytest.mark.parametrize("name", ["config.json", "metrics.jsonl"])
 def test_a_damaged_config_or_history_beside_a_sound_result_is_listed(finished, tmp_path, name):
-    """R9: the run still counts (its result is sound); the damaged file is named."""
+    """R8: the run still counts (its result is sound); the damaged file is named."""
     out = tmp_path / "exp"
     shutil.copytree(finished["compare"], out)
     (out / "lr-seed1" / name).write_text("[1, 2]\n")
@@ -464,7 +464,7 @@ SOUND = '{"config": {"dataset": "d", "loss": "sr", "seed": 0}, "metrics": {}}'
     ],
 )  # fmt: skip
 def test_result_json_is_checked_against_its_schema(tmp_path, content, words):
-    """R10: every way a result.json can be wrong is a RunFileError naming it and what to do;
+    """R9: every way a result.json can be wrong is a RunFileError naming it and what to do;
     keys this version does not know (a newer frlr's) pass."""
     path = tmp_path / "run" / "result.json"
     path.parent.mkdir()
@@ -480,7 +480,7 @@ def test_result_json_is_checked_against_its_schema(tmp_path, content, words):
 
 @pytest.mark.parametrize("content", ["{", "[1, 2]", '{"status": "finished"}'])
 def test_resuming_a_finished_run_with_a_damaged_result_exits_1_naming_it(tmp_path, capsys, content):
-    """R11: was a JSONDecodeError, TypeError or KeyError: 'config' traceback."""
+    """R10: was a JSONDecodeError, TypeError or KeyError: 'config' traceback."""
     argv = digits_train(tmp_path / "run", "--epochs", "1", "--max-steps-per-epoch", "2")
     assert main(argv) == 0
     (tmp_path / "run" / "result.json").write_text(content)
@@ -513,7 +513,7 @@ def test_seeds_outside_the_generators_range_or_aliasing_exit_2(tmp_path, capsys,
 
 
 def test_a_resume_with_other_threads_is_refused_or_recorded(tmp_path, capsys):
-    """R12: --resume --threads 2 of a run trained with 1 thread mixed the run silently and
+    """R11: --resume --threads 2 of a run trained with 1 thread mixed the run silently and
     rewrote config.json; now it is refused naming the field, or with --allow-change warned
     about and recorded per segment, config.json keeping the first segment's value."""
     argv = [
@@ -542,7 +542,7 @@ def test_a_resume_with_other_threads_is_refused_or_recorded(tmp_path, capsys):
 
 
 def test_a_checkpoint_of_the_wrong_shape_exits_1_naming_it(tmp_path, capsys):
-    """R13: a checkpoint whose entries have the wrong types (here its config a list) was an
+    """R12: a checkpoint whose entries have the wrong types (here its config a list) was an
     AttributeError traceback."""
     argv, checkpoint = stopped_run(tmp_path)
     state = torch.load(checkpoint, weights_only=True)
@@ -555,7 +555,7 @@ def test_a_checkpoint_of_the_wrong_shape_exits_1_naming_it(tmp_path, capsys):
 
 
 def test_a_checkpoint_holding_a_class_torch_refuses_never_suggests_unsafe_loading(tmp_path, capsys):
-    """R14: torch's advice to load with weights_only=False leaked into the message."""
+    """R13: torch's advice to load with weights_only=False leaked into the message."""
     argv, checkpoint = stopped_run(tmp_path)
     torch.save({"epoch": torch.torch_version.TorchVersion("2.0")}, checkpoint)
     capsys.readouterr()
@@ -565,7 +565,7 @@ def test_a_checkpoint_holding_a_class_torch_refuses_never_suggests_unsafe_loadin
 
 
 def test_two_loss_specs_of_one_curve_are_refused_naming_both(tmp_path, capsys):
-    """R15: ss-lr and ss-lr:r=2 (r = 2 is SS-LR's default) trained the same curve twice."""
+    """R14: ss-lr and ss-lr:r=2 (r = 2 is SS-LR's default) trained the same curve twice."""
     argv = ["sweep", *TINY, "--param", "num-classes", "--values", "3", "--out", str(tmp_path)]
     assert main([*argv, "--losses", "sr,ss-lr:r=2,ss-lr"]) == 2
     error = one_error_line(capsys, "sweep")
@@ -590,7 +590,7 @@ def test_two_loss_specs_of_one_curve_are_refused_naming_both(tmp_path, capsys):
     ],
 )
 def test_every_numeric_flag_says_finite_and_stop_after_0_is_one_line(tmp_path, capsys, argv, words):
-    """R16, R17: "must be positive, got inf" (and a ValueError traceback for --stop-after 0)."""
+    """R15, R16: "must be positive, got inf" (and a ValueError traceback for --stop-after 0)."""
     try:
         status = main(["train", *TINY, "--out", str(tmp_path / "run"), *argv])
     except SystemExit as stop:  # argparse's own error: the usage, then one error line
@@ -600,7 +600,7 @@ def test_every_numeric_flag_says_finite_and_stop_after_0_is_one_line(tmp_path, c
 
 
 def test_out_problems_say_what_is_wrong_with_the_path(tmp_path, monkeypatch, capsys):
-    """R18-R20: --out naming a file, or below one (NotADirectoryError), or a folder this user
+    """R17, R18: --out naming a file, or below one (NotADirectoryError), or a folder this user
     cannot write (PermissionError; simulated, since tests may run as root)."""
     (tmp_path / "afile").write_text("x")
     for out, words in (
@@ -626,7 +626,7 @@ def test_out_problems_say_what_is_wrong_with_the_path(tmp_path, monkeypatch, cap
 
 
 def test_compare_with_an_option_spec_says_specs_are_for_sweeps(capsys):
-    """R21: was "unknown loss 'ss-lr:r=0'"."""
+    """R20: was "unknown loss 'ss-lr:r=0'"."""
     assert main(["compare", *TINY, "--losses", "sr,ss-lr:r=0"]) == 2
     error = one_error_line(capsys, "compare")
     assert "specs are for frlr sweep --param num-classes" in error and "(--r 0)" in error
@@ -652,7 +652,7 @@ def image_folder(root: Path, classes: tuple[str, ...], splits: tuple[str, ...]) 
 def test_an_image_folder_without_val_or_with_one_class_says_what_to_do(
     tmp_path, capsys, classes, splits, words
 ):
-    """R22, R23: "point at the folder that holds train/" (it did), and a traceback for one
+    """R21, R22: "point at the folder that holds train/" (it did), and a traceback for one
     class (``num_classes must be >= 2``, the folder not named)."""
     root = image_folder(tmp_path / "data", classes, splits)
     argv = ["train", "--dataset", "imagefolder", "--data-dir", str(root), "--preset", "cpu"]
@@ -663,7 +663,7 @@ def test_an_image_folder_without_val_or_with_one_class_says_what_to_do(
 
 
 def test_report_of_a_num_classes_run_draws_its_tsne(tmp_path, capsys):
-    """R24: the t-SNE rebuilt the model with all 10 digits for a --num-classes 2 run, and the
+    """R23, R24: the t-SNE rebuilt the model with all 10 digits for a --num-classes 2 run, and the
     report exited 0 after a raw ``size mismatch for classifier.weight`` warning."""
     out = tmp_path / "cmp"
     argv = ["compare", *TINY, "--losses", "sr", "--seeds", "1", "--num-classes", "2"]
@@ -682,7 +682,7 @@ def test_report_of_a_num_classes_run_draws_its_tsne(tmp_path, capsys):
 
 
 def test_a_refused_write_elsewhere_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
-    """R20b: a PermissionError past the --out check (here on checkpoint.pt) was a traceback."""
+    """R19: a PermissionError past the --out check (here on checkpoint.pt) was a traceback."""
     real_open = io_module.open if hasattr(io_module, "open") else open
 
     def refuse(path, *args, **kwargs):
