@@ -569,7 +569,7 @@ def test_two_loss_specs_of_one_curve_are_refused_naming_both(tmp_path, capsys):
     argv = ["sweep", *TINY, "--param", "num-classes", "--values", "3", "--out", str(tmp_path)]
     assert main([*argv, "--losses", "sr,ss-lr:r=2,ss-lr"]) == 2
     error = one_error_line(capsys, "sweep")
-    assert "'ss-lr:r=2' and 'ss-lr' are the same curve" in error
+    assert "names one curve twice: 'ss-lr:r=2' and 'ss-lr'" in error
     assert list(tmp_path.iterdir()) == []
 
 

@@ -199,7 +199,7 @@ def test_loss_specs_are_parsed_and_named():
         ("ss-lr:r=inf", "r in 'ss-lr:r=inf' must be finite"),
         ("ss-lr:r=1:r=2", "'ss-lr:r=1:r=2' sets r twice"),
         ("ss-lr:r=-1", "'ss-lr:r=-1': r must be >= 0"),
-        ("sr,ss-lr:r=0,ss-lr:r=0.0", "names a curve twice: sr,ss-lr:r=0,ss-lr:r=0"),
+        ("sr,ss-lr:r=0,ss-lr:r=0.0", "names one curve twice: 'ss-lr:r=0' and 'ss-lr:r=0.0'"),
         (" , ", "--losses names no loss"),
     ],
 )
@@ -266,7 +266,7 @@ def test_cli_help_and_errors(capsys):
         assert option in text
     argv = ["sweep", "--values", "2", *TINY]
     assert main([*argv, "--param", "m", "--losses", "sr"]) == 2
-    assert "--losses is for num-classes sweeps" in capsys.readouterr().err
+    assert "--param m does not apply to loss 'sr'" in capsys.readouterr().err
     assert main([*argv, "--param", "m", "--no-train"]) == 2
     assert "--no-train is for num-classes sweeps" in capsys.readouterr().err
     assert main([*argv, "--param", "num-classes", "--loss", "lr"]) == 2

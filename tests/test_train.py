@@ -504,3 +504,14 @@ def test_class_parallel_splits_the_classes_contiguously_and_needs_one_per_rank()
         class_shard_sizes(2, 3)
     with pytest.raises(ConfigError, match="the 2 classes cannot be split over 3 processes"):
         ClassShard(torch.nn.Linear(4, 2), world=3, rank=0)
+
+
+def test_the_epoch_line_gives_the_learning_rate_a_reader_can_use():
+    """A warm-up epoch at lr 0.03 starts near 0: the line shows where it went, not only that."""
+    from frlr.train import _epoch_line
+
+    record = {"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "lr": 0.000385, "lr_end": 0.03}
+    record.update(epoch_time_s=1.0, images_per_s=10.0)
+    assert "lr 0.000385 -> 0.03 " in _epoch_line(record, 6)
+    record.update(lr=0.1, lr_end=0.1)
+    assert "lr 0.1 " in _epoch_line(record, 6)

@@ -10,6 +10,10 @@
     frlr demo    [compare options]      the main job, with options
     frlr sweep   --param m --values 5,10,25,50,75,100 [--loss hs-lr] [--seeds N] [--out DIR]
                  [--baseline V] [--preset P] [any config field]   one hyper-parameter, Fig. 6/7
+    frlr sweep   --param lr --values 0.1,0.03 --losses sr,ss-lr [--val-fraction 0.2]
+                 any training field (lr, weight-decay, epochs, head-bias-init, ...), many losses
+    frlr tune    --grid lr=0.1,0.03,0.01 --grid head-bias-init=zero,prior --losses sr,lr,ss-lr
+                 --val-fraction 0.2 --seeds 10   choose on validation, train, test
     frlr report  RUN_DIR [--no-tsne]     RUN_DIR/report/report.{md,html} and the paper's figures
 
 ``compare``, ``demo`` and ``sweep`` end with ``frlr report`` of their directory (``--no-report``
@@ -46,7 +50,8 @@ from frlr import __version__
 from frlr.catalogue import HYPERPARAMETERS, TABLE_1_LOSSES
 from frlr.config import FIELD_NAMES, FIELD_TYPES, ConfigError, TrainConfig, resolve_config
 from frlr.data import DATASETS, DataError, dataset_info
-from frlr.experiments import compare, sweep
+from frlr.experiments import compare, field_sweep, grid, sweep, tune
+from frlr.experiments.grid import SWEEP_FIELDS
 from frlr.io import NoSpaceError, is_main_process
 from frlr.presets import available_presets, load_preset
 from frlr.report import build_report
@@ -54,7 +59,7 @@ from frlr.rundir import NUMERICS_FIELDS, check_out_dir
 from frlr.tasks import UnsupportedTaskError
 from frlr.train import train
 
-COMMANDS = ("train", "compare", "presets", "demo", "sweep", "report")
+COMMANDS = ("train", "compare", "presets", "demo", "sweep", "tune", "report")
 MAIN_JOB = {
     "dataset": "digits",
     "preset": "cpu",  # whose [dataset.digits] table picks the small-cnn and 15 epochs
@@ -168,11 +173,10 @@ def _build_parser() -> argparse.ArgumentParser:
             sub.set_defaults(dataset=MAIN_JOB["dataset"])
 
     _add_sweep_parser(commands)
+    _add_tune_parser(commands)
     _add_report_parser(commands)
 
-    presets = commands.add_parser("presets", help="list the presets or show one")
-    presets.add_argument("name", nargs="?", help="show this preset resolved")
-    presets.add_argument("--dataset", default=None, help="apply its [dataset.NAME] table")
+    _add_presets_parser(commands)
     for sub in commands.choices.values():
         sub.add_argument(
             "--debug", action="store_true", help="show the traceback of an error (or FRLR_DEBUG=1)"
@@ -195,6 +199,12 @@ def _add_resume_options(train: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_presets_parser(commands: Any) -> None:
+    presets = commands.add_parser("presets", help="list the presets or show one")
+    presets.add_argument("name", nargs="?", help="show this preset resolved")
+    presets.add_argument("--dataset", default=None, help="apply its [dataset.NAME] table")
+
+
 def _add_report_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--report",
@@ -206,8 +216,9 @@ def _add_report_option(parser: argparse.ArgumentParser) -> None:
 
 def _add_sweep_parser(commands: Any) -> None:
     help_text = (
-        "train one loss at every value of one hyper-parameter x seed (Fig. 6, 7), or several "
-        "losses at every number of classes x seed (--param num-classes --losses ...)"
+        "train one loss at every value of one hyper-parameter x seed (Fig. 6, 7), several "
+        "losses at every number of classes x seed (--param num-classes --losses ...), or "
+        "several losses at every value of any training field (--param lr --losses ...)"
     )
     sweep = commands.add_parser(
         "sweep",
@@ -224,7 +235,8 @@ def _add_sweep_parser(commands: Any) -> None:
         "--param",
         required=True,
         help=f"what to vary: a hyper-parameter of --loss ({', '.join(swept[:-1])} or "
-        f"{swept[-1]}), or num-classes (with --losses)",
+        f"{swept[-1]}), num-classes (with --losses), or any of "
+        f"{', '.join(f.replace('_', '-') for f in SWEEP_FIELDS)} (with --loss or --losses)",
     )
     sweep.add_argument(
         "--values", required=True, help="comma-separated values, e.g. 5,10,25,50,75,100"
@@ -240,9 +252,9 @@ def _add_sweep_parser(commands: Any) -> None:
         "--losses",
         default=None,
         metavar="SPEC,SPEC",
-        help="num-classes sweeps: the curves, comma-separated, the first the baseline (default "
+        help="the curves, comma-separated (num-classes: the first the baseline, default "
         "sr,lr,hs-lr,ss-lr); a variant sets options after colons: ss-lr:r=0, "
-        "hs-lr:m=100:beta=5 (each variant is its own curve)",
+        "hs-lr:m=100:beta=5, lr:head-bias-init=prior (each variant is its own curve)",
     )
     sweep.add_argument(
         "--no-train",
@@ -258,10 +270,10 @@ def _add_sweep_parser(commands: Any) -> None:
     )
     sweep.add_argument(
         "--baseline",
-        type=float,
         default=None,
         metavar="V",
-        help="value the others are tested against (default: the loss's default, else the first)",
+        help="value the others are tested against (default: the loss's default or the "
+        "recipe's value, else the first)",
     )
     sweep.add_argument(
         "--progress",
@@ -271,6 +283,52 @@ def _add_sweep_parser(commands: Any) -> None:
     )
     _add_report_option(sweep)
     _add_config_options(sweep, ("loss", "seed", "out"))
+
+
+def _add_tune_parser(commands: Any) -> None:
+    help_text = "choose each loss's settings on a validation split, then train and test them"
+    tune = commands.add_parser(
+        "tune",
+        help=help_text,
+        description=f"{help_text}: every loss at every point of --grid on --val-fraction of the "
+        "training split (runs in OUT/tune/), the best mean validation score per loss, then that "
+        "setting over --seeds on the whole training split (OUT/final/); the table OUT/tune.md, "
+        "the validation curves OUT/tune_val.png. A field a loss ignores is not tuned for it "
+        "(head-bias-init for softmax). Rerun to resume; processes may share OUT.",
+    )
+    tune.add_argument(
+        "--grid",
+        action="append",
+        required=True,
+        metavar="FIELD=V,V",
+        help="a field and its values, repeatable: --grid lr=0.1,0.03,0.01 --grid "
+        "head-bias-init=zero,prior (fields: "
+        + ", ".join(f.replace("_", "-") for f in SWEEP_FIELDS)
+        + ")",
+    )
+    tune.add_argument(
+        "--losses",
+        required=True,
+        metavar="SPEC,SPEC",
+        help="the losses, comma-separated, options after colons: sr,lr,ss-lr:r=0,"
+        "lr:head-bias-init=prior; the first is the baseline of the tests",
+    )
+    tune.add_argument(
+        "--baseline", default=None, help="the loss spec the others are tested against"
+    )
+    tune.add_argument("--preset", default="paper", help="recipe name or .toml path")
+    tune.add_argument("--seeds", default="3", help="seeds of the final runs: a count or 0,3,5")
+    tune.add_argument(
+        "--tune-seeds", default="1", help="seeds each grid point is tuned over (default 1: seed 0)"
+    )
+    tune.add_argument("--out", default=None, help="tune dir (default runs/D-A-PRESET-tune)")
+    tune.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars (default: when stderr is a terminal)",
+    )
+    _add_config_options(tune, ("loss", "seed", "out"))
 
 
 def _add_report_parser(commands: Any) -> None:
@@ -401,8 +459,11 @@ def _command(args: argparse.Namespace) -> str:
 def _sweep(args: argparse.Namespace) -> int:
     """As :func:`_compare`, over the values of one hyper-parameter; a num-classes sweep is
     :func:`_sweep_losses`."""
-    if args.param.strip().lower().replace("-", "_") in sweep.DATA_PARAMS:
+    name = args.param.strip().lower().replace("-", "_")
+    if name in sweep.DATA_PARAMS:
         return _sweep_losses(args)
+    if args.losses or name not in sweep.SWEEPABLE:
+        return _sweep_field(args)
     for given, flag in ((args.losses, "--losses"), (not args.train_runs, "--no-train")):
         if given:
             raise ConfigError(
@@ -420,6 +481,12 @@ def _sweep(args: argparse.Namespace) -> int:
         f"{','.join(f'{v:g}' for v in values)}, {len(seeds)} seeds, preset {args.preset}, "
         f"{base.epochs} epochs"
     )
+    baseline = None
+    if args.baseline is not None:
+        try:
+            baseline = float(args.baseline)
+        except ValueError:
+            raise ConfigError(f"--baseline must be a number, got {args.baseline!r}") from None
     results = sweep.sweep(
         base,
         param,
@@ -427,7 +494,7 @@ def _sweep(args: argparse.Namespace) -> int:
         seeds,
         args.out,
         loss=loss,
-        baseline=args.baseline,
+        baseline=baseline,
         preset=args.preset,
         progress=args.progress,
         command=_command(args),
@@ -435,6 +502,78 @@ def _sweep(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else compare.experiment_dir(base, args.preset, "sweep", param)
     if args.report and results.get("runs"):
         _report_experiment(out)
+    return 0
+
+
+def _sweep_field(args: argparse.Namespace) -> int:
+    """``frlr sweep --param FIELD --losses ...``: every loss over the values of any training
+    field; its tables and figure are its report."""
+    param = grid.field_name(args.param)
+    if not args.train_runs:
+        raise ConfigError("--no-train is for num-classes sweeps")
+    if args.loss is not None and args.losses:
+        raise ConfigError("give --loss or --losses, not both")
+    if getattr(args, param, None) is not None:
+        flag = param.replace("_", "-")
+        raise ConfigError(
+            f"--{flag} {getattr(args, param)} conflicts with the sweep over {flag}: the values "
+            "come from --values; drop it"
+        )
+    specs = sweep.parse_loss_specs(args.losses or args.loss or "sr")
+    seeds = compare.parse_seeds(args.seeds)
+    hyper = ("beta", "m", "r")  # reach the losses that take them, as in frlr compare
+    overrides = _overrides(args, ("loss", "seed", "out", *hyper))
+    base = resolve_config(args.preset, loss=specs[0].name, **overrides)
+    base = replace(base, **{name: getattr(args, name) for name in hyper})
+    _say(
+        f"frlr sweep: {base.dataset}, {base.arch}, {param} in {args.values}, losses "
+        f"{','.join(spec.key for spec in specs)}, seeds {','.join(map(str, seeds))}, preset "
+        f"{args.preset}, {base.epochs} epochs"
+    )
+    field_sweep.sweep_field(
+        base,
+        param,
+        args.values,
+        [spec.key for spec in specs],
+        seeds,
+        args.out,
+        baseline=args.baseline,
+        preset=args.preset,
+        progress=args.progress,
+        command=_command(args),
+    )
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    """``frlr tune``: choose on the validation split, train the choices, test them."""
+    specs = sweep.parse_loss_specs(args.losses)
+    grid_values = tune.parse_grid(args.grid)
+    for name in grid_values:
+        if getattr(args, name, None) is not None:
+            flag = name.replace("_", "-")
+            raise ConfigError(f"--{flag} conflicts with --grid {flag}=...: drop one")
+    hyper = ("beta", "m", "r")
+    overrides = _overrides(args, ("loss", "seed", "out", *hyper))
+    base = resolve_config(args.preset, loss=specs[0].name, **overrides)
+    base = replace(base, **{name: getattr(args, name) for name in hyper})
+    _say(
+        f"frlr tune: {base.dataset}, {base.arch}, losses {','.join(s.key for s in specs)}, "
+        f"grid {' '.join(args.grid)}, val fraction {base.val_fraction:g}, preset {args.preset}, "
+        f"{base.epochs} epochs"
+    )
+    tune.tune(
+        base,
+        grid_values,
+        [spec.key for spec in specs],
+        args.seeds,
+        args.out,
+        tune_seeds=args.tune_seeds,
+        baseline=args.baseline,
+        preset=args.preset,
+        progress=args.progress,
+        command=_command(args),
+    )
     return 0
 
 
@@ -538,6 +677,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo": _compare,
         "presets": _presets,
         "sweep": _sweep,
+        "tune": _tune,
         "report": _report,
     }
     debug = args.debug or os.environ.get("FRLR_DEBUG", "") not in ("", "0")

@@ -97,6 +97,13 @@ class TrainConfig:
         0, "resize to this side (with image_width: height) at decode time; 0: loader default"
     )
     image_width: int = _option(0, "resize width, re-id/multi-label only; 0: = image_size")
+    val_fraction: float = _option(
+        0.0,
+        "hold out this fraction of the training split for validation (classification: per "
+        "class; re-id: whole identities; multi-label: images), the same images for every loss "
+        "and seed; train on the rest and report val metrics beside the test ones; 0: off",
+    )
+    val_seed: int = _option(0, "which images --val-fraction holds out (not the run's --seed)")
     # the network
     arch: str = _option("resnet32", "network (small-cnn, mlp, or a frlr.models name)")
     head_bias_init: str = _option("zero", "classifier bias init: zero or prior (-log(K-1))")
@@ -396,7 +403,8 @@ def _check_numbers(config: TrainConfig) -> None:
     positive = ("lr", "batch_size", "epochs", "eval_batch_size", "eval_every", "gamma")
     non_negative = ("weight_decay", "warmup_epochs", "crop_padding", "image_size", "image_width")
     soft_targets = ("mixup", "cutmix", "label_smoothing")
-    others = (*non_negative, *soft_targets, "threads", "ncd_every", "max_steps_per_epoch")
+    counts = ("threads", "ncd_every", "max_steps_per_epoch", "val_fraction")
+    others = (*non_negative, *soft_targets, *counts)
     for name in (*positive, *others, "momentum"):  # nan and inf: "finite", not "positive"
         if not math.isfinite(getattr(config, name)):
             raise ConfigError(f"{name} must be finite, got {getattr(config, name)}")
@@ -412,6 +420,13 @@ def _check_numbers(config: TrainConfig) -> None:
         value = getattr(config, name)
         if not (math.isfinite(value) and value >= 0):
             raise ConfigError(f"{name} must be non-negative, got {value}")
+    if not 0 <= config.val_fraction < 1:
+        raise ConfigError(
+            f"val_fraction must be in [0, 1) (a fraction of the training split), got "
+            f"{config.val_fraction}"
+        )
+    if config.val_seed < 0:
+        raise ConfigError(f"val_seed must be non-negative, got {config.val_seed}")
     problem = seed_problem(config.seed)
     if problem is not None:
         raise ConfigError(problem)

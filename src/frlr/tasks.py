@@ -84,6 +84,8 @@ class Task(Protocol):
     baseline: str
     unsupported_losses: Mapping[str, str]
     evaluation: str
+    hold_out: str
+    """How ``--val-fraction`` carves validation from training (:mod:`frlr.data.validation`)."""
 
     def eval_splits(self, info: DatasetInfo) -> tuple[str, ...]:
         """The splits of the dataset the model is evaluated on."""
@@ -134,6 +136,7 @@ class ClassificationTask:
     tested_metrics = ("top1",)
     baseline = "sr"
     unsupported_losses = _NONE
+    hold_out = "class"
     evaluation = "top-k accuracy of the logits on the test split (ties to the lower class index)"
 
     def eval_splits(self, info: DatasetInfo) -> tuple[str, ...]:
@@ -194,6 +197,7 @@ class ReidTask:
     baseline = "sr"
     unsupported_losses = _NONE
     ap = "official"
+    hold_out = "identity"
     evaluation = (
         "single-query re-id: query and gallery embedded by model.features, L2-normalised, "
         "ranked by cosine distance; gallery images of the query's identity and camera and "
@@ -263,6 +267,7 @@ class MultilabelTask:
     tested_metrics = ("mAP", "balanced_acc_image", "balanced_acc_class")
     baseline = "lr"
     k = 5
+    hold_out = "image"
     unsupported_losses: Mapping[str, str] = MappingProxyType(
         {
             "sr": "a softmax makes the labels compete for a single positive, and a multi-label "

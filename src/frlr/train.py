@@ -59,14 +59,16 @@ positive).
 
 Run directory: ``config.json``; ``metrics.jsonl``, one JSON object per epoch (``epoch``,
 ``train_loss`` and ``train_acc`` over the epoch's augmented batches (with mixing,
-``train_acc`` counts the labels of each pair's larger-weight sample), ``test_<metric>`` of the task,
-``lr`` at the epoch's start, ``train_time_s``, ``epoch_time_s`` with the evaluation,
+``train_acc`` counts the labels of each pair's larger-weight sample), ``test_<metric>`` of the task
+(with ``--val-fraction``, ``val_<metric>`` too, of the held-out part of the training split),
+``lr`` at the epoch's start and ``lr_end`` after its last step, ``train_time_s``, ``epoch_time_s`` with the evaluation,
 ``images_per_s``, ``elapsed_s``); with ``ncd_every`` N, ``ncd.jsonl``: the NCD statistics of
 every N-th training batch (:class:`frlr.torch.NCDMonitor`, rank 0's shard); ``checkpoint.pt``
 (model, optimiser, scheduler, generator and RNG states of every rank, epoch, history; with
 ``--class-parallel`` the manifest of ``classifier-shard-{rank}-of-{world}-epoch-{E}.pt``, one per
 rank);
-``result.json`` (final metrics, wall time, config, versions, hardware).
+``result.json`` (final metrics, wall time, config, versions, hardware; with ``--val-fraction``
+``val_metrics`` and ``split``, the record of the held-out images).
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ from frlr.data.augment import (
     num_batches,
 )
 from frlr.data.mixing import mix_batch, mix_batch_sparse
+from frlr.data.validation import carve_validation
 from frlr.io import load_checkpoint, save_torch_atomic, write_json_atomic, write_text_atomic
 from frlr.models import build_model
 from frlr.ncd import truncate_history
@@ -423,6 +426,8 @@ class _Data:
     train_images: torch.Tensor
     train_targets: torch.Tensor
     eval_data: EvalData
+    val_data: EvalData | None
+    split: dict[str, Any] | None  # --val-fraction's record of what it held out
     mean: tuple[float, ...]
     std: tuple[float, ...]
     num_classes: int
@@ -538,6 +543,14 @@ def _load_data(config: TrainConfig, task: Task, process: _Process) -> _Data:
     with _rank_zero_first(process):
         train_arrays = load_split(config, info.train_split)
         eval_arrays = {split: load_split(config, split) for split in task.eval_splits(info)}
+    val_arrays, split_record = None, None
+    if config.val_fraction:
+        try:
+            train_arrays, val_arrays, split_record = carve_validation(
+                train_arrays, config.val_fraction, by=task.hold_out, split_seed=config.val_seed
+            )
+        except ValueError as error:
+            raise ConfigError(f"--val-fraction, {config.dataset}: {error}") from None
     mean, std = channel_stats(train_arrays)
     std = tuple(s if s > 0 else 1.0 for s in std)
     num_classes = config.num_classes or info.num_classes or len(train_arrays.classes)
@@ -550,30 +563,52 @@ def _load_data(config: TrainConfig, task: Task, process: _Process) -> _Data:
             "a classifier needs at least 2: add images of another class",
         )
     _, height, width, in_channels = train_arrays.images.shape
-    eval_data = EvalData(
-        splits={
-            split: (images_to_tensor(arrays, device), task.targets(arrays).to(device))
-            for split, arrays in eval_arrays.items()
-        },
-        transform=partial(_model_input, mean=mean, std=std, channels_last=config.channels_last),
-        batch_size=config.eval_batch_size,
-        autocast=partial(torch.autocast, device.type, torch.bfloat16, config.bf16),
-        cams={
-            split: torch.from_numpy(arrays.cams).to(device)
-            for split, arrays in eval_arrays.items()
-            if arrays.cams is not None
-        },
-    )
+    eval_data = _eval_data(config, task, eval_arrays, device, mean, std)
+    val_data = None
+    if val_arrays is not None:  # held-out identities are retrieved among themselves
+        names = task.eval_splits(info) if task.hold_out == "identity" else ("val",)
+        val_data = _eval_data(
+            config, task, {f"val_{name}": val_arrays for name in names}, device, mean, std
+        )
     return _Data(
         train_images=images_to_tensor(train_arrays, device),
         train_targets=task.targets(train_arrays).to(device),
         eval_data=eval_data,
+        val_data=val_data,
+        split=split_record,
         mean=mean,
         std=std,
         num_classes=num_classes,
         in_channels=in_channels,
         height=height,
         width=width,
+    )
+
+
+def _eval_data(
+    config: TrainConfig,
+    task: Task,
+    splits: dict[str, ImageArrays],
+    device: torch.device,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+) -> EvalData:
+    """Evaluation splits on the device, normalised with the training split's statistics; one
+    array named twice (a retrieval split queried against itself) is moved once."""
+    moved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    for arrays in splits.values():
+        if id(arrays) not in moved:
+            moved[id(arrays)] = (images_to_tensor(arrays, device), task.targets(arrays).to(device))
+    return EvalData(
+        splits={split: moved[id(arrays)] for split, arrays in splits.items()},
+        transform=partial(_model_input, mean=mean, std=std, channels_last=config.channels_last),
+        batch_size=config.eval_batch_size,
+        autocast=partial(torch.autocast, device.type, torch.bfloat16, config.bf16),
+        cams={
+            split: torch.from_numpy(arrays.cams).to(device)
+            for split, arrays in splits.items()
+            if arrays.cams is not None
+        },
     )
 
 
@@ -745,6 +780,7 @@ def _train_epoch(session: _Session, epoch: int, ncd: Any, show_bar: bool) -> dic
         record.update(_evaluate(session))
     record.update(
         lr=epoch_lr,
+        lr_end=session.optimizer.param_groups[0]["lr"],
         train_time_s=train_time,
         epoch_time_s=time.perf_counter() - epoch_start,
         images_per_s=float(sums[2]) / train_time,
@@ -831,8 +867,14 @@ def _evaluate(session: _Session) -> dict[str, float]:
     if session.process.world > 1:  # batch-norm running statistics are per rank: use rank 0's
         for buffer in session.model.buffers():
             dist.broadcast(buffer, 0)
-    metrics = session.task.metrics(session.model, session.data.eval_data)
-    return {f"test_{name}": value for name, value in metrics.items()}
+    data = session.data
+    record = {}
+    if data.val_data is not None:
+        metrics = session.task.metrics(session.model, data.val_data)
+        record.update({f"val_{name}": value for name, value in metrics.items()})
+    metrics = session.task.metrics(session.model, data.eval_data)
+    record.update({f"test_{name}": value for name, value in metrics.items()})
+    return record
 
 
 def _checkpoint(session: _Session, run_dir: Path, epoch: int) -> None:
@@ -880,6 +922,7 @@ def _result(session: _Session, run_dir: Path, started: float) -> dict[str, Any]:
     config, task = session.config, session.task
     final = session.history[-1]
     metrics = {k.removeprefix("test_"): v for k, v in final.items() if k.startswith("test_")}
+    val = {k.removeprefix("val_"): v for k, v in final.items() if k.startswith("val_")}
     options = session.criterion.options.items()
     result = {
         "status": "finished",
@@ -893,6 +936,7 @@ def _result(session: _Session, run_dir: Path, started: float) -> dict[str, Any]:
         "evaluation": task.evaluation,
         "metrics": metrics,
         **{f"test_{k}": v for k, v in metrics.items()},
+        **({"val_metrics": val, "split": session.data.split} if session.data.split else {}),
         "train_loss": final["train_loss"],
         "train_acc": final["train_acc"],
         "diverged": not math.isfinite(final["train_loss"]),
@@ -971,10 +1015,17 @@ def _epoch_line(record: dict[str, Any], epochs: int) -> str:
     tests = " ".join(
         f"{k.removeprefix('test_')} {100 * v:.2f}%"
         for k, v in record.items()
-        if k.startswith("test_")
+        if k.startswith(("val_", "test_"))
     )
     return (
         f"epoch {record['epoch']}/{epochs}  loss {record['train_loss']:.4f}  "
         f"acc {100 * record['train_acc']:.2f}%  {tests + '  ' if tests else ''}"
-        f"lr {record['lr']:.3g}  {record['epoch_time_s']:.1f}s  {record['images_per_s']:.0f} img/s"
+        f"lr {_lr_range(record)}  {record['epoch_time_s']:.1f}s  {record['images_per_s']:.0f} img/s"
     )
+
+
+def _lr_range(record: dict[str, Any]) -> str:
+    """The epoch's learning rate as a reader can use it: its range over the epoch (warm-up and
+    decay move it every step), or one value when it stayed put."""
+    start, end = record["lr"], record.get("lr_end", record["lr"])
+    return f"{start:.3g}" if f"{start:.3g}" == f"{end:.3g}" else f"{start:.3g} -> {end:.3g}"

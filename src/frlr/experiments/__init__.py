@@ -6,6 +6,10 @@
 * :func:`frlr.experiments.sweep.sweep`: one loss hyper-parameter (m, r, beta) over values x
   seeds, through compare's run-or-reuse machinery (``sweep.json``, ``sweep.csv``, ``sweep.md``
   and the plot of Fig. 6/7, :mod:`frlr.experiments.figures`);
+* :func:`frlr.experiments.field_sweep.sweep_field`: several losses over the values of any
+  training field (``frlr sweep --param lr --losses ...``), on :mod:`frlr.experiments.grid`;
+* :func:`frlr.experiments.tune.tune`: each loss at its best grid point on a validation split,
+  then over seeds on the whole training split (``frlr tune``);
 * :mod:`frlr.experiments.results`: the results tables compare, sweep and the report share;
 * :mod:`frlr.experiments.stats`: mean/std over seeds, the paired test and its footnote.
 

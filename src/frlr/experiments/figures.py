@@ -19,6 +19,7 @@ __all__ = [
     "loss_curves_figure",
     "metric_axis_label",
     "sweep_figure",
+    "value_curves_figure",
 ]
 
 METRIC_AXIS = {
@@ -184,4 +185,59 @@ def loss_curves_figure(results: dict[str, Any], path: str | os.PathLike) -> Path
     right.set_title("gradient balance at step 0 (LR: 1/(K−1))", fontsize=FONT["title"])
     left.legend(fontsize=FONT["legend"] - 1, frameon=False, loc="best")
     right.legend(fontsize=FONT["legend"] - 1, frameon=False, loc="best")
+    return save_figure(fig, path)
+
+
+def value_curves_figure(
+    curves: list[dict[str, Any]],
+    path: str | os.PathLike,
+    *,
+    param: str,
+    metric: str,
+    ylabel: str,
+    log_x: bool = False,
+    title: str | None = None,
+) -> Path:
+    """A metric against the values of one field, one line per curve (``frlr sweep`` over any
+    field, and ``frlr tune``'s validation curves). Each curve is ``{"label", "loss", "points":
+    [(value, mean, std, n), ...]}`` in fractions; choice fields (strings) are drawn at equally
+    spaced positions. A variant of a loss (a second curve of it) is dashed."""
+    fig = new_figure(COLUMN, 2.8)
+    ax = fig.add_subplot()
+    values = list(dict.fromkeys(p[0] for c in curves for p in c["points"]))
+    categorical = any(isinstance(v, str) for v in values)
+    if not categorical:
+        values = sorted(values)
+    position = {v: (i if categorical else v) for i, v in enumerate(values)}
+    seen: dict[str, int] = {}
+    for index, curve in enumerate(curves):
+        points = [p for p in curve["points"] if p[1] is not None and np.isfinite(p[1])]
+        if not points:
+            continue
+        if not categorical:
+            points.sort(key=lambda p: p[0])
+        seen[curve["loss"]] = seen.get(curve["loss"], -1) + 1
+        style = _VARIANT_STYLES[(seen[curve["loss"]] - 1) % 3] if seen[curve["loss"]] else "-"
+        ax.errorbar(
+            [position[p[0]] for p in points],
+            [100 * p[1] for p in points],
+            yerr=[100 * p[2] if p[3] > 1 else 0.0 for p in points],
+            color=loss_color(curve["loss"], index),
+            linestyle=style,
+            marker="o",
+            markersize=3.5,
+            linewidth=1.3,
+            capsize=2.5,
+            label=curve["label"],
+        )
+    if log_x and not categorical:
+        ax.set_xscale("log")
+    style_axes(ax, PARAM_AXIS.get(param, param.replace("_", " ")), ylabel)
+    if categorical or len(values) <= 8:
+        ax.set_xticks([position[v] for v in values])
+        ax.set_xticklabels([v if isinstance(v, str) else f"{v:g}" for v in values])
+        ax.minorticks_off()
+    if title:
+        ax.set_title(title, fontsize=FONT["title"])
+    ax.legend(fontsize=FONT["legend"] - 1, frameon=False, loc="best")
     return save_figure(fig, path)

@@ -31,7 +31,9 @@ METRIC_LABELS = {
 
 
 def metric_label(metric: str) -> str:
-    """The table spelling of a task metric: "top1" -> "top-1", "rank1" -> "Rank-1"."""
+    """The table spelling of a task metric: "top1" -> "top-1", "val_rank1" -> "val Rank-1"."""
+    if metric.startswith("val_"):
+        return f"val {METRIC_LABELS.get(metric[4:], metric[4:])}"
     return METRIC_LABELS.get(metric, metric)
 
 

@@ -42,6 +42,7 @@ from frlr.catalogue import (
 from frlr.config import ConfigError, TrainConfig, config_differences, loss_options, validate
 from frlr.experiments.compare import experiment_dir, parse_seeds, run_each, run_or_reuse
 from frlr.experiments.figures import loss_curves_figure, sweep_figure
+from frlr.experiments.grid import SWEEP_FIELDS, parse_field_values, setting_text
 from frlr.experiments.results import metric_label, percent, run_row, summarize
 from frlr.experiments.stats import mean_std
 from frlr.io import is_main_process, run_lock, write_json_atomic, write_text_atomic
@@ -54,7 +55,6 @@ __all__ = [
     "DEFAULT_LOSS",
     "SWEEPABLE",
     "LossSpec",
-    "check_distinct_curves",
     "default_value",
     "ncd_ratio_at_init",
     "parse_data_param",
@@ -396,39 +396,82 @@ every loss, and every loss variant, is then one curve over the values."""
 
 @dataclass(frozen=True)
 class LossSpec:
-    """One curve of a data sweep: a loss and the hyper-parameters that make it a variant.
+    """One curve: a loss and the settings that make it a variant.
 
-    Spelled ``name`` or ``name:key=value[:key=value]`` (``ss-lr:r=0``, ``hs-lr:m=100:beta=5``):
-    colons, not commas, separate the options, so a spec fits in the comma list of ``--losses``.
+    Spelled ``name`` or ``name:key=value[:key=value]`` (``ss-lr:r=0``, ``hs-lr:m=100:beta=5``,
+    ``lr:head-bias-init=prior``): colons, not commas, separate the options, so a spec fits in
+    the comma list of ``--losses``. A key is a hyper-parameter of the loss or any sweepable
+    training field (:data:`frlr.experiments.grid.SWEEP_FIELDS`), in its flag or field spelling.
     """
 
     name: str
-    options: tuple[tuple[str, float], ...] = ()
+    options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def key(self) -> str:
-        """The spec as written, canonical: ``ss-lr:r=0``."""
-        return ":".join([self.name, *(f"{k}={value_text(v)}" for k, v in self.options)])
+        """The spec as written, canonical: ``ss-lr:r=0``, ``lr:head-bias-init=prior``."""
+        return ":".join(
+            [self.name, *(f"{k.replace('_', '-')}={setting_text(v)}" for k, v in self.options)]
+        )
 
     @property
     def slug(self) -> str:
         """A run-directory-safe form: ``ss-lr_r0``."""
-        return "_".join([self.name, *(f"{k}{value_text(v)}" for k, v in self.options)])
+        return "_".join([self.name, *(f"{k}{setting_text(v)}" for k, v in self.options)])
 
     @property
     def label(self) -> str:
-        """For legends and tables: ``SS-LR (r = 0)``."""
+        """For legends and tables: ``SS-LR (r = 0)``, ``LR (head bias init = prior)``."""
         from frlr.style import loss_label
 
-        extra = ", ".join(f"{k} = {value_text(v)}" for k, v in self.options)
+        extra = ", ".join(f"{k.replace('_', ' ')} = {setting_text(v)}" for k, v in self.options)
         return loss_label(self.name) + (f" ({extra})" if extra else "")
+
+
+def _spec_option(item: str, name: str, option: str) -> tuple[str, Any]:
+    key, equals, value = option.partition("=")
+    key = key.strip().lower().replace("-", "_")
+    takes = LOSS_HYPERPARAMETERS[name]
+    recipe = [f for f in SWEEP_FIELDS if f not in ("beta", "m", "r", "num_classes")]
+    if not equals or (key not in takes and key not in recipe):
+        accepted = ", ".join(takes) if takes else "none"
+        raise ConfigError(
+            f"--losses: {option!r} in {item!r} is not key=value for a hyper-parameter of {name} "
+            f"(its hyper-parameters: {accepted}) or a training field "
+            f"({', '.join(f.replace('_', '-') for f in recipe)})"
+        )
+    if key not in takes:
+        try:
+            return key, parse_field_values(key, [value.strip()])[0]
+        except ConfigError as error:
+            raise ConfigError(f"--losses: {item!r}: {error}") from None
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"--losses: {key} in {item!r} must be a number") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"--losses: {key} in {item!r} must be finite")
+    problem = hyperparameter_problem(key, number)
+    if problem is not None:
+        raise ConfigError(f"--losses: {item!r}: {problem}")
+    return key, number
+
+
+def _resolved(spec: LossSpec) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """The spec with the loss's defaults filled in: ``ss-lr`` and ``ss-lr:r=2`` are one loss."""
+    options = dict(spec.options)
+    for name in LOSS_HYPERPARAMETERS[spec.name]:
+        default = default_hyperparameter(spec.name, name)
+        if options.get(name) == default:
+            del options[name]
+    return spec.name, tuple(sorted(options.items()))
 
 
 def parse_loss_specs(text: str | Sequence[str]) -> tuple[LossSpec, ...]:
     """``"sr,lr,ss-lr:r=0"`` -> the curves, each checked: a known loss, options it takes, values
-    its constructor accepts, no curve named twice."""
+    its constructor accepts, no curve named twice (``ss-lr`` and ``ss-lr:r=2`` are one)."""
     items = text.split(",") if isinstance(text, str) else list(text)
-    specs = []
+    specs: list[LossSpec] = []
     for item in (part.strip() for part in items):
         if not item:
             continue
@@ -439,62 +482,22 @@ def parse_loss_specs(text: str | Sequence[str]) -> tuple[LossSpec, ...]:
                 f"--losses: unknown loss {name.strip().lower()!r} in {item!r}; known: "
                 f"{', '.join(LOSS_NAMES)}"
             )
-        name = canonical
-        parsed: dict[str, float] = {}
+        parsed: dict[str, Any] = {}
         for option in options:
-            key, equals, value = option.partition("=")
-            key = key.strip().lower()
-            takes = LOSS_HYPERPARAMETERS[name]
-            if not equals or key not in takes:
-                accepted = ", ".join(takes) if takes else "none"
-                raise ConfigError(
-                    f"--losses: {option!r} in {item!r} is not key=value for a hyper-parameter "
-                    f"of {name} (its hyper-parameters: {accepted})"
-                )
+            key, value = _spec_option(item, canonical, option)
             if key in parsed:
-                raise ConfigError(f"--losses: {item!r} sets {key} twice")
-            try:
-                parsed[key] = float(value)
-            except ValueError:
-                raise ConfigError(f"--losses: {key} in {item!r} must be a number") from None
-            if not math.isfinite(parsed[key]):
-                raise ConfigError(f"--losses: {key} in {item!r} must be finite")
-            problem = hyperparameter_problem(key, parsed[key])
-            if problem is not None:
-                raise ConfigError(f"--losses: {item!r}: {problem}")
-        specs.append(LossSpec(name, tuple(sorted(parsed.items()))))
+                raise ConfigError(f"--losses: {item!r} sets {key.replace('_', '-')} twice")
+            parsed[key] = value
+        spec = LossSpec(canonical, tuple(sorted(parsed.items())))
+        twin = next((s for s in specs if _resolved(s) == _resolved(spec)), None)
+        if twin is not None:
+            raise ConfigError(
+                f"--losses names one curve twice: {twin.key!r} and {item!r} train the same "
+                "loss with the same options; drop one"
+            )
+        specs.append(spec)
     if not specs:
         raise ConfigError(f"--losses names no loss (got {text!r})")
-    keys = [spec.key for spec in specs]
-    if len(set(keys)) != len(keys):
-        raise ConfigError(f"--losses names a curve twice: {','.join(keys)}")
-    return tuple(specs)
-
-
-def check_distinct_curves(base: TrainConfig, specs: Sequence[LossSpec]) -> tuple[LossSpec, ...]:
-    """No two curves train the same loss with the same options once the recipe's
-    hyper-parameters and the loss's defaults fill in what a spec leaves out (``ss-lr`` and
-    ``ss-lr:r=2`` are one curve): such a pair is refused, naming both. Returns ``specs``."""
-    seen: dict[tuple[str, tuple[tuple[str, float | None], ...]], str] = {}
-    for spec in specs:
-        options = dict(spec.options)
-        resolved = tuple(
-            (
-                name,
-                options.get(name, getattr(base, name))
-                if options.get(name, getattr(base, name)) is not None
-                else default_hyperparameter(spec.name, name),
-            )
-            for name in LOSS_HYPERPARAMETERS[spec.name]
-        )
-        key = (spec.name, resolved)
-        if key in seen:
-            said = ", ".join(f"{k}={value_text(v)}" for k, v in resolved if v is not None)
-            raise ConfigError(
-                f"--losses: {seen[key]!r} and {spec.key!r} are the same curve ({spec.name}"
-                f"{' with ' + said if said else ''}); keep one of them"
-            )
-        seen[key] = spec.key
     return tuple(specs)
 
 
@@ -604,7 +607,7 @@ def sweep_losses(
             "come from --values; drop it"
         )
     values = parse_data_values(values, param, base)
-    specs = check_distinct_curves(base, parse_loss_specs(losses))
+    specs = parse_loss_specs(losses)
     seeds = parse_seeds(seeds)
     task = get_task(validate(replace(base, loss=specs[0].name)).task)
     out = Path(out) if out is not None else experiment_dir(base, preset, "sweep", param)

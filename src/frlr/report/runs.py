@@ -250,6 +250,21 @@ def load_experiment(path: str | Path) -> Experiment:
     if not path.is_dir():
         raise FileNotFoundError(f"RUN_DIR {str(path)!r} is not a directory")
     sweep = _read_json(path / "sweep.json")
+    if sweep is None and (path / "tune.json").exists():
+        from frlr.config import ConfigError
+
+        raise ConfigError(
+            f"RUN_DIR {str(path)!r} is a frlr tune directory: its report is tune.md and "
+            "tune_val.png there (rerun the same frlr tune to rebuild them)"
+        )
+    if sweep is not None and sweep.get("kind") == "sweep-grid":
+        from frlr.config import ConfigError
+
+        raise ConfigError(
+            f"RUN_DIR {str(path)!r} is a sweep over {sweep.get('param')} for several losses: "
+            f"its report is sweep.md and sweep_{sweep.get('param')}.png there (rerun the same "
+            "frlr sweep to rebuild them)"
+        )
     if sweep is not None and sweep.get("kind") == "sweep-losses":
         from frlr.config import ConfigError
 

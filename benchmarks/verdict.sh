@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# The fair verdict (RESULTS "Verdict"): every loss at its own tuned learning rate and head-bias
+# initialisation, chosen on a validation split carved from training, then trained over seeds and
+# tested. Each step resumes (frlr tune reuses finished runs), and two processes may work on one
+# step at once (run locks), so a step is sped up by starting it twice:
+#
+#   bash benchmarks/verdict.sh omniglot & bash benchmarks/verdict.sh omniglot   # 2 cores
+#   bash benchmarks/verdict.sh --quick omniglot mosaic tiny budget              # CI smoke test
+#
+# Steps: mosaic (Table 3, 10 seeds), omniglot (Table 2, 10 seeds), tiny (Table 1, 3 seeds),
+# budget (Tiny ImageNet at 6, 12, 24 epochs, 2 seeds, each loss at its tuned setting from
+# `tiny`), kcurve (K = 10 and 200 at tuned settings). Results, with every run's config.json,
+# metrics.jsonl and result.json (checkpoints are not kept), go to $OUT (default
+# docs/results/verdict/<step>/), so they can be committed as they finish.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+steps=()
+for arg in "$@"; do
+  case "$arg" in
+    --quick) quick=1 ;;
+    omniglot | mosaic | tiny | budget | kcurve) steps+=("$arg") ;;
+    *) echo "usage: bash benchmarks/verdict.sh [--quick] [omniglot mosaic tiny budget kcurve]" >&2; exit 2 ;;
+  esac
+done
+[ ${#steps[@]} -gt 0 ] || steps=(mosaic omniglot tiny budget kcurve)
+
+py=${PYTHON:-python}
+[ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && py=.venv/bin/python
+frlr=("$py" -m frlr.cli)
+data=${FRLR_DATA:-$(cd .. && pwd)/shared/data}
+# fp32: where the CPU lacks AVX-512 BF16 and AMX (2026-12-04's host: AVX2 only) bf16 autocast
+# is emulated and a ResNet-20 step is 9x slower than in fp32; fp32 also keeps every session's
+# runs comparable whatever CPU it gets (docs/benchmarks/train_speed.md).
+common=(--data-dir "$data" --preset cpu --threads 1 --no-progress --no-bf16)
+# Evaluation is only read at the end (a few mid-run points draw the convergence): every epoch
+# would double the cost of the short runs. Hence --eval-every 5 (10-20 epochs) or 3 (Tiny).
+if [ "$quick" = 1 ]; then
+  out=${OUT:-$(mktemp -d)}
+  common+=(--epochs 1 --max-steps-per-epoch 2)
+  seeds10=2
+  seeds3=1
+  budget_epochs=1,2
+else
+  out=${OUT:-docs/results/verdict}
+  seeds10=10
+  seeds3=3
+  budget_epochs=6,12,24
+fi
+sigmoid_grid=(--grid head-bias-init=zero,prior --val-fraction 0.2)
+
+run() {
+  echo "+ $*"
+  local start=$SECONDS
+  "$@"
+  echo "  ($(( (SECONDS - start) / 60 )) min)"
+}
+
+prune() {  # checkpoints of finished runs are large and not needed by the tables
+  find "$1" -name checkpoint.pt -path "*/*/*" -exec sh -c \
+    'for f; do [ -f "$(dirname "$f")/result.json" ] && rm -f "$f"; done' _ {} + 2>/dev/null || true
+}
+
+for step in "${steps[@]}"; do
+  case "$step" in
+    omniglot)
+      run "${frlr[@]}" tune --dataset omniglot-retrieval "${common[@]}" --eval-every 5 \
+        --grid lr=0.003,0.001,0.0003 "${sigmoid_grid[@]}" \
+        --losses sr,lr,hs-lr,ss-lr,ss-lr:r=0,lr:head-bias-init=prior \
+        --seeds "$seeds10" --out "$out/omniglot" ;;
+    mosaic)
+      run "${frlr[@]}" tune --dataset mosaic-tiny-imagenet "${common[@]}" --eval-every 5 \
+        --grid lr=0.003,0.001,0.0003 "${sigmoid_grid[@]}" \
+        --losses lr,hs-lr,ss-lr,lr:head-bias-init=prior \
+        --seeds "$seeds10" --out "$out/mosaic" ;;
+    tiny)
+      run "${frlr[@]}" tune --dataset tiny-imagenet "${common[@]}" --eval-every 3 \
+        --grid lr=0.1,0.03,0.01 "${sigmoid_grid[@]}" \
+        --losses sr,lr,hs-lr,ss-lr,ss-lr:r=0,lr:head-bias-init=prior \
+        --seeds "$seeds3" --out "$out/tiny" ;;
+    budget)
+      # each loss at the setting `tiny` chose for it (read from its tune.json)
+      specs=$("$py" - "$out/tiny/tune.json" <<'PY'
+import json, sys
+chosen = json.load(open(sys.argv[1]))["chosen"]
+keep = ["sr", "ss-lr", "lr:head-bias-init=prior", "hs-lr"]
+print(",".join(
+    ":".join([key, *(f"{k.replace('_', '-')}={v}" for k, v in chosen[key].items())])
+    for key in keep
+))
+PY
+)
+      run "${frlr[@]}" sweep --param epochs --values "$budget_epochs" --losses "$specs" \
+        --dataset tiny-imagenet "${common[@]}" --eval-every 3 \
+        --seeds 2 --out "$out/budget" ;;
+    kcurve)
+      for k in 10 200; do
+        run "${frlr[@]}" tune --dataset tiny-imagenet --num-classes "$k" "${common[@]}" --eval-every 3 \
+          --grid lr=0.1,0.03,0.01 "${sigmoid_grid[@]}" \
+          --losses sr,ss-lr,ss-lr:r=0,lr:head-bias-init=prior \
+          --seeds 2 --out "$out/kcurve-k$k"
+      done ;;
+  esac
+  [ "$quick" = 1 ] || prune "$out"
+done

@@ -1,0 +1,398 @@
+"""``frlr tune``: each loss at its own best settings, chosen on a validation split, then tested.
+
+Why: comparing losses at one recipe measures the recipe as much as the loss (the authors'
+README: logistic regression "prefers a smaller learning rate"). The protocol, in three steps:
+
+1. **Choose.** Every loss spec is trained at every point of the grid (``--grid lr=0.1,0.03
+   --grid head-bias-init=zero,prior``) on the training split less a held-out part
+   (``--val-fraction``), over ``--tune-seeds``; each loss takes the point with the best mean
+   validation metric (ties: the first in grid order). The choice is made by
+   :func:`select_best`, which is handed validation scores only, never a test metric.
+2. **Train.** The chosen setting of each loss, on the full training split, over ``--seeds``.
+3. **Report.** Test metrics per loss with the value each one got, the paired Wilcoxon test
+   against the baseline loss, and the validation curves as a figure.
+
+A grid field a loss ignores is not tuned for it (the head's bias for softmax, beta/m/r for a
+loss without them); a field a loss spec fixes (``lr:head-bias-init=prior``) is not tuned for
+that spec. Tuning runs go to ``OUT/tune/``, final runs to ``OUT/final/``, both named by what
+they train, so specs that share a setting share its runs; the tables are ``OUT/tune.{json,md}``
+and the figure ``OUT/tune_val.png``. Rerunning continues, and several processes may share OUT.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from frlr.config import ConfigError, TrainConfig, validate
+from frlr.experiments.compare import experiment_dir, parse_seeds
+from frlr.experiments.field_sweep import column_label, curve_points
+from frlr.experiments.figures import METRIC_AXIS, value_curves_figure
+from frlr.experiments.grid import (
+    LOG_FIELDS,
+    applies,
+    field_name,
+    grid_runs,
+    parse_field_values,
+    run_grid,
+    setting_text,
+)
+from frlr.experiments.results import metric_label, percent, summarize
+from frlr.experiments.sweep import LossSpec, parse_loss_specs
+from frlr.io import is_main_process, write_json_atomic, write_text_atomic
+from frlr.tasks import get_task
+from frlr.train import train
+
+__all__ = ["parse_grid", "select_best", "tune", "tuned_fields"]
+
+Point = tuple[tuple[str, Any], ...]
+
+
+def parse_grid(items: Sequence[str] | Mapping[str, Any]) -> dict[str, tuple[Any, ...]]:
+    """``["lr=0.1,0.03", "head-bias-init=zero,prior"]`` -> {field: values}, in the order given."""
+    pairs = items.items() if isinstance(items, Mapping) else [_split(i) for i in items]
+    grid: dict[str, tuple[Any, ...]] = {}
+    for name, values in pairs:
+        field = field_name(name)
+        if field == "num_classes":
+            raise ConfigError(
+                "--grid num-classes: the number of classes is the data, not a setting"
+            )
+        if field in grid:
+            raise ConfigError(f"--grid names {name} twice")
+        grid[field] = parse_field_values(field, values)
+    if not grid:
+        raise ConfigError("--grid names no field to tune (e.g. --grid lr=0.1,0.03,0.01)")
+    return grid
+
+
+def _split(item: str) -> tuple[str, str]:
+    name, equals, values = item.partition("=")
+    if not equals:
+        raise ConfigError(f"--grid {item!r} is not FIELD=V1,V2 (e.g. lr=0.1,0.03,0.01)")
+    return name, values
+
+
+def tuned_fields(spec: LossSpec, grid: Mapping[str, Sequence[Any]]) -> list[str]:
+    """The grid fields tuned for ``spec``: not fixed by it, and able to change its loss."""
+    fixed = dict(spec.options)
+    return [f for f in grid if f not in fixed and applies(f, spec.name)]
+
+
+def _points(spec: LossSpec, grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    fields = tuned_fields(spec, grid)
+    return [
+        dict(zip(fields, combo, strict=True))
+        for combo in itertools.product(*(grid[f] for f in fields))
+    ]
+
+
+def select_best(scores: Mapping[Point, Sequence[float]]) -> Point:
+    """The point with the highest mean validation score (NaN, a diverged run, counts as the
+    worst); ties go to the first point in the mapping's order. ``scores`` holds validation
+    scores only: the test split plays no part in the choice."""
+    if not scores:
+        raise ValueError("no tuning run has a validation score")
+
+    def mean(values: Sequence[float]) -> float:
+        finite = [v for v in values if v is not None and math.isfinite(v)]
+        return sum(finite) / len(finite) if finite and len(finite) == len(values) else -math.inf
+
+    best = max(scores, key=lambda p: (mean(scores[p]), -list(scores).index(p)))
+    return best
+
+
+def _check(base: TrainConfig, specs: Sequence[LossSpec], grid: Mapping[str, Sequence[Any]]) -> None:
+    if not base.val_fraction:
+        raise ConfigError("frlr tune chooses on a validation split: pass --val-fraction (e.g. 0.2)")
+    for spec in specs:
+        for name, value in spec.options:
+            if name in grid and setting_text(value) not in {setting_text(v) for v in grid[name]}:
+                raise ConfigError(
+                    f"--losses {spec.key!r} fixes {name.replace('_', '-')} "
+                    f"{setting_text(value)}, outside the tuned grid "
+                    f"{','.join(map(setting_text, grid[name]))}: add it to the grid or drop it"
+                )
+
+
+def tune(
+    base: TrainConfig,
+    grid: Mapping[str, Sequence[Any]] | Sequence[str],
+    losses: str | Sequence[str],
+    seeds: int | Sequence[int] = 3,
+    out: str | Path | None = None,
+    *,
+    tune_seeds: int | Sequence[int] = 1,
+    baseline: str | None = None,
+    preset: str | None = None,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = print,
+    train_fn: Callable[..., dict[str, Any]] = train,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Choose each loss's settings on ``base.val_fraction`` of the training split, train them
+    over ``seeds`` on all of it, and tabulate (see the module docstring). ``baseline``: the
+    loss spec the others are tested against (default the first). Returns ``tune.json``."""
+    grid = parse_grid(grid) if not isinstance(grid, Mapping) else parse_grid(dict(grid))
+    specs = parse_loss_specs(losses)
+    _check(base, specs, grid)
+    seeds, tune_seeds = parse_seeds(seeds), parse_seeds(tune_seeds)
+    keys = [spec.key for spec in specs]
+    baseline_key = keys[0] if baseline is None else parse_loss_specs(baseline)[0].key
+    if baseline_key not in keys:
+        raise ConfigError(f"--baseline {baseline!r} is not one of --losses {','.join(keys)}")
+    task = get_task(validate(base).task)
+    out = Path(out) if out is not None else experiment_dir(base, preset, "tune")
+    say = log if (log is not None and is_main_process()) else (lambda _: None)
+    curves = [(spec.key, spec.name, dict(spec.options)) for spec in specs]
+    by_loss = {spec.key: _points(spec, grid) for spec in specs}
+    tuning = [
+        run
+        for spec in specs
+        for run in grid_runs(
+            base,
+            [curves[keys.index(spec.key)]],
+            lambda _, k=spec.key: by_loss[k],
+            tune_seeds,
+            out / "tune",
+        )
+    ]
+    full = replace(base, val_fraction=0.0)
+    say(f"step 1 of 3: {len(tuning)} tuning runs of {base.epochs} epochs in {out / 'tune'}")
+    tuning_rows = run_grid(tuning, task.metric_names, train_fn=train_fn, progress=progress, say=say)
+    selection = f"val_{task.primary_metric}"
+    chosen = {}
+    for spec in specs:
+        scores = {
+            tuple(sorted(p.items())): [
+                r[selection] for r in tuning_rows if r["curve"] == spec.key and r["point"] == p
+            ]
+            for p in by_loss[spec.key]
+        }
+        chosen[spec.key] = dict(select_best(scores))
+        shown = ", ".join(
+            f"{k.replace('_', '-')} {setting_text(v)}" for k, v in chosen[spec.key].items()
+        )
+        say(f"{spec.label}: chose {shown or 'the recipe (nothing to tune)'}")
+    finals = [
+        run
+        for spec, curve in zip(specs, curves, strict=True)
+        for run in grid_runs(full, [curve], lambda _, k=spec.key: [chosen[k]], seeds, out / "final")
+    ]
+    say(f"step 2 of 3: {len(finals)} runs at the chosen settings in {out / 'final'}")
+    final_rows = run_grid(finals, task.metric_names, train_fn=train_fn, progress=progress, say=say)
+    results = _results(
+        base, task, grid, specs, seeds, tune_seeds, baseline_key, chosen, tuning_rows, final_rows
+    )
+    results.update(preset=preset, command=command)
+    if is_main_process():
+        _write(out, results, specs, say)
+    return results
+
+
+def _results(
+    base: TrainConfig,
+    task: Any,
+    grid: Mapping[str, Sequence[Any]],
+    specs: Sequence[LossSpec],
+    seeds: Sequence[int],
+    tune_seeds: Sequence[int],
+    baseline: str,
+    chosen: Mapping[str, dict[str, Any]],
+    tuning_rows: list[dict[str, Any]],
+    final_rows: list[dict[str, Any]],
+) -> dict[str, Any]:
+    keys = [spec.key for spec in specs]
+    metrics = [m for m in task.metric_names if any(r.get(m) is not None for r in final_rows)]
+    tested = [m for m in task.tested_metrics if m in metrics] or [task.primary_metric]
+    summary = summarize(
+        final_rows,
+        keys,
+        seeds,
+        baseline,
+        task.primary_metric,
+        metrics,
+        group_of=lambda r: r["curve"],
+        label=lambda k: k.upper(),
+        tested=tested,
+    )
+    selection = f"val_{task.primary_metric}"
+    validation: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        for point in _points(spec, grid):
+            rows = [r for r in tuning_rows if r["curve"] == spec.key and r["point"] == point]
+            key = ",".join(f"{k}={setting_text(v)}" for k, v in sorted(point.items()))
+            validation.setdefault(spec.key, {})[key] = {
+                "point": point,
+                "scores": [r[selection] for r in rows],
+            }
+    return {
+        "kind": "tune",
+        "task": task.name,
+        "dataset": base.dataset,
+        "arch": base.arch,
+        "grid": {k: list(v) for k, v in grid.items()},
+        "losses": keys,
+        "labels": {spec.key: spec.label for spec in specs},
+        "tuned_fields": {spec.key: tuned_fields(spec, grid) for spec in specs},
+        "seeds": list(seeds),
+        "tune_seeds": list(tune_seeds),
+        "primary_metric": task.primary_metric,
+        "tested_metrics": tested,
+        "selection_metric": selection,
+        "baseline": summary["baseline"],
+        "chosen": dict(chosen),
+        "summary": summary["losses"],
+        "footnote": summary["footnote"],
+        "validation": validation,
+        "tuning_runs": tuning_rows,
+        "runs": final_rows,
+        "config": {k: v for k, v in asdict(base).items() if k not in ("loss", "seed", "out")},
+    }
+
+
+def _write(
+    out: Path, results: dict[str, Any], specs: Sequence[LossSpec], say: Callable[[str], None]
+) -> None:
+    write_json_atomic(out / "tune.json", results)
+    markdown = _markdown(results)
+    write_text_atomic(out / "tune.md", markdown)
+    figure = out / "tune_val.png"
+    try:
+        _figure(results, specs, figure)
+    except Exception as error:  # the tables are written; a figure must not lose them
+        warnings.warn(f"tune figure {figure} failed: {error!r}", stacklevel=3)
+    say("")
+    say(markdown)
+    say(f"results: {out / 'tune.md'} (also tune.json, {figure.name})")
+
+
+def _figure(results: dict[str, Any], specs: Sequence[LossSpec], path: Path) -> None:
+    """Validation metric against the grid's first field, one line per loss and value of the
+    other fields."""
+    grid = results["grid"]
+    first, metric = next(iter(grid)), results["selection_metric"]
+    curves = []
+    for spec in specs:
+        entries = results["validation"][spec.key].values()
+        others = sorted(
+            {
+                tuple((k, setting_text(v)) for k, v in sorted(e["point"].items()) if k != first)
+                for e in entries
+            }
+        )
+        for other in others:
+            summary = {}
+            for entry in entries:
+                point = entry["point"]
+                if (
+                    tuple((k, setting_text(v)) for k, v in sorted(point.items()) if k != first)
+                    != other
+                ):
+                    continue
+                scores = [s for s in entry["scores"] if s is not None]
+                mean = sum(scores) / len(scores) if scores else None
+                std = (
+                    (sum((s - mean) ** 2 for s in scores) / (len(scores) - 1)) ** 0.5
+                    if len(scores) > 1
+                    else 0.0
+                )
+                value = point.get(first, results["chosen"][spec.key].get(first))
+                summary[setting_text(value) if value is not None else "recipe"] = {
+                    f"{metric}_mean": mean,
+                    f"{metric}_std": std,
+                    "n": len(scores),
+                }
+            label = spec.label + "".join(f", {k.replace('_', ' ')} {v}" for k, v in other)
+            values = grid[first] if first in results["tuned_fields"][spec.key] else []
+            points = curve_points(summary, values, metric) if values else []
+            curves.append({"label": label, "loss": spec.name, "points": points})
+    axis = METRIC_AXIS.get(results["primary_metric"], results["primary_metric"]).replace(
+        "test ", ""
+    )
+    value_curves_figure(
+        curves,
+        path,
+        param=first,
+        metric=metric,
+        ylabel=f"validation {axis}",
+        log_x=first in LOG_FIELDS,
+        title="tuning on the validation split",
+    )
+
+
+def _markdown(results: dict[str, Any]) -> str:
+    labels, grid = results["labels"], results["grid"]
+    metrics = [
+        m
+        for m in (results["tested_metrics"] + ["top5", "rank5", "balanced_acc_class"])
+        if any(r.get(m) is not None for r in results["runs"])
+    ]
+    metrics = list(dict.fromkeys(metrics))
+    config = results["config"]
+    grid_text = "; ".join(
+        f"{k.replace('_', '-')} in {', '.join(map(setting_text, v))}" for k, v in grid.items()
+    )
+    lines = [
+        f"## {results['dataset']}, {results['arch']}: each loss at its own tuned settings",
+        "",
+        f"Tuned on {100 * config['val_fraction']:g}% of the training split held out (seed "
+        f"{config['val_seed']} of the split), over seeds "
+        f"{', '.join(map(str, results['tune_seeds']))}: "
+        f"{grid_text}. Chosen by mean {column_label(results['selection_metric'])}; then trained "
+        f"on the whole training split over seeds {', '.join(map(str, results['seeds']))} and "
+        f"tested. Recipe: {config['optimizer']}, {config['schedule']} schedule, batch "
+        f"{config['batch_size']}, {config['epochs']} epochs.",
+        "",
+    ]
+    header = ["loss", "chosen", *[f"test {metric_label(m)} (%)" for m in metrics]]
+    header += [
+        f"p {metric_label(m)} vs {labels[results['baseline']]}" for m in results["tested_metrics"]
+    ]
+    header += ["runs"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key in results["losses"]:
+        entry = results["summary"][key]
+        chosen = (
+            ", ".join(
+                f"{k.replace('_', '-')} {setting_text(v)}"
+                for k, v in results["chosen"][key].items()
+            )
+            or "(recipe)"
+        )
+        cells = [labels[key], chosen]
+        cells += [
+            f"{100 * entry[f'{m}_mean']:.2f} ± {100 * entry[f'{m}_std']:.2f}"
+            if f"{m}_mean" in entry
+            else "n/a"
+            for m in metrics
+        ]
+        for m in results["tested_metrics"]:
+            test = entry.get("tests", {}).get(m)
+            cells.append(
+                "—"
+                if test is None
+                else ("n/a" if test["p_value"] is None else f"{test['p_value']:.3g}")
+            )
+        cells.append(str(entry["n"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"mean ± sample standard deviation over seeds. {results['footnote']}", ""]
+    lines += ["### Validation scores of the grid", ""]
+    lines += [
+        "| loss | setting | " + column_label(results["selection_metric"]) + " (%) | runs |",
+        "|---|---|---|---|",
+    ]
+    for key in results["losses"]:
+        for setting, entry in results["validation"][key].items():
+            scores = [s for s in entry["scores"] if s is not None]
+            mean = percent(sum(scores) / len(scores)) if scores else "n/a"
+            mark = " (chosen)" if entry["point"] == results["chosen"][key] else ""
+            lines.append(
+                f"| {labels[key]} | {setting or '(recipe)'}{mark} | {mean} | {len(scores)} |"
+            )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,273 @@
+"""Tests for the fair verdict's tools: the validation split (``--val-fraction``), ``frlr sweep``
+over any training field for several losses, and ``frlr tune`` (choose on validation, train over
+seeds, test). Real runs use the bundled digits at one or two batches an epoch (seconds); the
+protocol tests use a stand-in trainer whose test metrics disagree with its validation ones.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from frlr.cli import main
+from frlr.config import ConfigError, resolve_config
+from frlr.data import ImageArrays
+from frlr.data.validation import carve_validation, validation_indices
+from frlr.experiments import tune as tune_module
+from frlr.experiments.grid import field_name, parse_field_values, run_name
+from frlr.experiments.sweep import parse_loss_specs
+from frlr.experiments.tune import parse_grid, select_best, tune
+from frlr.io import write_json_atomic
+from frlr.train import train
+
+QUICK = ["--dataset", "digits", "--preset", "cpu", "--threads", "1", "--epochs", "1"]
+QUICK += ["--max-steps-per-epoch", "2", "--no-progress"]
+
+
+def digits(**overrides):
+    values = {"dataset": "digits", "epochs": 1, "threads": 1, "max_steps_per_epoch": 2}
+    return resolve_config("cpu", **{**values, **overrides})
+
+
+# --------------------------------------------------------------------------- the split
+
+
+def _arrays(labels, cams=None):
+    labels = np.asarray(labels)
+    images = np.arange(len(labels), dtype=np.uint8).reshape(-1, 1, 1, 1)
+    k = int(labels.max()) + 1 if labels.ndim == 1 else labels.shape[1]
+    return ImageArrays(images, labels, [f"c{i}" for i in range(k)], cams=cams)
+
+
+def test_the_class_split_is_stratified_deterministic_and_disjoint():
+    labels = np.repeat(np.arange(5), [10, 20, 3, 7, 2])
+    arrays = _arrays(labels)
+    train_part, val, record = carve_validation(arrays, 0.2, by="class")
+    assert np.bincount(val.labels, minlength=5).tolist() == [2, 4, 1, 1, 0]  # round half up
+    assert np.bincount(train_part.labels, minlength=5).min() >= 1  # every class still trains
+    seen_train = set(train_part.images.ravel().tolist())
+    seen_val = set(val.images.ravel().tolist())
+    assert not seen_train & seen_val and len(seen_train | seen_val) == len(labels)
+    again = validation_indices(labels, 0.2, by="class")
+    assert np.array_equal(again, np.flatnonzero(np.isin(arrays.images.ravel(), val.images)))
+    assert record["num_val"] == 8 and record["num_train"] == len(labels) - 8
+    other = validation_indices(labels, 0.2, by="class", split_seed=1)
+    assert not np.array_equal(other, again)  # --val-seed chooses other images
+
+
+def test_a_class_prefix_holds_out_the_same_images_per_class():
+    labels = np.repeat(np.arange(4), 10)
+    whole = validation_indices(labels, 0.3, by="class")
+    prefix = validation_indices(labels[:20], 0.3, by="class")
+    assert np.array_equal(whole[whole < 20], prefix)
+
+
+def test_the_identity_split_holds_out_whole_identities_and_relabels_the_rest():
+    labels = np.repeat(np.arange(10), 4)
+    cams = np.tile(np.arange(4), 10)
+    train_part, val, _ = carve_validation(_arrays(labels, cams), 0.3, by="identity")
+    assert len(np.unique(val.labels)) == 3 and len(np.unique(train_part.labels)) == 7
+    assert train_part.labels.max() == 6 and len(train_part.classes) == 7  # contiguous
+    held = {train_part.classes[i] for i in train_part.labels} & {val.classes[i] for i in val.labels}
+    assert not held  # no identity on both sides
+    assert val.cams is not None and len(val.cams) == len(val)
+    with pytest.raises(ValueError, match="at least 2 held out"):
+        carve_validation(_arrays(labels, cams), 0.05, by="identity")
+
+
+def test_the_image_split_of_multi_hot_rows():
+    rows = np.eye(6, dtype=np.uint8)[np.arange(30) % 6]
+    train_part, val, _ = carve_validation(_arrays(rows), 0.2, by="image")
+    assert (len(train_part), len(val)) == (24, 6) and val.labels.shape == (6, 6)
+
+
+@pytest.mark.parametrize("fraction", [float("nan"), -0.1, 1.0, 2.0])
+def test_a_bad_val_fraction_is_refused(fraction):
+    with pytest.raises(ConfigError, match="val_fraction"):
+        digits(val_fraction=fraction)
+
+
+def test_runs_of_every_loss_and_seed_hold_out_the_same_images(tmp_path):
+    digests, metrics = set(), []
+    for loss, seed in (("sr", 0), ("ss-lr", 3)):
+        out = tmp_path / f"{loss}-{seed}"
+        result = train(digits(loss=loss, seed=seed, val_fraction=0.25, out=str(out)), log=None)
+        digests.add(result["split"]["held_out_sha256"])
+        metrics.append(result)
+        assert set(result["val_metrics"]) == {"top1", "top5"}
+        assert set(result["metrics"]) == {"top1", "top5"}
+        assert result["num_train"] == result["split"]["num_train"]
+        saved = json.loads((out / "result.json").read_text())
+        assert saved["split"] == result["split"]
+    assert len(digests) == 1
+    assert metrics[0]["split"]["num_val"] + metrics[0]["num_train"] == 1437  # digits' train
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+def test_fields_and_values_are_parsed_by_their_kind():
+    assert field_name("head-bias-init") == "head_bias_init"
+    assert parse_field_values("lr", "0.1,0.03") == (0.1, 0.03)
+    assert parse_field_values("epochs", "6,12") == (6, 12)
+    assert parse_field_values("head_bias_init", "zero,PRIOR") == ("zero", "prior")
+    for name, values, words in (
+        ("lr", "0.1,0.1", "twice"),
+        ("lr", "0.1,inf", "finite"),
+        ("epochs", "1.5", "integers"),
+        ("head_bias_init", "zero,uniform", "not one of"),
+        ("m", "0", "m"),
+    ):
+        with pytest.raises(ConfigError, match=words):
+            parse_field_values(name, values)
+    assert run_name("lr", {"lr": 0.01, "head_bias_init": "prior"}.items(), 2) == (
+        "lr-head_bias_initprior-lr0.01-seed2"
+    )
+
+
+@pytest.mark.parametrize("param", ["nosuchfield", "arch"])
+def test_an_unsweepable_field_exits_2_naming_the_sweepable_ones(param, capsys, tmp_path):
+    argv = ["sweep", "--param", param, "--values", "1,2", "--losses", "sr", *QUICK]
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sweepable fields:" in err[0] and "head-bias-init" in err[0]
+
+
+def test_loss_specs_that_resolve_to_one_loss_are_refused_naming_both():
+    with pytest.raises(ConfigError, match="'ss-lr:r=2' and 'ss-lr'"):
+        parse_loss_specs("sr,ss-lr:r=2,ss-lr")
+    spec = parse_loss_specs("lr:head-bias-init=prior")[0]
+    assert spec.options == (("head_bias_init", "prior"),) and spec.key == "lr:head-bias-init=prior"
+
+
+def test_sweep_lr_for_several_losses_on_a_validation_split(tmp_path):
+    out = tmp_path / "lr"
+    argv = ["sweep", "--param", "lr", "--values", "0.1,0.03", "--losses", "sr,ss-lr"]
+    assert main([*argv, "--seeds", "1", "--val-fraction", "0.2", *QUICK, "--out", str(out)]) == 0
+    saved = json.loads((out / "sweep.json").read_text())
+    assert saved["kind"] == "sweep-grid" and saved["selection_metric"] == "val_top1"
+    assert {r["curve"] for r in saved["runs"]} == {"sr", "ss-lr"} and len(saved["runs"]) == 4
+    assert all(r["val_top1"] is not None and r["top1"] is not None for r in saved["runs"])
+    assert (out / "sweep_lr.png").stat().st_size > 0 and "| SS-LR | 0.03 |" in (
+        out / "sweep.md"
+    ).read_text()
+    assert main(["report", str(out)]) == 2  # its tables are its report, said in one line
+
+
+def test_sweep_head_bias_init_for_lr_and_sr(tmp_path):
+    out = tmp_path / "hbi"
+    argv = ["sweep", "--param", "head-bias-init", "--values", "zero,prior", "--losses", "lr,sr"]
+    assert main([*argv, "--seeds", "1", *QUICK, "--out", str(out)]) == 0
+    saved = json.loads((out / "sweep.json").read_text())
+    assert sorted(Path(r["run_dir"]).name for r in saved["runs"]) == [
+        "lr-head_bias_initprior-seed0",
+        "lr-head_bias_initzero-seed0",
+        "sr-head_bias_initprior-seed0",
+        "sr-head_bias_initzero-seed0",
+    ]
+    assert (out / "sweep_head_bias_init.png").exists()
+
+
+def test_a_sweep_over_a_field_the_recipe_also_sets_is_refused(capsys, tmp_path):
+    argv = ["sweep", "--param", "lr", "--values", "0.1", "--losses", "sr", "--lr", "0.2"]
+    assert main([*argv, *QUICK, "--out", str(tmp_path)]) == 2
+    assert "conflicts with the sweep" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- tune
+
+
+class Trainer:
+    """Stands in for frlr.train.train. Validation prefers lr 0.03 for every loss; the test
+    split prefers lr 0.1 by far, so a choice that read a test metric would pick 0.1."""
+
+    def __init__(self):
+        self.configs = []
+
+    def __call__(self, config, resume=False, progress=None, log=None):
+        self.configs.append(config)
+        val = {"top1": 0.5 + (0.1 if config.lr == 0.03 else 0.0) + config.seed / 1000}
+        test = {"top1": 0.2 + (0.5 if config.lr == 0.1 else 0.0) + config.seed / 1000}
+        result = {
+            "metrics": {**test, "top5": 1.0},
+            "train_loss": 0.1,
+            "epochs": config.epochs,
+            "wall_time_s": 1.0,
+            "config": vars(config),
+        }
+        if config.val_fraction:
+            result["val_metrics"] = {**val, "top5": 1.0}
+        write_json_atomic(Path(config.out) / "result.json", result)
+        return result
+
+
+def test_tune_chooses_on_validation_and_selection_never_sees_a_test_metric(tmp_path, monkeypatch):
+    seen = []
+
+    def spy(scores):
+        seen.append(dict(scores))
+        return select_best(scores)
+
+    monkeypatch.setattr(tune_module, "select_best", spy)
+    trainer = Trainer()
+    base = digits(val_fraction=0.2)
+    results = tune(
+        base,
+        ["lr=0.1,0.03", "head-bias-init=zero,prior"],
+        "sr,lr,lr:head-bias-init=prior",
+        seeds=3,
+        out=tmp_path,
+        train_fn=trainer,
+        log=None,
+    )
+    assert results["chosen"]["sr"] == {"lr": 0.03}  # softmax: the bias is not tuned
+    assert results["chosen"]["lr"] == {"head_bias_init": "zero", "lr": 0.03}
+    assert results["chosen"]["lr:head-bias-init=prior"] == {"lr": 0.03}
+    val_scores = {0.6, 0.5}
+    for scores in seen:  # handed validation scores only
+        assert {round(v, 6) for values in scores.values() for v in values} <= val_scores
+    finals = [c for c in trainer.configs if "final" in c.out]
+    assert {c.lr for c in finals} == {0.03} and all(c.val_fraction == 0 for c in finals)
+    assert sorted({c.seed for c in finals}) == [0, 1, 2]
+    tuning = [c for c in trainer.configs if "tune" in Path(c.out).parent.name]
+    assert len(tuning) == 2 + 4  # SR: 2 lr; LR: 2 lr x 2 inits; LR-prior shares LR's runs
+    table = (tmp_path / "tune.md").read_text()
+    assert "| LR | head-bias-init zero, lr 0.03 |" in table and "(chosen)" in table
+    assert (tmp_path / "tune_val.png").exists()
+
+
+def test_tune_refuses_a_fixed_value_outside_the_grid_and_needs_a_validation_split(tmp_path):
+    with pytest.raises(ConfigError, match="outside the tuned grid"):
+        tune(digits(val_fraction=0.2), ["lr=0.1,0.03"], "sr:lr=0.05", out=tmp_path, log=None)
+    with pytest.raises(ConfigError, match="--val-fraction"):
+        tune(digits(), ["lr=0.1"], "sr", out=tmp_path, log=None)
+    with pytest.raises(ConfigError, match="FIELD=V1,V2"):
+        parse_grid(["lr"])
+    with pytest.raises(ConfigError, match="twice"):
+        parse_grid(["lr=0.1", "lr=0.2"])
+
+
+def test_select_best_takes_the_best_mean_and_counts_a_diverged_run_as_worst():
+    a, b, c = (("lr", 0.1),), (("lr", 0.03),), (("lr", 0.01),)
+    assert select_best({a: [0.5, 0.7], b: [0.6, 0.61], c: [0.2]}) == b
+    assert select_best({a: [float("nan"), 0.9], b: [0.1, 0.1]}) == b
+    assert select_best({a: [0.5], b: [0.5]}) == a  # ties: the first in grid order
+
+
+def test_tune_on_digits_through_the_cli(tmp_path, capsys):
+    out = tmp_path / "t"
+    argv = ["tune", "--grid", "lr=0.1,0.03", "--grid", "head-bias-init=zero,prior"]
+    argv += ["--losses", "sr,ss-lr", "--val-fraction", "0.2", "--seeds", "2", *QUICK]
+    assert main([*argv, "--out", str(out)]) == 0
+    saved = json.loads((out / "tune.json").read_text())
+    assert saved["kind"] == "tune" and set(saved["chosen"]) == {"sr", "ss-lr"}
+    assert len(saved["tuning_runs"]) == 2 + 4 and len(saved["runs"]) == 4
+    assert all(r["val_top1"] is None for r in saved["runs"])  # finals train on everything
+    assert "chose" in capsys.readouterr().out
+    again = replace(digits(val_fraction=0.2), lr=0.1)
+    assert again.val_fraction == 0.2
+    assert main([*argv, "--out", str(out)]) == 0  # a rerun reuses every run
