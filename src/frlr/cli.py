@@ -681,6 +681,11 @@ def main(argv: list[str] | None = None) -> int:
         "report": _report,
     }
     debug = args.debug or os.environ.get("FRLR_DEBUG", "") not in ("", "0")
+    shown = warnings.formatwarning
+    if not debug:  # a warning is one line, as an error is (no source line under it)
+        warnings.formatwarning = lambda message, *_, **__: (
+            f"frlr {args.command}: warning: {message}\n"
+        )
     try:
         if getattr(args, "out", None) and not getattr(args, "dry_run", False):
             check_out_dir(args.out)  # a file, or a folder this process cannot write: one line
@@ -699,6 +704,8 @@ def main(argv: list[str] | None = None) -> int:
         again = "add --resume to continue" if args.command == "train" else "run it again to resume"
         print(f"\nfrlr {args.command}: interrupted; {again}", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = shown
 
 
 if __name__ == "__main__":

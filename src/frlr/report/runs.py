@@ -309,13 +309,7 @@ def load_experiment(path: str | Path) -> Experiment:
     tested = [m for m in tested or () if m in metric_names] or [primary]
 
     if sweep is not None:
-        for key in ("param", "loss"):
-            if not isinstance(sweep.get(key), str):
-                raise RunFileError(
-                    path / "sweep.json",
-                    f"has no {key!r} (a string): not the sweep's own file, or damaged",
-                    "rerun the frlr sweep command to write it again (finished runs are reused)",
-                )
+        _check_sweep_file(path / "sweep.json", sweep)
         groups, baseline, param, loss = _sweep_groups(runs, sweep)
         kind = "sweep"
     else:
@@ -324,6 +318,17 @@ def load_experiment(path: str | Path) -> Experiment:
     return Experiment(
         kind, path, saved, task, primary, metric_names, groups, baseline, param, loss, tested
     )
+
+
+def _check_sweep_file(path: Path, sweep: dict[str, Any]) -> None:
+    """A one-loss sweep's ``sweep.json`` names its parameter and loss; else it is damaged."""
+    for key in ("param", "loss"):
+        if not isinstance(sweep.get(key), str):
+            raise RunFileError(
+                path,
+                f"has no {key!r} (a string): not the sweep's own file, or damaged",
+                "rerun the frlr sweep command to write it again (finished runs are reused)",
+            )
 
 
 def _is_run_dir(path: Path) -> bool:
