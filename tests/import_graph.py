@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "data, models, eval",
         ("frlr.io", "frlr.provenance", "frlr.presets", "frlr.data", "frlr.models", "frlr.eval"),
     ),
-    ("training", ("frlr.tasks", "frlr.config", "frlr.class_parallel", "frlr.train")),
+    ("training", ("frlr.tasks", "frlr.config", "frlr.rundir", "frlr.class_parallel", "frlr.train")),
     ("experiments", ("frlr.experiments",)),
     ("report", ("frlr.report",)),
     ("cli", ("frlr.cli",)),

@@ -10,10 +10,13 @@ import errno
 import json
 import os
 import pickle
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import pytest
@@ -25,6 +28,7 @@ from frlr.cli import main
 from frlr.data import CorruptImageError, DataError
 from frlr.experiments.compare import _run_config, compare
 from frlr.io import CheckpointError, NoSpaceError, lock_holder, run_lock, save_torch_atomic
+from frlr.rundir import RunFileError, read_result
 from frlr.train import _restore_generator
 from test_data_errors import MEMBER, damage_member, tiny_zip
 from test_experiments import FakeTrainer, base_config
@@ -317,3 +321,376 @@ def test_two_compare_processes_on_one_out_train_each_run_once(tmp_path):
         assert len(history) == 1, run
     listed = json.loads((out / "results.json").read_text())["runs"]
     assert sorted(run["loss"] for run in listed) == ["hs-lr", "lr", "sr", "ss-lr"]
+
+
+# --------------------------------------------------------------------------- runs on disk (R rows)
+
+TINY = [
+    "--dataset", "digits", "--preset", "cpu", "--arch", "mlp", "--threads", "1", "--epochs", "1",
+    "--max-steps-per-epoch", "2", "--no-progress",
+]  # fmt: skip
+EXPERIMENTS = {
+    # command line; runs in training order: (directory, results-table row label, seed)
+    "compare": (
+        ["compare", *TINY, "--losses", "sr,lr", "--seeds", "2", "--no-report"],
+        [
+            ("sr-seed0", "SR", 0),
+            ("lr-seed0", "LR", 0),
+            ("sr-seed1", "SR", 1),
+            ("lr-seed1", "LR", 1),
+        ],
+    ),
+    "sweep": (
+        ["sweep", *TINY, "--param", "r", "--values", "1,2", "--seeds", "2", "--no-report"],
+        [
+            ("ss-lr-r1-seed0", "1", 0),
+            ("ss-lr-r2-seed0", "2", 0),
+            ("ss-lr-r1-seed1", "1", 1),
+            ("ss-lr-r2-seed1", "2", 1),
+        ],
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> dict[str, Path]:
+    """A finished comparison and a finished one-loss sweep, each 2 groups x 2 seeds."""
+    made = {}
+    for command, (argv, _) in EXPERIMENTS.items():
+        out = tmp_path_factory.mktemp(command) / "exp"
+        assert main([*argv, "--out", str(out)]) == 0
+        made[command] = out
+    return made
+
+
+def damage(run: Path, kind: str) -> None:
+    """Spoil ``run``'s result.json as ``kind`` says, or delete the run."""
+    path = run / "result.json"
+    if kind == "deleted":
+        shutil.rmtree(run)
+    elif kind == "truncated":
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    elif kind == "garbage":
+        path.write_bytes(b"\x00\x8f garbage \xff")
+    elif kind == "wrong-type":
+        path.write_text("[1, 2]")
+    elif kind == "missing-key":
+        path.write_text('{"status": "finished"}')  # the issue's: no config, no metrics
+
+
+def table_row(markdown: str, label: str) -> str:
+    """The results table's row of group ``label`` (the first table of the report)."""
+    return next(line for line in markdown.splitlines() if line.startswith(f"| {label} |"))
+
+
+@pytest.mark.parametrize("kind", ["truncated", "garbage", "wrong-type", "missing-key", "deleted"])
+@pytest.mark.parametrize("position", [0, 3], ids=["first", "last"])
+@pytest.mark.parametrize("command", ["compare", "sweep"])
+def test_a_damaged_or_missing_run_is_named_and_never_counted(
+    finished, tmp_path, capsys, command, position, kind
+):
+    """R2-R6: whatever spoils a run's result, at either end of a compare or sweep, the report
+    names it in the runs column ("1 of 2; seed 0 damaged"), averages the sound seed alone and
+    lists the file; rerunning the command names the file and what to do (exit 1), or trains
+    a deleted run again (exit 0)."""
+    argv, runs = EXPERIMENTS[command]
+    out = tmp_path / "exp"
+    shutil.copytree(finished[command], out)
+    name, label, seed = runs[position]
+    other = next(r for r in runs if r[1] == label and r[2] != seed)[0]
+    sound = json.loads((out / other / "result.json").read_text())["metrics"]["top1"]
+    damage(out / name, kind)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["report", "--no-tsne", str(out)]) == 0
+    markdown = (out / "report" / "report.md").read_text()
+    word = "missing" if kind == "deleted" else "damaged"
+    row = table_row(markdown, label)
+    assert f"| 1 of 2; seed {seed} {word} |" in row
+    assert f"| {100 * sound:.2f} |" in row and "±" not in row  # the sound seed alone
+    assert f"{out / name}" in markdown and "of 4 runs finished" in markdown
+    capsys.readouterr()
+    status = main([*argv, "--out", str(out)])
+    if kind == "deleted":
+        assert status == 0 and (out / name / "result.json").exists()
+    else:
+        assert status == 1
+        error = one_error_line(capsys, command)
+        assert f"{out / name / 'result.json'}:" in error and "delete it and rerun" in error
+
+
+def test_a_result_of_another_run_is_damaged_not_counted_twice(finished, tmp_path):
+    """R7: seed 1's result.json copied over seed 0's: the summary held seed 1 twice."""
+    out = tmp_path / "exp"
+    shutil.copytree(finished["compare"], out)
+    shutil.copy(out / "sr-seed1" / "result.json", out / "sr-seed0" / "result.json")
+    with pytest.warns(UserWarning, match="differ from config.json's"):
+        assert main(["report", "--no-tsne", str(out)]) == 0
+    row = table_row((out / "report" / "report.md").read_text(), "SR")
+    assert "| 1 of 2; seed 0 damaged |" in row and "±" not in row
+
+
+@pytest.mark.parametrize("name", ["config.json", "metrics.jsonl"])
+def test_a_damaged_config_or_history_beside_a_sound_result_is_listed(finished, tmp_path, name):
+    """R8: the run still counts (its result is sound); the damaged file is named."""
+    out = tmp_path / "exp"
+    shutil.copytree(finished["compare"], out)
+    (out / "lr-seed1" / name).write_text("[1, 2]\n")
+    with pytest.warns(UserWarning, match=re.escape(str(out / "lr-seed1" / name))):
+        assert main(["report", "--no-tsne", str(out)]) == 0
+    markdown = (out / "report" / "report.md").read_text()
+    assert "| 2 |" in table_row(markdown, "LR") and str(out / "lr-seed1" / name) in markdown
+
+
+SOUND = '{"config": {"dataset": "d", "loss": "sr", "seed": 0}, "metrics": {}}'
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ("{", "is not valid JSON"),
+        ("", "is empty"),
+        ("[1, 2]", "the file is a list, not a JSON object"),
+        ('{"status": "finished"}', "has no 'config'"),
+        ('{"config": {"dataset": "digits", "loss": "sr", "seed": 0}}', "has no 'metrics'"),
+        ('{"config": [], "metrics": {}}', "'config' is a list"),
+        ('{"config": {"loss": "sr", "seed": 0}, "metrics": {}}', "'config' has no 'dataset'"),
+        ('{"config": {"dataset": "d", "loss": "sr", "seed": "0"}, "metrics": {}}', "'seed' is a"),
+        ('{"config": {"dataset": "d", "loss": "sr", "seed": 0, "lr": "x"}, "metrics": {}}', "'lr'"),
+        (SOUND[:-1] + ', "metrics": {"top1": "x"}}', "metric 'top1' is a string"),
+        (SOUND[:-1] + ', "epochs": "2"}', "'epochs' is '2'"),
+        (SOUND[:-1] + ', "seed": 1}', "not one run's"),
+        (SOUND[:-1] + ', "status": "running"}', "'status' is 'running'"),
+    ],
+)  # fmt: skip
+def test_result_json_is_checked_against_its_schema(tmp_path, content, words):
+    """R9: every way a result.json can be wrong is a RunFileError naming it and what to do;
+    keys this version does not know (a newer frlr's) pass."""
+    path = tmp_path / "run" / "result.json"
+    path.parent.mkdir()
+    path.write_text(content)
+    with pytest.raises(RunFileError) as caught:
+        read_result(path)
+    assert str(path) in str(caught.value) and words in str(caught.value)
+    assert "delete it and rerun" in str(caught.value) and isinstance(caught.value, DataError)
+    sound = {"config": {"dataset": "d", "loss": "sr", "seed": 0}, "metrics": {"top1": 0.5}}
+    path.write_text(json.dumps({**sound, "val_metrics": {"top1": 0.4}, "split": {"val": 0.1}}))
+    assert read_result(path)["val_metrics"] == {"top1": 0.4}
+
+
+@pytest.mark.parametrize("content", ["{", "[1, 2]", '{"status": "finished"}'])
+def test_resuming_a_finished_run_with_a_damaged_result_exits_1_naming_it(tmp_path, capsys, content):
+    """R10: was a JSONDecodeError, TypeError or KeyError: 'config' traceback."""
+    argv = digits_train(tmp_path / "run", "--epochs", "1", "--max-steps-per-epoch", "2")
+    assert main(argv) == 0
+    (tmp_path / "run" / "result.json").write_text(content)
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 1
+    error = one_error_line(capsys, "train")
+    assert f"{tmp_path / 'run' / 'result.json'}:" in error and "delete it and rerun" in error
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["train", "--seed", "4294967296"], "seed must be in 0..4294967295"),
+        (["train", "--seed", "99999999999999999999"], "seed must be in 0..4294967295"),
+        (["train", "--seed", "-1"], "seed must be in 0..4294967295"),
+        (["compare", "--seeds", "0,4294967296"], "give the same generator state"),
+        (["compare", "--seeds", "3,3"], "seed 3 is named twice"),
+        (["compare", "--seeds", "99999999999999999999"], "a count from 1 to 10000"),
+        (["sweep", "--param", "m", "--values", "5", "--seeds", "1,4294967297"], "same generator"),
+    ],
+    ids=["alias", "overflow", "negative", "alias-list", "twice", "huge-count", "sweep-alias"],
+)
+def test_seeds_outside_the_generators_range_or_aliasing_exit_2(tmp_path, capsys, argv, words):
+    """R1: seed 2**32 trained seed 0's run again (numpy and torch's CPU generator keep 32 bits),
+    and compare counted it as a second seed; 1e20 was an OverflowError."""
+    command = argv[0]
+    assert main([*argv, *TINY, "--out", str(tmp_path / "out")]) == 2
+    assert words in one_error_line(capsys, command)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_resume_with_other_threads_is_refused_or_recorded(tmp_path, capsys):
+    """R11: --resume --threads 2 of a run trained with 1 thread mixed the run silently and
+    rewrote config.json; now it is refused naming the field, or with --allow-change warned
+    about and recorded per segment, config.json keeping the first segment's value."""
+    argv = [
+        *digits_train(tmp_path / "run", "--epochs", "3", "--max-steps-per-epoch", "2"),
+        "--threads", "1",
+    ]  # fmt: skip
+    assert main([*argv, "--stop-after", "1"]) == 0
+    capsys.readouterr()
+    again = [*argv, "--threads", "2", "--resume"]
+    assert main(again) == 2
+    error = one_error_line(capsys, "train")
+    assert "ran with threads = 1, this resume has 2" in error and "--allow-change threads" in error
+    with pytest.warns(UserWarning, match="no longer bitwise reproducible"):
+        assert main([*again, "--allow-change", "threads"]) == 0
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert [(s["from_epoch"], s["threads"]) for s in result["segments"]] == [(0, 1), (1, 2)]
+    assert set(result["segments"][0]) == {
+        "from_epoch",
+        "threads",
+        "device",
+        "dtype",
+        "torch",
+        "frlr",
+    }
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["threads"] == 1
+
+
+def test_a_checkpoint_of_the_wrong_shape_exits_1_naming_it(tmp_path, capsys):
+    """R12: a checkpoint whose entries have the wrong types (here its config a list) was an
+    AttributeError traceback."""
+    argv, checkpoint = stopped_run(tmp_path)
+    state = torch.load(checkpoint, weights_only=True)
+    state["config"] = [1, 2]
+    save_torch_atomic(state, checkpoint)
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 1
+    error = one_error_line(capsys, "train")
+    assert str(checkpoint) in error and "'config' is a list" in error
+
+
+def test_a_checkpoint_holding_a_class_torch_refuses_never_suggests_unsafe_loading(tmp_path, capsys):
+    """R13: torch's advice to load with weights_only=False leaked into the message."""
+    argv, checkpoint = stopped_run(tmp_path)
+    torch.save({"epoch": torch.torch_version.TorchVersion("2.0")}, checkpoint)
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 1
+    error = one_error_line(capsys, "train")
+    assert "Unsupported global" in error and "weights_only" not in error
+
+
+def test_two_loss_specs_of_one_curve_are_refused_naming_both(tmp_path, capsys):
+    """R14: ss-lr and ss-lr:r=2 (r = 2 is SS-LR's default) trained the same curve twice."""
+    argv = ["sweep", *TINY, "--param", "num-classes", "--values", "3", "--out", str(tmp_path)]
+    assert main([*argv, "--losses", "sr,ss-lr:r=2,ss-lr"]) == 2
+    error = one_error_line(capsys, "sweep")
+    assert "names one curve twice: 'ss-lr:r=2' and 'ss-lr'" in error
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--lr", "inf"], "lr must be finite, got inf"),
+        (["--label-smoothing", "nan"], "label_smoothing must be finite"),
+        (["--mixup", "nan"], "mixup must be finite"),
+        (["--cutmix", "inf"], "cutmix must be finite"),
+        (["--weight-decay", "inf"], "weight_decay must be finite"),
+        (["--warmup-epochs", "nan"], "warmup_epochs must be finite"),
+        (["--momentum", "nan"], "momentum must be finite"),
+        (["--milestones", "nan,1"], "milestones must be finite"),
+        (["--epochs", "inf"], "expected a finite integer, got 'inf'"),
+        (["--batch-size", "nan"], "expected a finite integer, got 'nan'"),
+        (["--stop-after", "0"], "--stop-after must be a positive number of epochs, got 0"),
+    ],
+)
+def test_every_numeric_flag_says_finite_and_stop_after_0_is_one_line(tmp_path, capsys, argv, words):
+    """R15, R16: "must be positive, got inf" (and a ValueError traceback for --stop-after 0)."""
+    try:
+        status = main(["train", *TINY, "--out", str(tmp_path / "run"), *argv])
+    except SystemExit as stop:  # argparse's own error: the usage, then one error line
+        status = stop.code
+    assert status == 2
+    assert words in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_out_problems_say_what_is_wrong_with_the_path(tmp_path, monkeypatch, capsys):
+    """R17, R18: --out naming a file, or below one (NotADirectoryError), or a folder this user
+    cannot write (PermissionError; simulated, since tests may run as root)."""
+    (tmp_path / "afile").write_text("x")
+    for out, words in (
+        (tmp_path / "afile", "is not a directory"),
+        (tmp_path / "afile" / "run", f"is not a directory: {tmp_path / 'afile'} is a file"),
+    ):
+        assert main(["train", *TINY, "--out", str(out)]) == 2
+        assert f"--out {out} {words}" in one_error_line(capsys, "train")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_open = open
+
+    def refuse(path, *args, **kwargs):
+        if str(locked) in str(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", refuse)
+    for command in (["train"], ["compare", "--losses", "sr", "--seeds", "1"]):
+        assert main([*command, *TINY, "--out", str(locked / "run")]) == 2
+        error = one_error_line(capsys, command[0])
+        assert f"--out {locked / 'run'} cannot be written (Permission denied" in error
+
+
+def test_compare_with_an_option_spec_says_specs_are_for_sweeps(capsys):
+    """R20: was "unknown loss 'ss-lr:r=0'"."""
+    assert main(["compare", *TINY, "--losses", "sr,ss-lr:r=0"]) == 2
+    error = one_error_line(capsys, "compare")
+    assert "specs are for frlr sweep --param num-classes" in error and "(--r 0)" in error
+
+
+def image_folder(root: Path, classes: tuple[str, ...], splits: tuple[str, ...]) -> Path:
+    for split in splits:
+        for name in classes:
+            (root / split / name).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(root / split / name / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("classes", "splits", "words"),
+    [
+        (("a", "b"), ("train",), "val: no class folders with images; train/ is there"),
+        (("a",), ("train", "val"), "train: holds one class folder ('a')"),
+    ],
+    ids=["no-val", "one-class"],
+)
+def test_an_image_folder_without_val_or_with_one_class_says_what_to_do(
+    tmp_path, capsys, classes, splits, words
+):
+    """R21, R22: "point at the folder that holds train/" (it did), and a traceback for one
+    class (``num_classes must be >= 2``, the folder not named)."""
+    root = image_folder(tmp_path / "data", classes, splits)
+    argv = ["train", "--dataset", "imagefolder", "--data-dir", str(root), "--preset", "cpu"]
+    argv += ["--arch", "mlp", "--epochs", "1", "--cache-dir", str(tmp_path / "cache")]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 1
+    error = one_error_line(capsys, "train")
+    assert f"{root}/{words}" in error and "add " in error
+
+
+def test_report_of_a_num_classes_run_draws_its_tsne(tmp_path, capsys):
+    """R23, R24: the t-SNE rebuilt the model with all 10 digits for a --num-classes 2 run, and the
+    report exited 0 after a raw ``size mismatch for classifier.weight`` warning."""
+    out = tmp_path / "cmp"
+    argv = ["compare", *TINY, "--losses", "sr", "--seeds", "1", "--num-classes", "2"]
+    assert main([*argv, "--out", str(out), "--no-report"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["report", "--tsne-points", "10", str(out)]) == 0
+    assert (out / "report" / "tsne.png").is_file()
+    assert "Not made" not in (out / "report" / "report.md").read_text()
+    config = json.loads((out / "sr-seed0" / "config.json").read_text())
+    (out / "sr-seed0" / "config.json").write_text(json.dumps({**config, "num_classes": 3}))
+    with pytest.warns(UserWarning, match="tsne.png") as caught:
+        assert main(["report", "--tsne-points", "10", str(out)]) == 0
+    message = next(str(w.message) for w in caught if "tsne.png" in str(w.message))
+    assert "does not fit the mlp rebuilt from" in message and "\n" not in message
+
+
+def test_a_refused_write_elsewhere_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
+    """R19: a PermissionError past the --out check (here on checkpoint.pt) was a traceback."""
+    real_open = io_module.open if hasattr(io_module, "open") else open
+
+    def refuse(path, *args, **kwargs):
+        if "checkpoint" in str(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(io_module, "open", refuse, raising=False)
+    assert main(digits_train(tmp_path / "run")) == 1
+    error = one_error_line(capsys, "train")
+    assert "checkpoint.pt.tmp" in error and "Permission denied; check its permissions" in error

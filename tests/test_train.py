@@ -369,7 +369,7 @@ def test_preset_from_a_file_and_its_errors(tmp_path):
         ({"task": "detection"}, "unknown task 'detection'"),
         ({"device": "cuda:7"} if not torch.cuda.is_available() else {"device": "tpu"}, "device"),
         ({"mixup": -0.2}, "mixup must be non-negative, got -0.2"),
-        ({"cutmix": float("nan")}, "cutmix must be non-negative, got nan"),
+        ({"cutmix": float("nan")}, "cutmix must be finite, got nan"),
         ({"label_smoothing": 1.0}, r"label_smoothing must be in \[0, 1\), got 1.0"),
         ({"loss": "hs-sr", "mixup": 0.2}, "--mixup make soft targets, and loss 'hs-sr'"),
     ],

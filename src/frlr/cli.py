@@ -55,6 +55,7 @@ from frlr.experiments.grid import SWEEP_FIELDS
 from frlr.io import NoSpaceError, is_main_process
 from frlr.presets import available_presets, load_preset
 from frlr.report import build_report
+from frlr.rundir import NUMERICS_FIELDS, check_out_dir
 from frlr.tasks import UnsupportedTaskError
 from frlr.train import train
 
@@ -98,7 +99,8 @@ def _add_config_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...
             )
         else:
             metavar = {int: "N", float: "X"}.get(base, f.name.upper().replace("_", "-"))
-            group.add_argument(flag, type=base, default=None, metavar=metavar, help=help_text)
+            kind = _integer if base is int else base
+            group.add_argument(flag, type=kind, default=None, metavar=metavar, help=help_text)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -123,7 +125,7 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--preset", default="paper", help="recipe name or .toml path (default paper)"
     )
-    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    _add_resume_options(train)
     train.add_argument(
         "--stop-after", type=int, default=None, metavar="N", help="train at most N epochs now"
     )
@@ -180,6 +182,21 @@ def _build_parser() -> argparse.ArgumentParser:
             "--debug", action="store_true", help="show the traceback of an error (or FRLR_DEBUG=1)"
         )
     return parser
+
+
+def _add_resume_options(train: argparse.ArgumentParser) -> None:
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument(
+        "--allow-change",
+        action="append",
+        choices=NUMERICS_FIELDS,
+        default=[],
+        metavar="FIELD",
+        help="with --resume: go on although FIELD (one of "
+        + ", ".join(NUMERICS_FIELDS)
+        + ") differs from the run's last segment; the run is then no longer bitwise "
+        "reproducible (repeat the flag for several fields)",
+    )
 
 
 def _add_presets_parser(commands: Any) -> None:
@@ -336,6 +353,14 @@ def _add_report_parser(commands: Any) -> None:
     )
 
 
+def _integer(text: str) -> int:
+    """An integer flag's value; "inf" and "nan" are told to be finite, as a float flag's are."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a finite integer, got {text!r}") from None
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -368,7 +393,13 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     what = f"{config.dataset} {config.arch} {config.loss} seed {config.seed}"
     _say(f"frlr train: {what} -> {config.out}")
-    result = train(config, resume=args.resume, stop_after=args.stop_after, progress=args.progress)
+    result = train(
+        config,
+        resume=args.resume,
+        stop_after=args.stop_after,
+        progress=args.progress,
+        allow_change=tuple(args.allow_change),
+    )
     if result.get("status") == "stopped":
         _say(f"stopped after epoch {result['epoch']}/{result['epochs']}; continue with --resume")
         return 0
@@ -608,11 +639,27 @@ def _presets(args: argparse.Namespace) -> int:
     return 0
 
 
+_REFUSED = (errno.EACCES, errno.EPERM, errno.EROFS)
+"""A file the user may not read or write: said in one line, as a full disk is."""
+
+
 def _user_fixable(error: BaseException) -> bool:
-    """A data or checkpoint error, or a full disk: one line says it all, no traceback needed."""
+    """A data or checkpoint error, a full disk or a refused path: one line says it all."""
     if isinstance(error, DataError | NoSpaceError):
         return True
-    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, *_REFUSED)
+
+
+def _one_line(error: BaseException) -> BaseException | str:
+    """The line for a user-fixable error: a refused path names it and says what to do."""
+    if isinstance(error, OSError) and error.errno in _REFUSED:
+        return (
+            f"{error.filename or 'a file'}: {error.strerror}; check its permissions, or choose "
+            "a folder you can write to (--out) or read (--data-dir)"
+        )
+    if isinstance(error, OSError) and not isinstance(error, NoSpaceError):
+        return NoSpaceError(error.filename or "a file")  # a full disk outside frlr.io
+    return error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -634,7 +681,14 @@ def main(argv: list[str] | None = None) -> int:
         "report": _report,
     }
     debug = args.debug or os.environ.get("FRLR_DEBUG", "") not in ("", "0")
+    shown = warnings.formatwarning
+    if not debug:  # a warning is one line, as an error is (no source line under it)
+        warnings.formatwarning = lambda message, *_, **__: (
+            f"frlr {args.command}: warning: {message}\n"
+        )
     try:
+        if getattr(args, "out", None) and not getattr(args, "dry_run", False):
+            check_out_dir(args.out)  # a file, or a folder this process cannot write: one line
         return handlers[args.command](args)
     except (ConfigError, UnsupportedTaskError, FileNotFoundError) as error:
         if debug:
@@ -644,14 +698,14 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, OSError) as error:  # a CheckpointError is a DataError
         if debug or not _user_fixable(error):
             raise
-        if isinstance(error, OSError) and not isinstance(error, NoSpaceError):
-            error = NoSpaceError(error.filename or "a file")  # a full disk outside frlr.io
-        print(f"frlr {args.command}: error: {error}", file=sys.stderr)
+        print(f"frlr {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         again = "add --resume to continue" if args.command == "train" else "run it again to resume"
         print(f"\nfrlr {args.command}: interrupted; {again}", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = shown
 
 
 if __name__ == "__main__":

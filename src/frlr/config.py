@@ -37,6 +37,7 @@ __all__ = [
     "FIELD_NAMES",
     "FIELD_TYPES",
     "LOSS_HYPERPARAMETERS",
+    "MAX_SEED",
     "NON_RESULT_FIELDS",
     "OPTIMIZERS",
     "SCHEDULES",
@@ -45,6 +46,7 @@ __all__ = [
     "config_differences",
     "loss_options",
     "resolve_config",
+    "seed_problem",
     "validate",
 ]
 
@@ -399,16 +401,22 @@ def _check_class_parallel(config: TrainConfig) -> None:
 def _check_numbers(config: TrainConfig) -> None:
     """Every number finite and in its range, the schedule's milestones in order."""
     positive = ("lr", "batch_size", "epochs", "eval_batch_size", "eval_every", "gamma")
+    non_negative = ("weight_decay", "warmup_epochs", "crop_padding", "image_size", "image_width")
+    soft_targets = ("mixup", "cutmix", "label_smoothing")
+    counts = ("threads", "ncd_every", "max_steps_per_epoch", "val_fraction")
+    others = (*non_negative, *soft_targets, *counts)
+    for name in (*positive, *others, "momentum"):  # nan and inf: "finite", not "positive"
+        if not math.isfinite(getattr(config, name)):
+            raise ConfigError(f"{name} must be finite, got {getattr(config, name)}")
+    if not all(math.isfinite(stone) for stone in config.milestones):
+        raise ConfigError(f"milestones must be finite, got {config.milestones}")
     for name in positive:
         value = getattr(config, name)
         if not (math.isfinite(value) and value > 0):
             raise ConfigError(f"{name} must be positive, got {value}")
     if config.gamma > 1:
         raise ConfigError(f"gamma must be in (0, 1], got {config.gamma}")
-    non_negative = ("weight_decay", "warmup_epochs", "crop_padding", "image_size", "image_width")
-    soft_targets = ("mixup", "cutmix", "label_smoothing")
-    counts = ("threads", "ncd_every", "max_steps_per_epoch", "val_fraction")
-    for name in (*non_negative, *soft_targets, *counts):
+    for name in others:
         value = getattr(config, name)
         if not (math.isfinite(value) and value >= 0):
             raise ConfigError(f"{name} must be non-negative, got {value}")
@@ -419,6 +427,9 @@ def _check_numbers(config: TrainConfig) -> None:
         )
     if config.val_seed < 0:
         raise ConfigError(f"val_seed must be non-negative, got {config.val_seed}")
+    problem = seed_problem(config.seed)
+    if problem is not None:
+        raise ConfigError(problem)
     if not config.label_smoothing < 1:
         raise ConfigError(f"label_smoothing must be in [0, 1), got {config.label_smoothing}")
     if not 0 <= config.momentum < 1:
@@ -471,3 +482,22 @@ def loss_options(config: TrainConfig) -> dict[str, float]:
         for name in LOSS_HYPERPARAMETERS[config.loss]
         if getattr(config, name) is not None
     }
+
+
+MAX_SEED = 2**32 - 1
+"""The largest seed: numpy's ``RandomState`` takes 0..2**32-1 and torch's CPU generator keeps
+the low 32 bits of its seed, so a larger seed would repeat a smaller one's random streams."""
+
+
+def seed_problem(seed: object, what: str = "seed") -> str | None:
+    """Why ``seed`` cannot seed a run (None when it can): not an integer, or outside
+    0..:data:`MAX_SEED`, where two seeds would give the same generator states."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        return f"{what} must be an integer, got {seed!r}"
+    if not 0 <= seed <= MAX_SEED:
+        alias = f"; it would repeat seed {seed % 2**32}'s random streams" if seed > 0 else ""
+        return (
+            f"{what} must be in 0..{MAX_SEED}, the range every random generator of a run takes "
+            f"(numpy's and torch's CPU generators keep 32 bits), got {seed}{alias}"
+        )
+    return None

@@ -156,10 +156,10 @@ def _load_failure(exc: BaseException) -> str:
     (which would run whatever code the file holds)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     if lines and lines[0].startswith("Weights only load failed"):
-        reasons = [
-            line.split("WeightsUnpickler error:", 1)[-1].strip()
+        reasons = [  # torch's numbered advice (load with weights_only=False) is left out
+            line.split("WeightsUnpickler error:", 1)[1].split(" Please use")[0].strip()
             for line in lines[1:]
-            if not line.startswith("Check the documentation")
+            if "WeightsUnpickler error:" in line
         ]
         lines = [reason for reason in reasons if reason] or ["not tensors and plain data only"]
     return (lines or [type(exc).__name__])[0][:200]

@@ -82,7 +82,7 @@ import random
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -113,6 +113,7 @@ from frlr.config import (
     validate,
 )
 from frlr.data import (
+    DataError,
     ImageArrays,
     MissingDataError,
     dataset_info,
@@ -133,6 +134,7 @@ from frlr.io import load_checkpoint, save_torch_atomic, write_json_atomic, write
 from frlr.models import build_model
 from frlr.ncd import truncate_history
 from frlr.provenance import hardware, versions
+from frlr.rundir import NUMERICS_FIELDS, check_checkpoint, numerics, read_result
 from frlr.tasks import EvalData, Task, get_task
 from frlr.torch.diagnostics import NCDMonitor
 from frlr.torch.distributed import sum_allreduce_hook
@@ -321,6 +323,7 @@ def train(
     stop_after: int | None = None,
     progress: bool | None = None,
     log: Callable[[str], None] | None = print,
+    allow_change: Collection[str] | bool = True,
 ) -> dict[str, Any]:
     """Train as ``config`` says and return the result (also written to ``out/result.json``).
 
@@ -330,6 +333,12 @@ def train(
         ``{"status": "stopped", ...}`` (the checkpoint lets a later ``resume=True`` finish).
     progress: show a tqdm bar (default: when stderr is a terminal); ``log``: where the
         per-epoch lines go (None: nowhere). Only rank 0 shows or logs anything.
+    allow_change: on a resume, which of :data:`frlr.rundir.NUMERICS_FIELDS` (threads, device,
+        dtype, torch and frlr versions) may differ from the checkpoint's last segment: True,
+        any (with a warning: the run is no longer bitwise reproducible), or those named; any
+        other change is a ConfigError naming the field. Every segment's values go to the
+        checkpoint and ``result.json`` (``segments``); ``frlr train --resume`` allows only its
+        ``--allow-change`` fields, while compare and sweep resume their runs with a warning.
 
     The steps, in order: check the config, join the processes, open the run directory
     (:func:`_open_run_dir`), set up seeds, data, network and optimiser (:func:`_set_up`), resume
@@ -340,7 +349,10 @@ def train(
     started = time.perf_counter()
     config = validate(config)
     if stop_after is not None and stop_after < 1:
-        raise ValueError(f"stop_after must be a positive number of epochs, got {stop_after}")
+        raise ConfigError(
+            f"--stop-after must be a positive number of epochs, got {stop_after} (leave it out "
+            "to train to the end)"
+        )
     task = get_task(config.task)
     process = _setup_process(config)
     if config.class_parallel:
@@ -357,6 +369,7 @@ def train(
     if resume and (run_dir / "checkpoint.pt").exists():
         _resume(session, run_dir / "checkpoint.pt")
         say(f"{run_dir}: resuming after epoch {session.start_epoch}/{config.epochs}")
+    _start_segment(session, run_dir / "checkpoint.pt", allow_change)
     show_bar = process.rank == 0 and (progress if progress is not None else sys.stderr.isatty())
     first_step = session.start_epoch * session.steps_per_epoch
     ncd = _ncd_monitor(config, run_dir, first_step) if process.rank == 0 else None
@@ -392,7 +405,7 @@ def _open_run_dir(
                 f"{run_dir} holds a finished run (result.json); pass --resume to reuse it or "
                 "choose another --out"
             )
-        result = json.loads(result_path.read_text(encoding="utf-8"))
+        result = read_result(result_path)  # a damaged one: RunFileError naming it
         _check_same_run(result["config"], config, result_path)
         return result
     if (run_dir / "checkpoint.pt").exists() and not resume:
@@ -400,7 +413,9 @@ def _open_run_dir(
             f"{run_dir} holds an unfinished run (checkpoint.pt); pass --resume to continue it "
             "or choose another --out"
         )
-    if main_process:
+    resuming = resume and (run_dir / "checkpoint.pt").exists()
+    if main_process and not (resuming and (run_dir / "config.json").exists()):
+        # the run's first config stays: a resume's own values are its segment's (result.json)
         write_json_atomic(run_dir / "config.json", asdict(config))
     return None
 
@@ -443,6 +458,7 @@ class _Session:
     start_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     elapsed_before: float = 0.0
+    segments: list[dict[str, Any]] = field(default_factory=list)  # numerics per stretch of epochs
 
 
 def cpu_has_bf16() -> bool:
@@ -558,6 +574,12 @@ def _load_data(config: TrainConfig, task: Task, process: _Process) -> _Data:
     num_classes = config.num_classes or info.num_classes or len(train_arrays.classes)
     if info.task != "classification":  # the head must fit the label rows / identities on disk
         num_classes = len(train_arrays.classes)
+    if num_classes < 2:  # e.g. an image folder of one class, decoded before this was checked
+        raise DataError(
+            config.data_dir or config.dataset,
+            f"{config.dataset}'s {info.train_split} split holds {num_classes} class",
+            "a classifier needs at least 2: add images of another class",
+        )
     _, height, width, in_channels = train_arrays.images.shape
     eval_data = _eval_data(config, task, eval_arrays, device, mean, std)
     val_data = None
@@ -655,6 +677,7 @@ def _build_network(
 def _resume(session: _Session, checkpoint_path: Path) -> None:
     """Every state the remaining epochs depend on, from the checkpoint of the same run."""
     state = load_checkpoint(checkpoint_path, CHECKPOINT_KEYS)
+    check_checkpoint(state, checkpoint_path)
     _check_same_run(state["config"], session.config, checkpoint_path)
     world = session.process.world
     if state["world_size"] != world:
@@ -685,6 +708,41 @@ def _resume(session: _Session, checkpoint_path: Path) -> None:
     session.start_epoch = state["epoch"]
     session.history = state["history"]
     session.elapsed_before = state["elapsed_s"]
+    session.segments = [dict(s) for s in state.get("segments", []) if isinstance(s, dict)]
+
+
+def _start_segment(
+    session: _Session, checkpoint_path: Path, allow_change: Collection[str] | bool
+) -> None:
+    """Record this call's numerics (:func:`frlr.rundir.numerics`) as a new segment; on a resume,
+    a field that differs from the last segment's is refused unless ``allow_change`` covers it,
+    and then warned about: the run no longer matches an uninterrupted one bit for bit."""
+    now = numerics(session.process.device)
+    if session.segments:
+        last = session.segments[-1]
+        first = int(last.get("from_epoch", 0)) + 1
+        span = (
+            f"epoch {first}"
+            if first >= session.start_epoch
+            else f"epochs {first}-{session.start_epoch}"
+        )
+        for name in NUMERICS_FIELDS:
+            if name not in last or last[name] == now[name]:
+                continue
+            change = f"{span} ran with {name} = {last[name]!r}, this resume has {now[name]!r}"
+            if allow_change is not True and name not in allow_change:
+                same = f"--threads {last[name]}" if name == "threads" else f"the same {name}"
+                raise ConfigError(
+                    f"{checkpoint_path}: {change}, which changes the numbers; resume with "
+                    f"{same}, or pass --allow-change {name} to go on with a mixed run (each "
+                    "segment's values are kept in result.json)"
+                )
+            warnings.warn(
+                f"{checkpoint_path}: {change}: the run is no longer bitwise reproducible; "
+                "each segment's values are kept in result.json 'segments'",
+                stacklevel=3,
+            )
+    session.segments.append({"from_epoch": session.start_epoch, **now})
 
 
 def _train_epoch(session: _Session, epoch: int, ncd: Any, show_bar: bool) -> dict[str, Any]:
@@ -866,6 +924,7 @@ def _checkpoint(session: _Session, run_dir: Path, epoch: int) -> None:
             "world_size": process.world,
             "history": session.history,
             "elapsed_s": session.history[-1]["elapsed_s"],
+            "segments": session.segments,
             **shards,
         },
         run_dir / "checkpoint.pt",
@@ -906,6 +965,7 @@ def _result(session: _Session, run_dir: Path, started: float) -> dict[str, Any]:
         "config": asdict(config),
         "versions": versions(),
         "hardware": hardware(session.process.device, session.process.world),
+        "segments": session.segments,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if session.process.rank == 0:

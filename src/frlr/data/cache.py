@@ -32,7 +32,7 @@ import numpy as np
 
 from frlr.data.arrays import ImageArrays
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: deep (16-bit, float) images scaled to 8 bits, no longer clipped
 """Bump when the stored layout or any loader's output changes, to orphan old entries."""
 
 UNWRITABLE_ERRNOS = frozenset(

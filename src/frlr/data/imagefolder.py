@@ -64,12 +64,24 @@ def load_imagefolder(root: str | Path, split: str, image_size: int | None = None
         if not train:
             raise tree.error("train/", "no class folders with images", _LAYOUT)
         classes = sorted(train)
+        if len(classes) < 2:
+            raise tree.error(
+                "train/",
+                f"holds one class folder ({classes[0]!r}); a classifier needs at least 2",
+                "add a folder of images per class under train/ (and the same under val/)",
+            )
         folder = split
         if split == "test" and not _split_images(tree, "test"):
             folder = "val"
         by_class = train if folder == "train" else _split_images(tree, folder)
         if not by_class:
-            raise tree.error(folder + "/", "no class folders with images", _LAYOUT)
+            raise tree.error(
+                folder + "/",
+                f"no class folders with images; train/ is there, with {len(classes)} classes, "
+                f"but split {split!r} is tested on {folder}/",
+                f"add {folder}/<class>/<image> beside train/ (held-out images of the same "
+                "classes), or move part of each train/ class there",
+            )
         unknown = sorted(set(by_class) - set(classes))
         if unknown:
             raise tree.error(

@@ -66,6 +66,64 @@ def check_image_size(image_size: object) -> int | None:
     return int(image_size)
 
 
+_CONVERTIBLE = frozenset({"1", "L", "P", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LA", "PA", "HSV"})
+"""PIL modes whose ``convert`` to RGB and L is a colour conversion; PIL "converts" LAB by
+copying its bands, so LAB (and any other mode) is refused rather than silently miscoloured."""
+
+
+def _to_8_bit_grey(image: Image.Image) -> Image.Image | None:
+    """A 16-bit, 32-bit integer or float grey image as 8-bit ``L``, scaled (never clipped):
+    16-bit by 255/65535; 32-bit integers by the same when above 255, else as they are; floats
+    in [0, 1] by 255, in [0, 255] as they are. None when the values fit none of these."""
+    array = np.asarray(image)
+    if image.mode.startswith("I;16"):
+        top = 65535.0
+    else:
+        low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+        if not (np.isfinite(low) and np.isfinite(high)) or low < 0:
+            return None
+        if image.mode == "F" and high <= 1:
+            top = 1.0
+        elif high <= 255:
+            top = 255.0
+        elif image.mode == "I" and high <= 65535:
+            top = 65535.0
+        else:
+            return None
+    scaled = np.rint(array.astype(np.float64) * (255.0 / top))
+    return Image.fromarray(scaled.astype(np.uint8), "L")
+
+
+def convert_image(
+    image: Image.Image, mode: str, name: str = "image", member: str | None = None
+) -> Image.Image:
+    """``image`` in 8-bit ``mode`` (RGB or L): 16-bit and other deep grey modes scaled to 8
+    bits (PIL's own ``convert`` clips them, turning a 16-bit image white), palette, CMYK,
+    YCbCr, HSV and the alpha modes (LA, PA, RGBA; alpha dropped) by PIL. A mode that converts
+    to neither raises :class:`CorruptImageError` naming the file and the mode."""
+    if image.mode == mode:
+        return image
+    if image.mode.startswith("I") or image.mode == "F":
+        grey = _to_8_bit_grey(image)
+        if grey is None:
+            raise CorruptImageError(
+                name,
+                f"image mode {image.mode!r} holds values outside 8 or 16 bits, which do not "
+                f"convert to 8-bit {mode} without guessing their range",
+                "convert the image to 8- or 16-bit RGB or greyscale (PNG), then load it again",
+                member=member,
+            )
+        return grey if mode == "L" else grey.convert(mode)
+    if image.mode in _CONVERTIBLE:
+        return image.convert(mode)
+    raise CorruptImageError(
+        name,
+        f"image mode {image.mode!r} cannot be converted to 8-bit {mode}",
+        "convert the image to 8-bit RGB or greyscale (PNG or JPEG), then load it again",
+        member=member,
+    )
+
+
 def resize_image(image: Image.Image, image_size: int) -> Image.Image:
     """Resize to image_size x image_size: area averaging when shrinking, bilinear when enlarging."""
     if image.size == (image_size, image_size):
@@ -95,10 +153,12 @@ def decode_image(
     try:
         with Image.open(io.BytesIO(data)) as opened:
             opened.load()
-            image = opened if opened.mode == mode else opened.convert(mode)
+            image = convert_image(opened, mode, name, member)
             if image_size is not None:
                 image = resize_image(image, image_size)
             array = np.asarray(image, dtype=np.uint8)
+    except CorruptImageError:  # a mode convert_image refuses: its own message
+        raise
     except UnidentifiedImageError as exc:
         # PIL's message names an anonymous BytesIO, not the file.
         problem = f"not an image PIL can read ({len(data)} bytes, unknown format)"

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -34,7 +33,7 @@ from frlr.catalogue import (
     TABLE_1_LOSSES,
     canonical_loss_name,
 )
-from frlr.config import ConfigError, TrainConfig, config_differences, validate
+from frlr.config import ConfigError, TrainConfig, config_differences, seed_problem, validate
 from frlr.data import dataset_info
 from frlr.experiments.results import metric_label, percent, run_row, summarize
 from frlr.io import (
@@ -44,6 +43,7 @@ from frlr.io import (
     write_json_atomic,
     write_text_atomic,
 )
+from frlr.rundir import read_result
 from frlr.tasks import Task, get_task
 from frlr.train import train
 
@@ -75,6 +75,14 @@ def parse_losses(text: str | Sequence[str]) -> tuple[str, ...]:
     if not given:
         raise ConfigError("--losses names no loss")
     for name in given:
+        loss, colon, options = name.partition(":")
+        if colon and canonical_loss_name(loss.strip()) is not None:
+            flags = " ".join(f"--{o.replace('=', ' ')}" for o in options.split(":") if o)
+            raise ConfigError(
+                f"--losses {name!r}: loss:key=value specs are for frlr sweep --param num-classes "
+                f"(one curve each); frlr compare takes loss names, and the hyper-parameters as "
+                f"flags for every loss that takes them ({flags or '--r 0'})"
+            )
         if canonical_loss_name(name) is None:
             raise ConfigError(f"unknown loss {name.lower()!r}; known: {', '.join(LOSS_NAMES)}")
     losses = tuple(canonical_loss_name(name) or name for name in given)
@@ -97,12 +105,42 @@ def parse_seeds(value: int | str | Sequence[int]) -> tuple[int, ...]:
                 f"--seeds must be a count or a list like 0,1,2, got {text!r}"
             ) from None
     if isinstance(value, int) and not isinstance(value, bool):
-        if value < 1:
-            raise ConfigError(f"--seeds must be at least 1, got {value}")
+        if not 1 <= value <= MAX_SEED_COUNT:
+            raise ConfigError(
+                f"--seeds must be a count from 1 to {MAX_SEED_COUNT} (or a list like 0,4,7), "
+                f"got {value}"
+            )
         return tuple(range(value))
-    seeds = tuple(int(s) for s in value)
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise ConfigError(f"seeds must be distinct non-negative integers, got {seeds}")
+    return check_seed_list(tuple(int(s) for s in value))
+
+
+MAX_SEED_COUNT = 10_000
+"""The most seeds ``--seeds N`` asks for (a list names any seeds in 0..MAX_SEED)."""
+
+
+def check_seed_list(seeds: tuple[int, ...]) -> tuple[int, ...]:
+    """``seeds`` if each can seed a run and no two give the same random streams: a seed named
+    twice, or one that repeats another's streams (0 and 2**32), is refused as a duplicate."""
+    if not seeds:
+        raise ConfigError("--seeds names no seed")
+    first: dict[int, int] = {}
+    for seed in seeds:
+        state = seed % 2**32  # what numpy's and torch's CPU generators keep of it
+        if state in first:
+            same = (
+                "is named twice"
+                if first[state] == seed
+                else (
+                    f"and {first[state]} give the same generator state ({seed} = "
+                    f"{first[state]} mod 2**32)"
+                )
+            )
+            raise ConfigError(f"--seeds: seed {seed} {same}: duplicates, one run counted twice")
+        first[state] = seed
+    for seed in seeds:
+        problem = seed_problem(seed, "--seeds: each seed")
+        if problem is not None:
+            raise ConfigError(problem)
     return seeds
 
 
@@ -148,7 +186,7 @@ def _run_or_reuse_locked(
     run_dir = Path(config.out)
     result_path = run_dir / "result.json"
     if result_path.exists():
-        result = json.loads(result_path.read_text(encoding="utf-8"))
+        result = read_result(result_path)  # a damaged one: RunFileError naming it
         differences = config_differences(result["config"], asdict(config))
         if differences:
             raise ConfigError(

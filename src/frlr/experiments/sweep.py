@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import sys
 import warnings
@@ -47,6 +46,7 @@ from frlr.experiments.grid import SWEEP_FIELDS, parse_field_values, setting_text
 from frlr.experiments.results import metric_label, percent, run_row, summarize
 from frlr.experiments.stats import mean_std
 from frlr.io import is_main_process, run_lock, write_json_atomic, write_text_atomic
+from frlr.rundir import read_result
 from frlr.tasks import Task, get_task
 from frlr.train import train
 
@@ -260,8 +260,11 @@ def _run_all(
     """Train, resume or reuse every (value, seed) run in turn, with a bar over the runs: their
     rows, each with the value."""
     show = is_main_process() and (progress if progress is not None else sys.stderr.isatty())
-    bar = tqdm(total=len(configs), desc=f"sweep {loss} {param}", unit="run", dynamic_ncols=True)
-    bar = bar if show else None
+    bar = (  # made only when shown: tqdm draws its 0% line when made
+        tqdm(total=len(configs), desc=f"sweep {loss} {param}", unit="run", dynamic_ncols=True)
+        if show
+        else None
+    )
     write = bar.write if bar is not None else say
     rows: dict[int, dict[str, Any]] = {}
 
@@ -704,7 +707,7 @@ def _collect_curves(
         for spec in specs:
             for seed in _finished_seeds(out, spec, param, value):
                 config = _spec_config(base, spec, param, value, seed, out)
-                result = json.loads((Path(config.out) / "result.json").read_text("utf-8"))
+                result = read_result(Path(config.out) / "result.json")
                 differences = config_differences(result["config"], asdict(config))
                 if differences:
                     raise ConfigError(

@@ -161,6 +161,16 @@ def build_report(
     if ncd:
         figure, verdict = ncd
         blocks += [Heading("Negative class distraction"), figure, Paragraph(verdict)]
+    if experiment.problems:
+        blocks.append(Heading("Damaged or missing runs"))
+        blocks.append(
+            Paragraph(
+                "Left out of every mean, test and figure above (a damaged config.json or "
+                "metrics.jsonl beside a sound result.json costs only its curves):",
+                True,
+            )
+        )
+        blocks += [Paragraph(problem) for problem in experiment.problems]
     blocks += _embedding_section(experiment, out, attempt, tsne, tsne_classes, tsne_points)
     blocks += [Heading("Runs"), tables.runs_table(experiment), Heading("Reproduction")]
     blocks += _reproduction_section(experiment, attempt)
@@ -169,7 +179,11 @@ def build_report(
         blocks += [Paragraph(failure) for failure in attempt.failures]
     write_text_atomic(out / "report.md", to_markdown(blocks))
     write_text_atomic(out / "report.html", to_html(blocks, title))
-    say(f"report: {out / 'report.md'} and report.html ({len(attempt.failures)} figure(s) failed)")
+    flawed = f"; {len(experiment.problems)} damaged file(s) or missing run(s) listed there"
+    say(
+        f"report: {out / 'report.md'} and report.html ({len(attempt.failures)} figure(s) "
+        f"failed{flawed if experiment.problems else ''})"
+    )
     return out / "report.md"
 
 
@@ -177,6 +191,9 @@ def _overview(experiment: Experiment) -> Paragraph:
     """What the experiment is, how far it got, and when and from where the report was made."""
     runs = experiment.runs
     finished = sum(run.finished for run in runs)
+    missing = sum(len(group.missing) for group in experiment.groups)
+    damaged = sum(bool(run.damaged) for run in runs)
+    flaws = [f"{n} {what}" for n, what in ((damaged, "damaged"), (missing, "missing")) if n]
     made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     what = {
         "sweep": f"Sweep of {experiment.param} for {str(experiment.loss).upper()}",
@@ -184,7 +201,9 @@ def _overview(experiment: Experiment) -> Paragraph:
     }.get(experiment.kind, "Comparison of losses")
     return Paragraph(
         f"{what}, task {experiment.task}, primary metric {experiment.primary_metric}: "
-        f"{finished} of {len(runs)} runs finished, seeds "
+        f"{finished} of {len(runs) + missing} runs finished"
+        + (f" ({', '.join(flaws)}: see Damaged or missing runs)" if flaws else "")
+        + ", seeds "
         f"{', '.join(map(str, experiment.seeds)) or 'none'}. "
         f"Made by frlr {frlr.__version__} on {made} from {experiment.path}."
     )

@@ -96,7 +96,8 @@ def load_feature_data(
     train_arrays = load_split(cfg, info.train_split)
     mean, std = channel_stats(train_arrays)
     std = tuple(s if s > 0 else 1.0 for s in std)
-    num_classes = info.num_classes or len(train_arrays.classes)
+    # the classifier the run trained: its first num_classes classes when it kept only those
+    num_classes = cfg.num_classes or info.num_classes or len(train_arrays.classes)
     _, height, _, in_channels = train_arrays.images.shape
     del train_arrays
     test = load_split(cfg, info.eval_splits[0])
@@ -132,7 +133,15 @@ def run_features(run: Run, data: FeatureData, batch_size: int = 256) -> np.ndarr
         image_size=data.image_size,
     )
     state = load_checkpoint(run.checkpoint, ("model",))
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, TypeError, AttributeError) as error:  # torch lists every tensor
+        first = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), "")
+        raise ValueError(
+            f"{run.checkpoint} does not fit the {config['arch']} rebuilt from {run.path}'s "
+            f"config ({data.num_classes} classes): {first or type(error).__name__}; the run's "
+            "checkpoint and config disagree: rerun the run"
+        ) from None
     model.eval()
     if not hasattr(model, "features"):
         raise TypeError(f"arch {config['arch']!r} has no features(x) method to embed")

@@ -5,19 +5,28 @@ comparison still running (unfinished runs are drawn, not tabulated), and of a di
 two ``frlr compare`` commands with different ``--losses`` filled side by side (each wrote its
 own ``results.json``). A *group* is what one table row, one curve and one t-SNE panel stand
 for: a loss in a comparison, a value of the swept parameter in a sweep.
+
+Every file is read with its schema checked (:mod:`frlr.rundir`). A run whose ``result.json`` is
+damaged (or whose files say it is another run) is *damaged*: listed with what is wrong, left out
+of every mean, test and figure. A run that ``results.json``/``sweep.json`` asked for and that is
+not on disk is *missing*, listed the same way. A damaged ``config.json`` or ``metrics.jsonl``
+beside a sound ``result.json`` costs only what it held (the curves), and is listed too.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from frlr.catalogue import LOSS_NAMES
+from frlr.experiments import compare, sweep
 from frlr.experiments.sweep import value_text
+from frlr.rundir import RunFileError, read_config, read_metrics, read_result
 from frlr.style import loss_color, loss_label
 from frlr.tasks import get_task
 
@@ -33,14 +42,21 @@ class Run:
     config: dict[str, Any]
     history: list[dict[str, Any]]
     result: dict[str, Any] | None
+    damaged: str | None = None  # why the run cannot count (its result unreadable), if so
+    problems: list[str] = field(default_factory=list)  # every damaged file, one line each
 
     @property
     def loss(self) -> str:
-        return str(self.config.get("loss", "?"))
+        if "loss" in self.config:
+            return str(self.config["loss"])
+        return self.path.name.rsplit("-seed", 1)[0] if "-seed" in self.path.name else "?"
 
     @property
     def seed(self) -> int:
-        return int(self.config.get("seed", 0))
+        if isinstance(self.config.get("seed"), int):
+            return int(self.config["seed"])
+        found = re.search(r"-seed(\d+)$", self.path.name)  # a damaged run: its directory's
+        return int(found.group(1)) if found else -1
 
     @property
     def finished(self) -> bool:
@@ -67,10 +83,15 @@ class Group:
     color: str
     runs: list[Run] = field(default_factory=list)
     value: float | None = None
+    missing: list[int] = field(default_factory=list)  # seeds asked for, not on disk
 
     @property
     def finished(self) -> list[Run]:
         return [run for run in self.runs if run.finished]
+
+    @property
+    def damaged(self) -> list[Run]:
+        return [run for run in self.runs if run.damaged]
 
 
 @dataclass
@@ -98,36 +119,98 @@ class Experiment:
     def seeds(self) -> list[int]:
         return sorted({run.seed for run in self.runs if run.finished})
 
+    @property
+    def problems(self) -> list[str]:
+        """One line per damaged file and per missing run, for the report to list."""
+        lines = [problem for run in self.runs for problem in run.problems]
+        for group in self.groups:
+            lines += [
+                f"{self.path / self.run_name(group, seed)}: missing (asked for by "
+                f"{'sweep' if self.kind == 'sweep' else 'results'}.json, not on disk); rerun "
+                "the command to train it"
+                for seed in group.missing
+            ]
+        return lines
+
+    def run_name(self, group: Group, seed: int) -> str:
+        """The directory name of ``group``'s run of ``seed``, as compare or sweep names it."""
+        if self.kind == "sweep" and group.value is not None:
+            return sweep.run_dir_name(group.loss, str(self.param), group.value, seed)
+        return compare.run_dir_name(group.loss, seed)
+
 
 def _read_json(path: Path) -> dict[str, Any] | None:
+    """``results.json`` or ``sweep.json``: an object, or None (with a warning naming the file
+    when it is there but unreadable: the runs on disk are then all the report knows)."""
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        warnings.warn(f"{path}: not JSON ({error}); ignored", stacklevel=3)
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        warnings.warn(
+            f"{path}: not JSON ({error}); ignored: runs it asked for and never wrote cannot be "
+            "listed as missing (rerun the command to write it again)",
+            stacklevel=3,
+        )
         return None
+    if not isinstance(saved, dict):
+        warnings.warn(f"{path}: not a JSON object; ignored", stacklevel=3)
+        return None
+    return saved
 
 
-def _read_history(path: Path) -> list[dict[str, Any]]:
-    """metrics.jsonl; a truncated last line (a run killed mid-write) is dropped."""
-    if not path.exists():
+def _saved_list(saved: dict[str, Any] | None, key: str, kind: type) -> list[Any]:
+    """``saved[key]`` when it is a list of ``kind`` (numbers for float), else empty."""
+    values = (saved or {}).get(key)
+    if not isinstance(values, list):
         return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
+    if kind is float:
+        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    else:
+        ok = all(isinstance(v, kind) and not isinstance(v, bool) for v in values)
+    return values if ok else []
 
 
 def _load_run(path: Path) -> Run:
-    config = _read_json(path / "config.json") or {}
-    result = _read_json(path / "result.json")
-    if result is not None and not config:
-        config = result.get("config", {})
-    return Run(path.name, path, config, _read_history(path / "metrics.jsonl"), result)
+    """One run directory, each file checked: a damaged result.json (or one that belongs to
+    another run) makes the run damaged; a damaged config.json or metrics.jsonl is listed and
+    the run goes on from what is sound."""
+    problems: list[str] = []
+    damaged: str | None = None
+    config: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = []
+    readers = (("config.json", read_config), ("result.json", read_result))
+    for name, read in readers:
+        if (path / name).exists():
+            try:
+                value = read(path / name)
+            except RunFileError as error:
+                problems.append(str(error))
+                damaged = str(error) if name == "result.json" else damaged
+                continue
+            config, result = (value, result) if name == "config.json" else (config, value)
+    if result is not None and config is not None:
+        other = [k for k in ("loss", "seed") if result["config"].get(k) != config.get(k)]
+        if other:
+            damaged = (
+                f"{path / 'result.json'}: its {' and '.join(other)} differ from config.json's: "
+                "the result of another run; delete it and rerun the command"
+            )
+            problems.append(damaged)
+    if damaged is not None:
+        result = None
+    elif config is None and result is None:
+        damaged = problems[0] if problems else f"{path}: no readable config.json or result.json"
+    config = config if config is not None else (result or {}).get("config", {})
+    if damaged is None and (path / "metrics.jsonl").exists():
+        try:
+            history = read_metrics(path / "metrics.jsonl")
+        except RunFileError as error:
+            problems.append(str(error))
+    for problem in problems:
+        warnings.warn(problem, stacklevel=3)
+    return Run(path.name, path, config, history, result, damaged, problems)
 
 
 def _value_colors(color: str, n: int) -> list[str]:
@@ -226,6 +309,7 @@ def load_experiment(path: str | Path) -> Experiment:
     tested = [m for m in tested or () if m in metric_names] or [primary]
 
     if sweep is not None:
+        _check_sweep_file(path / "sweep.json", sweep)
         groups, baseline, param, loss = _sweep_groups(runs, sweep)
         kind = "sweep"
     else:
@@ -234,6 +318,17 @@ def load_experiment(path: str | Path) -> Experiment:
     return Experiment(
         kind, path, saved, task, primary, metric_names, groups, baseline, param, loss, tested
     )
+
+
+def _check_sweep_file(path: Path, sweep: dict[str, Any]) -> None:
+    """A one-loss sweep's ``sweep.json`` names its parameter and loss; else it is damaged."""
+    for key in ("param", "loss"):
+        if not isinstance(sweep.get(key), str):
+            raise RunFileError(
+                path,
+                f"has no {key!r} (a string): not the sweep's own file, or damaged",
+                "rerun the frlr sweep command to write it again (finished runs are reused)",
+            )
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -258,21 +353,32 @@ def _dedupe(group: Group) -> None:
 def _compare_groups(
     runs: list[Run], saved: dict[str, Any] | None, task: str
 ) -> tuple[list[Group], str]:
-    listed = [str(loss) for loss in (saved or {}).get("losses", [])]
+    listed = [str(loss) for loss in _saved_list(saved, "losses", str)]
     present = {run.loss for run in runs}
     order = [loss for loss in listed if loss in present]
     order += [loss for loss in LOSS_NAMES if loss in present and loss not in order]
     order += sorted(present - set(order))
+    order += [loss for loss in listed if loss not in order]  # asked for, no run on disk
+    asked = _saved_list(saved, "seeds", int)
     groups = []
     for index, loss in enumerate(order):
         group = Group(loss, loss_label(loss), loss, loss_color(loss, index))
         group.runs = [run for run in runs if run.loss == loss]
         _dedupe(group)
+        if loss in listed:
+            group.missing = sorted(set(asked) - {run.seed for run in group.runs})
         groups.append(group)
     baseline = (saved or {}).get("baseline") or _task_default(task, "baseline", "sr")
     if baseline not in order:
         baseline = order[0]
     return groups, baseline
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def _sweep_groups(runs: list[Run], sweep: dict[str, Any]) -> tuple[list[Group], str, str, str]:
@@ -281,7 +387,12 @@ def _sweep_groups(runs: list[Run], sweep: dict[str, Any]) -> tuple[list[Group], 
     values: dict[str, float] = {}
     for run in runs:
         value = run.config.get(param)
-        if run.loss != loss or value is None or not math.isfinite(float(value)):
+        named = re.fullmatch(rf"{re.escape(loss)}-{re.escape(param)}(.+)-seed\d+", run.name)
+        if value is None and run.damaged and named:  # no config to say: its directory's name
+            value = _number(named.group(1))
+        if run.loss != loss and not (run.damaged and named):
+            value = None
+        if value is None or not math.isfinite(float(value)):
             warnings.warn(
                 f"{run.path}: not a run of this sweep ({loss} over {param}); left out",
                 stacklevel=3,
@@ -290,12 +401,18 @@ def _sweep_groups(runs: list[Run], sweep: dict[str, Any]) -> tuple[list[Group], 
         key = value_text(float(value))
         by_value.setdefault(key, []).append(run)
         values[key] = float(value)
+    asked = _saved_list(sweep, "seeds", int)
+    for value in _saved_list(sweep, "values", float):  # asked for, maybe no run on disk
+        if math.isfinite(value):
+            by_value.setdefault(value_text(float(value)), [])
+            values[value_text(float(value))] = float(value)
     keys = sorted(by_value, key=values.__getitem__)
     colors = _value_colors(loss_color(loss), len(keys)) if keys else []
     groups = []
     for key, color in zip(keys, colors, strict=True):
         group = Group(key, f"{param} = {key}", loss, color, by_value[key], values[key])
         _dedupe(group)
+        group.missing = sorted(set(asked) - {run.seed for run in group.runs})
         groups.append(group)
     if not groups:
         raise FileNotFoundError(f"{sweep.get('param')} sweep: no run of {loss} on disk")

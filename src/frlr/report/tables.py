@@ -13,7 +13,7 @@ from frlr.experiments.results import metric_label, run_row
 from frlr.report.document import Table
 from frlr.report.runs import Experiment, Group
 
-__all__ = ["results_table", "runs_table", "summarize", "sweep_results"]
+__all__ = ["results_table", "runs_cell", "runs_table", "summarize", "sweep_results"]
 
 
 def _group_label(experiment: Experiment, key: str) -> str:
@@ -82,6 +82,21 @@ def _p_cell(entry: dict[str, Any], metric: str, primary: str, is_baseline: bool)
     return f"{test['p_value']:.3g}{note}"
 
 
+def runs_cell(group: Group) -> str:
+    """The runs column: "3", or "1 of 2; seed 0 damaged" (in-progress runs count in the total;
+    damaged and missing ones are named, and none enters a mean or a test)."""
+    finished = len(group.finished)
+    total = len(group.runs) + len(group.missing)
+    parts = [str(finished) if finished == total else f"{finished} of {total}"]
+    for what, seeds in (
+        ("damaged", [run.seed for run in group.damaged]),
+        ("missing", group.missing),
+    ):
+        if seeds:
+            parts.append(f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))} {what}")
+    return "; ".join(parts)
+
+
 def results_table(experiment: Experiment, summary: dict[str, Any]) -> Table:
     """One row per group: metric mean ± std (%), p against the baseline, runs, wall time."""
     baseline = summary["baseline"]
@@ -98,7 +113,6 @@ def results_table(experiment: Experiment, summary: dict[str, Any]) -> Table:
     rows = []
     for group in experiment.groups:
         entry = summary["losses"][group.key]
-        finished, total = len(group.finished), len(group.runs)
         wall = entry.get("wall_time_s_mean", math.nan)
         rows.append(
             [
@@ -108,7 +122,7 @@ def results_table(experiment: Experiment, summary: dict[str, Any]) -> Table:
                     _p_cell(entry, m, experiment.primary_metric, group.key == baseline)
                     for m in tested
                 ],
-                str(finished) if finished == total else f"{finished} of {total}",
+                runs_cell(group),
                 "n/a" if not math.isfinite(wall) else f"{wall:.1f}",
             ]
         )
@@ -120,6 +134,8 @@ def results_table(experiment: Experiment, summary: dict[str, Any]) -> Table:
 
 
 def _status(group: Group, run) -> str:
+    if run.damaged:
+        return "damaged (see Damaged or missing runs)"
     if run.result is not None:
         return "diverged" if run.result.get("diverged") else "finished"
     epochs = run.config.get("epochs", "?")
@@ -159,6 +175,9 @@ def runs_table(experiment: Experiment) -> Table:
                     str((result.get("hardware") or {}).get("device", "n/a")),
                 ]
             )
+        for seed in group.missing:
+            name = experiment.run_name(group, seed)
+            rows.append([name, str(seed), "missing", *["n/a"] * (len(header) - 3)])
     hours = f" ({total / 3600:.2f} h)" if total >= 360 else ""
     note = (
         f"Final-epoch test metrics; wall time of all runs together {total:.1f} s{hours}. An "
