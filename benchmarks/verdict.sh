@@ -31,7 +31,7 @@ py=${PYTHON:-python}
 frlr=("$py" -m frlr.cli)
 data=${FRLR_DATA:-$(cd .. && pwd)/shared/data}
 # fp32: where the CPU lacks AVX-512 BF16 and AMX (2026-12-04's host: AVX2 only) bf16 autocast
-# is emulated and a ResNet-20 step is 9x slower than in fp32; fp32 also keeps every session's
+# is emulated and a ResNet-20 step costs 11x the CPU time of fp32; fp32 also keeps every session's
 # runs comparable whatever CPU it gets (docs/benchmarks/train_speed.md).
 common=(--data-dir "$data" --preset cpu --threads 1 --no-progress --no-bf16)
 # Evaluation is only read at the end (a few mid-run points draw the convergence): every epoch

@@ -479,7 +479,7 @@ def _set_up(config: TrainConfig, task: Task, process: _Process) -> _Session:
     if config.bf16 and device.type == "cpu" and not cpu_has_bf16() and rank == 0:
         warnings.warn(
             "--bf16 on a CPU without AVX-512 BF16 or AMX: bfloat16 is emulated there, and a "
-            "ResNet-20 step was 9x slower than in float32 (docs/benchmarks/recipe_speed.md); "
+            "ResNet-20 step cost 11x the CPU time of float32 (docs/benchmarks/recipe_speed.md); "
             "--no-bf16 trains faster on this machine",
             stacklevel=3,
         )
