@@ -271,3 +271,16 @@ def test_tune_on_digits_through_the_cli(tmp_path, capsys):
     again = replace(digits(val_fraction=0.2), lr=0.1)
     assert again.val_fraction == 0.2
     assert main([*argv, "--out", str(out)]) == 0  # a rerun reuses every run
+
+
+def test_a_spec_equal_to_another_under_the_recipes_options_is_a_duplicate():
+    with pytest.raises(ConfigError, match="'ss-lr:r=3' and 'ss-lr'"):
+        parse_loss_specs("ss-lr:r=3,ss-lr", {"r": 3.0})
+    assert len(parse_loss_specs("ss-lr:r=3,ss-lr", {"r": None})) == 2
+
+
+def test_a_num_classes_sweep_takes_a_recipe_r_that_only_some_losses_use():
+    from frlr.experiments.sweep import parse_data_values
+
+    base = replace(digits(), loss="lr", r=3.0)  # as the CLI builds it: lr plus the recipe's r
+    assert parse_data_values("2,5", "num_classes", base) == (2, 5)

@@ -505,6 +505,11 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipe_hyper(args: argparse.Namespace) -> dict[str, float | None]:
+    """The command line's beta, m and r: what a loss spec without them trains with."""
+    return {name: getattr(args, name, None) for name in ("beta", "m", "r")}
+
+
 def _sweep_field(args: argparse.Namespace) -> int:
     """``frlr sweep --param FIELD --losses ...``: every loss over the values of any training
     field; its tables and figure are its report."""
@@ -519,7 +524,7 @@ def _sweep_field(args: argparse.Namespace) -> int:
             f"--{flag} {getattr(args, param)} conflicts with the sweep over {flag}: the values "
             "come from --values; drop it"
         )
-    specs = sweep.parse_loss_specs(args.losses or args.loss or "sr")
+    specs = sweep.parse_loss_specs(args.losses or args.loss or "sr", _recipe_hyper(args))
     seeds = compare.parse_seeds(args.seeds)
     hyper = ("beta", "m", "r")  # reach the losses that take them, as in frlr compare
     overrides = _overrides(args, ("loss", "seed", "out", *hyper))
@@ -547,7 +552,7 @@ def _sweep_field(args: argparse.Namespace) -> int:
 
 def _tune(args: argparse.Namespace) -> int:
     """``frlr tune``: choose on the validation split, train the choices, test them."""
-    specs = sweep.parse_loss_specs(args.losses)
+    specs = sweep.parse_loss_specs(args.losses, _recipe_hyper(args))
     grid_values = tune.parse_grid(args.grid)
     for name in grid_values:
         if getattr(args, name, None) is not None:
@@ -586,7 +591,9 @@ def _sweep_losses(args: argparse.Namespace) -> int:
             f"--loss is for hyper-parameter sweeps; a sweep over {args.param} "
             "takes --losses (e.g. sr,lr,ss-lr:r=0)"
         )
-    specs = sweep.parse_loss_specs(args.losses or ",".join(compare.DEFAULT_LOSSES))
+    specs = sweep.parse_loss_specs(
+        args.losses or ",".join(compare.DEFAULT_LOSSES), _recipe_hyper(args)
+    )
     seeds = compare.parse_seeds(args.seeds)
     hyper = ("beta", "m", "r")  # reach the losses that take them, as in frlr compare
     overrides = _overrides(args, ("loss", "seed", "out", *hyper))

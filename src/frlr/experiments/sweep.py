@@ -24,7 +24,7 @@ import io
 import math
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -457,19 +457,28 @@ def _spec_option(item: str, name: str, option: str) -> tuple[str, Any]:
     return key, number
 
 
-def _resolved(spec: LossSpec) -> tuple[str, tuple[tuple[str, Any], ...]]:
-    """The spec with the loss's defaults filled in: ``ss-lr`` and ``ss-lr:r=2`` are one loss."""
+def _resolved(
+    spec: LossSpec, recipe: Mapping[str, float | None]
+) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """The spec with every hyper-parameter it takes filled in, from the recipe (``--r 3``) or
+    the loss's default: ``ss-lr`` and ``ss-lr:r=2`` are one loss, and so are ``ss-lr`` and
+    ``ss-lr:r=3`` under ``--r 3``."""
     options = dict(spec.options)
     for name in LOSS_HYPERPARAMETERS[spec.name]:
-        default = default_hyperparameter(spec.name, name)
-        if options.get(name) == default:
-            del options[name]
+        given = recipe.get(name)
+        options.setdefault(
+            name, default_hyperparameter(spec.name, name) if given is None else given
+        )
     return spec.name, tuple(sorted(options.items()))
 
 
-def parse_loss_specs(text: str | Sequence[str]) -> tuple[LossSpec, ...]:
+def parse_loss_specs(
+    text: str | Sequence[str], recipe: Mapping[str, float | None] | None = None
+) -> tuple[LossSpec, ...]:
     """``"sr,lr,ss-lr:r=0"`` -> the curves, each checked: a known loss, options it takes, values
-    its constructor accepts, no curve named twice (``ss-lr`` and ``ss-lr:r=2`` are one)."""
+    its constructor accepts, no curve named twice (``ss-lr`` and ``ss-lr:r=2`` are one; so are
+    ``ss-lr`` and ``ss-lr:r=3`` when ``recipe``, the command line's beta, m, r, sets r = 3)."""
+    recipe = recipe or {}
     items = text.split(",") if isinstance(text, str) else list(text)
     specs: list[LossSpec] = []
     for item in (part.strip() for part in items):
@@ -489,7 +498,7 @@ def parse_loss_specs(text: str | Sequence[str]) -> tuple[LossSpec, ...]:
                 raise ConfigError(f"--losses: {item!r} sets {key.replace('_', '-')} twice")
             parsed[key] = value
         spec = LossSpec(canonical, tuple(sorted(parsed.items())))
-        twin = next((s for s in specs if _resolved(s) == _resolved(spec)), None)
+        twin = next((s for s in specs if _resolved(s, recipe) == _resolved(spec, recipe)), None)
         if twin is not None:
             raise ConfigError(
                 f"--losses names one curve twice: {twin.key!r} and {item!r} train the same "
@@ -530,7 +539,8 @@ def parse_data_values(
         raise ConfigError(f"--values names a value twice: {','.join(map(str, parsed))}")
     for value in parsed:
         try:
-            validate(replace(base, **{param: value}))
+            # beta, m, r reach only the losses that take them (checked per run)
+            validate(replace(base, **{param: value}, beta=None, m=None, r=None))
         except ConfigError as error:
             raise ConfigError(f"--values: {flag} = {value}: {error}") from None
     return tuple(parsed)
