@@ -154,16 +154,15 @@ def _plan(band: Band, hist: Tensor, need: Tensor, delta: Tensor, bound: Tensor):
     """From one round's counts: (done, bracket lo, bracket hi, planned candidates, next band
     lo, next band hi, stuck) per row."""
     at_or_above = hist.flip(1).cumsum(1).flip(1)  # #(key >= b) at column b + 1, b = -1 .. B
-    at_or_above = torch.cat([at_or_above, torch.zeros_like(at_or_above[:, :1])], 1)
-    b_star = (at_or_above[:, :-1] >= need.unsqueeze(1)).sum(1) - 2  # the threshold's key
+    b_star = (at_or_above >= need.unsqueeze(1)).sum(1) - 2  # the threshold's key
     high_miss, low_miss = b_star == BINS, b_star == -1
     b = b_star.clamp(0, BINS - 1).double()
     margin = band.slack + delta
     low, high = band.edge(b) - margin, band.edge(b + 1) + margin
     k_lo = band.key_of(low - margin)  # every value a candidate of the sweep may have here
     k_hi = band.key_of(high + margin)
-    count = at_or_above.gather(1, (k_lo + 1)[:, None]) - at_or_above.gather(1, (k_hi + 2)[:, None])
-    count = count[:, 0]
+    beyond = at_or_above.gather(1, (k_hi + 2).clamp(max=BINS + 1)[:, None])[:, 0]
+    count = at_or_above.gather(1, (k_lo + 1)[:, None])[:, 0] - torch.where(k_hi < BINS, beyond, 0)
     missed = high_miss | low_miss
     done = ~missed & (count <= CAP)
     new_lo, new_hi = low - margin, high + margin
