@@ -39,13 +39,7 @@ def add_held_rows(
         target, present = problem.whole_target(part)
         pos, neg = scales
         pos = pos[part] if isinstance(pos, Tensor) else pos
-        count: Tensor | int = n[part]
-        if not target.is_floating_point():  # index targets: one n for every counted row
-            count = int(n[part].max())
-        row_losses, grad = kernels.hs_lr_rows(
-            whole, target, present, None, pos, neg[part], count, int(n[part].max()),
-            need_grad=grads is not None,
-        )  # fmt: skip
+        row_losses, grad = _whole_rows(whole, target, present, (pos, neg[part]), n[part], grads)
         if problem.exchange.rank == 0:  # the rows are summed over the ranks
             rows.index_add_(0, part, row_losses)
         if grads is not None and grad is not None:
@@ -53,6 +47,21 @@ def add_held_rows(
             offset = problem.class_offset
             own = grad[:, offset : offset + problem.local_classes] * scale[part, None]
             _add_gradients(problem, part, own, grads)
+
+
+def _whole_rows(whole: Tensor, target: Tensor, present, scales, n: Tensor, grads):
+    """The materialised HS-LR of whole rows, ties at the threshold sharing its places (as the
+    sweep's ties); a row with a NaN logit is NaN, as the materialised top-k makes it."""
+    tau, share = kernels.hard_negative_threshold(whole, target, n, int(n.max()))
+    row_losses, grad = kernels.hs_lr_block(
+        whole, target, present, None, *scales, tau, share, need_grad=grads is not None
+    )
+    nan = torch.isnan(whole).any(1)
+    if bool(nan.any()):
+        row_losses = torch.where(nan, torch.nan, row_losses)
+        if grad is not None:
+            grad[nan] = torch.nan
+    return row_losses, grad
 
 
 def _logits(problem: Problem, part: Tensor) -> Tensor:

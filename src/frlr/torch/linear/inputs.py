@@ -96,8 +96,7 @@ def _check_target_kind(target: object, num_rows: int) -> Tensor:
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         raise TypeError(
             f"target must be int64 class indices (N,) or positive lists (N, P), got dtype "
-            f"{target.dtype}; a dense multi-hot target would itself be N x K (turn one into "
-            "lists with frlr.torch.positive_lists)"
+            f"{target.dtype}; a dense multi-hot target would itself be N x K"
         )
     if target.dim() not in (1, 2) or target.shape[0] != num_rows:
         raise ValueError(
