@@ -190,6 +190,15 @@ class Problem:
             self.certain = torch.where(self.weights == 1, self.positives, -1)
         self.positive_mass = mass
         self.num_certain = (self.certain >= 0).sum(1).to(self.dtype)
+        # A dense target's t_k softplus(-z_k) is 0 inf = NaN at z_k = -inf, t_k = 0, as in the
+        # materialised loss: with a non-finite input, every chunk takes a dense block.
+        self.always_dense = (self.soft or self.multi_label) and not self._all_finite()
+
+    def _all_finite(self) -> bool:
+        """Whether x, W and b are finite (W a chunk at a time: no (K, d) temporary)."""
+        parts = [self.x] + ([] if self.bias is None else [self.bias])
+        parts += [self.weight[start:stop] for start, stop in self.chunks()]
+        return all(bool(torch.isfinite(t).all()) for t in parts)
 
     # -- the chunk's matrix product: its dtype and its rounding ----------------------------------
 
@@ -236,7 +245,7 @@ class Problem:
         """The dense target t = (1 - eps) sparse + eps/K of these classes (N, C), of ``rows``
         only when given; None when it is all zero (eps = 0 and no listed class here)."""
         r, p, c = self.listed_in(self.positives, start, stop, rows)
-        if r.numel() == 0 and not self.smoothing:
+        if r.numel() == 0 and not self.smoothing and not self.always_dense:
             return None
         base = self.smoothing / self.num_classes
         height = self.x.shape[0] if rows is None else rows.numel()
