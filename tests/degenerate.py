@@ -55,6 +55,7 @@ class Case:
 
 def _classifier(kind: str, g: torch.Generator, k: int, d: int, dtype, with_bias: bool):
     """(w, b, group) of one kind."""
+
     def normal(*shape):
         return torch.randn(*shape, generator=g, dtype=torch.float64)
 

@@ -73,7 +73,12 @@ def test_a_near_identical_k200_head_collects_what_it_counted():
 @pytest.mark.parametrize("name", list(degenerate.LINEAR))
 def test_nan_and_inf_give_the_materialised_rows(name, value, where):
     torch.manual_seed(3)
-    x, w, b, y = torch.randn(5, 16), torch.randn(300, 16), torch.randn(300), torch.randint(0, 300, (5,))
+    x, w, b, y = (
+        torch.randn(5, 16),
+        torch.randn(300, 16),
+        torch.randn(300),
+        torch.randint(0, 300, (5,)),
+    )
     {"x": x[1], "w": w[7], "b": b[7:8]}[where][0] = value
     got = _rows(degenerate.LINEAR[name], x, w, y, bias=b)
     want = _rows(degenerate.MATERIALISED[name], x @ w.T + b, y)
@@ -181,3 +186,18 @@ def test_linear_argmax_is_torch_argmax_for_any_chunk(case, chunk):
     same = (got == want) | (chosen == top) | (torch.isnan(chosen) & torch.isnan(top))
     close = torch.isclose(chosen, top, rtol=1e-5, atol=0.0)
     assert bool((same | close).all()), (got, want)
+
+
+def test_ci_draws_hypothesis_examples_derandomised():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import conftest, hypothesis; print(hypothesis.settings().derandomize)"
+    tests = Path(__file__).parent
+    plain = {k: v for k, v in os.environ.items() if k != "CI"}
+    for env, expected in (({**plain, "CI": "true"}, "True"), (plain, "False")):
+        run = subprocess.run([sys.executable, "-c", code], cwd=tests, env=env, text=True,
+                             capture_output=True, check=True)  # fmt: skip
+        assert run.stdout.strip() == expected

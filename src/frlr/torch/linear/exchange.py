@@ -138,4 +138,3 @@ class ShardedExchange(Exchange):
 
     def gather_rows(self, tensor: Tensor) -> Tensor:
         return self.shards.all_gather_rows(tensor, self.rows_per_rank)
-

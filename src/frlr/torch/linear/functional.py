@@ -218,8 +218,9 @@ def linear_ss_lr_loss(
         ...                               target_weights=lam, label_smoothing=0.1)
     """
     return _linear_loss(
-        lambda: SSLRLoss(r, beta, compiled), features, weight, target, bias, reduction, ignore_index,
-        chunk_size, process_group, class_offset, num_classes, target_weights, label_smoothing,
+        lambda: SSLRLoss(r, beta, compiled), features, weight, target, bias, reduction,
+        ignore_index, chunk_size, process_group, class_offset, num_classes, target_weights,
+        label_smoothing,
     )  # fmt: skip
 
 
@@ -281,8 +282,8 @@ def linear_hs_lr_loss(
         True
     """
     return _linear_loss(
-        lambda: HSLRLoss(beta, m), features, weight, target, bias, reduction, ignore_index, chunk_size,
-        process_group, class_offset, num_classes, target_weights, label_smoothing,
+        lambda: HSLRLoss(beta, m), features, weight, target, bias, reduction, ignore_index,
+        chunk_size, process_group, class_offset, num_classes, target_weights, label_smoothing,
     )  # fmt: skip
 
 

@@ -220,9 +220,9 @@ class Problem:
     def rounding_unit(self) -> float:
         """The unit roundoff of :meth:`logits`' products: the compute dtype's, or TF32's when a
         CUDA float32 product may use it."""
-        if self.dtype == torch.float32 and self.device.type == "cuda":
-            if torch.backends.cuda.matmul.allow_tf32:
-                return 2.0**-11
+        cuda_float32 = self.dtype == torch.float32 and self.device.type == "cuda"
+        if cuda_float32 and torch.backends.cuda.matmul.allow_tf32:
+            return 2.0**-11
         return torch.finfo(self.dtype).eps / 2
 
     # -- targets ---------------------------------------------------------------------------------

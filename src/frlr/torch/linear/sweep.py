@@ -58,9 +58,7 @@ class ChunkedLoss:
         return problem.exchange.reduce_sum(rows)
 
 
-def sweep(
-    loss: ChunkedLoss, problem: Problem, scale: Tensor | None, grads: Grads | None
-) -> Tensor:
+def sweep(loss: ChunkedLoss, problem: Problem, scale: Tensor | None, grads: Grads | None) -> Tensor:
     """One pass over the chunks: partial rows, and (with ``grads``) the gradients for per-row
     weights ``scale``. Returns this rank's partial rows (before ``finish``). A loss whose
     ``after_sweep`` asks for it gets the pass again, from fresh rows and gradients."""
