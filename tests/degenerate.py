@@ -97,11 +97,11 @@ def _poison(g: torch.Generator, x, w, b) -> None:
 
 
 @st.composite
-def cases(draw, kinds=KINDS, max_rows: int = 6) -> Case:
+def cases(draw, kinds=KINDS, max_rows: int = 6, min_rows: int = 1) -> Case:
     """A drawn case (see the module docstring)."""
     kind = draw(st.sampled_from(kinds))
     dtype = draw(st.sampled_from([torch.float32, torch.float64]))
-    n = draw(st.integers(1, max_rows))
+    n = draw(st.integers(min_rows, max_rows))
     d = draw(st.integers(1, 12))
     k = draw(st.integers(1100, 1400)) if kind == "big_tie" else draw(st.integers(2, 300))
     seed = draw(st.integers(0, 2**31 - 1))
