@@ -160,8 +160,19 @@ def reference(name: str, case: Case, target_kind: str, upstream: torch.Tensor):
     grads = None
     if case.finite:
         inputs = (x, w) if b is None else (x, w, b)
-        grads = torch.autograd.grad((rows * upstream).sum(), inputs)
+        *grads, g = torch.autograd.grad((rows * upstream).sum(), (*inputs, logits))
+        grads = (*grads, _summands(g.abs(), x.detach().abs(), w.detach().abs(), case.group))
     return rows.detach(), grads
+
+
+def _summands(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, group: torch.Tensor):
+    """The largest sum of magnitudes behind an entry of dX, dW by group and db by group: the
+    scale of their rounding (a gradient that cancels to ~0 is compared at it)."""
+    return (
+        float((g @ w).max()),
+        float(group_sums(g.T @ x, group).max()),
+        float(group_sums(g.sum(0), group).max()),
+    )
 
 
 def _shared_hs_lr(z: torch.Tensor, t: torch.Tensor, m: float, beta: float = 10.0):
@@ -215,9 +226,9 @@ def check(name: str, case: Case, target_kind: str, got, want) -> list[str]:
     rtol = tolerance(case.x.dtype)
     found = [compare(f"{name} {target_kind} rows", rows, ref_rows, rtol)]
     if ref_grads is not None and bool(torch.isfinite(ref_rows).all()):
-        found.append(compare("dX", grads[0], ref_grads[0], rtol))
+        *ref_grads, summands = ref_grads
+        found.append(compare("dX", grads[0], ref_grads[0], rtol, summands[0]))
         for index, label in ((1, "dW"), (2, "db"))[: len(ref_grads) - 1]:
             got_sum, want_sum = (group_sums(g[index], case.group) for g in (grads, ref_grads))
-            summands = float(group_sums(ref_grads[index].abs(), case.group).max())
-            found.append(compare(f"{label} by group", got_sum, want_sum, rtol, summands))
+            found.append(compare(f"{label} by group", got_sum, want_sum, rtol, summands[index]))
     return [f for f in found if f is not None]
