@@ -20,18 +20,11 @@ from dataclasses import dataclass
 import torch
 from hypothesis import strategies as st
 
-import frlr.torch as frlr
 from frlr.torch import _kernels as kernels
+import test_torch_linear_parallel as parallel
 
 KINDS = ("zero", "repeated", "near", "big_tie", "tiny", "huge", "nonfinite", "normal")
-LINEAR = {
-    "lr": frlr.linear_lr_loss,
-    "ss-lr": frlr.linear_ss_lr_loss,
-    "hs-lr": frlr.linear_hs_lr_loss,
-    "sr": frlr.linear_sr_loss,
-}
-MATERIALISED = {"lr": frlr.lr_loss, "ss-lr": frlr.ss_lr_loss, "hs-lr": frlr.hs_lr_loss}
-MATERIALISED["sr"] = frlr.sr_loss
+LINEAR, MATERIALISED = parallel.LINEAR, parallel.MATERIALISED
 TARGETS = ("index", "lists", "smoothed")
 
 
@@ -232,3 +225,15 @@ def check(name: str, case: Case, target_kind: str, got, want) -> list[str]:
             got_sum, want_sum = (group_sums(g[index], case.group) for g in (grads, ref_grads))
             found.append(compare(f"{label} by group", got_sum, want_sum, rtol, summands[index]))
     return [f for f in found if f is not None]
+
+
+def same_argmax(case: Case, top: torch.Tensor) -> bool:
+    """Whether ``top`` is the logits' argmax by torch.argmax's rule, a tie within rounding
+    either way (the chosen logit as large as the top one, or NaN where it is NaN)."""
+    logits = case.x @ case.w.T if case.b is None else case.x @ case.w.T + case.b
+    want = logits.argmax(1)
+    chosen = logits.gather(1, top[:, None])[:, 0]
+    best = logits.gather(1, want[:, None])[:, 0]
+    both_nan = torch.isnan(chosen) & torch.isnan(best)
+    close = torch.isclose(chosen, best, rtol=1e-5, atol=0.0)
+    return bool(((top == want) | (chosen == best) | both_nan | close).all())

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import degenerate
+import frlr.torch as fr
 from test_torch_linear_parallel import _init, _start
 
 WORLD = 2
@@ -42,7 +43,11 @@ def _rank_call(rank: int, case: degenerate.Case, name: str, target_kind: str):
     if case.finite:
         inputs = (x, w) if b is None else (x, w, b)
         grads = torch.autograd.grad((rows * upstream).sum(), inputs)
-    return rows.detach(), grads
+    top = fr.linear_argmax(
+        case.x[mine], case.w[own], None if case.b is None else case.b[own],
+        chunk_size=case.chunk_size, process_group=dist.group.WORLD,
+    )  # fmt: skip
+    return rows.detach(), grads, top
 
 
 def _worker(rank: int, world: int, init: str, out: str) -> None:
@@ -61,7 +66,7 @@ def _worker(rank: int, world: int, init: str, out: str) -> None:
 def _assembled(parts):
     """The ranks' (rows, grads) as one process's: rows and dX stacked by rows, dW and db by
     classes."""
-    (rows0, grads0), (rows1, grads1) = parts
+    (rows0, grads0, _), (rows1, grads1, _) = parts
     rows = torch.cat([rows0, rows1])
     if grads0 is None:
         return rows, None
@@ -94,4 +99,7 @@ def test_two_ranks_on_degenerate_classifiers_give_the_materialised_losses(tmp_pa
         upstream = torch.linspace(0.5, 1.5, case.x.shape[0], dtype=case.x.dtype)
         want = degenerate.reference(name, case, target_kind, upstream)
         failures += degenerate.check(name, case, target_kind, got, want)
+        top = torch.cat([part[2] for part in parts])
+        if not degenerate.same_argmax(case, top):
+            failures.append(f"linear_argmax over 2 ranks: {top.tolist()}")
     assert failures == []
