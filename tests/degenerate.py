@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 from hypothesis import strategies as st
 
-from frlr.torch import _kernels as kernels
 import test_torch_linear_parallel as parallel
+from frlr.torch import _kernels as kernels
 
 KINDS = ("zero", "repeated", "near", "big_tie", "tiny", "huge", "nonfinite", "normal")
 LINEAR, MATERIALISED = parallel.LINEAR, parallel.MATERIALISED
