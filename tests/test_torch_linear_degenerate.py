@@ -156,7 +156,7 @@ def _target_kinds(name: str) -> tuple[str, ...]:
     return ("index", "smoothed") if name == "sr" else degenerate.TARGETS
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=degenerate.cases(), name=st.sampled_from(list(degenerate.LINEAR)), data=st.data())
 def test_degenerate_classifiers_give_the_materialised_losses(case, name, data):
     target_kind = data.draw(st.sampled_from(_target_kinds(name)))
@@ -165,7 +165,7 @@ def test_degenerate_classifiers_give_the_materialised_losses(case, name, data):
     assert degenerate.check(name, case, target_kind, got, want) == []
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=degenerate.cases(kinds=("zero", "repeated", "near", "big_tie")), data=st.data())
 def test_hs_lr_on_ties_whatever_the_target(case, data):
     """HS-LR, the loss that selects, gets the tie-heavy kinds more often."""
