@@ -47,7 +47,8 @@ class Band:
     def __init__(self, lo: Tensor, hi: Tensor, delta: Tensor, bound: Tensor, dtype) -> None:
         info = torch.finfo(dtype)
         floor = max(64 * BINS / info.max, 64 * BINS * info.tiny)  # 1 / width stays finite
-        width = torch.maximum(hi - lo, (16 * delta).clamp(min=floor))
+        self.min_width = (16 * delta).clamp(min=floor)
+        width = torch.maximum(hi - lo, self.min_width)
         centre = (lo + hi) / 2
         self.lo_key = (centre - width / 2).to(dtype)
         self.inv_key = (BINS / width).to(dtype)
@@ -166,7 +167,8 @@ def _plan(band: Band, hist: Tensor, need: Tensor, delta: Tensor, bound: Tensor):
     missed = high_miss | low_miss
     done = ~missed & (count <= CAP)
     new_lo, new_hi = low - margin, high + margin
-    stuck = ~missed & ~done & (new_hi - new_lo >= 0.5 * band.width)
+    narrower = torch.maximum(new_hi - new_lo, band.min_width)  # the next band's width
+    stuck = ~missed & ~done & (narrower >= 0.5 * band.width)
     top, bottom = band.edge(torch.full_like(b, BINS)), band.edge(torch.zeros_like(b))
     new_lo = torch.where(high_miss, top - 2 * margin, torch.where(low_miss, -bound, new_lo))
     new_hi = torch.where(high_miss, bound, torch.where(low_miss, bottom + 2 * margin, new_hi))
