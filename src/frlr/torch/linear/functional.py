@@ -15,8 +15,9 @@ G_ij = w_i d rows_i / d z_ij needs only z_ij. The gradient is consumed as soon a
 in the forward pass itself when the loss is reduced to a scalar, so the backward only scales
 dX, dW, db by the incoming gradient: three matrix products per chunk, no recomputation. With
 ``reduction="none"`` the per-row weights w_i arrive only in the backward, which then recomputes
-each chunk's logits once. HS-LR (Eq. 5) first finds each row's exact top-n threshold by
-counting over the chunks (:mod:`frlr.torch.linear.selection`); SR, the softmax baseline,
+each chunk's logits once. HS-LR (Eq. 5) first brackets each row's top-n threshold by
+counting over the chunks (:mod:`frlr.torch.linear.selection`), then decides each logit on the
+value its sweep computes (:mod:`frlr.torch.linear.hs_lr`); SR, the softmax baseline,
 first takes an online log-sum-exp over the chunks.
 
 Every sigmoid loss's maths is the per-block function of :mod:`frlr.torch._kernels` (the same
@@ -245,9 +246,11 @@ def linear_hs_lr_loss(
     the N x K logits.
 
     HS-LR, Eq. (5): loss_i = mean_{k in P_i} softplus(-z_k) + (beta / n_i) sum over the n_i
-    highest-logit negatives of softplus(z_k), n_i = max(1, floor(m/100 |N_i|)). The exact
-    per-row threshold is counted over the chunks first (one more matrix product per chunk);
-    negatives tied at the threshold share the remaining places equally (the materialised
+    highest-logit negatives of softplus(z_k), n_i = max(1, floor(m/100 |N_i|)). A bracket of
+    each row's threshold is counted over the chunks first (one more matrix product per chunk),
+    and the gradient sweep selects exactly n_i on the logits it computes; rows no bracket can
+    plan (zero, repeated or near-repeated classifier rows, NaN or inf) are computed whole.
+    Negatives tied at the threshold share the remaining places equally (the materialised
     loss's top-k picks some of them instead: same value, another subgradient).
 
     A soft target t (``target_weights``, ``label_smoothing``): sum_k t_k softplus(-z_k) /
