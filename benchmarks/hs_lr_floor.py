@@ -7,7 +7,7 @@ streamed threshold can cost on this CPU: the evidence behind "HS-LR within 1.3x 
 HS-LR keeps each row's n = 25% most probable negatives. Without the N x K logits, its exact
 per-row threshold needs every logit of the row before any negative's gradient is known, so it
 takes a counting pass over the class chunks before the gradient pass (see
-``frlr/torch/_streamed_selection.py``). Per call, SS-LR does three matrix products per chunk
+``frlr/torch/linear/selection.py``). Per call, SS-LR does three matrix products per chunk
 (the logits, dW_c = G^T X, dX += G W_c) and its element-wise terms; HS-LR does the same
 three, an element-wise block no cheaper than LR's, and the counting pass: a fourth logits
 product and, per logit, a bin index and a count.
@@ -40,8 +40,7 @@ import torch
 
 import frlr.torch as frlr
 from _machine import cpu_and_torch
-from frlr.torch import _streamed_selection as selection
-from frlr.torch.linear import default_chunk_size
+from frlr.torch.linear import default_chunk_size, selection
 from huge_k import shape_inputs
 
 BINS = selection.BINS
@@ -80,8 +79,9 @@ def main() -> None:
     first = xd @ wd[:chunk].T
     q = torch.tensor([0.196, 0.304])  # the quantile 0.25 +- 4 standard errors of 1,024 samples
     hi, lo = torch.quantile(first, 1 - q, dim=1, keepdim=True)
-    band = selection.Band(lo[:, 0].clone(), hi[:, 0].clone(), torch.full((n,), 1e4))
-    lo_, inv = band.lo.unsqueeze(1), band.inv.unsqueeze(1)
+    lo64, hi64 = lo[:, 0].double(), hi[:, 0].double()
+    band = selection.Band(lo64, hi64, torch.zeros(n, dtype=torch.float64), hi64.abs(), x.dtype)
+    lo_, inv = band.lo_key.unsqueeze(1), band.inv_key.unsqueeze(1)
     base = (torch.arange(n) * (BINS + 2) + 1).unsqueeze(1)
     counts = torch.zeros(n * (BINS + 2), dtype=torch.int32)
     fused = torch.compile(_bin_and_count, dynamic=False)

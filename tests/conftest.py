@@ -9,7 +9,8 @@ user's ``~/.cache/frlr``, and hands every test the same read-only arrays.
 Under ``CI=true`` a skip that means "this machine lacks what the test needs" fails instead: a
 test marked ``shared_data`` that skips (the data is absent), or a skip whose reason says a module
 is not installed (a Keras backend). CI installs everything, so such a skip is a broken CI
-machine, not a reason to pass green. Other skips (no CUDA device) stay skips.
+machine, not a reason to pass green. Other skips (no CUDA device) stay skips. Hypothesis runs
+derandomised under CI (the ``ci`` profile).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from frlr.data import ImageArrays, dataset_info, load_dataset
 
@@ -35,6 +37,13 @@ MISSING_MODULE_REASONS = ("is not installed", "could not import")
 def in_ci() -> bool:
     """Read at each report, not at import, so a test can run the suite with and without CI."""
     return os.environ.get("CI") == "true"
+
+
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+"""Under ``CI=true`` Hypothesis draws the same examples on every run: a green commit stays
+green, and a failure reproduces (its blob is printed)."""
+if in_ci():
+    settings.load_profile("ci")
 
 
 def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:

@@ -189,6 +189,9 @@ def private_imports(found: list[Import], modules: dict[str, Path] | None = None)
     ``frlr.experiments.compare``). Only modules of the home package itself may import it:
     ``frlr.torch.losses`` may import ``frlr.torch._kernels``, ``frlr.report.tables`` may not
     import ``frlr.experiments.compare._label``, and no subpackage may import ``frlr._x``.
+    A package's own subpackages share its private modules (``frlr.torch.linear.sweep`` may
+    import ``frlr.torch._kernels``: the package split a module, not a boundary), except the
+    root's: every package is below ``frlr``.
     """
     modules = module_files() if modules is None else modules
     bad = []
@@ -198,9 +201,68 @@ def private_imports(found: list[Import], modules: dict[str, Path] | None = None)
         homes = [".".join(parts[:i]) for i in range(1, len(parts)) if _private(parts[i])]
         if any(_private(n) for n in item.names):
             homes.append(_package_of(item.target, modules))
-        if any(home != package for home in homes):
+        if any(not _shares_privates(package, home) for home in homes):
             bad.append(item)
     return bad
+
+
+def _shares_privates(package: str, home: str) -> bool:
+    """Whether modules of ``package`` may take private names of ``home``."""
+    return package == home or (home != "frlr" and package.startswith(home + "."))
+
+
+PACKAGE_ORDERS: dict[str, tuple[str, ...]] = {
+    "frlr.torch.linear": (
+        "inputs",
+        "exchange",
+        "problem",
+        "sweep",
+        "sigmoid",
+        "softmax",
+        "selection",
+        "held_rows",
+        "hs_lr",
+        "functional",
+        "argmax",
+        "modules",
+    ),
+}
+"""Packages layered inside, lowest module first: a module imports only modules before it (the
+package's ``__init__`` is above them all)."""
+
+
+def upward_in_package(found: list[Import], package: str) -> list[Import]:
+    """Imports between a layered package's modules that point up its order (or at its
+    ``__init__``), and modules missing from the order (reported as importing themselves)."""
+    order = PACKAGE_ORDERS[package]
+    rank = {f"{package}.{name}": place for place, name in enumerate(order)}
+    rank[package] = len(order)
+    inside = [m for m in module_files() if m.startswith(package + ".")]
+    missing = [Import(m, m, (), 0, False) for m in inside if m not in rank]
+    bad = [
+        i
+        for i in found
+        if i.importer in rank
+        and i.target in rank
+        and rank[i.target] >= rank[i.importer]
+        and i.importer != package
+    ]
+    return missing + bad
+
+
+def file_lengths(package: str) -> dict[str, int]:
+    """Lines of every module of ``package`` (its ``__init__`` included)."""
+    return {
+        module: len(path.read_text(encoding="utf-8").splitlines())
+        for module, path in module_files().items()
+        if module == package or module.startswith(package + ".")
+    }
+
+
+def longest_functions(package: str, limit: int) -> list[tuple[str, int]]:
+    """Functions of ``package`` longer than ``limit`` lines."""
+    inside = (package, package + ".")
+    return [(name, n) for name, n in long_functions(limit) if name.startswith(inside)]
 
 
 def long_functions(limit: int = 80, skip: tuple[str, ...] = ()) -> Iterator[tuple[str, int]]:

@@ -74,6 +74,25 @@ def test_long_functions_say_why():
     assert unexplained == []
 
 
+def test_the_linear_package_is_layered_inside():
+    """frlr.torch.linear: one concept a module, each importing only those before it (see
+    ``import_graph.PACKAGE_ORDERS``), no circle among them."""
+    package = "frlr.torch.linear"
+    upward = [
+        f"{i.importer}:{i.line} -> {i.target}" for i in graph.upward_in_package(FOUND, package)
+    ]
+    assert upward == []
+    inside = [i for i in FOUND if i.importer.startswith(package) and i.target.startswith(package)]
+    assert graph.circles(inside) == []
+
+
+def test_the_linear_package_has_short_files_and_functions():
+    lengths = graph.file_lengths("frlr.torch.linear")
+    assert len(lengths) >= 10
+    assert {m: n for m, n in lengths.items() if n > 400} == {}
+    assert graph.longest_functions("frlr.torch.linear", 80) == []
+
+
 # The checker itself, on made-up modules: each rule fires when it should.
 
 
@@ -110,6 +129,8 @@ def test_the_checker_allows_siblings_private_modules_only(fake_tree):
             "torch/__init__.py": "",
             "torch/_kernels.py": "",
             "torch/losses.py": "from frlr.torch import _kernels\nfrom frlr._hyper import x\n",
+            "torch/linear/__init__.py": "",
+            "torch/linear/sweep.py": "from frlr.torch import _kernels\n",
             "_hyper.py": "",
             "report/__init__.py": "",
             "report/tables.py": "from frlr.experiments.compare import _label, run_row\n",
@@ -135,3 +156,19 @@ def test_import_frlr_train_loads_no_experiment_report_or_cli_module():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert loaded.strip() == "[]"
+
+
+def test_the_checker_finds_an_upward_import_inside_a_layered_package(fake_tree, monkeypatch):
+    found = fake_tree(
+        {
+            "__init__.py": "",
+            "pkg/__init__.py": "from frlr.pkg.high import f\n",
+            "pkg/low.py": "from frlr.pkg.high import f\n",
+            "pkg/high.py": "from frlr.pkg import low\n",
+            "pkg/stray.py": "",
+        }
+    )
+    monkeypatch.setitem(graph.PACKAGE_ORDERS, "frlr.pkg", ("low", "high"))
+    bad = {(i.importer, i.target) for i in graph.upward_in_package(found, "frlr.pkg")}
+    assert bad == {("frlr.pkg.low", "frlr.pkg.high"), ("frlr.pkg.stray", "frlr.pkg.stray")}
+    assert graph.circles(found) == [["frlr.pkg.high", "frlr.pkg.low"]]

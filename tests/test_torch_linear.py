@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import frlr.torch as frlr
-from frlr.torch import _streamed_selection as selection
 from frlr.torch import linear
+from frlr.torch.linear import selection
 from loss_reference import reference_loss
 
 LINEAR = {

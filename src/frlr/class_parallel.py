@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from frlr.config import ConfigError
 from frlr.io import CHECKPOINT_REMEDY, CheckpointError, load_checkpoint, save_torch_atomic
 from frlr.torch.distributed import ClassShards, class_shard_sizes
-from frlr.torch.linear import compute_dtype, linear_argmax
+from frlr.torch.linear import linear_argmax
 
 __all__ = [
     "ClassShard",
@@ -116,21 +116,7 @@ class ClassShard(nn.Module):
         """The top class of each of this rank's rows over every rank's classes (ties: the lower
         class, as ``torch.argmax``): every rank scores the gathered global batch against its
         own classes, then the ranks' best scores are compared."""
-        # linear_argmax's dtype: its local winners' scores are compared in the dtype found in
-        compute = compute_dtype(features, self.weight, self.bias)
-        x = features.detach().to(compute)
-        count = torch.tensor([x.shape[0]], device=x.device)
-        rows = self._shards.all_gather_equal(count).reshape(-1).tolist()
-        every = self._shards.all_gather_rows(x, rows)
-        local = linear_argmax(every, self.weight, self.bias)
-        score = (every * self.weight.detach().to(compute)[local]).sum(1)
-        if self.bias is not None:
-            score += self.bias.detach().to(compute)[local]
-        scores = self._shards.all_gather_equal(score)  # (world, world * most rows)
-        classes = self._shards.all_gather_equal(local + self.offset)
-        best = classes.gather(0, scores.argmax(0, keepdim=True)).squeeze(0)
-        start = self.rank * max(rows)
-        return best[start : start + x.shape[0]]
+        return linear_argmax(features, self.weight, self.bias, process_group=self.group)
 
     @torch.no_grad()
     def gather_into(self, whole: nn.Linear) -> None:
