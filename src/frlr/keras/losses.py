@@ -35,7 +35,7 @@ import keras
 from keras import ops
 
 from frlr.catalogue import LOSS_NAMES, canonical_loss_name
-from frlr.keras import _maths
+from frlr.keras import _fast, _maths
 from frlr.keras._inputs import (
     HALF_DTYPES,
     Batch,
@@ -49,7 +49,7 @@ Tensor = Any
 
 def _logistic(batch: Batch, terms: _maths.Terms, normalization: str) -> Tensor:
     """Rows of a logistic loss from its coefficients (``_maths``); "reference" sums them all."""
-    rows = terms.rows(ops, batch.z)
+    rows = _fast.logistic_rows(terms.positive, terms.negative, batch.z, terms.r)
     if normalization == "reference":
         return ops.sum(rows)
     return batch.per_sample(rows)
