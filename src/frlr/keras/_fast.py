@@ -257,7 +257,12 @@ def _float(key):
     return jax.lax.bitcast_convert_type(bits, np.float32)
 
 
-def counted_threshold(masked: Tensor, n: Tensor, max_passes: int = 40) -> Tensor:
+def counted_threshold(masked: Tensor, n: Tensor, max_passes: int = 80) -> Tensor:
+    """(M, 1): each row's n_i-th largest value of ``masked``, by :func:`counting`."""
+    return counting(masked, n, max_passes)[0]
+
+
+def counting(masked: Tensor, n: Tensor, max_passes: int = 80) -> tuple[Tensor, Tensor]:
     """(M, 1): each row's n_i-th largest value of ``masked`` (float32, -inf where not allowed),
     exactly, by counting: no ``top_k``, no sort.
 
@@ -267,7 +272,9 @@ def counted_threshold(masked: Tensor, n: Tensor, max_passes: int = 40) -> Tensor
     no row value strictly between lo and hi's predecessor; a row is done when hi = lo + 1 (in
     order), so lo is the n-th largest. At most 32 passes (the ordered integers' bits); about
     log2(range / gap at the threshold) in practice, as the snapping skips empty ranges.
-    Rows with n_i = 0 (no allowed entry) return -inf.
+    Rows with n_i = 0 (no allowed entry) return -inf. XLA's CPU flushes subnormals to zero,
+    and so compares them as 0 here, as in the selection that uses the threshold.
+    Returns the thresholds and the number of passes.
     """
     import jax
     import jax.numpy as jnp
@@ -279,17 +286,35 @@ def counted_threshold(masked: Tensor, n: Tensor, max_passes: int = 40) -> Tensor
     top = jnp.max(x, axis=1)
     low = jnp.min(jnp.where(finite, x, jnp.inf), axis=1)
     at_top = jnp.sum(x >= top[:, None], axis=1, dtype=jnp.float32)
+    # The first probe: the normal quantile of the row's mean and spread; then interpolation.
+    safe_count = jnp.maximum(count_allowed, 1.0)
+    mean = jnp.sum(jnp.where(finite, x, 0.0), axis=1) / safe_count
+    spread = jnp.sqrt(jnp.sum(jnp.where(finite, (x - mean[:, None]) ** 2, 0.0), axis=1) / safe_count)
+    upper = jnp.clip((n - 0.5) / safe_count, 1e-6, 1.0 - 1e-6)
+    first = mean + spread * jax.scipy.special.ndtri(1.0 - upper)
     done = (n < 1) | (count_allowed < n) | (at_top >= n)
     lo = jnp.where(at_top >= n, _key(top), _key(low))
     hi = _key(top)
+    state = (lo, hi, count_allowed, at_top, done, jnp.zeros_like(done), jnp.int32(0))
 
     def cond(state):
-        lo, hi, done, passes = state
+        done, passes = state[4], state[6]
         return jnp.logical_not(jnp.all(done)) & (passes < max_passes)
 
     def body(state):
-        lo, hi, done, passes = state
-        probe = _float(lo + (hi - lo) // 2)[:, None]  # strictly inside (lo, hi)
+        lo, hi, c_lo, c_hi, done, bisect, passes = state
+        # The probe: the counts' linear interpolation between lo and hi (a few passes on any
+        # smooth distribution), or, after an interpolation that did not halve the counts
+        # between them, the middle of the values; the middle in order where neither lies
+        # strictly inside (at most 32 such halvings).
+        lo_f, hi_f = _float(lo), _float(hi)
+        guess = lo_f + (hi_f - lo_f) * ((c_lo - n + 0.5) / (c_lo - c_hi))
+        guess = jnp.where(passes == 0, first, jnp.where(bisect, 0.5 * lo_f + 0.5 * hi_f, guess))
+        guess_key = _key(jnp.where(guess == 0, jnp.float32(0.0), guess))
+        inside = jnp.isfinite(guess) & (guess_key > lo) & (guess_key < hi)
+        middle = lo + (hi - lo) // 2  # strictly inside (lo, hi) while hi - lo >= 2
+        probe_key = jnp.where(inside, guess_key, middle)
+        probe = _float(probe_key)[:, None]
         above = x >= probe
         count = jnp.sum(above, axis=1, dtype=jnp.float32)
         enough = count >= n
@@ -299,11 +324,21 @@ def counted_threshold(masked: Tensor, n: Tensor, max_passes: int = 40) -> Tensor
         next_down = jnp.max(jnp.where(above, -jnp.inf, x), axis=1)
         new_lo = jnp.where(enough, _key(next_up), lo)
         new_hi = jnp.where(enough, hi, _key(next_down) + 1)
+        new_c_lo = jnp.where(enough, count, c_lo)
+        new_c_hi = jnp.where(enough, c_hi, count)
+        slow = (2 * (new_c_lo - new_c_hi) > c_lo - c_hi) & (passes > 0)
         finished = new_hi - new_lo <= 1
-        lo = jnp.where(done, lo, new_lo)
-        hi = jnp.where(done, hi, new_hi)
-        return lo, hi, done | finished, passes + 1
+        keep = lambda old, new: jnp.where(done, old, new)  # noqa: E731
+        return (
+            keep(lo, new_lo),
+            keep(hi, new_hi),
+            keep(c_lo, new_c_lo),
+            keep(c_hi, new_c_hi),
+            done | finished,
+            slow & ~bisect,
+            passes + 1,
+        )
 
-    lo, _, _, _ = jax.lax.while_loop(cond, body, (lo, hi, done, jnp.int32(0)))
-    tau = jnp.where((n >= 1) & (count_allowed >= n), _float(lo), -jnp.inf)
-    return tau[:, None].astype(masked.dtype)
+    final = jax.lax.while_loop(cond, body, state)
+    tau = jnp.where((n >= 1) & (count_allowed >= n), _float(final[0]), -jnp.inf)
+    return tau[:, None].astype(masked.dtype), final[6]
