@@ -291,7 +291,7 @@ def section_text(name: str, results: list[Any], cfg: dict[str, Any], command: st
         if isinstance(result, str):
             body += [result, ""]
         else:
-            body += tables(result, cfg) + [""]
+            body += [*tables(result, cfg), ""]
     return "\n".join(head + body)
 
 
@@ -310,7 +310,7 @@ def write_record(name: str, text: str, path: Path) -> None:
     old = path.read_text() if path.exists() else ""
     sections = dict(re.findall(r"<!-- section: (\w+) -->\n(.*?)<!-- end -->\n", old, re.S))
     sections[name] = text.rstrip() + "\n"
-    order = ["after", "before"] + sorted(set(sections) - {"after", "before"})
+    order = ["after", "before", *sorted(set(sections) - {"after", "before"})]
     parts = [INTRO]
     for key in order:
         if key in sections:
@@ -339,7 +339,9 @@ def main() -> None:
         print("\n".join(block) + "\n", flush=True)
     command = "python benchmarks/keras_speed.py " + " ".join(sys.argv[1:])
     if not args.quick and not args.no_write:
-        write_record(args.section, section_text(args.section, results, cfg, command.strip()), Path(args.out))
+        write_record(
+            args.section, section_text(args.section, results, cfg, command.strip()), Path(args.out)
+        )
         print(f"wrote {args.out}")
 
 

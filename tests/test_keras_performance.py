@@ -82,30 +82,35 @@ def _tf_ops(loss, z, target) -> dict[str, int]:
     return counts
 
 
+def _compiled_step(backend: str, loss, traces: list[int]):
+    """Loss+gradient as a user compiles it, counting its traces in ``traces[0]``."""
+    if backend == "jax":
+        import jax
+
+        def body(x, t):
+            traces[0] += 1
+            return loss(t, x)
+
+        return jax.jit(jax.value_and_grad(body))
+    import tensorflow as tf
+
+    @tf.function
+    def step(x, t):
+        traces[0] += 1
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = loss(t, x)
+        return value, tape.gradient(value, x)
+
+    return step
+
+
 def _traces(backend: str, loss, target_of) -> list[int]:
     """Traces of a compiled loss+gradient step over 20 calls: a fixed batch; every tenth short."""
     counts = []
     for ragged in (False, True):
         traces = [0]
-        if backend == "jax":
-            import jax
-
-            def body(x, t):
-                traces[0] += 1
-                return loss(t, x)
-
-            step = jax.jit(jax.value_and_grad(body))
-        else:
-            import tensorflow as tf
-
-            @tf.function
-            def step(x, t):
-                traces[0] += 1
-                with tf.GradientTape() as tape:
-                    tape.watch(x)
-                    value = loss(t, x)
-                return value, tape.gradient(value, x)
-
+        step = _compiled_step(backend, loss, traces)
         for call in range(20):
             n = N - 7 if ragged and call % 10 == 9 else N
             z, y, t = _inputs(n)
@@ -152,7 +157,11 @@ def _run(backend: str) -> dict[str, Any]:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
         env.setdefault("CUDA_VISIBLE_DEVICES", "")
         proc = subprocess.run(
-            [sys.executable, __file__, backend], env=env, capture_output=True, text=True, timeout=600
+            [sys.executable, __file__, backend],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert proc.returncode == 0, proc.stderr[-4000:]
         _RESULTS[backend] = json.loads(proc.stdout.strip().splitlines()[-1])

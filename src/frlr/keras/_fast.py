@@ -289,7 +289,9 @@ def counting(masked: Tensor, n: Tensor, max_passes: int = 80) -> tuple[Tensor, T
     # The first probe: the normal quantile of the row's mean and spread; then interpolation.
     safe_count = jnp.maximum(count_allowed, 1.0)
     mean = jnp.sum(jnp.where(finite, x, 0.0), axis=1) / safe_count
-    spread = jnp.sqrt(jnp.sum(jnp.where(finite, (x - mean[:, None]) ** 2, 0.0), axis=1) / safe_count)
+    spread = jnp.sqrt(
+        jnp.sum(jnp.where(finite, (x - mean[:, None]) ** 2, 0.0), axis=1) / safe_count
+    )
     upper = jnp.clip((n - 0.5) / safe_count, 1e-6, 1.0 - 1e-6)
     first = mean + spread * jax.scipy.special.ndtri(1.0 - upper)
     done = (n < 1) | (count_allowed < n) | (at_top >= n)

@@ -1,7 +1,9 @@
 """The maths of every ``frlr.keras`` loss, written once, next to its equation.
 
 Both users call these functions: ``frlr.keras.losses`` with ``keras.ops`` on backend tensors
-(the gradient then comes from the backend's autodiff, to any order), and
+(the logistic losses take their coefficients from here and their rows, with an analytic
+gradient exact to second order, from ``_fast``; the softmax losses use the backend's
+autodiff), and
 ``frlr.keras.diagnostics`` with :data:`NP`, the same operations on float64 NumPy arrays (the
 NCD statistics, with the gradient written here beside each term). So the functions take the
 array namespace ``xp`` as their first argument and use only the operations :class:`NumpyOps`
@@ -225,7 +227,7 @@ def nth_largest(xp: Any, masked: Tensor, n: Tensor | int, bound: int) -> Tensor:
     if xp is not NP and _backend() == "jax" and masked.dtype != "float64":
         from frlr.keras._fast import counted_threshold
 
-        return counted_threshold(masked, n if isinstance(n, int) else n)
+        return counted_threshold(masked, n)
     values, _ = xp.top_k(masked, bound)
     if isinstance(n, int):
         return values[:, n - 1 : n]
