@@ -258,8 +258,22 @@ def _float(key):
 
 
 def counted_threshold(masked: Tensor, n: Tensor, max_passes: int = 80) -> Tensor:
-    """(M, 1): each row's n_i-th largest value of ``masked``, by :func:`counting`."""
-    return counting(masked, n, max_passes)[0]
+    """(M, 1): each row's n_i-th largest value of ``masked``, by :func:`counting`.
+
+    Jitted once per shape: outside ``jax.jit`` (eager JAX) the loop would otherwise be traced
+    and compiled again at every call.
+    """
+    import jax.numpy as jnp
+
+    n = jnp.asarray(n, jnp.float32)
+    return _jitted_counting(max_passes)(masked, n)[0]
+
+
+@functools.cache
+def _jitted_counting(max_passes: int):
+    import jax
+
+    return jax.jit(functools.partial(counting, max_passes=max_passes))
 
 
 def counting(masked: Tensor, n: Tensor, max_passes: int = 80) -> tuple[Tensor, Tensor]:
