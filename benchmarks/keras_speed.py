@@ -12,8 +12,10 @@ object called on (y_true, logits) with its default mean reduction; the baseline 
 ``keras.losses.SparseCategoricalCrossentropy(from_logits=True)`` on the class indices, the same
 baseline for the multi-hot rows. ``ops.top_k`` is the forward selection alone, n = 25% of the
 K - 1 negatives (HS-LR's default m), compiled the same way. Timings: best over interleaved
-rounds of the mean per call. Retracing: traces of the compiled step over 20 calls at a fixed
-batch, and over 20 calls where every tenth batch is short (an epoch's ragged last batch).
+rounds of the mean per call, and the process CPU time of that round as a ratio to CE's (less
+sensitive to other processes on a shared machine). Retracing: traces of the compiled step
+over 20 calls at a fixed batch, and over 20 calls where every tenth batch is short (an
+epoch's ragged last batch).
 
 The record (``docs/benchmarks/keras_speed.md``) keeps one section per ``--section``; a run
 rewrites its own section and keeps the others.
@@ -233,11 +235,16 @@ def tables(result: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
         f"### {result['backend']} ({result['version']}, keras {result['keras']}): "
         "loss+gradient ms per call (ratio to keras CE)",
         "",
-        "| method | " + " | ".join(f"K={int(k):,}" for k in ks) + " |",
-        "|---|" + "---:|" * len(ks),
+        "| method | "
+        + " | ".join(f"K={int(k):,}" for k in ks)
+        + " | "
+        + " | ".join(f"CPU time ratio, K={int(k):,}" for k in ks)
+        + " |",
+        "|---|" + "---:|" * 2 * len(ks),
     ]
     for label in times[ks[0]]:
         cells = [_ratio(times[k][label][0], times[k][CE][0]) for k in ks]
+        cells += [f"{times[k][label][1] / times[k][CE][1]:.2f}x" for k in ks]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Targets (" + result["backend"] + "):")
