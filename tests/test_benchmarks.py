@@ -267,3 +267,22 @@ def test_hs_lr_floor_prints_every_part_and_the_floors(tmp_path):
     ):
         assert name in text
     assert out.read_text().startswith("# HS-LR against SS-LR")
+
+
+def test_keras_speed_quick_prints_every_backend_loss_target_and_trace_count():
+    """One process per Keras backend, tiny shapes; writes nothing."""
+    text = _run(str(BENCHMARKS / "keras_speed.py"), "--quick", timeout=300)
+    for name in (
+        "### jax",
+        "### tensorflow",
+        "### torch",
+        "keras CE (sparse)",
+        "ops.top_k(n) alone",
+        "frlr hs-lr, multi-hot",
+        "frlr hs-sr, index",
+        "vs one top_k + 2x CE",
+        "| frlr ss-lr, index | 1 | 2 |",
+        "Retracing: none (the torch backend runs eagerly).",
+    ):
+        assert name in text, name
+    assert "failed" not in text and "wrote" not in text

@@ -1,7 +1,9 @@
 """The maths of every ``frlr.keras`` loss, written once, next to its equation.
 
 Both users call these functions: ``frlr.keras.losses`` with ``keras.ops`` on backend tensors
-(the gradient then comes from the backend's autodiff, to any order), and
+(the logistic losses take their coefficients from here and their rows, with an analytic
+gradient exact to second order, from ``_fast``; the softmax losses use the backend's
+autodiff), and
 ``frlr.keras.diagnostics`` with :data:`NP`, the same operations on float64 NumPy arrays (the
 NCD statistics, with the gradient written here beside each term). So the functions take the
 array namespace ``xp`` as their first argument and use only the operations :class:`NumpyOps`
@@ -215,6 +217,30 @@ def hard_negative_count(
     return xp.where(xp.greater(num_negatives, 0.0), n, 0.0)
 
 
+def nth_largest(xp: Any, masked: Tensor, n: Tensor | int, bound: int) -> Tensor:
+    """(M, 1): each row's n_i-th largest entry (n_i >= 1; -inf past the allowed entries).
+
+    One ``top_k`` of ``bound`` values, except on JAX, where XLA's ``top_k`` costs about 50
+    cross-entropies on a CPU (``docs/benchmarks/keras_speed.md``): there the exact value is
+    found by counting comparisons (``_fast.counted_threshold``), with no ``top_k`` or sort.
+    """
+    if xp is not NP and _backend() == "jax" and masked.dtype != "float64":
+        from frlr.keras._fast import counted_threshold
+
+        return counted_threshold(masked, n)
+    values, _ = xp.top_k(masked, bound)
+    if isinstance(n, int):
+        return values[:, n - 1 : n]
+    last = xp.cast(xp.maximum(n - 1.0, 0.0), "int32")[:, None]
+    return xp.take_along_axis(values, last, axis=1)
+
+
+def _backend() -> str:
+    import keras
+
+    return keras.backend.backend()
+
+
 def top_n_selection(xp: Any, key: Tensor, allowed: Tensor, n: Tensor | int, bound: int) -> Tensor:
     """(M, K) weights: 1 on the n_i allowed entries of largest key, 0 elsewhere.
 
@@ -223,13 +249,8 @@ def top_n_selection(xp: Any, key: Tensor, allowed: Tensor, n: Tensor | int, boun
     result does not depend on how ``top_k`` orders them. ``bound`` >= every n_i is the static
     size of the ``top_k``. The weights come from comparisons: no gradient flows through them.
     """
-    masked = xp.where(allowed, key, -np.inf)
-    values, _ = xp.top_k(masked, bound)
-    if isinstance(n, int):
-        tau = values[:, n - 1 : n]
-    else:
-        last = xp.cast(xp.maximum(n - 1.0, 0.0), "int32")[:, None]
-        tau = xp.take_along_axis(values, last, axis=1)
+    masked = xp.where(allowed, xp.stop_gradient(key), -np.inf)
+    tau = nth_largest(xp, masked, n, bound)
     above = xp.logical_and(allowed, xp.greater(masked, tau))
     tie = xp.logical_and(allowed, xp.equal(masked, tau))
     dtype = key.dtype

@@ -14,7 +14,11 @@ Regression", AAAI 2019. For sample i with positive classes P_i and negative clas
 Written once with ``keras.ops`` (TensorFlow, JAX and PyTorch backends), in ``_maths``, whose
 functions ``NCDCallback`` calls too, and numerically the same as ``frlr.torch``: -log p =
 softplus(-z) and -log(1 - p) = softplus(z), never log(p + eps), so logits of 1e4 give finite
-losses and exact gradients (of every order: no custom gradient, no detached term). Only
+losses and exact gradients. LR, HS-LR and SS-LR compute their rows and gradient together, with
+one exp(-|z|) per logit, and backward only scales it (``_fast``: ``jax.custom_jvp``, nested
+``tf.custom_gradient``, ``torch.autograd.Function``; second derivatives stay exact); HS-LR's
+selection is made once, in the forward pass (JAX: an exact threshold found by counting, no
+``top_k``; TensorFlow and torch: one ``top_k``). Only
 logits are accepted (``from_logits=True``): a probability of 1 - 1e-9 is 1.0 in float32, and
 the log-sigmoid forms need the logit to keep that tail. float16/bfloat16 logits are computed
 and returned in float32.
@@ -35,7 +39,7 @@ import keras
 from keras import ops
 
 from frlr.catalogue import LOSS_NAMES, canonical_loss_name
-from frlr.keras import _maths
+from frlr.keras import _fast, _maths
 from frlr.keras._inputs import (
     HALF_DTYPES,
     Batch,
@@ -49,7 +53,7 @@ Tensor = Any
 
 def _logistic(batch: Batch, terms: _maths.Terms, normalization: str) -> Tensor:
     """Rows of a logistic loss from its coefficients (``_maths``); "reference" sums them all."""
-    rows = terms.rows(ops, batch.z)
+    rows = _fast.logistic_rows(terms.positive, terms.negative, batch.z, terms.r)
     if normalization == "reference":
         return ops.sum(rows)
     return batch.per_sample(rows)
@@ -132,8 +136,10 @@ def hs_lr_loss(
     loss_i = mean_{k in P_i} softplus(-z_k) + alpha_i sum_{k in S_i} softplus(z_k)
 
     S_i holds the n_i = max(1, floor(m |N_i| / 100)) negatives of highest probability, i.e.
-    highest logit (the sigmoid is monotonic, so this is one ``top_k`` over logits, never a
-    sort), and alpha_i = beta / n_i unless ``alpha`` is given. n_i is exactly
+    highest logit (the sigmoid is monotonic, so this is one selection over logits, never a
+    sort: one ``top_k``, on JAX an exact threshold found by counting; made once, in the
+    forward pass, and reused by the gradient), and alpha_i = beta / n_i unless ``alpha`` is
+    given. n_i is exactly
     ``frlr.catalogue.num_hard_negatives(|N_i|, m)``, as in ``frlr.torch``, for every m (found
     by comparison with precomputed thresholds, not by float32 arithmetic in the graph). A
     multi-hot sample without positives has a zero positive term; one without negatives a

@@ -1,0 +1,360 @@
+"""The logistic losses' rows with an analytic gradient, and HS-LR's threshold by counting (JAX).
+
+Autodiff of ``_maths.Terms.rows`` differentiates two softplus terms, a focal power and the
+coefficient products separately, and keeps their intermediates: 3-8x the backend's
+cross-entropy (``docs/benchmarks/keras_speed.md``). Every logistic row is
+
+    row_i = sum_k a_ik softplus(-z_ik) + b_ik g_r(z_ik)
+
+with a, b constant in z (``_maths`` module docstring), so one e = exp(-|z|) gives all of it:
+softplus(+-z) = log1p(e) + relu(+-z), sigmoid(+-z) from e / (1 + e), and p^r = sigmoid(z)^r
+for whole r (exp(-r softplus(-z)) otherwise). The forward pass computes the value and the
+gradient d row / dz = -a sigmoid(-z) + b g'(z) together; backward only scales the gradient.
+
+Second derivatives stay exact: JAX takes a ``custom_jvp`` whose rule is made of jnp
+operations (any order), TensorFlow a nested ``tf.custom_gradient`` whose inner gradient is the
+Hessian's diagonal (the rows are sums of functions of one logit each), torch an
+``autograd.Function`` that, under ``create_graph``, recomputes the gradient with
+differentiable operations. The coefficients a and b get their gradients too (soft targets
+from a differentiable teacher): value-only there, second order through them is not provided
+on TensorFlow and torch.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+Tensor = Any
+WHOLE_POWERS = (1.0, 2.0, 3.0, 4.0)  # p^r as a product of sigmoids; other r take one more exp
+
+
+def _sigmoids(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(e = exp(-|z|), sigmoid(z), sigmoid(-z)), each sigmoid e / (1 + e) or 1 / (1 + e)."""
+    e = ops.exp(-ops.abs(z))
+    inv = 1.0 / (1.0 + e)
+    nonneg = ops.greater_equal(z, 0.0)
+    small = e * inv
+    return e, ops.where(nonneg, inv, small), ops.where(nonneg, small, inv)
+
+
+def _power(s: Tensor, sp_neg: Tensor, r: float) -> Tensor:
+    """p^r: sigmoid(z)^r for whole r, else exp(-r softplus(-z)) (finite gradient as p -> 0)."""
+    if r in WHOLE_POWERS:
+        out = s
+        for _ in range(int(r) - 1):
+            out = out * s
+        return out
+    return ops.exp(-r * sp_neg)
+
+
+def value_only(a: Tensor, b: Tensor, z: Tensor, r: float) -> Tensor:
+    """(M,) rows without the gradient's sigmoids (evaluation, no tape)."""
+    log_term = ops.log1p(ops.exp(-ops.abs(z)))
+    sp_pos, sp_neg = log_term + ops.relu(z), log_term + ops.relu(-z)
+    if r == 0:
+        g = sp_pos
+    else:
+        s = None
+        if r in WHOLE_POWERS:
+            s = ops.sigmoid(z)
+        g = _power(s, sp_neg, r) * sp_pos
+    return ops.sum(a * sp_neg + b * g, axis=1)
+
+
+def value_and_pieces(a: Tensor, b: Tensor, z: Tensor, r: float) -> tuple[Tensor, ...]:
+    """(rows (M,), d rows/dz, d rows/da = softplus(-z), d rows/db = g(z)), all but rows (M, K)."""
+    e, s, s_neg = _sigmoids(z)
+    log_term = ops.log1p(e)
+    sp_pos, sp_neg = log_term + ops.relu(z), log_term + ops.relu(-z)
+    if r == 0:
+        g, dg = sp_pos, s
+    else:
+        power = _power(s, sp_neg, r)
+        g = power * sp_pos
+        dg = power * (r * s_neg * sp_pos + s)
+    rows = ops.sum(a * sp_neg + b * g, axis=1)
+    return rows, b * dg - a * s_neg, sp_neg, g
+
+
+def gradient(a: Tensor, b: Tensor, z: Tensor, r: float) -> Tensor:
+    """d rows / dz alone, from differentiable operations (torch's double backward)."""
+    return value_and_pieces(a, b, z, r)[1]
+
+
+def second_pieces(a: Tensor, b: Tensor, z: Tensor, r: float) -> tuple[Tensor, Tensor, Tensor]:
+    """d grad / da = -sigmoid(-z), d grad / db = g'(z), d grad / dz = a s s_ + b g''(z).
+
+    g'' = p^r s_ (r softplus(z) (r s_ - s) + (2 r + 1) s), s = sigmoid(z), s_ = sigmoid(-z):
+    from g' = p^r (r s_ softplus(z) + s), d p^r / dz = r p^r s_, ds/dz = s s_.
+    """
+    _, s, s_neg = _sigmoids(z)
+    if r == 0:
+        dg, ddg = s, s * s_neg
+    else:
+        sp_neg = ops.softplus(-z)
+        sp_pos = sp_neg + z
+        power = _power(s, sp_neg, r)
+        dg = power * (r * s_neg * sp_pos + s)
+        ddg = power * s_neg * (r * sp_pos * (r * s_neg - s) + (2.0 * r + 1.0) * s)
+    return -s_neg, dg, a * s * s_neg + b * ddg
+
+
+def _unbroadcast(grad: Tensor, like: Tensor) -> Tensor:
+    """``grad`` summed down to ``like``'s shape (a coefficient broadcast over rows or all)."""
+    shape = tuple(like.shape)
+    if len(shape) == 0:
+        return ops.sum(grad)
+    if shape[0] == 1 and grad.shape[0] != 1:
+        return ops.sum(grad, axis=0, keepdims=True)
+    return grad
+
+
+# ---------------------------------------------------------------------------------------------
+# One wrapper per backend.
+# ---------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _jax_rows(r: float):
+    import jax
+    from jax.custom_derivatives import SymbolicZero
+
+    @jax.custom_jvp
+    def rows(a, b, z):
+        return value_only(a, b, z, r)
+
+    def rule(primals, tangents):
+        a, b, z = primals
+        da, db, dz = tangents
+        value, grad, sp_neg, g = value_and_pieces(a, b, z, r)
+        parts = []
+        if not isinstance(dz, SymbolicZero):
+            parts.append(grad * dz)
+        if not isinstance(da, SymbolicZero):
+            parts.append(sp_neg * da)
+        if not isinstance(db, SymbolicZero):
+            parts.append(g * db)
+        if not parts:
+            return value, ops.zeros_like(value)
+        total = parts[0]
+        for part in parts[1:]:
+            total = total + part
+        return value, ops.sum(total, axis=1)
+
+    rows.defjvp(rule, symbolic_zeros=True)
+    return rows
+
+
+def _tf_rows(a: Tensor, b: Tensor, z: Tensor, r: float) -> Tensor:
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def rows(a, b, z):
+        value, grad, sp_neg, g = value_and_pieces(a, b, z, r)
+
+        @tf.custom_gradient
+        def first_order(a, b, z):
+            def second_order(upstream):
+                da, db, dz = second_pieces(a, b, z, r)
+                return (
+                    _unbroadcast(upstream * da, a),
+                    _unbroadcast(upstream * db, b),
+                    upstream * dz,
+                )
+
+            return tf.identity(grad), second_order
+
+        def backward(upstream):
+            u = upstream[:, None]
+            return (
+                _unbroadcast(u * sp_neg, a),
+                _unbroadcast(u * g, b),
+                u * first_order(a, b, z),
+            )
+
+        return value, backward
+
+    return rows(a, b, z)
+
+
+@functools.cache
+def _torch_function():
+    import torch
+
+    class Rows(torch.autograd.Function):
+        """Forward: rows and the gradient; backward: the saved gradient, scaled (recomputed
+        with differentiable operations under ``create_graph``)."""
+
+        @staticmethod
+        def forward(ctx, a, b, z, r):
+            value, grad, sp_neg, g = value_and_pieces(a, b, z, r)
+            ctx.r = r
+            ctx.save_for_backward(a, b, z, grad)
+            ctx.coefficient_parts = (sp_neg, g) if any(ctx.needs_input_grad[:2]) else None
+            return value
+
+        @staticmethod
+        def backward(ctx, upstream):
+            a, b, z, grad = ctx.saved_tensors
+            if torch.is_grad_enabled():  # create_graph: a differentiable gradient
+                grad = gradient(a, b, z, ctx.r)
+            u = upstream[:, None]
+            da = db = None
+            if ctx.coefficient_parts is not None:
+                sp_neg, g = ctx.coefficient_parts
+                da = _unbroadcast(u * sp_neg, a) if ctx.needs_input_grad[0] else None
+                db = _unbroadcast(u * g, b) if ctx.needs_input_grad[1] else None
+            return da, db, u * grad, None
+
+    return Rows
+
+
+def logistic_rows(a: Tensor, b: Tensor, z: Tensor, r: float) -> Tensor:
+    """(M,) rows sum_k a softplus(-z) + b g_r(z) with the analytic gradient (module docstring).
+
+    ``a`` and ``b`` broadcast against the (M, K) logits ``z`` and are constant in z.
+    """
+    r = float(r)
+    a = ops.convert_to_tensor(a, z.dtype)
+    b = ops.convert_to_tensor(b, z.dtype)
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return _jax_rows(r)(a, b, z)
+    if backend == "tensorflow":
+        return _tf_rows(a, b, z, r)
+    if backend == "torch":
+        return _torch_function().apply(a, b, z, r)
+    return value_only(a, b, z, r)  # pragma: no cover - numpy backend: no gradients
+
+
+# ---------------------------------------------------------------------------------------------
+# HS-LR's threshold by counting (JAX).
+# ---------------------------------------------------------------------------------------------
+
+_SIGN = np.uint32(0x80000000)
+
+
+def _key(x):
+    """float32 -> uint32 in the floats' order (x without -0.0)."""
+    import jax
+
+    bits = jax.lax.bitcast_convert_type(x, np.uint32)
+    negative = (bits & _SIGN) != 0
+    return jax.numpy.where(negative, ~bits, bits | _SIGN)
+
+
+def _float(key):
+    """The inverse of :func:`_key`."""
+    import jax
+
+    negative = (key & _SIGN) == 0
+    bits = jax.numpy.where(negative, ~key, key & ~_SIGN)
+    return jax.lax.bitcast_convert_type(bits, np.float32)
+
+
+def counted_threshold(masked: Tensor, n: Tensor, max_passes: int = 80) -> Tensor:
+    """(M, 1): each row's n_i-th largest value of ``masked``, by :func:`counting`.
+
+    Jitted once per shape: outside ``jax.jit`` (eager JAX) the loop would otherwise be traced
+    and compiled again at every call.
+    """
+    import jax.numpy as jnp
+
+    n = jnp.asarray(n, jnp.float32)
+    return _jitted_counting(max_passes)(masked, n)[0]
+
+
+@functools.cache
+def _jitted_counting(max_passes: int):
+    import jax
+
+    return jax.jit(functools.partial(counting, max_passes=max_passes))
+
+
+def counting(masked: Tensor, n: Tensor, max_passes: int = 80) -> tuple[Tensor, Tensor]:
+    """(M, 1): each row's n_i-th largest value of ``masked`` (float32, -inf where not allowed),
+    exactly, by counting: no ``top_k``, no sort.
+
+    Bisection on the values' order (their bits as ordered integers), snapped to the row's own
+    values: each pass counts the entries >= a probe and finds the nearest values either side of
+    it, in one sweep. The bracket keeps count(>= lo) >= n > count(>= hi), lo a row value, and
+    no row value strictly between lo and hi's predecessor; a row is done when hi = lo + 1 (in
+    order), so lo is the n-th largest. At most 32 passes (the ordered integers' bits); about
+    log2(range / gap at the threshold) in practice, as the snapping skips empty ranges.
+    Rows with n_i = 0 (no allowed entry) return -inf. XLA's CPU flushes subnormals to zero,
+    and so compares them as 0 here, as in the selection that uses the threshold.
+    Returns the thresholds and the number of passes.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    x = jnp.where(masked == 0, jnp.float32(0.0), masked.astype(jnp.float32))  # no -0.0
+    n = jnp.broadcast_to(jnp.asarray(n, jnp.float32), x.shape[:1])
+    finite = x > -jnp.inf
+    count_allowed = jnp.sum(finite, axis=1, dtype=jnp.float32)
+    top = jnp.max(x, axis=1)
+    low = jnp.min(jnp.where(finite, x, jnp.inf), axis=1)
+    at_top = jnp.sum(x >= top[:, None], axis=1, dtype=jnp.float32)
+    # The first probe: the normal quantile of the row's mean and spread; then interpolation.
+    safe_count = jnp.maximum(count_allowed, 1.0)
+    mean = jnp.sum(jnp.where(finite, x, 0.0), axis=1) / safe_count
+    spread = jnp.sqrt(
+        jnp.sum(jnp.where(finite, (x - mean[:, None]) ** 2, 0.0), axis=1) / safe_count
+    )
+    upper = jnp.clip((n - 0.5) / safe_count, 1e-6, 1.0 - 1e-6)
+    first = mean + spread * jax.scipy.special.ndtri(1.0 - upper)
+    done = (n < 1) | (count_allowed < n) | (at_top >= n)
+    lo = jnp.where(at_top >= n, _key(top), _key(low))
+    hi = _key(top)
+    state = (lo, hi, count_allowed, at_top, done, jnp.zeros_like(done), jnp.int32(0))
+
+    def cond(state):
+        done, passes = state[4], state[6]
+        return jnp.logical_not(jnp.all(done)) & (passes < max_passes)
+
+    def body(state):
+        lo, hi, c_lo, c_hi, done, bisect, passes = state
+        # The probe: the counts' linear interpolation between lo and hi (a few passes on any
+        # smooth distribution), or, after an interpolation that did not halve the counts
+        # between them, the middle of the values; the middle in order where neither lies
+        # strictly inside (at most 32 such halvings).
+        lo_f, hi_f = _float(lo), _float(hi)
+        guess = lo_f + (hi_f - lo_f) * ((c_lo - n + 0.5) / (c_lo - c_hi))
+        guess = jnp.where(passes == 0, first, jnp.where(bisect, 0.5 * lo_f + 0.5 * hi_f, guess))
+        guess_key = _key(jnp.where(guess == 0, jnp.float32(0.0), guess))
+        inside = jnp.isfinite(guess) & (guess_key > lo) & (guess_key < hi)
+        middle = lo + (hi - lo) // 2  # strictly inside (lo, hi) while hi - lo >= 2
+        probe_key = jnp.where(inside, guess_key, middle)
+        probe = _float(probe_key)[:, None]
+        above = x >= probe
+        count = jnp.sum(above, axis=1, dtype=jnp.float32)
+        enough = count >= n
+        # Snapped to the row: the smallest value >= probe keeps count >= n; above the largest
+        # value < probe the count is the probe's, < n.
+        next_up = jnp.min(jnp.where(above, x, jnp.inf), axis=1)
+        next_down = jnp.max(jnp.where(above, -jnp.inf, x), axis=1)
+        new_lo = jnp.where(enough, _key(next_up), lo)
+        new_hi = jnp.where(enough, hi, _key(next_down) + 1)
+        new_c_lo = jnp.where(enough, count, c_lo)
+        new_c_hi = jnp.where(enough, c_hi, count)
+        slow = (2 * (new_c_lo - new_c_hi) > c_lo - c_hi) & (passes > 0)
+        finished = new_hi - new_lo <= 1
+        keep = lambda old, new: jnp.where(done, old, new)  # noqa: E731
+        return (
+            keep(lo, new_lo),
+            keep(hi, new_hi),
+            keep(c_lo, new_c_lo),
+            keep(c_hi, new_c_hi),
+            done | finished,
+            slow & ~bisect,
+            passes + 1,
+        )
+
+    final = jax.lax.while_loop(cond, body, state)
+    tau = jnp.where((n >= 1) & (count_allowed >= n), _float(final[0]), -jnp.inf)
+    return tau[:, None].astype(masked.dtype), final[6]
