@@ -30,7 +30,9 @@ data=${FRLR_DATA:-$(cd .. && pwd)/shared/data}
 if [ "$quick" = 1 ]; then
   out=${OUT:-$(mktemp -d)}
   # 2 batches an epoch, 1 epoch, 1 seed: every step of the pipeline, none of the compute.
-  budget=(--epochs 1 --max-steps-per-epoch 2 --seeds 1 --threads 1 --no-progress)
+  # fp32: a CPU without native bfloat16 (AVX2 only) emulates bf16 about 10x slower, and the
+  # full evaluation of each quick run would then dominate the CI smoke test.
+  budget=(--epochs 1 --max-steps-per-epoch 2 --seeds 1 --threads 1 --no-progress --no-bf16)
   sweep_m=5,25
   sweep_r=0,2
   kcurve_k=2,10
@@ -58,7 +60,7 @@ for step in "${steps[@]}"; do
       run "${frlr[@]}" compare --dataset digits --preset cpu "${budget[@]}" --out "$out/digits-small-cnn-cpu" ;;
     ncd)  # Fig. 2: NCD of LR vs SR, HS-LR, SS-LR on the Tiny ImageNet subset.
       if [ "$quick" = 1 ]; then
-        run "$py" benchmarks/ncd_figure.py --data-dir "$data" --epochs 1 --steps 3 --probe 64 \
+        run "$py" benchmarks/ncd_figure.py --data-dir "$data" --epochs 1 --steps 3 --probe 64 --no-bf16 \
           --out "$out/ncd_figure" --figure "$out/ncd_figure/ncd.png"
       else
         run "$py" benchmarks/ncd_figure.py --data-dir "$data" --out "$out/ncd_figure"
