@@ -35,7 +35,7 @@ from frlr.experiments.grid import (
     run_grid,
     setting_text,
 )
-from frlr.experiments.results import metric_label, percent, summarize
+from frlr.experiments.results import mean_cell, metric_label, p_cell, percent, summarize
 from frlr.experiments.sweep import LossSpec, parse_loss_specs
 from frlr.io import is_main_process, write_json_atomic, write_text_atomic
 from frlr.tasks import get_task
@@ -241,20 +241,6 @@ def _csv(results: dict[str, Any]) -> str:
     return buffer.getvalue()
 
 
-def _cell(entry: dict[str, Any], name: str) -> str:
-    if f"{name}_mean" not in entry:
-        return "n/a"
-    return f"{100 * entry[f'{name}_mean']:.2f} ± {100 * entry[f'{name}_std']:.2f}"
-
-
-def _p(entry: dict[str, Any], is_baseline: bool) -> str:
-    if is_baseline:
-        return "—"
-    if entry.get("p_value") is None:
-        return f"n/a ({entry.get('p_note', '')})"
-    return f"{entry['p_value']:.3g}" + (f" ({entry['p_note']})" if entry.get("p_note") else "")
-
-
 def _markdown(results: dict[str, Any]) -> str:
     param, columns, baseline = results["param"], results["metric_columns"], results["baseline"]
     config = results["config"]
@@ -282,8 +268,8 @@ def _markdown(results: dict[str, Any]) -> str:
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key in results["losses"]:
         for value_key, entry in results["summary"][key].items():
-            cells = [results["labels"][key], value_key, *[_cell(entry, m) for m in columns]]
-            cells += [_p(entry, value_key == baseline), str(entry["n"])]
+            cells = [results["labels"][key], value_key, *[mean_cell(entry, m) for m in columns]]
+            cells += [p_cell(entry, value_key == baseline), str(entry["n"])]
             cells.append(f"{entry['wall_time_s_mean']:.1f}")
             lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"mean ± sample standard deviation over seeds. {results['footnote']}", ""]

@@ -15,7 +15,15 @@ from typing import Any
 
 from frlr.experiments.stats import mean_std, paired_wilcoxon, significance_footnote
 
-__all__ = ["METRIC_LABELS", "metric_label", "percent", "run_row", "summarize"]
+__all__ = [
+    "METRIC_LABELS",
+    "mean_cell",
+    "metric_label",
+    "p_cell",
+    "percent",
+    "run_row",
+    "summarize",
+]
 
 METRIC_LABELS = {
     "top1": "top-1",
@@ -125,3 +133,20 @@ def summarize(
     tested_label = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
     footnote = significance_footnote(len(seeds), tested_label, label(baseline))
     return {"baseline": baseline, "losses": summary, "footnote": footnote}
+
+
+def mean_cell(entry: dict[str, Any], name: str) -> str:
+    """A summary entry's mean ± std of ``name`` in per cent: "93.12 ± 0.41" ("n/a" if none)."""
+    if f"{name}_mean" not in entry:
+        return "n/a"
+    return f"{100 * entry[f'{name}_mean']:.2f} ± {100 * entry[f'{name}_std']:.2f}"
+
+
+def p_cell(entry: dict[str, Any], is_baseline: bool) -> str:
+    """A summary entry's p-value against the baseline, with its note ("—" for the baseline)."""
+    if is_baseline:
+        return "—"
+    if entry.get("p_value") is None:
+        return f"n/a ({entry.get('p_note', '')})"
+    note = f" ({entry['p_note']})" if entry.get("p_note") else ""
+    return f"{entry['p_value']:.3g}{note}"

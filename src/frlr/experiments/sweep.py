@@ -43,7 +43,14 @@ from frlr.config import ConfigError, TrainConfig, config_differences, loss_optio
 from frlr.experiments.compare import experiment_dir, parse_seeds, run_each, run_or_reuse
 from frlr.experiments.figures import loss_curves_figure, sweep_figure
 from frlr.experiments.grid import SWEEP_FIELDS, parse_field_values, setting_text
-from frlr.experiments.results import metric_label, percent, run_row, summarize
+from frlr.experiments.results import (
+    mean_cell,
+    metric_label,
+    p_cell,
+    percent,
+    run_row,
+    summarize,
+)
 from frlr.experiments.stats import mean_std
 from frlr.io import is_main_process, run_lock, write_json_atomic, write_text_atomic
 from frlr.rundir import read_result
@@ -321,21 +328,6 @@ def _csv(runs: list[dict[str, Any]], metric_names: Sequence[str]) -> str:
     return buffer.getvalue()
 
 
-def _mean_cell(entry: dict[str, Any], name: str) -> str:
-    if f"{name}_mean" not in entry:
-        return "n/a"
-    return f"{100 * entry[f'{name}_mean']:.2f} ± {100 * entry[f'{name}_std']:.2f}"
-
-
-def _p_cell(entry: dict[str, Any], is_baseline: bool) -> str:
-    if is_baseline:
-        return "—"
-    if entry.get("p_value") is None:
-        return f"n/a ({entry.get('p_note', '')})"
-    note = f" ({entry['p_note']})" if entry.get("p_note") else ""
-    return f"{entry['p_value']:.3g}{note}"
-
-
 def _markdown(results: dict[str, Any], metric_names: Sequence[str]) -> str:
     param, baseline, config = results["param"], results["baseline"], results["config"]
     loss = results["loss"].upper()
@@ -364,8 +356,8 @@ def _markdown(results: dict[str, Any], metric_names: Sequence[str]) -> str:
     header += [f"p vs {param} = {baseline}", "runs", "wall time / run (s)"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key, entry in results["summary"].items():
-        cells = [key, *[_mean_cell(entry, m) for m in metric_names]]
-        cells += [_p_cell(entry, key == baseline), str(entry["n"])]
+        cells = [key, *[mean_cell(entry, m) for m in metric_names]]
+        cells += [p_cell(entry, key == baseline), str(entry["n"])]
         cells.append(f"{entry['wall_time_s_mean']:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
@@ -836,7 +828,7 @@ def _curves_markdown(results: dict[str, Any]) -> str:
         if row["loss"] == baseline:
             cells += ["—", "—"]
         else:
-            cells += [_delta_cell(row), _p_cell(row, False)]
+            cells += [_delta_cell(row), p_cell(row, False)]
         wall = row.get("wall_time_s_mean")
         cells += [f"{row['ncd_ratio_init']:.3g}", str(row["n"])]
         cells.append("n/a" if wall is None or not math.isfinite(wall) else f"{wall:.1f}")
@@ -857,7 +849,7 @@ def _curves_markdown(results: dict[str, Any]) -> str:
 def _seeds_cell(row: dict[str, Any], name: str) -> str:
     """A metric's mean ± std over seeds in per cent; no ± from one seed."""
     if row.get(f"{name}_mean") is None or row["n"] > 1:
-        return _mean_cell(row, name)
+        return mean_cell(row, name)
     return f"{100 * row[f'{name}_mean']:.2f}"
 
 
