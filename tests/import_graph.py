@@ -215,6 +215,7 @@ PACKAGE_ORDERS: dict[str, tuple[str, ...]] = {
     "frlr.torch.linear": (
         "inputs",
         "exchange",
+        "products",
         "problem",
         "sweep",
         "sigmoid",

@@ -5,7 +5,8 @@ The package, one concept per module, each importing only those before it:
 ========================  ======================================================================
 ``inputs``                argument checks, dtype, chunk size, targets as class lists
 ``exchange``              what class-parallel ranks exchange (identity in one process)
-``problem``               one call's checked inputs; the chunk's matrix product and dtype
+``products``              the chunk's three matrix products at the inputs' precision
+``problem``               one call's checked inputs; the chunk's logits and target blocks
 ``sweep``                 the chunk sweep, the loss interface (hooks) and the autograd Function
 ``sigmoid``               LR and SS-LR
 ``softmax``               SR

@@ -66,8 +66,8 @@ def _whole_rows(whole: Tensor, target: Tensor, present, scales, n: Tensor, grads
 
 def _logits(problem: Problem, part: Tensor) -> Tensor:
     """(rows, K_r) logits of these rows against this rank's classes, each computed once."""
-    x = problem.x[part]
-    out = x.new_empty(part.numel(), problem.local_classes)
+    x = problem.operand_rows(part)
+    out = problem.x.new_empty(part.numel(), problem.local_classes)
     for start, stop in problem.chunks():
         out[:, start:stop] = problem.logits(start, stop, problem.classifier(start, stop), x)
     return out
@@ -75,15 +75,14 @@ def _logits(problem: Problem, part: Tensor) -> Tensor:
 
 def _add_gradients(problem: Problem, part: Tensor, own: Tensor, grads: Grads) -> None:
     """dW_c += G_c^T X, db_c += 1^T G_c, dX[part] += G_c W_c for these rows' gradient G."""
-    x = problem.x[part]
-    features = None if grads.features is None else torch.zeros_like(x)
+    x = problem.products.x[part]
+    features = None if grads.features is None else problem.x.new_zeros(x.shape)
     for start, stop in problem.chunks():
         g = own[:, start:stop]
-        if grads.weight is not None:
-            grads.weight[start:stop] += (g.t() @ x).to(grads.weight.dtype)
+        weight = None if grads.weight is None else grads.weight[start:stop]
+        w = problem.classifier(start, stop)
+        problem.products.gradients(g, x, w, weight, features, accumulate=True)
         if grads.bias is not None:
             grads.bias[start:stop] += g.sum(0).to(grads.bias.dtype)
-        if features is not None:
-            features.addmm_(g, problem.classifier(start, stop))
     if grads.features is not None and features is not None:
         grads.features.index_add_(0, part, features)

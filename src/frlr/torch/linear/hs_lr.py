@@ -33,6 +33,8 @@ logit are expected to differ by (rounding errors add like a random walk; the swe
 class HSLRLoss(ChunkedLoss):
     """Eq. (5) over chunks, as the module docstring says."""
 
+    float32_logits = True  # half-precision logits would tie by the thousand at the threshold
+
     def __init__(self, beta: float, m: float) -> None:
         check_hyperparameters(beta=beta, m=m)
         self.beta, self.m = float(beta), float(m)
@@ -201,7 +203,7 @@ def _negative_chunks(problem: Problem, rows: Tensor) -> Iterator[Tensor]:
     """The logits of ``rows`` chunk by chunk, the classes with t = 1 at -inf (a plan's pass:
     its values are never compared with the sweep's)."""
     whole = rows.numel() == problem.x.shape[0]
-    x = problem.x if whole else problem.x[rows]
+    x = problem.products.x_logits if whole else problem.operand_rows(rows)
     for start, stop in problem.chunks():
         z = problem.logits(start, stop, problem.classifier(start, stop), x)
         r, c = problem.certain_in(start, stop, None if whole else rows)
@@ -213,10 +215,9 @@ def _sample(problem: Problem) -> Tensor:
     """Logits of ~selection.SAMPLE evenly strided classes of this rank, t = 1 at -inf."""
     stride = -(-problem.local_classes // selection.SAMPLE)
     columns = torch.arange(0, problem.local_classes, stride, device=problem.x.device)
-    w = problem.weight[columns].to(problem.dtype)
-    z = problem.x @ w.t()
-    if problem.bias is not None:
-        z += problem.bias[columns]
+    w = problem.weight[columns].to(problem.products.logits_dtype)
+    bias = None if problem.bias is None else problem.bias[columns]
+    z = problem.products.logits(problem.products.x_logits, w, bias)
     local = problem.certain - problem.class_offset
     hit = (local >= 0) & (local < problem.local_classes) & (local % stride == 0)
     r, p = hit.nonzero(as_tuple=True)
@@ -226,17 +227,19 @@ def _sample(problem: Problem) -> Tensor:
 
 def _bound(problem: Problem) -> tuple[Tensor, Tensor]:
     """Per row, float64: |z_ik| <= ||x_i|| max_k ||w_k|| + max_k |b_k| (norms in float64, so
-    no square overflows; not finite where x, W or b is not) and delta, how far two products of
-    one logit may be apart (see ``_SPREAD``)."""
+    no square overflows; not finite where x, W or b is not; of the operands as the logits'
+    products take them) and delta, how far two products of one logit may be apart (see
+    ``_SPREAD``)."""
     peaks = problem.x.new_zeros(2, dtype=torch.float64)
     for start, stop in problem.chunks():
-        norms = torch.linalg.vector_norm(problem.weight[start:stop], dim=1, dtype=torch.float64)
+        w = problem.classifier(start, stop)
+        norms = torch.linalg.vector_norm(w, dim=1, dtype=torch.float64)
         peaks[0] = torch.maximum(peaks[0], norms.max())
     if problem.bias is not None:
         peaks[1] = problem.bias.abs().max().double()
     peaks = torch.where(torch.isfinite(peaks), peaks, torch.inf)  # NaN survives a MAX as inf
     peaks = problem.exchange.reduce_max(peaks)
-    x_norms = torch.linalg.vector_norm(problem.x, dim=1, dtype=torch.float64)
+    x_norms = torch.linalg.vector_norm(problem.products.x_logits, dim=1, dtype=torch.float64)
     product = x_norms * peaks[0]
     bound = (product + peaks[1]) * (1 + 1e-6)
     u = problem.rounding_unit()

@@ -1,8 +1,9 @@
 """One call of a linear loss: its inputs checked, as the global batch against this rank's
 classes, and what every loss reads of it chunk by chunk (logits, target blocks, row weights).
 
-The chunk's matrix product and its dtype live here (:meth:`Problem.classifier`,
-:meth:`Problem.logits`, :meth:`Problem.rounding_unit`) and nowhere else."""
+The chunk's matrix products and their dtype are reached from here (:meth:`Problem.classifier`,
+:meth:`Problem.logits`, :meth:`Problem.consume`, :meth:`Problem.rounding_unit`), made by
+:mod:`frlr.torch.linear.products`, and nowhere else."""
 
 from __future__ import annotations
 
@@ -26,13 +27,16 @@ from frlr.torch.linear.inputs import (
     local_targets,
     local_weights,
 )
+from frlr.torch.linear.products import Products, product_dtype
 
 
 class Strategy(Protocol):
     """What the problem reads of its loss while checking: ``single_label`` (softmax takes
-    class indices only)."""
+    class indices only) and ``float32_logits`` (no half-precision logits, see
+    :mod:`frlr.torch.linear.products`)."""
 
     single_label: bool
+    float32_logits: bool
 
 
 @dataclass
@@ -97,6 +101,7 @@ class Problem:
         assert not isinstance(local, Exception)
         self.positives, self.counted, self.weights = local
         self.x = (features.detach().to(self.dtype) if x is None else x).contiguous()
+        self.products = Products(self.x, self.dtype, self.product_dtype, self.loss.float32_logits)
         self.local_rows = features.shape[0]
         self.weight = weight.detach()
         self.bias = None if bias is None else bias.detach().to(self.dtype)
@@ -144,6 +149,7 @@ class Problem:
         self.reduction = options.reduction
         self.num_classes, self.class_offset, self.local_classes = num_classes, offset, local_classes
         self.dtype = compute_dtype(features, weight, bias)
+        self.product_dtype = product_dtype(features, weight, self.dtype)
         self.device = features.device  # weight and bias checked on it; the targets next
 
     def _local_batch(self, target: Tensor, rows: int, options: Options) -> LocalBatch:
@@ -207,23 +213,26 @@ class Problem:
             yield start, min(start + self.chunk, self.local_classes)
 
     def classifier(self, start: int, stop: int) -> Tensor:
+        """Classes [start, stop) of the weight in the logits' operand dtype."""
         w = self.weight[start:stop]
-        return w if w.dtype == self.dtype else w.to(self.dtype)
+        dtype = self.products.logits_dtype
+        return w if w.dtype == dtype else w.to(dtype)
+
+    def operand_rows(self, rows: Tensor) -> Tensor:
+        """Rows of the features as :meth:`logits` multiplies them."""
+        return self.products.x_logits[rows]
 
     def logits(self, start: int, stop: int, w: Tensor, x: Tensor | None = None) -> Tensor:
-        """z = X W_c^T + b_c for classes [start, stop) of this rank (of ``x``: some rows)."""
-        x = self.x if x is None else x
-        if self.bias is None:
-            return x @ w.t()
-        return torch.addmm(self.bias[start:stop], x, w.t())
+        """z = X W_c^T + b_c for classes [start, stop) of this rank, in the compute dtype (of
+        ``x``, rows from :meth:`operand_rows`: some rows)."""
+        x = self.products.x_logits if x is None else x
+        bias = None if self.bias is None else self.bias[start:stop]
+        return self.products.logits(x, w, bias)
 
     def rounding_unit(self) -> float:
-        """The unit roundoff of :meth:`logits`' products: the compute dtype's, or TF32's when a
-        CUDA float32 product may use it."""
-        cuda_float32 = self.dtype == torch.float32 and self.device.type == "cuda"
-        if cuda_float32 and torch.backends.cuda.matmul.allow_tf32:
-            return 2.0**-11
-        return torch.finfo(self.dtype).eps / 2
+        """The unit roundoff of :meth:`logits`' sums (see
+        :meth:`frlr.torch.linear.products.Products.rounding_unit`)."""
+        return self.products.rounding_unit(self.device)
 
     # -- targets ---------------------------------------------------------------------------------
 
@@ -304,12 +313,7 @@ class Problem:
 
     def consume(self, g: Tensor, start: int, stop: int, w: Tensor, grads: Grads) -> None:
         """Chunk gradient -> dW_c = G^T X and db_c = 1^T G (written once), dX += G W_c."""
-        if grads.weight is not None:
-            if grads.weight.dtype == g.dtype:
-                torch.mm(g.t(), self.x, out=grads.weight[start:stop])
-            else:
-                grads.weight[start:stop] = g.t() @ self.x
+        weight = None if grads.weight is None else grads.weight[start:stop]
+        self.products.gradients(g, self.products.x, w, weight, grads.features)
         if grads.bias is not None:
             grads.bias[start:stop] = g.sum(0)
-        if grads.features is not None:
-            grads.features.addmm_(g, w)

@@ -21,6 +21,9 @@ class ChunkedLoss:
 
     single_label = False
     """Takes class indices only (softmax): positive lists are refused."""
+    float32_logits = False
+    """Needs logits in float32: half-precision operands only where their product comes out
+    in float32 (see :mod:`frlr.torch.linear.products`)."""
     sweeps_for_rows = True
     """Whether a sweep without gradients gives the rows (False: ``prepare`` already has them)."""
 
@@ -113,7 +116,8 @@ class LinearLossFn(torch.autograd.Function):
             scale = problem.exchange.gather_rows(grad_out.to(problem.dtype))
             scale = torch.where(problem.counted, scale, 0.0)
             grads = problem.new_grads(ctx.need)
-            sweep(ctx.loss, problem, scale, grads)
+            with torch.autocast(problem.device.type, enabled=False):  # the forward's dtypes
+                sweep(ctx.loss, problem, scale, grads)
             if grads.features is not None:
                 grads.features = problem.features_grad(grads.features)
         elif kernels._graph_is_kept():  # the saved gradients may be needed again
