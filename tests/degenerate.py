@@ -241,10 +241,13 @@ def compare(
     return None
 
 
-def check(name: str, case: Case, target_kind: str, got, want) -> list[str]:
-    """What differs between the linear loss's (rows, grads) and the reference's."""
+def check(
+    name: str, case: Case, target_kind: str, got, want, rtol: float | None = None
+) -> list[str]:
+    """What differs between the linear loss's (rows, grads) and the reference's (within
+    ``rtol``, by default :func:`tolerance` of the case's dtype)."""
     (rows, grads), (ref_rows, ref_grads) = got, want
-    rtol = tolerance(case.x.dtype)
+    rtol = tolerance(case.x.dtype) if rtol is None else rtol
     if isinstance(ref_rows, tuple):  # a tie of soft targets: a range, no gradient to compare
         low, high = ref_rows
         slack = rtol * float(high.abs().max())

@@ -45,6 +45,7 @@ from torch.utils._pytree import tree_flatten
 
 import frlr.torch as frlr
 from frlr.torch import fused, linear
+from frlr.torch.linear import products
 from loss_reference import reference_loss
 from test_torch_linear import HYPER, LINEAR, MATERIALISED, _soft_target
 
@@ -74,6 +75,11 @@ each within a few ulps (6e-8) of exact, so it is within ~40 x 6e-8 = 2.4e-6 of t
 result relative to its terms; 1e-5 leaves a 4x margin. ``assert_near`` floors the absolute
 tolerance at rtol times the tensor's largest entry: an entry that cancels to near 0 keeps the
 round-off of the terms that cancelled."""
+
+HALF_RTOL = {dtype: 2 * torch.finfo(dtype).eps for dtype in (torch.bfloat16, torch.float16)}
+"""The half-precision contract's tolerance (tests/test_torch_linear_half.py): a logit rounded to
+the dtype where the product cannot come out in float32, a gradient entry's per-logit gradient
+cast to the dtype and its product rounded to it."""
 
 Inputs = tuple[Tensor, ...]
 Result = tuple[Tensor, tuple[Tensor, ...]]
@@ -299,31 +305,46 @@ def test_modules_and_the_registry_on_the_device_equal_the_functions(name):
     assert_near(got, want, RTOL)  # the same computation: equal but for atomic additions' order
 
 
+def logits_tolerance(name: str, dtype: torch.dtype) -> float:
+    """RTOL where the device's logits of exact half inputs are exact -- float32 sums of exact
+    products: a float32-output product (a GPU), float32 products where the device has no
+    native half products, HS-LR's float32 logits -- else the contract's (a CPU's half
+    products round each logit to the dtype)."""
+    exact = not products.native_half(DEVICE, dtype) or name == "hs-lr"
+    return RTOL if exact or products.float32_output(DEVICE.type, dtype) else HALF_RTOL[dtype]
+
+
 @pytest.mark.parametrize("name", list(LINEAR))
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_features_and_weights_accumulate_in_float32(name, dtype):
-    """Half features and classifier (a float32 bias) give the float32 CPU result of the same
-    values upcast: the loss in float32, each gradient that float32 gradient in its input's
-    dtype (rounded: within one half-precision ulp, as two roundings of values a float32
-    round-off apart can differ by one)."""
+def test_half_features_and_weights_multiply_in_their_dtype(name, dtype):
+    """Half features and classifier (a float32 bias): the products in the dtype where the
+    device multiplies it natively (a GPU does), the loss in float32, each gradient in its
+    input's dtype. Against the float32 CPU result of the same values upcast: the loss and the
+    bias gradient (float32 sums of the per-logit gradient) to :func:`logits_tolerance`, the
+    features' and weight's gradients to the contract's ``HALF_RTOL``."""
     x, w, b, y = exact_problem(32, 64, 500, seed=4)
     half = (x.to(dtype), w.to(dtype), b)
     loss_of = linear_loss(name, y.to(DEVICE), chunk_size=97)
     got = value_and_grads(loss_of, tuple(t.to(DEVICE) for t in half))
     assert on_device(got, (dtype, dtype, torch.float32))
     want = value_and_grads(linear_loss(name, y, chunk_size=97), tuple(t.float() for t in half))
-    assert_near(got[0], want[0], RTOL, "loss")
-    for what, g, w32 in zip(("features", "weight", "bias"), got[1], want[1], strict=True):
-        ulp = torch.finfo(g.dtype).eps if g.dtype != torch.float32 else RTOL
-        assert_near(g, w32.to(g.dtype), ulp, f"{what} gradient")
+    logits = logits_tolerance(name, dtype)
+    assert_near(got[0], want[0], logits, "loss")
+    rtols = (HALF_RTOL[dtype], HALF_RTOL[dtype], logits)
+    for what, g, w32, rtol in zip(
+        ("features", "weight", "bias"), got[1], want[1], rtols, strict=True
+    ):
+        assert_near(g, w32, rtol, f"{what} gradient")
 
 
 @pytest.mark.parametrize("name", list(LINEAR))
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_autocast_features_give_the_float32_loss(name, dtype):
-    """Features from a layer under autocast are half; the loss stays float32 (autocast is off
-    inside) and equals the loss of those features upcast, outside autocast; every gradient,
-    the layer's included, is finite."""
+    """Features from a layer under autocast are half; the loss stays float32 and equals the loss
+    of those features upcast, outside autocast: to :func:`logits_tolerance` (the products run
+    in autocast's dtype where native; the classifier's exact values are exact in it), the
+    weight gradient to ``HALF_RTOL`` (its per-logit gradient cast to the dtype); every
+    gradient, the layer's included, is finite."""
     g = torch.Generator().manual_seed(6)
     layer = torch.nn.Linear(16, 32).to(DEVICE)
     inputs = exact((24, 16), g).to(DEVICE)
@@ -338,11 +359,15 @@ def test_autocast_features_give_the_float32_loss(name, dtype):
     assert grads[0].dtype == dtype and all(torch.isfinite(t).all() for t in grads)
     loss_of = linear_loss(name, y, chunk_size=97)
     plain, plain_grads = value_and_grads(loss_of, (features.float(), head_w, head_b))
-    # the same inputs on the same device: equal but for the order of atomic additions; the
-    # gradients of value_and_grads are those of 0.5 x the loss
-    assert_near(loss, plain, RTOL, "loss")
-    for what, got, want in zip(("weight", "bias"), grads[1:3], plain_grads[1:], strict=True):
-        assert_near(got, want / 0.5, RTOL, f"{what} gradient")
+    # the same values on the same device; the gradients of value_and_grads are those of
+    # 0.5 x the loss
+    logits = logits_tolerance(name, dtype)
+    assert_near(loss, plain, logits, "loss")
+    rtols = (HALF_RTOL[dtype] if products.native_half(DEVICE, dtype) else RTOL, logits)
+    for what, got, want, rtol in zip(
+        ("weight", "bias"), grads[1:3], plain_grads[1:], rtols, strict=True
+    ):
+        assert_near(got, want / 0.5, rtol, f"{what} gradient")
 
 
 @pytest.mark.parametrize("name", list(LINEAR))

@@ -117,7 +117,10 @@ def test_a_positive_list_of_one_column_is_a_multi_label_target():
 
 
 @pytest.mark.parametrize("name", list(LINEAR))
-def test_bf16_features_and_weights_accumulate_in_float32(name):
+def test_bf16_features_and_weights_accumulate_in_float32(name, monkeypatch):
+    """Where bf16 is not multiplied natively (an AVX2 CPU): the bf16 values multiplied as
+    float32. The half-precision products are tests/test_torch_linear_half.py's."""
+    monkeypatch.setattr(linear.products, "HALF_PRODUCTS", False)
     x, w, b, y = _problem(n=32, d=64, k=500, dtype=torch.float32, seed=4)
     xb = x.detach().bfloat16().requires_grad_()
     wb = w.detach().bfloat16().requires_grad_()
@@ -265,7 +268,8 @@ def test_second_derivatives_raise(reduction):
         torch.autograd.grad(loss, x, create_graph=True)
 
 
-def test_autocast_does_not_lower_the_precision():
+def test_autocast_does_not_lower_the_precision_without_native_half_products(monkeypatch):
+    monkeypatch.setattr(linear.products, "HALF_PRODUCTS", False)
     x, w, b, y = _problem(dtype=torch.float32)
     plain = frlr.linear_ss_lr_loss(x, w, y, bias=b)
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -214,6 +214,57 @@ def test_class_parallel_equals_one_process(tmp_path, world):
     _run_ranks(tmp_path, _worker, world)
 
 
+def _half_worker(rank: int, world: int, init: str, out: str) -> None:
+    """bf16 shards, the products in bf16 (forced): every loss, reduced and not, equals the
+    one-process call on the same bf16 values within the half-precision contract's tolerance
+    (tests/test_torch_linear_half.py; the ranks' chunks differ from one process's)."""
+    from frlr.torch.linear import products
+
+    products.HALF_PRODUCTS = True
+    _init(rank, world, init)
+    failures: list[str] = []
+    rtol = 2 * torch.finfo(torch.bfloat16).eps
+    try:
+        rows, classes = LAYOUTS[world]
+        x, w, b, y, _, upstream, _ = _data(rows, classes)
+        x, w, b = (t.to(torch.bfloat16) for t in (x, w, b))
+        upstream = upstream.float()
+        k, r0, c0 = sum(classes), sum(rows[:rank]), sum(classes[:rank])
+        mine_r, mine_c = slice(r0, r0 + rows[rank]), slice(c0, c0 + classes[rank])
+        everything = slice(None)
+        sharded = {"process_group": dist.group.WORLD, "class_offset": c0, "num_classes": k}
+        for name, reduction in [(name, r) for name in LINEAR for r in ("mean", "none")]:
+            results = []
+            for r, c, options in ((everything, everything, {}), (mine_r, mine_c, sharded)):
+                xl, wl, bl = (t.clone().requires_grad_() for t in (x[r], w[c], b[c]))
+                loss = LINEAR[name](
+                    xl, wl, y[r], bias=bl, reduction=reduction, chunk_size=23, **options
+                )
+                (loss if reduction == "mean" else loss * upstream[r]).sum().backward()
+                results.append((loss.detach(), xl.grad, wl.grad, bl.grad))
+            (one, gx, gw, gb), mine = results
+            want = (one if reduction == "mean" else one[mine_r], gx[mine_r], gw[mine_c], gb[mine_c])
+            for what, got, expected in zip(
+                ("loss", "features", "weight", "bias"), mine, want, strict=True
+            ):
+                try:
+                    torch.testing.assert_close(
+                        got.double(), expected.double(), rtol=rtol,
+                        atol=rtol * float(expected.double().abs().max()),
+                    )  # fmt: skip
+                except AssertionError as error:
+                    failures.append(f"rank {rank} bf16 {name} {reduction} {what}: {error}")
+    except Exception:
+        failures.append(traceback.format_exc())
+    finally:
+        Path(out, f"{rank}.txt").write_text("\n".join(failures))
+        dist.destroy_process_group()
+
+
+def test_class_parallel_half_precision_products_equal_one_process(tmp_path):
+    _run_ranks(tmp_path, _half_worker, 3)
+
+
 # ---------------------------------------------------------------------------------------------
 # Errors: on every rank, and the group still works after them
 # ---------------------------------------------------------------------------------------------

@@ -215,7 +215,7 @@ def _sample(problem: Problem) -> Tensor:
     """Logits of ~selection.SAMPLE evenly strided classes of this rank, t = 1 at -inf."""
     stride = -(-problem.local_classes // selection.SAMPLE)
     columns = torch.arange(0, problem.local_classes, stride, device=problem.x.device)
-    w = problem.weight[columns].to(problem.products.logits_dtype)
+    w = problem.products.classifier(problem.weight[columns])
     bias = None if problem.bias is None else problem.bias[columns]
     z = problem.products.logits(problem.products.x_logits, w, bias)
     local = problem.certain - problem.class_offset

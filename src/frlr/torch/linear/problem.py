@@ -214,9 +214,7 @@ class Problem:
 
     def classifier(self, start: int, stop: int) -> Tensor:
         """Classes [start, stop) of the weight in the logits' operand dtype."""
-        w = self.weight[start:stop]
-        dtype = self.products.logits_dtype
-        return w if w.dtype == dtype else w.to(dtype)
+        return self.products.classifier(self.weight[start:stop])
 
     def operand_rows(self, rows: Tensor) -> Tensor:
         """Rows of the features as :meth:`logits` multiplies them."""

@@ -104,13 +104,15 @@ class Products:
         self.wide = self.half and float32_output(x.device.type, dtype)
         self.logits_dtype = compute if float32_logits and self.half and not self.wide else dtype
         self.x = x.to(dtype)
-        self.x_logits = self.x if self.logits_dtype == dtype else x.to(self.logits_dtype)
+        self.x_logits = self.x.to(self.logits_dtype)  # the values of x in ``dtype``
         self._reach_x: Tensor | None = None
 
-    @property
-    def float32_logits(self) -> bool:
-        """Whether the logits are float32 sums of exact products (else rounded to ``dtype``)."""
-        return not self.half or self.wide or self.logits_dtype == self.compute
+    def classifier(self, w: Tensor) -> Tensor:
+        """Rows of the weight as the logits' products take them: their values in ``dtype``
+        (rounded under autocast), in ``logits_dtype``."""
+        if w.dtype != self.dtype and self.logits_dtype != self.dtype:
+            w = w.to(self.dtype)
+        return w.to(self.logits_dtype)
 
     def rounding_unit(self, device: torch.device) -> float:
         """The unit roundoff of the logits' sums: the compute dtype's, TF32's where a CUDA
