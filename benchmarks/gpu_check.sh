@@ -7,8 +7,9 @@
 # Steps, each under its own time limit and all under one deadline (GPU_CHECK_SECONDS, 470 s):
 #   1. the CUDA-marked tests (pytest -m cuda): losses against the float64 reference and the CPU,
 #      compiled losses, autocast, device-side augmentation, checkpoints across devices, and the
-#      logits-free linear losses (tests/test_cuda_linear.py; FRLR_CUDA_TESTS_DEVICE=cpu runs
-#      those on the CPU, standing in for the GPU);
+#      logits-free linear losses, their bf16/fp16 products included (tests/test_cuda_linear.py;
+#      FRLR_CUDA_TESTS_DEVICE=cpu runs those on the CPU, standing in for the GPU, and
+#      FRLR_HALF_PRODUCTS=1 there takes the half-precision products too);
 #   2. one epoch of `frlr train` with --bf16 --channels-last on the GPU (ResNet-20, digits at
 #      32x32: the one dataset a bare checkout carries, bundled with scikit-learn);
 #   3. benchmarks/loss_speed.py --device cuda at a few sizes, with the memory table;
@@ -100,6 +101,12 @@ import torch
 p = torch.cuda.get_device_properties(0)
 print(f"Machine: {p.name}, {p.total_memory / 2**30:.0f} GiB, {p.multi_processor_count} SMs; "
       f"torch {torch.__version__}, CUDA {torch.version.cuda}.")
+from frlr.torch.linear import products
+cuda = torch.device("cuda")
+print("\nHalf-precision products of the linear losses (frlr.torch.linear.products): "
+      + "; ".join(f"{str(t)[6:]} native {products.native_half(cuda, t)}, logits out in "
+                  f"{'float32' if products.float32_output('cuda', t) else str(t)[6:]}"
+                  for t in (torch.bfloat16, torch.float16)) + ".")
 EOF
   echo
   if [ ${#failed[@]} -eq 0 ]; then echo "Outcome: every step passed."; else

@@ -1,7 +1,7 @@
 """Where HS-LR's time goes against SS-LR's in the logits-free losses, and the least an exact
 streamed threshold can cost on this CPU: the evidence behind "HS-LR within 1.3x of SS-LR".
 
-    python benchmarks/hs_lr_floor.py [--d 256] [--k 100000] [--rounds 3] \
+    python benchmarks/hs_lr_floor.py [--d 256] [--k 100000] [--rounds 3] [--dtype float32] \
         [--out docs/benchmarks/hs_lr_floor.md]
 
 HS-LR keeps each row's n = 25% most probable negatives. Without the N x K logits, its exact
@@ -24,6 +24,14 @@ Measured here, single thread, CPU time, best of ``--rounds`` interleaved rounds:
 
 The floor of any exact count-then-sweep design is then LR's time plus one logits pass plus the
 cheapest counting work; the ratio of that to SS-LR's time is printed with the measured one.
+
+``--dtype bfloat16`` times the same with bf16 features and weight (the products in the dtype
+frlr chooses here, see ``frlr.torch.linear.products``). Either way the record ends with the
+price of a count pass on bf16 logits for float32 inputs, the cheaper pass issue 25 proposes
+where bf16 products are fast (AMX, tensor cores): its time here against float32's, and how
+many logits per row lie within the error of a bf16 logit of the threshold -- the logits an
+exact selection must then recompute, against the ``selection.CAP`` candidates its sweep may
+hold per row.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ import torch
 
 import frlr.torch as frlr
 from _machine import cpu_and_torch
-from frlr.torch.linear import default_chunk_size, selection
+from frlr.torch.linear import default_chunk_size, products, selection
 from huge_k import shape_inputs
 
 BINS = selection.BINS
@@ -60,27 +68,74 @@ def _bin_and_count(z, lo, inv, base, counts):
     return counts
 
 
+def bf16_count_pass(x: torch.Tensor, w: torch.Tensor, chunk: int, rounds: int) -> list[str]:
+    """A count pass on bf16 logits of float32 inputs: one chunk's bf16 and float32 logits
+    products timed (best of ``rounds``), and per row the logits within a bf16 logit's error of
+    the 25% threshold, counted on the first classes (up to 20,000) and scaled to K: at the
+    bound |dz| <= 2 u ||x|| ||w_k|| (u = 2^-8: both operands rounded; exact) and at 8 standard
+    deviations of the error measured here (not a bound)."""
+    k = w.shape[0]
+    seen = min(k, 20_000)
+    z = x @ w[:seen].T
+    zb = x.bfloat16().float() @ w[:seen].bfloat16().float().T  # the bf16 values' exact logits
+    bound = 2 * 2.0**-8 * x.norm(dim=1, keepdim=True) * w[:seen].norm(dim=1)
+    threshold = torch.quantile(z, 0.75, dim=1, keepdim=True)
+    error = (zb - z).abs()
+    near = {
+        "the bound 2u ||x|| ||w_k||": bound,
+        f"8 measured standard deviations ({8 * float(error.std()):.3g})": 8 * error.std(),
+    }
+    per_row = {
+        name: float(((z - threshold).abs() <= width).sum(1).float().mean()) * k / seen
+        for name, width in near.items()
+    }
+    xb, wb = x.bfloat16(), w[:chunk].bfloat16()
+    times = {
+        dtype: min(cpu_seconds(lambda a=a, b=b: a @ b.T) for _ in range(rounds))
+        for dtype, (a, b) in (("float32", (x, w[:chunk])), ("bfloat16", (xb, wb)))
+    }
+    return [
+        "A count pass on bf16 logits for float32 inputs (issue 25): one chunk's logits product "
+        f"takes {times['bfloat16'] / times['float32']:.2f}x the float32 one here "
+        f"({1000 * times['bfloat16']:.1f} ms vs {1000 * times['float32']:.1f} ms). Its logits "
+        f"are off by at most {float(error.max()):.3g} (measured), so an exact selection "
+        "must recompute every logit whose error interval holds the row's threshold; per row, "
+        f"against the {selection.CAP:,} candidates the sweep may hold:",
+        "",
+        *(f"- within {name}: {count:,.0f} logits" for name, count in per_row.items()),
+        "",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1024)
     parser.add_argument("--d", type=int, default=256)
     parser.add_argument("--k", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--out", default=None, help="also write the record (markdown) here")
     args = parser.parse_args()
     torch.set_num_threads(1)
     n, d, k = args.n, args.d, args.k
-    x, w, y = shape_inputs(n, d, k, torch.device("cpu"))
+    dtype = getattr(torch, args.dtype)
+    x, w, y = shape_inputs(n, d, k, torch.device("cpu"), dtype)
     chunk = default_chunk_size(n, k)
     starts = range(0, k, chunk)
     xd, wd = x.detach(), w.detach()
+    # the chunk's logits as HS-LR computes them (float32 logits, products in frlr's dtype)
+    half = products.product_dtype(xd, wd, torch.float32)
+    made = products.Products(xd.float(), torch.float32, half, float32_logits=True)
+
+    def logits(s: int) -> torch.Tensor:
+        return made.logits(made.x_logits, made.classifier(wd[s : s + chunk]), None)
 
     # the band of the 25% quantile, as the sample step would give it (from the first chunk)
-    first = xd @ wd[:chunk].T
+    first = logits(0)
     q = torch.tensor([0.196, 0.304])  # the quantile 0.25 +- 4 standard errors of 1,024 samples
     hi, lo = torch.quantile(first, 1 - q, dim=1, keepdim=True)
     lo64, hi64 = lo[:, 0].double(), hi[:, 0].double()
-    band = selection.Band(lo64, hi64, torch.zeros(n, dtype=torch.float64), hi64.abs(), x.dtype)
+    band = selection.Band(lo64, hi64, torch.zeros(n, dtype=torch.float64), hi64.abs(), first.dtype)
     lo_, inv = band.lo_key.unsqueeze(1), band.inv_key.unsqueeze(1)
     base = (torch.arange(n) * (BINS + 2) + 1).unsqueeze(1)
     counts = torch.zeros(n * (BINS + 2), dtype=torch.int32)
@@ -88,24 +143,24 @@ def main() -> None:
 
     def logits_pass():
         for s in starts:
-            xd @ wd[s : s + chunk].T
+            logits(s)
 
     def count_pass_as_frlr():
         def chunks(rows):
             del rows
             for s in starts:
-                yield xd @ wd[s : s + chunk].T
+                yield logits(s)
 
         selection._histogram(chunks, torch.arange(n), band)
 
     def count_pass_fused():
         counts.zero_()
         for s in starts:
-            fused(xd @ wd[s : s + chunk].T, lo_, inv, base, counts)
+            fused(logits(s), lo_, inv, base, counts)
 
     def count_pass_compare_only():
         for s in starts:
-            (xd @ wd[s : s + chunk].T > lo_).sum(1)
+            (logits(s) > lo_).sum(1)
 
     def loss(fn, **options):
         def call():
@@ -135,25 +190,25 @@ def main() -> None:
 
     ss, lr, hs = best["linear_ss_lr_loss"], best["linear_lr_loss"], best["linear_hs_lr_loss"]
     ss_compiled = best["linear_ss_lr_loss (compiled=True)"]
-    products = best["logits products alone, one pass"]
+    alone = best["logits products alone, one pass"]
     counting = {
-        name: best[f"count pass, {name}"] - products
+        name: best[f"count pass, {name}"] - alone
         for name in ("as frlr does it", "fused by torch.compile", "comparison only (a bound)")
     }
     # a count-then-sweep HS-LR costs at least: a sweep (LR's element-wise work, eager; compiled,
     # SS-LR's fused sweep stands in) + one more logits pass + per-logit counting work
     floors = {
         "eager: LR + one logits pass + frlr's counting, vs eager SS-LR": (
-            (lr + products + counting["as frlr does it"]) / ss
+            (lr + alone + counting["as frlr does it"]) / ss
         ),
         "compiled: compiled SS-LR + one logits pass + fused counting, vs compiled SS-LR": (
-            (ss_compiled + products + counting["fused by torch.compile"]) / ss_compiled
+            (ss_compiled + alone + counting["fused by torch.compile"]) / ss_compiled
         ),
         "compiled, no histogram at all: one comparison per logit, vs compiled SS-LR": (
-            (ss_compiled + products + counting["comparison only (a bound)"]) / ss_compiled
+            (ss_compiled + alone + counting["comparison only (a bound)"]) / ss_compiled
         ),
         "mixed: LR + one logits pass + fused counting, vs eager SS-LR": (
-            (lr + products + counting["fused by torch.compile"]) / ss
+            (lr + alone + counting["fused by torch.compile"]) / ss
         ),
     }
     lines = [
@@ -163,8 +218,9 @@ def main() -> None:
         f"Load average at the end: {os.getloadavg()[0]:.1f}.",
         "",
         f"Command: `{' '.join(['python', 'benchmarks/hs_lr_floor.py', *sys.argv[1:]])}`. "
-        f"N = {n:,}, d = {d}, K = {k:,}, chunk = {chunk:,} classes, float32, index targets; "
-        f"CPU seconds of one thread, best of {args.rounds} interleaved rounds.",
+        f"N = {n:,}, d = {d}, K = {k:,}, chunk = {chunk:,} classes, {args.dtype} inputs (the "
+        f"products in {str(half)[6:]}), index targets; CPU seconds of one thread, best of "
+        f"{args.rounds} interleaved rounds.",
         "",
         "| what | CPU s | / SS-LR |",
         "|---|---:|---:|",
@@ -179,6 +235,7 @@ def main() -> None:
         "",
         *(f"- {name}: **{value:.2f}x**" for name, value in floors.items()),
         "",
+        *bf16_count_pass(xd.float(), wd.float(), chunk, args.rounds),
     ]
     print("\n".join(lines))
     if args.out:

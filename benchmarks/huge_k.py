@@ -8,7 +8,11 @@
 On the CPU each (method, shape) runs in a fresh process: peak memory is that process's VmHWM
 growth over one forward+backward, beyond the inputs; its time, with one thread, the CPU time of
 that thread (wall time beside it). The *floor* is what any method must allocate: the
-gradients of the weight and of the features, (K + N) d float32. Methods:
+gradients of the weight and of the features, (K + N) d in the inputs' dtype. Every method runs
+in float32 and, its row marked ``[bf16]``, with bfloat16 features and weight, in the same
+interleaved rounds (``--dtypes``); ``--bf16-products`` adds the chunked losses with their
+products forced into bf16 (``[bf16, bf16 products]``: on a CPU without native bf16, frlr's
+default multiplies bf16 values as float32, see ``frlr.torch.linear.products``). Methods:
 
 * ``F.cross_entropy(x @ W.T)``, materialised;
 * PyTorch's ``F.linear_cross_entropy``, its default (the reference path) and with
@@ -16,7 +20,10 @@ gradients of the weight and of the features, (K + N) d float32. Methods:
 * the materialised frlr losses ``frlr.torch.<loss>(x @ W.T, y)``;
 * the chunked ``frlr.torch.linear_<loss>`` with the default ``chunk_size``, and SS-LR's with
   ``compiled=True`` (compiled in the warm-up call, for the batch, a whole chunk and the ragged
-  last chunk: the compilation is a one-time cost and not counted; the peak restarts after it).
+  last chunk: the compilation is a one-time cost and not counted; the peak restarts after it);
+* the *matmul floor*: the three products of every chunk alone (the logits, G^T X, G W with the
+  logits standing in for G), in the inputs' dtype: the least any chunked method computes, and
+  so the floor of a missed time target.
 
 A method whose estimated peak exceeds ``--memory-budget-gb`` is not run, and the record says
 so. The class-parallel section runs 2 and 3 gloo processes (one shard of classes each) and
@@ -60,7 +67,7 @@ import torch.nn.functional as F
 
 import frlr.torch as frlr
 from _machine import cpu_and_torch, cpu_model, current_rss_mb, peak_rss_mb, reset_peak_rss
-from frlr.torch.linear import default_chunk_size
+from frlr.torch.linear import default_chunk_size, products
 
 MB = 2**20
 CPU = torch.device("cpu")
@@ -71,6 +78,21 @@ Row = dict | str
 def _ce_chunked(x, w, y):
     options = torch.nn.LinearCrossEntropyOptions(batch_chunk_size=128)
     return F.linear_cross_entropy(x, w, y, options=options)
+
+
+def _matmul_floor(x: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> None:
+    """The three products of every default chunk in the inputs' dtype, nothing else (the logits
+    stand in for the per-logit gradient); no backward to call."""
+    del y
+    with torch.no_grad():
+        x, w = x.detach(), w.detach()
+        chunk = default_chunk_size(x.shape[0], w.shape[0])
+        grad_w, grad_x = torch.empty_like(w), torch.zeros_like(x)
+        for start in range(0, w.shape[0], chunk):
+            part = w[start : start + chunk]
+            z = x @ part.T
+            torch.mm(z.T, x, out=grad_w[start : start + chunk])
+            grad_x.addmm_(z, part)
 
 
 METHODS: dict[str, tuple[Callable, float]] = {
@@ -86,6 +108,7 @@ METHODS: dict[str, tuple[Callable, float]] = {
     "frlr linear_ss_lr (compiled=True)": (partial(frlr.linear_ss_lr_loss, compiled=True), 0.0),
     "frlr linear_hs_lr": (frlr.linear_hs_lr_loss, 0.0),
     "frlr linear_sr": (frlr.linear_sr_loss, 0.0),
+    "matmul floor (the 3 products, chunked)": (_matmul_floor, 0.0),
 }
 CHUNKED = (
     "frlr linear_lr",
@@ -94,6 +117,10 @@ CHUNKED = (
     "frlr linear_hs_lr",
     "frlr linear_sr",
 )
+BF16 = " [bf16]"
+"""The suffix of a method's row with bfloat16 features and weight."""
+FORCED = " [bf16, bf16 products]"
+"""The suffix of a chunked loss's row with bfloat16 inputs and its products forced into bf16."""
 SWEPT = ("frlr linear_lr", "frlr linear_ss_lr")
 """The losses of the chunk_size sweep."""
 SWEEP_BUFFERS = 8
@@ -101,13 +128,39 @@ SWEEP_BUFFERS = 8
 SPENT = "not run: the --seconds budget was spent"
 
 
+def variant(name: str) -> tuple[str, torch.dtype, bool]:
+    """A row's (method, inputs' dtype, products forced into bf16)."""
+    if name.endswith(FORCED):
+        return name.removesuffix(FORCED), torch.bfloat16, True
+    if name.endswith(BF16):
+        return name.removesuffix(BF16), torch.bfloat16, False
+    return name, torch.float32, False
+
+
+def rows_of(dtypes: tuple[str, ...], forced: bool, methods=None) -> list[str]:
+    """Every method (of ``methods``, default all) in each of ``dtypes``, and with ``forced``
+    the chunked losses with their products forced into bf16."""
+    methods = list(METHODS) if methods is None else list(methods)
+    names = [name for name in methods if "float32" in dtypes]
+    names += [name + BF16 for name in methods if "bfloat16" in dtypes]
+    if forced:
+        names += [name + FORCED for name in methods if name in CHUNKED]
+    return names
+
+
+def floor_of(name: str, n: int, d: int, k: int) -> float:
+    """The gradients of the weight and the features in the row's dtype, MB."""
+    return (k + n) * d * variant(name)[1].itemsize / MB
+
+
 def estimate_gb(name: str, n: int, d: int, k: int) -> float:
     """A rough peak: the weight and its gradient, plus the method's logits-sized tensors
-    (PyTorch's batch chunks hold three (128, K) tensors)."""
-    logits = METHODS[name][1] * n * k * 4
-    if "batch_chunk" in name:
+    (PyTorch's batch chunks hold three (128, K) tensors), float32 (an overestimate in bf16)."""
+    base, dtype, _ = variant(name)
+    logits = METHODS[base][1] * n * k * 4
+    if "batch_chunk" in base:
         logits = 3 * 128 * k * 4
-    return (2 * k * d * 4 + logits) / 2**30
+    return (2 * k * d * dtype.itemsize + logits) / 2**30
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,10 +180,17 @@ def make_inputs(
     return x, w, y
 
 
-def shape_inputs(n: int, d: int, k: int, device: torch.device):
-    """The inputs of one shape, gradients wanted for the features and the weight."""
+def shape_inputs(n: int, d: int, k: int, device: torch.device, dtype=torch.float32):
+    """The inputs of one shape in ``dtype``, gradients wanted for the features and the weight."""
     x, w, y = make_inputs(n, d, k, device)
-    return x.requires_grad_(), w.requires_grad_(), y
+    return x.to(dtype).requires_grad_(), w.to(dtype).requires_grad_(), y
+
+
+def forward_backward(fn: Callable, x: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> None:
+    """One call and its backward (the matmul floor has none)."""
+    out = fn(x, w, y)
+    if out is not None:
+        out.backward()
 
 
 def synchronize(device: torch.device) -> None:
@@ -182,7 +242,7 @@ def timed_calls(
         x.grad = w.grad = None
         synchronize(device)
         start, start_cpu = time.perf_counter(), time.thread_time()
-        fn(x, w, y).backward()
+        forward_backward(fn, x, w, y)
         synchronize(device)
         wall.append(time.perf_counter() - start)
         seconds.append(time.thread_time() - start_cpu if cpu_time else wall[-1])
@@ -197,18 +257,22 @@ def timed_calls(
 def child(name: str, n: int, d: int, k: int, calls: int, threads: int) -> None:
     """In a fresh process: print {"seconds": [...], "growth_mb": ...} as one JSON line."""
     torch.set_num_threads(threads)
-    x, w, y = shape_inputs(n, d, k, CPU)
-    fn = METHODS[name][0]
+    base, dtype, forced = variant(name)
+    if forced:
+        products.HALF_PRODUCTS = True
+    x, w, y = shape_inputs(n, d, k, CPU, dtype)
+    fn = METHODS[base][0]
     # a small call first: one-time set-up (imports, dispatch caches) is not the method's cost;
     # a compiled loss compiles here for this batch, a whole chunk and the ragged last chunk
     if "compiled" in name:
         chunk = default_chunk_size(n, k)
         small = w[: min(k, chunk + (k % chunk or chunk))].detach().clone().requires_grad_()
         x_small = x.detach().clone().requires_grad_()
-        fn(x_small, small, y % small.shape[0]).backward()
+        forward_backward(fn, x_small, small, y % small.shape[0])
     else:
         small = w[:1000].detach().clone().requires_grad_()
-        fn(x[:8].detach().clone().requires_grad_(), small, y[:8] % small.shape[0]).backward()
+        x_small = x[:8].detach().clone().requires_grad_()
+        forward_backward(fn, x_small, small, y[:8] % small.shape[0])
     # with several threads their CPU times add up: wall time is the comparable one
     result = timed_calls(fn, x, w, y, calls, CPU, cpu_time=threads == 1)
     print(json.dumps(result))
@@ -271,18 +335,18 @@ def collect_rows(
 
 def shape_table(
     n: int, d: int, k: int, calls: int, budget_gb: float, threads: int, methods, rounds: int = 1,
-    deadline: float = math.inf,
+    deadline: float = math.inf, largest: bool = False,
 ) -> list[str]:  # fmt: skip
     """One shape on the CPU, every method in fresh processes (:func:`collect_rows`), its time
-    the best call of all rounds, its memory the largest peak."""
-    floor_mb = (k + n) * d * 4 / MB
+    the best call of all rounds, its memory the largest peak: the table's lines, and with
+    ``largest`` the largest K that fits this machine (:func:`fitting_lines`)."""
     rows = collect_rows(
         methods, rounds, lambda name: estimate_gb(name, n, d, k),
         memory_budget(CPU, budget_gb),
         lambda name: run_child(name, n, d, k, calls, budget_gb, threads), deadline,
     )  # fmt: skip
     lines = [
-        f"### N = {n:,}, d = {d}, K = {k:,} (floor: grad of W and x = {floor_mb:,.0f} MB; "
+        f"### N = {n:,}, d = {d}, K = {k:,} ({floor_words(methods, n, d, k)}; "
         f"best of {calls} call{'s' if calls > 1 else ''} in each of {rounds} "
         f"interleaved round{'s' if rounds > 1 else ''})",
         "",
@@ -294,66 +358,154 @@ def shape_table(
         if isinstance(row, str):
             lines.append(f"| {name} | {row} | | | |")
         else:
-            above = row["growth_mb"] - floor_mb
+            above = row["growth_mb"] - floor_of(name, n, d, k)
             lines.append(
                 f"| {name} | {min(row['seconds']):.2f} | {min(row['wall']):.2f} "
                 f"| {row['growth_mb']:,.0f} | {above:,.0f} |"
             )
-    lines += ["", *target_lines(rows, floor_mb), ""]
+    if largest:
+        return [*lines, "", *fitting_lines(rows, n, d, k), ""]
+    return [*lines, "", *target_lines(rows, lambda name: floor_of(name, n, d, k)), ""]
+
+
+def fitting_lines(rows: dict, n: int, d: int, k: int) -> list[str]:
+    """Per chunked row that ran: the largest K that fits this machine's memory at that row's
+    bytes per class (its peak growth and its weight, over K), 2 GB left to the rest."""
+    with open("/proc/meminfo") as f:
+        total = next(int(line.split()[1]) for line in f if line.startswith("MemTotal:")) * 1024
+    lines = []
+    for name, row in rows.items():
+        base, dtype, _ = variant(name)
+        if not isinstance(row, dict) or base not in CHUNKED:
+            continue
+        per_class = (row["growth_mb"] * MB + k * d * dtype.itemsize) / k
+        fits = (total - 2 * 2**30) / per_class
+        lines.append(
+            f"- {name}: {per_class:.0f} bytes a class at d = {d} (its weight, the weight's "
+            f"gradient and the chunk buffers' share), so about {fits:.2g} classes fit this "
+            f"machine's {total / 2**30:.0f} GB (2 GB left to the rest)"
+        )
     return lines
 
 
-def target_lines(rows: dict, floor_mb: float) -> list[str]:
-    """The issue's targets, judged on this shape where both sides ran."""
+def floor_words(methods, n: int, d: int, k: int) -> str:
+    """The table header's floor, in each dtype its rows take."""
+    floors = {variant(name)[1]: floor_of(name, n, d, k) for name in methods}
+    each = ", ".join(f"{mb:,.0f} MB in {str(dtype)[6:]}" for dtype, mb in floors.items())
+    return f"floor: grad of W and x = {each}"
 
-    def get(name: str) -> dict | None:
-        row = rows.get(name)
+
+class Targets:
+    """One table's rows as the targets read them: a row's best seconds and its peak above
+    the floor of its dtype."""
+
+    def __init__(self, rows: dict, floor: Callable[[str], float]) -> None:
+        self.rows, self.floor = rows, floor
+
+    def get(self, name: str) -> dict | None:
+        row = self.rows.get(name)
         return row if isinstance(row, dict) else None
 
-    def seconds(row: dict) -> float:
+    def seconds(self, name: str) -> float:
+        row = self.get(name)
+        assert row is not None
         return min(row["seconds"])
 
+    def above(self, name: str) -> float:
+        row = self.get(name)
+        assert row is not None
+        return row["growth_mb"] - self.floor(name)
+
+    def ratio_line(self, label: str, mine: str, theirs: str, target: float) -> list[str]:
+        """``label``'s time against ``theirs`` where both ran, judged on ``target``."""
+        if self.get(mine) is None or self.get(theirs) is None:
+            return []
+        ratio = self.seconds(mine) / self.seconds(theirs)
+        verdict = "met" if ratio <= target else "MISSED"
+        return [f"- {label} {ratio:.2f}x (target <= {target:g}x): {verdict}"]
+
+
+LOSSES = (
+    ("lr", "frlr linear_lr", 1.25),
+    ("ss-lr", "frlr linear_ss_lr", 1.25),
+    ("ss-lr compiled", "frlr linear_ss_lr (compiled=True)", 1.0),
+)
+"""The losses the time targets judge, and their bf16 target against PyTorch's fastest."""
+
+
+def target_lines(rows: dict, floor: Callable[[str], float]) -> list[str]:
+    """The issues' targets, judged on this shape where both sides ran: float32's, then
+    bf16's."""
+    targets = Targets(rows, floor)
+    return float32_target_lines(targets) + bf16_target_lines(targets)
+
+
+def float32_target_lines(t: Targets) -> list[str]:
+    """Memory and time against the materialised losses and PyTorch's chunked cross-entropy;
+    HS-LR against SS-LR."""
     lines = []
-    chunked_ce = get("F.linear_cross_entropy (batch_chunk_size=128)")
-    for loss, method in (
-        ("lr", "frlr linear_lr"),
-        ("ss-lr", "frlr linear_ss_lr"),
-        ("ss-lr compiled", "frlr linear_ss_lr (compiled=True)"),
-    ):
-        mine = get(method)
-        materialised = get(f"frlr {loss.split()[0]} (materialised)")
-        if mine is None:
+    chunked_ce = "F.linear_cross_entropy (batch_chunk_size=128)"
+    for loss, method, _ in LOSSES:
+        if t.get(method) is None:
             continue
-        above = mine["growth_mb"] - floor_mb
-        if materialised is not None:
-            theirs = materialised["growth_mb"] - floor_mb
+        above = t.above(method)
+        materialised = f"frlr {loss.split()[0]} (materialised)"
+        if t.get(materialised) is not None:
+            theirs = t.above(materialised)
             verdict = "met" if above <= theirs / 10 else "MISSED"
             lines.append(
                 f"- {loss} memory above the floor {above:,.0f} MB vs materialised "
                 f"{theirs:,.0f} MB (target <= 1/10): {verdict}"
             )
-            ratio = seconds(mine) / seconds(materialised)
-            verdict = "met" if ratio <= 1.1 else "MISSED"
-            lines.append(f"- {loss} time {ratio:.2f}x materialised (target <= 1.1x): {verdict}")
-        if chunked_ce is not None:
-            theirs = chunked_ce["growth_mb"] - floor_mb
+            lines += t.ratio_line(f"{loss} time vs materialised:", method, materialised, 1.1)
+        if t.get(chunked_ce) is not None:
+            theirs = t.above(chunked_ce)
             verdict = "met" if above < theirs else "MISSED"
             lines.append(
                 f"- {loss} memory above the floor {above:,.0f} MB vs PyTorch's chunked "
                 f"cross-entropy {theirs:,.0f} MB (target below): {verdict}"
             )
-            ratio = seconds(mine) / seconds(chunked_ce)
-            verdict = "met" if ratio <= 1.0 else "MISSED"
+            label = f"{loss} time vs PyTorch's chunked cross-entropy:"
+            lines += t.ratio_line(label, method, chunked_ce, 1.0)
+    return lines + t.ratio_line(
+        "hs-lr time vs ss-lr:", "frlr linear_hs_lr", "frlr linear_ss_lr", 1.3
+    )
+
+
+def bf16_target_lines(t: Targets) -> list[str]:
+    """bf16 (issue 25): LR and SS-LR against PyTorch's faster ``F.linear_cross_entropy`` option
+    in bf16, each miss beside the matmul floor's ratio (and the forced bf16 products' where
+    they ran); the memory above the floor against the float32 figure; HS-LR against SS-LR."""
+    options = [
+        f"F.linear_cross_entropy ({option}){BF16}" for option in ("default", "batch_chunk_size=128")
+    ]
+    ran = [name for name in options if t.get(name) is not None]
+    fastest = min(ran, key=t.seconds) if ran else None
+    matmul = f"matmul floor (the 3 products, chunked){BF16}"
+    lines = []
+    for loss, method, target in LOSSES:
+        mine = method + BF16
+        if t.get(mine) is None:
+            continue
+        if fastest is not None:
+            label = f"bf16 {loss} time vs PyTorch's fastest in bf16 ({fastest.removesuffix(BF16)}):"
+            line = t.ratio_line(label, mine, fastest, target)[0]
+            if t.get(method + FORCED) is not None:
+                forced = t.seconds(method + FORCED) / t.seconds(fastest)
+                line += f"; its products forced into bf16: {forced:.2f}x"
+            if line.endswith("MISSED") and t.get(matmul) is not None:
+                floor = t.seconds(matmul) / t.seconds(fastest)
+                line += f" (floor: the 3 products alone in bf16 take {floor:.2f}x)"
+            lines.append(line)
+        if t.get(method) is not None:
+            mine_above, fp32_above = t.above(mine), t.above(method)
+            verdict = "met" if mine_above <= fp32_above else "MISSED"
             lines.append(
-                f"- {loss} time {ratio:.2f}x PyTorch's chunked cross-entropy (target <= 1x): "
-                f"{verdict}"
+                f"- bf16 {loss} memory above the floor {mine_above:,.0f} MB vs "
+                f"{fp32_above:,.0f} MB in float32 (target no larger): {verdict}"
             )
-    hs, ss = get("frlr linear_hs_lr"), get("frlr linear_ss_lr")
-    if hs is not None and ss is not None:
-        ratio = seconds(hs) / seconds(ss)
-        verdict = "met" if ratio <= 1.3 else "MISSED"
-        lines.append(f"- hs-lr time {ratio:.2f}x ss-lr (target <= 1.3x): {verdict}")
-    return lines
+    hs, ss = "frlr linear_hs_lr", "frlr linear_ss_lr"
+    return lines + t.ratio_line("bf16 hs-lr time vs ss-lr:", hs + BF16, ss + BF16, 1.3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -468,7 +620,7 @@ def measure_in_process(
     try:
         synchronize(device)
         start = time.perf_counter()
-        fn(x, w, y).backward()
+        forward_backward(fn, x, w, y)
         synchronize(device)
         first = time.perf_counter() - start
         result = timed_calls(fn, x, w, y, calls, device, cpu_time=False)
@@ -488,18 +640,25 @@ def measure_in_process(
 def in_process_table(
     n: int, d: int, k: int, calls: int, device: torch.device, budget_gb: float, deadline: float
 ) -> list[str]:
-    """One shape, every method in this process (:func:`measure_in_process`): the best call in
-    milliseconds, the peak above the inputs, the first call of the compiled loss, the targets."""
+    """One shape, every method in this process (:func:`measure_in_process`), in float32 and
+    bf16: the best call in milliseconds, the peak above the inputs, the first call of the
+    compiled loss, the targets."""
     budget = memory_budget(device, budget_gb)  # before the inputs: the estimate counts W
-    x, w, y = shape_inputs(n, d, k, device)
-    floor_mb = (k + n) * d * 4 / MB
+    inputs = {
+        dtype: shape_inputs(n, d, k, device, dtype) for dtype in (torch.float32, torch.bfloat16)
+    }
+
+    def run(name: str) -> Row:
+        base, dtype, _ = variant(name)
+        return measure_in_process(METHODS[base][0], *inputs[dtype], calls, device)
+
+    methods = rows_of(("float32", "bfloat16"), forced=False)
     rows = collect_rows(
-        METHODS, 1, lambda name: estimate_gb(name, n, d, k), budget,
-        lambda name: measure_in_process(METHODS[name][0], x, w, y, calls, device), deadline,
+        methods, 1, lambda name: estimate_gb(name, n, d, k), budget, run, deadline,
         milliseconds=True,
     )  # fmt: skip
     lines = [
-        f"### N = {n:,}, d = {d}, K = {k:,} (floor: grad of W and x = {floor_mb:,.0f} MB; "
+        f"### N = {n:,}, d = {d}, K = {k:,} ({floor_words(methods, n, d, k)}; "
         f"best of {calls} calls after a warm-up call)",
         "",
         "| method | forward+backward ms | peak growth MB | above the floor MB |",
@@ -512,7 +671,7 @@ def in_process_table(
             continue
         lines.append(
             f"| {name} | {1000 * min(row['seconds']):,.1f} | {row['growth_mb']:,.0f} "
-            f"| {row['growth_mb'] - floor_mb:,.0f} |"
+            f"| {row['growth_mb'] - floor_of(name, n, d, k):,.0f} |"
         )
         if "compiled" in name:
             firsts.append(
@@ -520,7 +679,8 @@ def in_process_table(
                 "compiler (not counted above): "
                 f"{row['first']:.1f} s"
             )
-    return [*lines, "", *firsts, *target_lines(rows, floor_mb), ""]
+    floor = lambda name: floor_of(name, n, d, k)  # noqa: E731
+    return [*lines, "", *firsts, *target_lines(rows, floor), ""]
 
 
 def chunk_sweep(
@@ -626,7 +786,8 @@ def in_process_record(args: argparse.Namespace, device: torch.device, deadline: 
             + ("." if done == len(steps) else f" (INCOMPLETE: {done} of {len(steps)} tables)."),
             "",
             f"Command: `{command}`. float32 (matmul precision "
-            f'"{torch.get_float32_matmul_precision()}"), index targets, reduction mean, the '
+            f'"{torch.get_float32_matmul_precision()}") and bf16 ([bf16] rows: bfloat16 features '
+            f"and weight; {half_products_words(device)}), index targets, reduction mean, the "
             "default chunk_size except in the sweep; every method in this one process, after "
             "one warm-up call on its shape (it compiles the compiled loss); times are wall time "
             "between synchronisations, the best of the calls after the warm-up; peak growth is "
@@ -655,7 +816,7 @@ def cpu_record(args: argparse.Namespace, deadline: float) -> None:
     torch.set_num_threads(args.threads)  # the class-parallel section's one-process reference
     started = time.perf_counter()
     if args.quick:
-        shapes = [(32, 16, 1_000, 1, 2)]
+        shapes = [(32, 16, 1_000, 1, 1)]  # one round: every method twice (float32, bf16)
         largest = (32, 8, 5_000, 1)
         parallel_shape = (64, 16, 2_000)
     else:
@@ -667,15 +828,18 @@ def cpu_record(args: argparse.Namespace, deadline: float) -> None:
         largest = (1024, 64, args.largest_k, 1)
         parallel_shape = (1024, 256, 100_000)
     budget, threads = args.memory_budget_gb, args.threads
+    dtypes = tuple(args.dtypes.split(","))
     lines: list[str] = []
     for n, d, k, calls, rounds in shapes:
         print(f"N = {n}, d = {d}, K = {k}", flush=True)
-        lines += shape_table(n, d, k, calls, budget, threads, METHODS, rounds, deadline)
+        methods = rows_of(dtypes, args.bf16_products)
+        lines += shape_table(n, d, k, calls, budget, threads, methods, rounds, deadline)
     n, d, k, calls = largest
     print(f"largest: N = {n}, d = {d}, K = {k}", flush=True)
     largest_methods = ("frlr linear_lr", "frlr linear_ss_lr", "frlr ss-lr (materialised)")
+    methods = rows_of(dtypes, False, largest_methods)
     lines += ["## The largest K", ""]
-    lines += shape_table(n, d, k, calls, budget, threads, largest_methods, 1, deadline)
+    lines += shape_table(n, d, k, calls, budget, threads, methods, 1, deadline, largest=True)
     print("class-parallel", flush=True)
     lines += ["## Class-parallel", ""]
     lines += parallel_table(*parallel_shape)
@@ -691,9 +855,11 @@ def cpu_record(args: argparse.Namespace, deadline: float) -> None:
         f"Load average at the end: {os.getloadavg()[0]:.1f} (other jobs shared the machine); "
         f"wall time {time.perf_counter() - started:.0f} s.",
         "",
-        f"Command: `{command}`. float32, index targets, reduction mean, default chunk_size, "
+        f"Command: `{command}`. {' and '.join(dtypes)} ([bf16] rows: bfloat16 features and "
+        "weight), index targets, reduction mean, default chunk_size, "
         f"{args.threads} torch thread(s) per process; each (method, shape) in a fresh process; "
         "peak growth is VmHWM over the inputs. "
+        f"The [bf16] rows: {half_products_words()}. "
         + (
             "Times are the CPU time of the one computing thread (this host is shared: CPU time "
             "leaves out the waits for a core that wall time counts), wall time alongside; the "
@@ -705,6 +871,18 @@ def cpu_record(args: argparse.Namespace, deadline: float) -> None:
     ]
     write_record(out, header + lines)
     print(f"wrote {out}")
+
+
+def half_products_words(device: torch.device = CPU) -> str:
+    """What the device does with bf16 products, and so what frlr's [bf16] rows multiply in."""
+    if not products.native_half(device, torch.bfloat16):
+        return (
+            "no native bf16 products here (oneDNN emulates them): frlr's [bf16] rows multiply "
+            "the bf16 values as float32 (exact products, float32 sums), the matmul floor [bf16] "
+            "row measures bf16 products"
+        )
+    out = "float32" if products.float32_output(device.type, torch.bfloat16) else "bf16"
+    return f"native bf16 products: frlr's [bf16] rows multiply in bf16, the logits out in {out}"
 
 
 def main() -> None:
@@ -749,6 +927,16 @@ def main() -> None:
     )
     parser.add_argument(
         "--largest-k", type=int, default=10_000_000, help="the largest K, at d = 64, chunked"
+    )
+    parser.add_argument(
+        "--dtypes",
+        default="float32,bfloat16",
+        help="the CPU record's input dtypes, comma-separated (float32, bfloat16)",
+    )
+    parser.add_argument(
+        "--bf16-products",
+        action="store_true",
+        help="also the chunked losses with their products forced into bf16 (FRLR_HALF_PRODUCTS)",
     )
     args = parser.parse_args()
     if args.child:

@@ -118,9 +118,16 @@ def test_huge_k_quick_prints_every_method_the_targets_and_class_parallel():
         "interleaved round",
         "## The largest K",
         "linear_ss_lr_loss | 3 |",
+        "| frlr linear_ss_lr [bf16] | ",
+        "| F.linear_cross_entropy (default) [bf16] | ",
+        "| matmul floor (the 3 products, chunked) [bf16] | ",
+        "- bf16 ss-lr time vs PyTorch's fastest in bf16",
+        "- bf16 hs-lr time vs ss-lr",
+        "- frlr linear_ss_lr [bf16]: ",
+        "classes fit this machine's",
     ):
         assert name in text
-    assert "wrote" not in text
+    assert "wrote" not in text and "failed" not in text
 
 
 def test_huge_k_in_process_quick_is_the_cuda_layout_on_the_cpu(tmp_path):
@@ -237,33 +244,30 @@ def test_huge_k_measure_in_process_reads_time_peak_and_failures_on_the_cpu():
     )
 
 
-def test_linear_cpu_time_prints_every_loss_and_its_ratios():
-    text = _run(
-        str(BENCHMARKS / "linear_cpu_time.py"),
-        "--n",
-        "16",
-        "--d",
-        "8",
-        "--k",
-        "3000",
-        "--calls",
-        "1",
-    )
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_linear_cpu_time_prints_every_loss_and_its_ratios(dtype):
+    args = ("--n", "16", "--d", "8", "--k", "3000", "--calls", "1", "--dtype", dtype)
+    text = _run(str(BENCHMARKS / "linear_cpu_time.py"), *args)
     for name in ("linear_lr_loss", "linear_ss_lr_loss", "linear_hs_lr_loss", "linear_sr_loss"):
         assert name in text
     assert "x ss-lr" in text and "x CE" in text
+    assert ("F.linear_cross_entropy (default)" in text) == (dtype == "bfloat16")
 
 
-def test_hs_lr_floor_prints_every_part_and_the_floors(tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_hs_lr_floor_prints_every_part_and_the_floors(tmp_path, dtype):
     out = tmp_path / "floor.md"
     args = ("--n", "16", "--d", "8", "--k", "3000", "--rounds", "1", "--out", str(out))
-    text = _run(str(BENCHMARKS / "hs_lr_floor.py"), *args, timeout=300)
+    text = _run(str(BENCHMARKS / "hs_lr_floor.py"), *args, "--dtype", dtype, timeout=300)
     for name in (
         "linear_hs_lr_loss",
         "linear_ss_lr_loss (compiled=True)",
         "count pass, fused by torch.compile",
         "eager: LR + one logits pass",
         "compiled: compiled SS-LR",
+        f"{dtype} inputs (the products in ",
+        "A count pass on bf16 logits for float32 inputs",
+        "- within the bound 2u ||x|| ||w_k||: ",
     ):
         assert name in text
     assert out.read_text().startswith("# HS-LR against SS-LR")
