@@ -10,9 +10,11 @@ growth over one forward+backward, beyond the inputs; its time, with one thread, 
 that thread (wall time beside it). The *floor* is what any method must allocate: the
 gradients of the weight and of the features, (K + N) d in the inputs' dtype. Every method runs
 in float32 and, its row marked ``[bf16]``, with bfloat16 features and weight, in the same
-interleaved rounds (``--dtypes``); ``--bf16-products`` adds the chunked losses with their
-products forced into bf16 (``[bf16, bf16 products]``: on a CPU without native bf16, frlr's
-default multiplies bf16 values as float32, see ``frlr.torch.linear.products``). Methods:
+interleaved rounds (``--dtypes``; ``--bf16-rounds``, default 1: the bf16 rows take one call in
+each of that many of the rounds, since where bf16 products are emulated one materialised call
+takes minutes); ``--bf16-products`` adds the chunked losses with their products forced into
+bf16 (``[bf16, bf16 products]``: on a CPU without native bf16, frlr's default multiplies bf16
+values as float32, see ``frlr.torch.linear.products``). Methods:
 
 * ``F.cross_entropy(x @ W.T)``, materialised;
 * PyTorch's ``F.linear_cross_entropy``, its default (the reference path) and with
@@ -298,10 +300,12 @@ def run_child(name: str, n: int, d: int, k: int, calls: int, limit_gb: float, th
 def collect_rows(
     methods, rounds: int, need_gb: Callable[[str], float], budget: tuple[float, str],
     run: Callable[[str], Row], deadline: float, milliseconds: bool = False,
+    rounds_of: Callable[[str], int] | None = None,
 ) -> dict[str, Row]:  # fmt: skip
     """Every method ``run`` in ``rounds`` round-robin rounds (a slow spell of a shared host then
-    slows one round of every method, not all of one method's): the times of all rounds, the
-    largest peak; a method over the memory budget, or past the deadline, gets the reason."""
+    slows one round of every method, not all of one method's; ``rounds_of`` a method's fewer
+    rounds, the first ones): the times of all rounds, the largest peak; a method over the memory
+    budget, or past the deadline, gets the reason."""
     budget_gb, over = budget
     rows: dict[str, Row] = {}
     for name in methods:
@@ -311,7 +315,7 @@ def collect_rows(
             print(f"  {name}: {rows[name]}", flush=True)
     for round_ in range(rounds):
         for name in methods:
-            if isinstance(rows.get(name), str):
+            if isinstance(rows.get(name), str) or (rounds_of and round_ >= rounds_of(name)):
                 continue
             result = SPENT if time.perf_counter() > deadline else run(name)
             if isinstance(result, str):
@@ -335,20 +339,32 @@ def collect_rows(
 
 def shape_table(
     n: int, d: int, k: int, calls: int, budget_gb: float, threads: int, methods, rounds: int = 1,
-    deadline: float = math.inf, largest: bool = False,
+    deadline: float = math.inf, largest: bool = False, bf16_rounds: int | None = None,
 ) -> list[str]:  # fmt: skip
     """One shape on the CPU, every method in fresh processes (:func:`collect_rows`), its time
     the best call of all rounds, its memory the largest peak: the table's lines, and with
-    ``largest`` the largest K that fits this machine (:func:`fitting_lines`)."""
+    ``largest`` the largest K that fits this machine (:func:`fitting_lines`). With
+    ``bf16_rounds`` the bf16 rows take one call in each of the first ``bf16_rounds`` rounds
+    (where bf16 products are emulated, one materialised call takes minutes)."""
+    bf16_rounds = rounds if bf16_rounds is None else min(bf16_rounds, rounds)
+    fewer = bf16_rounds < rounds
+
+    def bf16(name: str) -> bool:
+        return variant(name)[1] == torch.bfloat16
+
+    def run(name: str) -> Row:
+        return run_child(name, n, d, k, 1 if fewer and bf16(name) else calls, budget_gb, threads)
+
     rows = collect_rows(
         methods, rounds, lambda name: estimate_gb(name, n, d, k),
-        memory_budget(CPU, budget_gb),
-        lambda name: run_child(name, n, d, k, calls, budget_gb, threads), deadline,
+        memory_budget(CPU, budget_gb), run, deadline,
+        rounds_of=lambda name: bf16_rounds if bf16(name) else rounds,
     )  # fmt: skip
+    bf16_words = f"; the bf16 rows one call in {bf16_rounds} of them" if fewer else ""
     lines = [
         f"### N = {n:,}, d = {d}, K = {k:,} ({floor_words(methods, n, d, k)}; "
         f"best of {calls} call{'s' if calls > 1 else ''} in each of {rounds} "
-        f"interleaved round{'s' if rounds > 1 else ''})",
+        f"interleaved round{'s' if rounds > 1 else ''}{bf16_words})",
         "",
         f"| method | forward+backward {'CPU ' if threads == 1 else ''}s | wall s "
         "| peak growth MB | above the floor MB |",
@@ -833,7 +849,10 @@ def cpu_record(args: argparse.Namespace, deadline: float) -> None:
     for n, d, k, calls, rounds in shapes:
         print(f"N = {n}, d = {d}, K = {k}", flush=True)
         methods = rows_of(dtypes, args.bf16_products)
-        lines += shape_table(n, d, k, calls, budget, threads, methods, rounds, deadline)
+        lines += shape_table(
+            n, d, k, calls, budget, threads, methods, rounds, deadline,
+            bf16_rounds=args.bf16_rounds,
+        )  # fmt: skip
     n, d, k, calls = largest
     print(f"largest: N = {n}, d = {d}, K = {k}", flush=True)
     largest_methods = ("frlr linear_lr", "frlr linear_ss_lr", "frlr ss-lr (materialised)")
@@ -932,6 +951,12 @@ def main() -> None:
         "--dtypes",
         default="float32,bfloat16",
         help="the CPU record's input dtypes, comma-separated (float32, bfloat16)",
+    )
+    parser.add_argument(
+        "--bf16-rounds",
+        type=int,
+        default=1,
+        help="the CPU record's rounds of the bf16 rows, one call each (float32's: 3 at K = 10^5)",
     )
     parser.add_argument(
         "--bf16-products",

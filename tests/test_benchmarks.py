@@ -130,6 +130,30 @@ def test_huge_k_quick_prints_every_method_the_targets_and_class_parallel():
     assert "wrote" not in text and "failed" not in text
 
 
+def test_huge_k_bf16_rows_take_fewer_rounds_and_one_call(monkeypatch):
+    """--bf16-rounds: the float32 rows in every round with their calls, the bf16 rows one call
+    in the first rounds only; the header says so and the bf16 targets read both."""
+    huge_k = _import_benchmark("huge_k")
+    runs = []
+
+    def fake_child(name, n, d, k, calls, limit_gb, threads):
+        runs.append((name, calls))
+        return {"seconds": [1.0] * calls, "wall": [1.0] * calls, "growth_mb": 1.0}
+
+    monkeypatch.setattr(huge_k, "run_child", fake_child)
+    methods = huge_k.rows_of(("float32", "bfloat16"), False, ["frlr linear_ss_lr"])
+    lines = huge_k.shape_table(8, 4, 100, 2, 1.0, 1, methods, 3, bf16_rounds=1)
+    assert (
+        runs
+        == [("frlr linear_ss_lr", 2), ("frlr linear_ss_lr [bf16]", 1)]
+        + [("frlr linear_ss_lr", 2)] * 2
+    )
+    assert (
+        "best of 2 calls in each of 3 interleaved rounds; the bf16 rows one call in 1" in lines[0]
+    )
+    assert any(line.startswith("- bf16 ss-lr memory above the floor") for line in lines)
+
+
 def test_huge_k_in_process_quick_is_the_cuda_layout_on_the_cpu(tmp_path):
     """The CUDA record's code (one process, ms tables, the first compiled call, the chunk_size
     sweep, the record file) run on the CPU: all of it but the torch.cuda readings."""
