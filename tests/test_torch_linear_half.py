@@ -16,7 +16,7 @@ product's rounding to h (u each): three roundings of u, 1.5 eps, and ``2 eps`` w
 sums' share. The materialised loss in h rounds the logits, their gradient and the products
 likewise, so the two are within the bound of each other. Measured: at most 0.7 eps.
 
-**HS-LR** selects on float32 logits (see :mod:`frlr.torch.linear.products`): exactly the top n
+**HS-LR** selects on float32 logits (see `frlr.torch.linear.products`): exactly the top n
 of the logits it computes, ties shared, which are exact sums of exact products for half inputs
 of few significant bits. On the degenerate classifiers of issue 24 (zero, repeated and
 near-repeated rows, ties beyond a bucket) rounded to bf16/fp16 -- where near-repeated rows

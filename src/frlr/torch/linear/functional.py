@@ -53,7 +53,7 @@ from frlr.torch.linear.sweep import ChunkedLoss, LinearLossFn
 
 def no_autocast(device: torch.device):
     """The chunks' maths in float32 whatever an autocast region asks for (its dtype picks the
-    products' operands first, see :mod:`frlr.torch.linear.products`)."""
+    products' operands first, see `frlr.torch.linear.products`)."""
     return torch.autocast(device.type, enabled=False)
 
 
@@ -110,7 +110,7 @@ def linear_lr_loss(
             class-parallel). With bfloat16 or float16 features and weight (or under autocast)
             the chunk's three matrix products run in that dtype where the hardware multiplies
             it natively, the loss and the per-logit gradient in float32, and the gradients
-            come back in each input's dtype (see :mod:`frlr.torch.linear.products`).
+            come back in each input's dtype (see `frlr.torch.linear.products`).
         target: int64 class indices (N,), or int64 positive lists (N, P) padded with
             ``ignore_index`` -- sparse multi-label, equal to the multi-hot target of the
             materialised loss. A class index equal to ``ignore_index`` drops its row.

@@ -1,9 +1,9 @@
 """One call of a linear loss: its inputs checked, as the global batch against this rank's
 classes, and what every loss reads of it chunk by chunk (logits, target blocks, row weights).
 
-The chunk's matrix products and their dtype are reached from here (:meth:`Problem.classifier`,
-:meth:`Problem.logits`, :meth:`Problem.consume`, :meth:`Problem.rounding_unit`), made by
-:mod:`frlr.torch.linear.products`, and nowhere else."""
+The chunk's matrix products and their dtype are reached from here (`Problem.classifier`,
+`Problem.logits`, `Problem.consume`, `Problem.rounding_unit`), made by
+[`products`][frlr.torch.linear.products], and nowhere else."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from frlr.torch.linear.products import Products, product_dtype
 class Strategy(Protocol):
     """What the problem reads of its loss while checking: ``single_label`` (softmax takes
     class indices only) and ``float32_logits`` (no half-precision logits, see
-    :mod:`frlr.torch.linear.products`)."""
+    [`products`][frlr.torch.linear.products])."""
 
     single_label: bool
     float32_logits: bool
@@ -217,19 +217,19 @@ class Problem:
         return self.products.classifier(self.weight[start:stop])
 
     def operand_rows(self, rows: Tensor) -> Tensor:
-        """Rows of the features as :meth:`logits` multiplies them."""
+        """Rows of the features as `logits` multiplies them."""
         return self.products.x_logits[rows]
 
     def logits(self, start: int, stop: int, w: Tensor, x: Tensor | None = None) -> Tensor:
         """z = X W_c^T + b_c for classes [start, stop) of this rank, in the compute dtype (of
-        ``x``, rows from :meth:`operand_rows`: some rows)."""
+        ``x``, rows from `operand_rows`: some rows)."""
         x = self.products.x_logits if x is None else x
         bias = None if self.bias is None else self.bias[start:stop]
         return self.products.logits(x, w, bias)
 
     def rounding_unit(self) -> float:
-        """The unit roundoff of :meth:`logits`' sums (see
-        :meth:`frlr.torch.linear.products.Products.rounding_unit`)."""
+        """The unit roundoff of `logits`' sums (see
+        [`Products.rounding_unit`][frlr.torch.linear.products.Products.rounding_unit])."""
         return self.products.rounding_unit(self.device)
 
     # -- targets ---------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ class ChunkedLoss:
     """Takes class indices only (softmax): positive lists are refused."""
     float32_logits = False
     """Needs logits in float32: half-precision operands only where their product comes out
-    in float32 (see :mod:`frlr.torch.linear.products`)."""
+    in float32 (see [`products`][frlr.torch.linear.products])."""
     sweeps_for_rows = True
     """Whether a sweep without gradients gives the rows (False: ``prepare`` already has them)."""
 
