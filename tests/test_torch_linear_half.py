@@ -318,7 +318,6 @@ def test_which_dtype_the_products_take(monkeypatch):
     native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     got = products.product_dtype(x.bfloat16(), w.bfloat16(), torch.float32)
     assert got == (torch.bfloat16 if native else torch.float32)
-    assert not products.float32_output("cpu", torch.bfloat16)  # torch's CPU mm has no out_dtype
 
 
 def test_float16_gradients_below_its_normal_range_are_kept(half_products):

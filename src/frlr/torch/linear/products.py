@@ -58,7 +58,10 @@ def native_half(device: torch.device, dtype: torch.dtype) -> bool:
         if dtype == torch.bfloat16:
             probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
             return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
-        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())  # AVX512-FP16 or AMX-FP16
+        try:  # AVX512-FP16 or AMX-FP16
+            return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+        except (AttributeError, RuntimeError):  # a torch without the probe
+            return False
     return True  # other accelerators: as autocast would multiply
 
 
