@@ -73,7 +73,8 @@ def _gaps(obj: griffe.Object) -> dict[str, str]:
     for kind in ("parameters", "attributes", "other parameters"):
         for section in _sections(obj, kind):
             for item in section.value:
-                documented.update(name.strip() for name in item.name.split(","))
+                # "**options" documents the parameter griffe calls "options"
+                documented.update(name.strip().lstrip("*") for name in item.name.split(","))
     undocumented = [name for name in signature if name not in documented]
     if undocumented:
         gaps["args"] = "undocumented: " + ", ".join(undocumented)

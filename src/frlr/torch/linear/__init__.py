@@ -20,6 +20,7 @@ The package, one concept per module, each importing only those before it:
 See :mod:`frlr.torch.linear.functional` for the maths and the memory.
 """
 
+from frlr.torch._conventions import Reduction
 from frlr.torch.linear.argmax import linear_argmax
 from frlr.torch.linear.functional import (
     linear_hs_lr_loss,
@@ -29,7 +30,6 @@ from frlr.torch.linear.functional import (
 )
 from frlr.torch.linear.inputs import (
     CHUNK_BYTES,
-    Reduction,
     compute_dtype,
     default_chunk_size,
     positive_lists,

@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from frlr.torch._conventions import no_autocast
 from frlr.torch.distributed import ClassShards
-from frlr.torch.linear.functional import no_autocast
 from frlr.torch.linear.inputs import check_int, check_tensors, compute_dtype, default_chunk_size
 
 

@@ -40,20 +40,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 from torch import Tensor
 
+from frlr.torch._conventions import Reduction, no_autocast
 from frlr.torch.linear.hs_lr import HSLRLoss
-from frlr.torch.linear.inputs import Reduction
 from frlr.torch.linear.problem import Options, Problem
 from frlr.torch.linear.sigmoid import LRLoss, SSLRLoss
 from frlr.torch.linear.softmax import SRLoss
 from frlr.torch.linear.sweep import ChunkedLoss, LinearLossFn
-
-
-def no_autocast(device: torch.device):
-    """The chunks accumulate in float32 whatever an autocast region asks for."""
-    return torch.autocast(device.type, enabled=False)
 
 
 def _linear_loss(

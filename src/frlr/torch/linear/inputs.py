@@ -6,14 +6,9 @@ Everything here is local to one process: the class-parallel exchange of what was
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor
 
-Reduction = Literal["mean", "sum", "none"]
-
-REDUCTIONS = ("mean", "sum", "none")
 CHUNK_BYTES = 8 << 20
 """The memory budget of one (N, chunk) buffer when ``chunk_size`` is None."""
 

@@ -13,13 +13,14 @@ from frlr.catalogue import (
     canonical_loss_name,
     check_hyperparameters,
 )
+from frlr.torch._conventions import Reduction, check_reduction
 from frlr.torch.linear.functional import (
     linear_hs_lr_loss,
     linear_lr_loss,
     linear_sr_loss,
     linear_ss_lr_loss,
 )
-from frlr.torch.linear.inputs import REDUCTIONS, Reduction, check_smoothing
+from frlr.torch.linear.inputs import check_smoothing
 from frlr.torch.linear.sigmoid import SSLRLoss
 
 
@@ -59,8 +60,7 @@ class _LinearLoss(nn.Module):
                 f"hyper-parameters are {sorted(self._hyper)}"
             )
         check_hyperparameters(**hyper)
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        check_reduction(reduction)
         self.options = {
             **self._hyper,
             **hyper,

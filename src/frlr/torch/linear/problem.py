@@ -13,10 +13,10 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from frlr.torch._conventions import check_reduction
 from frlr.torch.distributed import collectives_ready
 from frlr.torch.linear.exchange import Exchange, LocalBatch, ShardedExchange
 from frlr.torch.linear.inputs import (
-    REDUCTIONS,
     check_int,
     check_num_classes,
     check_smoothing,
@@ -114,8 +114,7 @@ class Problem:
         """The checks of everything but the target this rank can make alone."""
         check_tensors(features, weight, bias)
         self.smoothing = check_smoothing(options.label_smoothing)
-        if options.reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {options.reduction!r}")
+        check_reduction(options.reduction)
         check_int("ignore_index", options.ignore_index, -(2**62))
         if options.chunk_size is not None:
             check_int("chunk_size", options.chunk_size, 1)
