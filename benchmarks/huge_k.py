@@ -59,7 +59,8 @@ import torch
 import torch.nn.functional as F
 
 import frlr.torch as frlr
-from _machine import cpu_and_torch, cpu_model, current_rss_mb, peak_rss_mb, reset_peak_rss
+from _machine import cpu_and_torch, current_rss_mb, peak_rss_mb, reset_peak_rss
+from frlr.provenance import cpu_model
 from frlr.torch.linear import default_chunk_size
 
 MB = 2**20

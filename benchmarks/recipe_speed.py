@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _machine import cpu_model
 from frlr.data.augment import augment_batch, images_to_tensor, iterate_batches, normalize
 from frlr.models import build_model
+from frlr.provenance import cpu_model
 from frlr.torch import get_loss
 
 MEAN, STD = (0.48, 0.45, 0.40), (0.27, 0.26, 0.28)

@@ -41,9 +41,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from _machine import cpu_model
 from frlr.data.augment import augment_batch, images_to_tensor, iterate_batches, normalize
 from frlr.models import build_model
+from frlr.provenance import cpu_model
 from frlr.torch import get_loss
 
 MEAN = (0.4914, 0.4822, 0.4465)

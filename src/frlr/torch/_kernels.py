@@ -96,15 +96,6 @@ def _is_zero(scale: Scale) -> bool:
     return not isinstance(scale, Tensor) and scale == 0.0
 
 
-def _mul_sigmoid_power(x: Tensor, s: Tensor, r: float) -> None:
-    """x *= s**r in place; integer r by repeated multiplication (exact, no pow temporary)."""
-    if r == int(r) and r <= 4:
-        for _ in range(int(r)):
-            x.mul_(s)
-    else:
-        x.mul_(s.pow(r))
-
-
 # ---------------------------------------------------------------------------------------------
 # The positive term, shared by the three losses: t_k softplus(-z_k), gradient -t_k sigmoid(-z_k).
 # ---------------------------------------------------------------------------------------------
