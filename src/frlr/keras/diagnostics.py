@@ -30,19 +30,12 @@ from frlr.catalogue import (
     LOSS_HYPERPARAMETERS,
     LOSS_NAMES,
     canonical_loss_name,
+    check_option_names,
 )
 from frlr.keras import _maths
 from frlr.keras._inputs import check_options, check_weight_values
 from frlr.keras._maths import NP
-from frlr.ncd import (
-    HalvingHistory,
-    JsonlWriter,
-    NCDStats,
-    NCDVerdict,
-    gradient_ratio,
-    ncd_verdict,
-    plot_ncd,
-)
+from frlr.ncd import NCDRecorder, NCDStats, gradient_ratio
 
 __all__ = ["NCDCallback", "ncd_stats_numpy"]
 
@@ -60,12 +53,7 @@ with beta, the class weight, and the LR family's normalization."""
 
 
 def _check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(options) - _OPTIONS[name])
-    if unknown:
-        raise TypeError(
-            f"loss {name!r} takes no option {unknown[0]!r}; it takes "
-            f"{', '.join(sorted(_OPTIONS[name]))}"
-        )
+    check_option_names(f"loss {name!r}", options, _OPTIONS[name])
     check_options(
         normalization=options.get("normalization", "paper"),
         **{key: options.get(key) for key in ("beta", "m", "r", "alpha")},
@@ -135,10 +123,7 @@ def ncd_stats_numpy(logits: Any, target: Any, loss: str = "ss-lr", **options: An
         >>> round(ncd_stats_numpy(np.zeros((4, 200)), np.arange(4), "ss-lr").gradient_ratio, 4)
         0.1676
     """
-    name = canonical_loss_name(loss)
-    if name is None:
-        raise ValueError(f"loss must be one of {', '.join(_OPTIONS)}, got {loss!r}")
-    o = _check_options(name, dict(options))
+    name, o = _resolve_loss(loss, options)
     z, t = _flatten(logits, target)
     rows, num_classes = z.shape
     if name == "hs-sr" and np.any(t.sum(1) != 1):
@@ -146,24 +131,8 @@ def ncd_stats_numpy(logits: Any, target: Any, loss: str = "ss-lr", **options: An
     w = None if o.get("weight") is None else np.asarray(o["weight"], np.float64)
     if w is not None and w.shape != (num_classes,):
         raise ValueError(f"weight must have shape ({num_classes},), got {w.shape}")
-    hyper = {"beta": o.get("beta", 10.0), "alpha": o.get("alpha")}
-    m, r = o.get("m", 25.0), o.get("r", 2.0)
-    if o.get("normalization", "paper") == "reference":
-        terms = _maths.reference_terms(NP, name, z, t, w, m=m, r=r, **hyper)
-        scale = 1.0  # already the batch-pooled number
-    else:
-        scale = 1.0 / max(rows, 1)  # Keras's "sum_over_batch_size"
-        index = False  # |N_i| from the target itself: the same numbers as the index shortcut
-        if name == "lr":
-            terms = _maths.lr_terms(NP, t, w)
-        elif name == "ss-lr":
-            terms = _maths.ss_lr_terms(NP, z, t, w, r=r, index=index, **hyper)
-        elif name == "hs-lr":
-            terms = _maths.hs_lr_terms(NP, z, t, w, m=m, index=index, **hyper)
-        elif name == "sr":
-            terms = _maths.sr_terms(t, w)
-        else:
-            terms = _maths.hs_sr_terms(NP, z, t, w, m=m, **hyper)
+    reference = o.get("normalization", "paper") == "reference"
+    terms = _terms(name, z, t, w, o, reference)
     if isinstance(terms, _maths.Terms):
         positive_terms, negative_terms = terms.parts(NP, z)
         grad = terms.gradient(NP, z)
@@ -174,7 +143,7 @@ def ncd_stats_numpy(logits: Any, target: Any, loss: str = "ss-lr", **options: An
             negative_terms = np.zeros_like(z)
         grad = terms.gradient(z)
         probs = np.exp(NP.log_softmax(z, axis=1))
-
+    scale = 1.0 if reference else 1.0 / max(rows, 1)  # the batch-pooled number; Keras's mean
     pos = t > 0
     abs_grad = scale * np.abs(grad)
     grad_positive = float(abs_grad[pos].sum())
@@ -195,6 +164,31 @@ def ncd_stats_numpy(logits: Any, target: Any, loss: str = "ss-lr", **options: An
         prob_negative_mean=float(probs[~pos].mean()) if (~pos).any() else math.nan,
         prob_negative_max=float(probs[~pos].max()) if (~pos).any() else math.nan,
     )
+
+
+def _terms(
+    name: str,
+    z: np.ndarray,
+    t: np.ndarray,
+    w: np.ndarray | None,
+    o: dict[str, Any],
+    reference: bool,
+) -> Any:
+    """The loss's terms on the batch, from the maths the ``frlr.keras`` losses call."""
+    hyper = {"beta": o.get("beta", 10.0), "alpha": o.get("alpha")}
+    m, r = o.get("m", 25.0), o.get("r", 2.0)
+    index = False  # |N_i| from the target itself: the same numbers as the index shortcut
+    if reference:
+        return _maths.reference_terms(NP, name, z, t, w, m=m, r=r, **hyper)
+    if name == "lr":
+        return _maths.lr_terms(NP, t, w)
+    if name == "ss-lr":
+        return _maths.ss_lr_terms(NP, z, t, w, r=r, index=index, **hyper)
+    if name == "hs-lr":
+        return _maths.hs_lr_terms(NP, z, t, w, m=m, index=index, **hyper)
+    if name == "sr":
+        return _maths.sr_terms(t, w)
+    return _maths.hs_sr_terms(NP, z, t, w, m=m, **hyper)
 
 
 def _resolve_loss(loss: Any, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -218,7 +212,7 @@ def _resolve_loss(loss: Any, options: dict[str, Any]) -> tuple[str, dict[str, An
     return names[0], _check_options(names[0], merged)
 
 
-class NCDCallback(keras.callbacks.Callback):
+class NCDCallback(keras.callbacks.Callback, NCDRecorder):
     """Record the NCD statistics of a fixed probe batch during ``model.fit``.
 
     At the start of training (step 0) and after every ``every``-th optimiser step, the model
@@ -274,36 +268,22 @@ class NCDCallback(keras.callbacks.Callback):
         label: str | None = None,
         **loss_options: Any,
     ) -> None:
-        super().__init__()
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive int, got {every!r}")
-        self.loss, self.options = _resolve_loss(loss, loss_options)
+        keras.callbacks.Callback.__init__(self)
+        name, self.options = _resolve_loss(loss, loss_options)
+        NCDRecorder.__init__(
+            self, name, every=every, capacity=capacity, path=path, append=append, label=label
+        )
         self.x, self.y = x, np.asarray(y)
-        self.every = every
-        self.label = label or self.loss
         self.step = 0
-        self.last: NCDStats | None = None
-        self._history = HalvingHistory(capacity)
-        self._writer = JsonlWriter(path, append) if path is not None else None
-
-    @property
-    def history(self) -> list[dict[str, Any]]:
-        """The kept records (step, label and the ``NCDStats`` fields), oldest first."""
-        return self._history.records
 
     def record(self) -> NCDStats | None:
         """Measure the probe batch now, as step ``self.step`` (None if not kept anywhere)."""
-        if self._writer is None and not self._history.accepts_next():
-            self._history.skip()
-            return None
-        logits = keras.ops.convert_to_numpy(self.model(self.x, training=False))
-        stats = ncd_stats_numpy(logits, self.y, self.loss, **self.options)
-        entry = {"step": self.step, "label": self.label, **stats.as_dict()}
-        if self._writer is not None:
-            self._writer.write(entry)
-        self._history.offer(entry)
-        self.last = stats
-        return stats
+
+        def measure() -> NCDStats:
+            logits = keras.ops.convert_to_numpy(self.model(self.x, training=False))
+            return ncd_stats_numpy(logits, self.y, self.loss, **self.options)
+
+        return self._record(self.step, measure)
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         if self.step == 0 and self._history.offered == 0:
@@ -315,14 +295,6 @@ class NCDCallback(keras.callbacks.Callback):
             self.record()
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._close_file()
         if self._writer is not None:
-            self._writer.close()
             self._writer.append = True  # a second fit() continues the file
-
-    def verdict(self, **kwargs: Any) -> NCDVerdict:
-        """``ncd_verdict`` on this callback's history."""
-        return ncd_verdict(self, **kwargs)
-
-    def plot(self, path: str | os.PathLike | None = None, **kwargs: Any):
-        """``plot_ncd`` of this callback alone; returns the figure."""
-        return plot_ncd(self, path, **kwargs)
