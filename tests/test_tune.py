@@ -18,6 +18,7 @@ from frlr.config import ConfigError, resolve_config
 from frlr.data import ImageArrays
 from frlr.data.validation import carve_validation, validation_indices
 from frlr.experiments import tune as tune_module
+from frlr.experiments.compare import RunOptions
 from frlr.experiments.grid import field_name, parse_field_values, run_name
 from frlr.experiments.sweep import parse_loss_specs
 from frlr.experiments.tune import parse_grid, select_best, tune
@@ -221,8 +222,7 @@ def test_tune_chooses_on_validation_and_selection_never_sees_a_test_metric(tmp_p
         "sr,lr,lr:head-bias-init=prior",
         seeds=3,
         out=tmp_path,
-        train_fn=trainer,
-        log=None,
+        run=RunOptions(train_fn=trainer, log=None),
     )
     assert results["chosen"]["sr"] == {"lr": 0.03}  # softmax: the bias is not tuned
     assert results["chosen"]["lr"] == {"head_bias_init": "zero", "lr": 0.03}
@@ -242,9 +242,15 @@ def test_tune_chooses_on_validation_and_selection_never_sees_a_test_metric(tmp_p
 
 def test_tune_refuses_a_fixed_value_outside_the_grid_and_needs_a_validation_split(tmp_path):
     with pytest.raises(ConfigError, match="outside the tuned grid"):
-        tune(digits(val_fraction=0.2), ["lr=0.1,0.03"], "sr:lr=0.05", out=tmp_path, log=None)
+        tune(
+            digits(val_fraction=0.2),
+            ["lr=0.1,0.03"],
+            "sr:lr=0.05",
+            out=tmp_path,
+            run=RunOptions(log=None),
+        )
     with pytest.raises(ConfigError, match="--val-fraction"):
-        tune(digits(), ["lr=0.1"], "sr", out=tmp_path, log=None)
+        tune(digits(), ["lr=0.1"], "sr", out=tmp_path, run=RunOptions(log=None))
     with pytest.raises(ConfigError, match="FIELD=V1,V2"):
         parse_grid(["lr"])
     with pytest.raises(ConfigError, match="twice"):

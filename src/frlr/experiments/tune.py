@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from frlr.config import ConfigError, TrainConfig, validate
-from frlr.experiments.compare import experiment_dir, parse_seeds
+from frlr.experiments.compare import DEFAULT_RUN, RunOptions, parse_seeds
 from frlr.experiments.field_sweep import column_label, curve_points
 from frlr.experiments.figures import METRIC_AXIS, value_curves_figure
 from frlr.experiments.grid import (
@@ -46,7 +46,6 @@ from frlr.experiments.results import metric_label, percent, summarize
 from frlr.experiments.sweep import LossSpec, parse_loss_specs
 from frlr.io import is_main_process, write_json_atomic, write_text_atomic
 from frlr.tasks import get_task
-from frlr.train import train
 
 __all__ = ["parse_grid", "select_best", "tune", "tuned_fields"]
 
@@ -129,15 +128,12 @@ def tune(
     *,
     tune_seeds: int | Sequence[int] = 1,
     baseline: str | None = None,
-    preset: str | None = None,
-    progress: bool | None = None,
-    log: Callable[[str], None] | None = print,
-    train_fn: Callable[..., dict[str, Any]] = train,
-    command: str | None = None,
+    run: RunOptions = DEFAULT_RUN,
 ) -> dict[str, Any]:
     """Choose each loss's settings on ``base.val_fraction`` of the training split, train them
     over ``seeds`` on all of it, and tabulate (see the module docstring). ``baseline``: the
-    loss spec the others are tested against (default the first). Returns ``tune.json``."""
+    loss spec the others are tested against (default the first). ``run``: as for
+    :func:`frlr.experiments.compare.compare`. Returns ``tune.json``."""
     grid = parse_grid(grid) if not isinstance(grid, Mapping) else parse_grid(dict(grid))
     specs = parse_loss_specs(losses)
     _check(base, specs, grid)
@@ -147,8 +143,8 @@ def tune(
     if baseline_key not in keys:
         raise ConfigError(f"--baseline {baseline!r} is not one of --losses {','.join(keys)}")
     task = get_task(validate(base).task)
-    out = Path(out) if out is not None else experiment_dir(base, preset, "tune")
-    say = log if (log is not None and is_main_process()) else (lambda _: None)
+    out = run.out_dir(base, out, "tune")
+    say = run.say
     curves = [(spec.key, spec.name, dict(spec.options)) for spec in specs]
     by_loss = {spec.key: _points(spec, grid) for spec in specs}
     tuning = [
@@ -164,7 +160,7 @@ def tune(
     ]
     full = replace(base, val_fraction=0.0)
     say(f"step 1 of 3: {len(tuning)} tuning runs of {base.epochs} epochs in {out / 'tune'}")
-    tuning_rows = run_grid(tuning, task.metric_names, train_fn=train_fn, progress=progress, say=say)
+    tuning_rows = run_grid(tuning, task.metric_names, run)
     selection = f"val_{task.primary_metric}"
     chosen = {}
     for spec in specs:
@@ -185,11 +181,11 @@ def tune(
         for run in grid_runs(full, [curve], lambda _, k=spec.key: [chosen[k]], seeds, out / "final")
     ]
     say(f"step 2 of 3: {len(finals)} runs at the chosen settings in {out / 'final'}")
-    final_rows = run_grid(finals, task.metric_names, train_fn=train_fn, progress=progress, say=say)
+    final_rows = run_grid(finals, task.metric_names, run)
     results = _results(
         base, task, grid, specs, seeds, tune_seeds, baseline_key, chosen, tuning_rows, final_rows
     )
-    results.update(preset=preset, command=command)
+    results.update(preset=run.preset, command=run.command)
     if is_main_process():
         _write(out, results, specs, say)
     return results

@@ -249,7 +249,7 @@ def _key(x):
 
 
 def _float(key):
-    """The inverse of :func:`_key`."""
+    """The inverse of ``_key``."""
     import jax
 
     negative = (key & _SIGN) == 0
@@ -258,7 +258,7 @@ def _float(key):
 
 
 def counted_threshold(masked: Tensor, n: Tensor, max_passes: int = 80) -> Tensor:
-    """(M, 1): each row's n_i-th largest value of ``masked``, by :func:`counting`.
+    """(M, 1): each row's n_i-th largest value of ``masked``, by ``counting``.
 
     Jitted once per shape: outside ``jax.jit`` (eager JAX) the loop would otherwise be traced
     and compiled again at every call.
@@ -274,6 +274,21 @@ def _jitted_counting(max_passes: int):
     import jax
 
     return jax.jit(functools.partial(counting, max_passes=max_passes))
+
+
+def _first_probe(x: Tensor, n: Tensor, finite: Tensor, count_allowed: Tensor) -> Tensor:
+    """``counting``'s first probe: the normal quantile of n_i / count at the row's mean and
+    spread, where a smooth row's threshold would sit."""
+    import jax
+    import jax.numpy as jnp
+
+    safe_count = jnp.maximum(count_allowed, 1.0)
+    mean = jnp.sum(jnp.where(finite, x, 0.0), axis=1) / safe_count
+    spread = jnp.sqrt(
+        jnp.sum(jnp.where(finite, (x - mean[:, None]) ** 2, 0.0), axis=1) / safe_count
+    )
+    upper = jnp.clip((n - 0.5) / safe_count, 1e-6, 1.0 - 1e-6)
+    return mean + spread * jax.scipy.special.ndtri(1.0 - upper)
 
 
 def counting(masked: Tensor, n: Tensor, max_passes: int = 80) -> tuple[Tensor, Tensor]:
@@ -300,14 +315,7 @@ def counting(masked: Tensor, n: Tensor, max_passes: int = 80) -> tuple[Tensor, T
     top = jnp.max(x, axis=1)
     low = jnp.min(jnp.where(finite, x, jnp.inf), axis=1)
     at_top = jnp.sum(x >= top[:, None], axis=1, dtype=jnp.float32)
-    # The first probe: the normal quantile of the row's mean and spread; then interpolation.
-    safe_count = jnp.maximum(count_allowed, 1.0)
-    mean = jnp.sum(jnp.where(finite, x, 0.0), axis=1) / safe_count
-    spread = jnp.sqrt(
-        jnp.sum(jnp.where(finite, (x - mean[:, None]) ** 2, 0.0), axis=1) / safe_count
-    )
-    upper = jnp.clip((n - 0.5) / safe_count, 1e-6, 1.0 - 1e-6)
-    first = mean + spread * jax.scipy.special.ndtri(1.0 - upper)
+    first = _first_probe(x, n, finite, count_allowed)  # then interpolation
     done = (n < 1) | (count_allowed < n) | (at_top >= n)
     lo = jnp.where(at_top >= n, _key(top), _key(low))
     hi = _key(top)

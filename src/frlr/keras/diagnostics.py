@@ -1,10 +1,10 @@
 """Negative class distraction (NCD) diagnostics for Keras 3 ``model.fit``, on any backend.
 
-:class:`NCDCallback` is the Keras twin of ``frlr.torch.diagnostics.NCDMonitor``: every
+[`NCDCallback`][] is the Keras twin of ``frlr.torch.diagnostics.NCDMonitor``: every
 ``every`` optimiser steps it runs the model on a fixed probe batch (``model(x, training=False)``),
-computes the paper's Fig. 2 quantities with :func:`ncd_stats_numpy` and records them in the same
-bounded history and JSON-lines format, so :func:`frlr.ncd.ncd_verdict` and
-:func:`frlr.ncd.plot_ncd` work on it unchanged. The statistics are computed in float64
+computes the paper's Fig. 2 quantities with [`ncd_stats_numpy`][] and records them in the same
+bounded history and JSON-lines format (``frlr.ncd.NCDRecorder``), so ``frlr.ncd.ncd_verdict``
+and ``frlr.ncd.plot_ncd`` work on it unchanged. The statistics are computed in float64
 numpy from the logits, analytically (no gradient tape), with the loss maths of
 ``frlr.keras._maths`` (the functions the losses call, here on NumPy arrays, with each term's
 derivative written beside it) and the definitions of the torch ``ncd_stats`` (its module
@@ -96,17 +96,20 @@ def _flatten(logits: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
     raise TypeError(f"target must hold class indices or a multi-hot array, got dtype {y.dtype}")
 
 
-def ncd_stats_numpy(logits: Any, target: Any, loss: str = "ss-lr", **options: Any) -> NCDStats:
-    """The NCD statistics of one batch in float64 numpy: ``frlr.torch.ncd_stats`` for Keras.
+def ncd_stats_numpy(logits: Any, target: Any, loss: Any = "ss-lr", **options: Any) -> NCDStats:
+    """The NCD statistics of one batch in float64 numpy: [`ncd_stats`][frlr.torch.ncd_stats]
+    for Keras.
 
     Args:
         logits: (N, ..., K) logits, classes last (any array: numpy, or a backend tensor
             converted with ``keras.ops.convert_to_numpy``).
         target: class indices (N, ...) / (N, ..., 1) or a {0, 1} multi-hot array of the logits'
             shape (not for "hs-sr").
-        loss: "sr", "lr", "hs-lr", "ss-lr" or "hs-sr".
-        options: the loss's options as for ``frlr.keras.get_loss``: weight (K,), normalization,
-            beta, m, r, alpha (defaults beta = 10, m = 25, r = 2, as in the paper).
+        loss: "sr", "lr", "hs-lr", "ss-lr" or "hs-sr", or an ``frlr.keras`` loss object,
+            whose options are then used.
+        **options: the loss's options as for [`get_loss`][frlr.keras.get_loss]: weight (K,),
+            normalization, beta, m, r, alpha (defaults beta = 10, m = 25, r = 2, as in the
+            paper).
 
     Returns:
         The batch's ``NCDStats``, the parts of Keras's "sum_over_batch_size" loss.
@@ -216,15 +219,17 @@ class NCDCallback(keras.callbacks.Callback, NCDRecorder):
     """Record the NCD statistics of a fixed probe batch during ``model.fit``.
 
     At the start of training (step 0) and after every ``every``-th optimiser step, the model
-    runs on ``(x, y)`` in inference mode and :func:`ncd_stats_numpy` records the paper's Fig. 2
+    runs on ``(x, y)`` in inference mode and [`ncd_stats_numpy`][] records the paper's Fig. 2
     quantities. Records go to ``history`` (at most ``capacity``, evenly spaced over the run)
     and, one JSON line each, to ``path``: the format of ``frlr.torch``'s ``NCDMonitor``, so
-    :meth:`verdict` and :meth:`plot` (or ``frlr.ncd``) read both. Inference mode keeps
-    batch norm and dropout out of the measurement, so the probe is comparable across steps::
+    ``verdict`` and ``plot`` (or ``frlr.ncd``) read both. Inference mode keeps batch norm and
+    dropout out of the measurement, so the probe is comparable across steps:
 
-        probe = NCDCallback(x_train[:256], y_train[:256], "ss-lr", every=20, path="ncd.jsonl")
-        model.fit(x_train, y_train, callbacks=[probe])
-        print(probe.verdict().summary)
+    ```python
+    probe = NCDCallback(x_train[:256], y_train[:256], "ss-lr", every=20, path="ncd.jsonl")
+    model.fit(x_train, y_train, callbacks=[probe])
+    print(probe.verdict().summary)
+    ```
 
     Args:
         x: the probe batch's inputs, what ``model(x)`` takes; kept for the whole run.
@@ -237,7 +242,7 @@ class NCDCallback(keras.callbacks.Callback, NCDRecorder):
         path: a JSON-lines file to write; None writes nothing.
         append: append to ``path`` instead of truncating it.
         label: the run's name in plots and verdicts (default: the loss name).
-        loss_options: the loss's options (beta, m, r, alpha, weight, normalization).
+        **loss_options: the loss's options (beta, m, r, alpha, weight, normalization).
 
     Examples:
         ``model.fit`` calls the hooks; here the first record is taken by hand, on a model

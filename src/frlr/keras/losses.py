@@ -151,11 +151,10 @@ def hs_lr_loss(
     highest logit (the sigmoid is monotonic, so this is one selection over logits, never a
     sort: one ``top_k``, on JAX an exact threshold found by counting; made once, in the
     forward pass, and reused by the gradient), and alpha_i = beta / n_i unless ``alpha`` is
-    given. n_i is exactly
-    ``frlr.catalogue.num_hard_negatives(|N_i|, m)``, as in ``frlr.torch``, for every m (found
-    by comparison with precomputed thresholds, not by float32 arithmetic in the graph). A
-    multi-hot sample without positives has a zero positive term; one without negatives a
-    zero negative term.
+    given. n_i is exactly ``frlr.catalogue.num_hard_negatives(|N_i|, m)``, as in
+    ``frlr.torch``, for every m (by comparison with precomputed thresholds, not float32
+    arithmetic in the graph). A multi-hot sample without positives has a zero positive term;
+    one without negatives a zero negative term. The maths: ``_maths.hs_lr_terms``.
 
     Soft targets t in [0, 1]^K (class k: positive mass t_k, negative mass 1 - t_k) generalise
     it, reducing to Eq. 5 exactly for {0, 1} targets:
@@ -164,8 +163,7 @@ def hs_lr_loss(
     + \frac{\beta}{n_i} \sum_{k \in S_i} (1 - t_k) \operatorname{softplus}(z_k)$$
 
     with M_i = sum_k (1 - t_k), n_i = max(1, floor(m M_i / 100)) (0 when M_i = 0), S_i the n_i
-    classes of largest logit among those with t_k < 1, and the first term 0 when
-    sum_k t_k = 0. The maths: ``_maths.hs_lr_terms``.
+    classes of largest logit among those with t_k < 1, the first term 0 when sum_k t_k = 0.
 
     Args:
         y_true, y_pred, from_logits, weight, target: as in [`lr_loss`][]: class indices,

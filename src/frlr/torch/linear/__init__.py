@@ -2,22 +2,22 @@
 
 The package, one concept per module, each importing only those before it:
 
-========================  ======================================================================
-``inputs``                argument checks, dtype, chunk size, targets as class lists
-``exchange``              what class-parallel ranks exchange (identity in one process)
-``problem``               one call's checked inputs; the chunk's matrix product and dtype
-``sweep``                 the chunk sweep, the loss interface (hooks) and the autograd Function
-``sigmoid``               LR and SS-LR
-``softmax``               SR
-``selection``             HS-LR's plan: per-row brackets of the threshold, by counting
-``held_rows``             HS-LR's exact whole-row fallback
-``hs_lr``                 HS-LR: the sweep that decides on its own values
-``functional``            ``linear_*_loss``
-``argmax``                ``linear_argmax``
-``modules``               the modules and the registry
-========================  ======================================================================
+| module | what it holds |
+| --- | --- |
+| ``inputs`` | argument checks, dtype, chunk size, targets as class lists |
+| ``exchange`` | what class-parallel ranks exchange (identity in one process) |
+| ``problem`` | one call's checked inputs; the chunk's matrix product and dtype |
+| ``sweep`` | the chunk sweep, the loss interface (hooks) and the autograd Function |
+| ``sigmoid`` | LR and SS-LR |
+| ``softmax`` | SR |
+| ``selection`` | HS-LR's plan: per-row brackets of the threshold, by counting |
+| ``held_rows`` | HS-LR's exact whole-row fallback |
+| ``hs_lr`` | HS-LR: the sweep that decides on its own values |
+| ``functional`` | ``linear_*_loss`` |
+| ``argmax`` | ``linear_argmax`` |
+| ``modules`` | the modules and the registry |
 
-See :mod:`frlr.torch.linear.functional` for the maths and the memory.
+See ``frlr.torch.linear.functional`` for the maths and the memory.
 """
 
 from frlr.torch._conventions import Reduction

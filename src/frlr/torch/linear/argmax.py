@@ -51,7 +51,7 @@ def linear_argmax(
         weight: (K, d), laid out like ``nn.Linear.weight``; this rank's classes when
             class-parallel (contiguous, in rank order, as the linear losses take them).
         bias: (K,) or None.
-        chunk_size: classes per chunk; None: as in :func:`linear_lr_loss`.
+        chunk_size: classes per chunk; None: as in [`linear_lr_loss`][frlr.torch.linear_lr_loss].
         process_group: shard the classes over this group: every rank scores every rank's
             rows against its classes, and each gets its own rows' classes over all ranks.
 

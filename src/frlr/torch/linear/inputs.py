@@ -2,7 +2,7 @@
 targets as per-row class lists (the sparse form every loss of the package reads).
 
 Everything here is local to one process: the class-parallel exchange of what was checked is
-:mod:`frlr.torch.linear.exchange`."""
+``frlr.torch.linear.exchange``."""
 
 from __future__ import annotations
 

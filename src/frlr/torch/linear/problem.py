@@ -1,8 +1,8 @@
 """One call of a linear loss: its inputs checked, as the global batch against this rank's
 classes, and what every loss reads of it chunk by chunk (logits, target blocks, row weights).
 
-The chunk's matrix product and its dtype live here (:meth:`Problem.classifier`,
-:meth:`Problem.logits`, :meth:`Problem.rounding_unit`) and nowhere else."""
+The chunk's matrix product and its dtype live here (``Problem.classifier``,
+``Problem.logits``, ``Problem.rounding_unit``) and nowhere else."""
 
 from __future__ import annotations
 
@@ -217,7 +217,7 @@ class Problem:
         return torch.addmm(self.bias[start:stop], x, w.t())
 
     def rounding_unit(self) -> float:
-        """The unit roundoff of :meth:`logits`' products: the compute dtype's, or TF32's when a
+        """The unit roundoff of ``logits``' products: the compute dtype's, or TF32's when a
         CUDA float32 product may use it."""
         cuda_float32 = self.dtype == torch.float32 and self.device.type == "cuda"
         if cuda_float32 and torch.backends.cuda.matmul.allow_tf32:

@@ -1,7 +1,7 @@
 """The chunk sweep and the autograd Function: one pass over the classes in chunks, each
 chunk's logits computed once, handed to the loss, and its gradient consumed at once.
 
-A loss is a :class:`ChunkedLoss`: it says what it needs of the sweep through its hooks and
+A loss is a ``ChunkedLoss``: it says what it needs of the sweep through its hooks and
 attributes (``prepare``, ``start_sweep``, ``after_sweep``, ``sweeps_for_rows``), never by the
 sweep testing its type."""
 
