@@ -24,6 +24,7 @@ and the figure ``OUT/tune_val.png``. Rerunning continues, and several processes 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import warnings
@@ -38,6 +39,7 @@ from frlr.experiments.field_sweep import column_label, curve_points
 from frlr.experiments.figures import METRIC_AXIS, value_curves_figure
 from frlr.experiments.grid import (
     LOG_FIELDS,
+    GridRun,
     applies,
     field_name,
     grid_runs,
@@ -153,22 +155,13 @@ def tune(
     task = get_task(validate(base).task)
     out = Path(out) if out is not None else experiment_dir(base, preset, "tune")
     say = log if (log is not None and is_main_process()) else (lambda _: None)
-    curves = [(spec.key, spec.name, dict(spec.options)) for spec in specs]
     by_loss = {spec.key: _points(spec, grid) for spec in specs}
-    tuning = [
-        run
-        for spec in specs
-        for run in grid_runs(
-            base,
-            [curves[keys.index(spec.key)]],
-            lambda _, k=spec.key: by_loss[k],
-            tune_seeds,
-            out / "tune",
-        )
-    ]
-    full = replace(base, val_fraction=0.0)
+    run = functools.partial(
+        run_grid, metric_names=task.metric_names, train_fn=train_fn, progress=progress, say=say
+    )
+    tuning = _runs(base, specs, by_loss, tune_seeds, out / "tune")
     say(f"step 1 of 3: {len(tuning)} tuning runs of {base.epochs} epochs in {out / 'tune'}")
-    tuning_rows = run_grid(tuning, task.metric_names, train_fn=train_fn, progress=progress, say=say)
+    tuning_rows = run(tuning)
     chosen = _choose(specs, by_loss, tuning_rows, task.primary_metric)
     widened: dict[str, list[dict[str, Any]]] = {}
     for _ in range(widen):
@@ -182,35 +175,19 @@ def tune(
         for key, points in extra.items():
             by_loss[key] += points
             widened.setdefault(key, []).extend(points)
-        more = [
-            run
-            for spec in specs
-            if spec.key in extra
-            for run in grid_runs(
-                base,
-                [curves[keys.index(spec.key)]],
-                lambda _, k=spec.key, e=extra: e[k],
-                tune_seeds,
-                out / "tune",
-            )
-        ]
+        more = _runs(base, [s for s in specs if s.key in extra], extra, tune_seeds, out / "tune")
         say(f"step 1: best at the grid's edge; {len(more)} more tuning runs past it")
-        tuning_rows += run_grid(
-            more, task.metric_names, train_fn=train_fn, progress=progress, say=say
-        )
+        tuning_rows += run(more)
         chosen = _choose(specs, by_loss, tuning_rows, task.primary_metric)
     for spec in specs:
         shown = ", ".join(
             f"{k.replace('_', '-')} {setting_text(v)}" for k, v in chosen[spec.key].items()
         )
         say(f"{spec.label}: chose {shown or 'the recipe (nothing to tune)'}")
-    finals = [
-        run
-        for spec, curve in zip(specs, curves, strict=True)
-        for run in grid_runs(full, [curve], lambda _, k=spec.key: [chosen[k]], seeds, out / "final")
-    ]
+    full = replace(base, val_fraction=0.0)
+    finals = _runs(full, specs, {k: [v] for k, v in chosen.items()}, seeds, out / "final")
     say(f"step 2 of 3: {len(finals)} runs at the chosen settings in {out / 'final'}")
-    final_rows = run_grid(finals, task.metric_names, train_fn=train_fn, progress=progress, say=say)
+    final_rows = run(finals)
     results = _results(
         base, task, grid, specs, seeds, tune_seeds, baseline_key, chosen, tuning_rows, final_rows
     )
@@ -224,6 +201,27 @@ def tune(
     if is_main_process():
         _write(out, results, specs, say)
     return results
+
+
+def _runs(
+    base: TrainConfig,
+    specs: Sequence[LossSpec],
+    points: Mapping[str, Sequence[Mapping[str, Any]]],
+    seeds: Sequence[int],
+    out: Path,
+) -> list[GridRun]:
+    """Every spec's runs at its own points (``points[spec.key]``), over ``seeds``, in ``out``."""
+    return [
+        run
+        for spec in specs
+        for run in grid_runs(
+            base,
+            [(spec.key, spec.name, dict(spec.options))],
+            lambda _, k=spec.key: points[k],
+            seeds,
+            out,
+        )
+    ]
 
 
 def _choose(
