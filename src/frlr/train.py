@@ -40,19 +40,20 @@ batch. Only rank 0 writes files and shows the progress bar; test metrics are com
 1/world of the test set per rank and combined (counts summed, or outputs gathered), so every
 rank gets the same numbers.
 
-The classifier head (:mod:`frlr.heads`), chosen once from ``--classifier`` and
+The classifier head ([`frlr.heads`][frlr.heads]), chosen once from ``--classifier`` and
 ``--class-parallel``, owns the forward and loss call, the top-1 class, the loss's options, how
 DDP reduces the gradients, its checkpoint state and its evaluation-time gather; the loop calls it
 without asking which head it is. Class-parallel (``--classifier chunked --class-parallel``,
 torchrun with 2 or more processes, at most one per class): rank r trains the contiguous rows of
-the classifier that :func:`frlr.torch.class_sharding.class_shard_sizes` gives it, outside DDP;
-the linear loss gathers the global batch, so each rank's loss is the global batch's mean (not
-scaled by the rank's share) and the backbone's DDP sums its gradients (``sum_allreduce_hook``).
-The run starts from the same whole model as without the flag and trains the same weights to
-round-off. After each epoch's training the shards are gathered into the network's whole
-(frozen) classifier on every rank, which evaluation and ``checkpoint.pt`` use; each rank also
-writes its shard and its optimiser state, and ``--resume`` with the same process count restores
-them bitwise (:mod:`frlr.heads.class_parallel`: the files, and the memory this costs).
+the classifier that [`class_shard_sizes`][frlr.torch.class_sharding.class_shard_sizes] gives
+it, outside DDP; the linear loss gathers the global batch, so each rank's loss is the global
+batch's mean (not scaled by the rank's share) and the backbone's DDP sums its gradients
+(``sum_allreduce_hook``). The run starts from the same whole model as without the flag and
+trains the same weights to round-off. After each epoch's training the shards are gathered into
+the network's whole (frozen) classifier on every rank, which evaluation and ``checkpoint.pt``
+use; each rank also writes its shard and its optimiser state, and ``--resume`` with the same
+process count restores them bitwise ([`frlr.heads.class_parallel`][frlr.heads.class_parallel]:
+the files, and the memory this costs).
 
 The task (``--task``, default: the dataset's own) decides the targets and the metrics
 (:mod:`frlr.tasks`): class indices and top-k accuracy; training identities, then
@@ -146,7 +147,7 @@ __all__ = [
     "validate",
 ]
 """The loop's own names (``train``, ``lr_factor``, ``load_split``), and the config's (with
-``loss_options``, now :func:`frlr.heads.loss_options`), which
+``loss_options``, now [`frlr.heads.loss_options`][frlr.heads.loss_options]), which
 ``from frlr.train import resolve_config, train`` has always reached."""
 
 

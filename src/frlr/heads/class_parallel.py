@@ -224,6 +224,8 @@ class ClassParallelHead(ChunkedHead):
         config: the run's validated config (``--classifier chunked --class-parallel``).
     """
 
+    shard: ClassifierShard  # made by attach: this rank's rows, which the loss and argmax use
+
     def check_processes(self, world: int) -> None:
         """One process is refused: there is nothing to shard
         ([`require_processes`][frlr.heads.class_parallel.require_processes])."""

@@ -24,7 +24,7 @@ DDP module (``ddp.register_comm_hook(None, sum_allreduce_hook)``) so that it sum
 classifier itself must stay outside DDP: its gradient is per-rank and must not be reduced.
 
 ``frlr train --classifier chunked --class-parallel`` does all this for the toolkit's networks
-(``frlr.class_parallel``), with the split of ``class_shard_sizes``: contiguous, in rank
+(``frlr.heads.class_parallel``), with the split of ``class_shard_sizes``: contiguous, in rank
 order, the first ``K % world`` ranks one class more than the others.
 
 This module was ``frlr.torch.distributed``, which still re-exports its public names.
