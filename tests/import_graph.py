@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "data, models, eval",
         ("frlr.io", "frlr.provenance", "frlr.presets", "frlr.data", "frlr.models", "frlr.eval"),
     ),
-    ("training", ("frlr.tasks", "frlr.config", "frlr.rundir", "frlr.class_parallel", "frlr.train")),
+    ("training", ("frlr.tasks", "frlr.config", "frlr.rundir", "frlr.heads", "frlr.train")),
     ("experiments", ("frlr.experiments",)),
     ("report", ("frlr.report",)),
     ("cli", ("frlr.cli",)),
@@ -226,6 +226,7 @@ PACKAGE_ORDERS: dict[str, tuple[str, ...]] = {
         "argmax",
         "modules",
     ),
+    "frlr.heads": ("options", "base", "materialised", "chunked", "class_parallel"),
 }
 """Packages layered inside, lowest module first: a module imports only modules before it (the
 package's ``__init__`` is above them all)."""

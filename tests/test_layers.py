@@ -93,6 +93,63 @@ def test_the_linear_package_has_short_files_and_functions():
     assert graph.longest_functions("frlr.torch.linear", 80) == []
 
 
+def test_the_heads_package_is_layered_inside():
+    """frlr.heads: the loss options, the head interface, then each head, each module importing
+    only those before it (``import_graph.PACKAGE_ORDERS``)."""
+    upward = [
+        f"{i.importer}:{i.line} -> {i.target}" for i in graph.upward_in_package(FOUND, "frlr.heads")
+    ]
+    assert upward == []
+
+
+HEAD_NAMES = frozenset({"class_parallel", "classifier", "shard"})
+"""What a branch on the classifier head reads: ``--class-parallel``, ``--classifier``, a shard."""
+
+
+def head_branches(source: str) -> list[str]:
+    """The conditions in ``source`` (``if``, ``elif``, ``x if c else y``, ``while``, a
+    comprehension's ``if``, ``assert``, ``match``) that read one of :data:`HEAD_NAMES`, as
+    "line: condition"."""
+    tests = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.If, ast.IfExp, ast.While, ast.Assert)):
+            tests.append(node.test)
+        elif isinstance(node, ast.comprehension):
+            tests.extend(node.ifs)
+        elif isinstance(node, ast.Match):
+            tests.append(node.subject)
+    return [
+        f"{test.lineno}: {ast.unparse(test)}"
+        for test in tests
+        if any(
+            (isinstance(n, ast.Name) and n.id in HEAD_NAMES)
+            or (isinstance(n, ast.Attribute) and n.attr in HEAD_NAMES)
+            for n in ast.walk(test)
+        )
+    ]
+
+
+def test_the_training_loop_never_branches_on_its_classifier_head():
+    """``frlr.train`` calls its head (:mod:`frlr.heads`, chosen once from the config) and never
+    asks which head it is: no condition reads ``class_parallel``, ``classifier`` or a shard."""
+    source = graph.module_files()["frlr.train"].read_text(encoding="utf-8")
+    assert head_branches(source) == []
+
+
+def test_the_head_branch_rule_fires_on_each_kind_of_condition():
+    source = (
+        "if config.class_parallel:\n    pass\n"
+        "x = a if session.shard is None else b\n"
+        "y = [p for p in ps if classifier]\n"
+        "if config.epochs:\n    pass\n"
+    )
+    assert head_branches(source) == [
+        "1: config.class_parallel",
+        "3: session.shard is None",
+        "4: classifier",
+    ]
+
+
 # The checker itself, on made-up modules: each rule fires when it should.
 
 

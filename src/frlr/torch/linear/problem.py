@@ -13,7 +13,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from frlr.torch.distributed import collectives_ready
+from frlr.torch.class_sharding import collectives_ready
 from frlr.torch.linear.exchange import Exchange, LocalBatch, ShardedExchange
 from frlr.torch.linear.inputs import (
     REDUCTIONS,
