@@ -1,7 +1,7 @@
 """Where HS-LR's time goes against SS-LR's in the logits-free losses, and the least an exact
 streamed threshold can cost on this CPU: the evidence behind "HS-LR within 1.3x of SS-LR".
 
-    python benchmarks/hs_lr_floor.py [--d 256] [--k 100000] [--rounds 3] \
+    python -m benchmarks.hs_lr_floor [--d 256] [--k 100000] [--rounds 3] \
         [--out docs/benchmarks/hs_lr_floor.md]
 
 HS-LR keeps each row's n = 25% most probable negatives. Without the N x K logits, its exact
@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,9 +38,10 @@ from pathlib import Path
 import torch
 
 import frlr.torch as frlr
-from _machine import cpu_and_torch
+from benchmarks._invocation import command_line
+from benchmarks._machine import cpu_and_torch
+from benchmarks.huge_k import shape_inputs
 from frlr.torch.linear import default_chunk_size, selection
-from huge_k import shape_inputs
 
 BINS = selection.BINS
 
@@ -162,7 +162,7 @@ def main() -> None:
         f"Date: {datetime.date.today().isoformat()}. Machine: {cpu_and_torch()}. "
         f"Load average at the end: {os.getloadavg()[0]:.1f}.",
         "",
-        f"Command: `{' '.join(['python', 'benchmarks/hs_lr_floor.py', *sys.argv[1:]])}`. "
+        f"Command: `{command_line('benchmarks.hs_lr_floor')}`. "
         f"N = {n:,}, d = {d}, K = {k:,}, chunk = {chunk:,} classes, float32, index targets; "
         f"CPU seconds of one thread, best of {args.rounds} interleaved rounds.",
         "",

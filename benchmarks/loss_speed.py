@@ -1,10 +1,10 @@
 """Forward+backward time and peak memory of the frlr losses against named peers, in one run.
 
-    python benchmarks/loss_speed.py            # full table, writes docs/benchmarks/loss_speed.md
-    python benchmarks/loss_speed.py --quick    # tiny shapes, a smoke test (writes nothing)
-    python benchmarks/loss_speed.py --k 1000 --no-memory   # a partial run (writes nothing
+    python -m benchmarks.loss_speed            # full table, writes docs/benchmarks/loss_speed.md
+    python -m benchmarks.loss_speed --quick    # tiny shapes, a smoke test (writes nothing)
+    python -m benchmarks.loss_speed --k 1000 --no-memory   # a partial run (writes nothing
                                                            # unless --out is given)
-    python benchmarks/loss_speed.py --device cuda --out gpu.md   # on a GPU (writes only --out)
+    python -m benchmarks.loss_speed --device cuda --out gpu.md   # on a GPU (writes only --out)
 
 Peers, measured in the same process on the same inputs:
 * ``F.cross_entropy`` (the baseline every ratio is taken against);
@@ -23,8 +23,6 @@ import argparse
 import datetime
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -37,7 +35,8 @@ import torch
 import torch.nn.functional as F
 
 import frlr.torch as frlr
-from _machine import cpu_and_torch, current_rss_mb, peak_rss_mb
+from benchmarks._invocation import command_line, run_module
+from benchmarks._machine import cpu_and_torch, current_rss_mb, peak_rss_mb
 
 
 def one_hot(target: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -293,12 +292,8 @@ def main() -> None:
             if device.type == "cuda":
                 mb[name] = cuda_peak_mb(name, n, k, device)
                 continue
-            out = subprocess.run(
-                [sys.executable, __file__, "--memory-child", name, str(n), str(k)],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
+            args = ["--memory-child", name, str(n), str(k)]
+            out = run_module("benchmarks.loss_speed", args, check=True)
             mb[name] = float(out.stdout.strip().splitlines()[-1])
         for name, value in mb.items():
             table.append(f"| {name} | {value:.0f} | {value / mb['F.cross_entropy']:.2f}x |")
@@ -311,7 +306,7 @@ def main() -> None:
         print("\n".join(table), flush=True)
         lines += [*table, ""]
     if not args.quick and args.out is not None:
-        command = " ".join(["python", "benchmarks/loss_speed.py", *sys.argv[1:]])
+        command = command_line("benchmarks.loss_speed")
         header = [
             "# Loss speed and memory",
             "",

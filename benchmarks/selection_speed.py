@@ -1,7 +1,7 @@
 """Why HS-LR costs what it costs: the exact top-m% selection against every alternative we tried.
 
-    python benchmarks/selection_speed.py            # writes docs/benchmarks/selection_speed.md
-    python benchmarks/selection_speed.py --quick    # tiny shapes, a smoke test (writes nothing)
+    python -m benchmarks.selection_speed            # writes docs/benchmarks/selection_speed.md
+    python -m benchmarks.selection_speed --quick    # tiny shapes, a smoke test (writes nothing)
 
 HS-LR keeps the n = floor(m% (K - 1)) highest-logit negatives of each row (m = 25). Selecting
 them exactly is a per-row quickselect; this times the candidates for it on the shapes of the
@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from _machine import cpu_and_torch
+from benchmarks._machine import cpu_and_torch
 
 
 def median_ms(fn: Callable[[], object], min_s: float = 0.5) -> float:
@@ -154,7 +154,7 @@ def main() -> None:
             f"Date: {datetime.date.today().isoformat()}. Machine: {cpu_and_torch()}. Wall time "
             f"{time.perf_counter() - started:.0f} s.",
             "",
-            "Command: `python benchmarks/selection_speed.py` (float32 normal logits; median of at "
+            "Command: `python -m benchmarks.selection_speed` (float32 normal logits; median of at "
             "least 0.5 s of calls each).",
             "",
         ]

@@ -564,7 +564,7 @@ def hs_lr_rows(
 # elements, writing its gradient straight into the rows of one logits-sized buffer. Its
 # temporaries (SS-LR's sigmoid, HS-LR's top-k values and int64 indices) are then block-sized,
 # stay in cache and are recycled by the allocator. Below the threshold the loop's per-block
-# cost does not pay (measured with benchmarks/loss_speed.py).
+# cost does not pay (measured with python -m benchmarks.loss_speed).
 # ---------------------------------------------------------------------------------------------
 
 _BLOCKED_FROM = 1 << 22
