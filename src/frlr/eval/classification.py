@@ -8,7 +8,8 @@ predicts class 0, not 100% as a "strictly higher only" rule would give it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -140,6 +141,17 @@ def _model_device(model: nn.Module, device: torch.device | str | None) -> torch.
     return torch.device(device)
 
 
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode for the block, then back in the mode it had, even on an error."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 class _Tally:
     """What one pass over the batches adds up: the hits at each k, the sample-weighted loss
     sum, the feature chunks; kept on ``device``, so a batch costs no host synchronisation."""
@@ -254,18 +266,13 @@ def evaluate_classifier(
     tally = _Tally(k, device)
     to_model_input = normalize_fn if normalize_fn is not None else _default_model_input
     total = pixels.shape[0]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, total, batch_size):
-                batch = pixels[start : start + batch_size].to(device)
-                x = to_model_input(batch.permute(0, 3, 1, 2) if channels_last else batch)
-                if return_features:
-                    tally.features.append(model.features(x).float().cpu())
-                if targets is not None:
-                    y = targets[start : start + batch_size].to(device=device, dtype=torch.int64)
-                    tally.add(model(x), y, targets, loss_fn)
-    finally:
-        model.train(was_training)
+    with _eval_mode(model), torch.inference_mode():
+        for start in range(0, total, batch_size):
+            batch = pixels[start : start + batch_size].to(device)
+            x = to_model_input(batch.permute(0, 3, 1, 2) if channels_last else batch)
+            if return_features:
+                tally.features.append(model.features(x).float().cpu())
+            if targets is not None:
+                y = targets[start : start + batch_size].to(device=device, dtype=torch.int64)
+                tally.add(model(x), y, targets, loss_fn)
     return tally.result(total, loss_fn is not None, return_features)
