@@ -1,9 +1,9 @@
 """Forward+backward time and peak memory of the logits-free losses at 10^5 to 10^7 classes.
 
-    python benchmarks/huge_k.py                # the CPU record, writes docs/benchmarks/huge_k.md
-    python benchmarks/huge_k.py --quick        # tiny shapes, a smoke test (writes nothing)
-    python benchmarks/huge_k.py --device cuda  # the GPU record, docs/benchmarks/huge_k_cuda.md
-    python benchmarks/huge_k.py --device cuda --quick --seconds 60 --out gpu.md
+    python -m benchmarks.huge_k                # the CPU record, writes docs/benchmarks/huge_k.md
+    python -m benchmarks.huge_k --quick        # tiny shapes, a smoke test (writes nothing)
+    python -m benchmarks.huge_k --device cuda  # the GPU record, docs/benchmarks/huge_k_cuda.md
+    python -m benchmarks.huge_k --device cuda --quick --seconds 60 --out gpu.md
 
 On the CPU each (method, shape) runs in a fresh process: peak memory is that process's VmHWM
 growth over one forward+backward, beyond the inputs; its time, with one thread, the CPU time of
@@ -46,7 +46,6 @@ import math
 import os
 import resource
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,7 +59,14 @@ import torch
 import torch.nn.functional as F
 
 import frlr.torch as frlr
-from _machine import cpu_and_torch, cpu_model, current_rss_mb, peak_rss_mb, reset_peak_rss
+from benchmarks._invocation import command_line, run_module
+from benchmarks._machine import (
+    cpu_and_torch,
+    cpu_model,
+    current_rss_mb,
+    peak_rss_mb,
+    reset_peak_rss,
+)
 from frlr.torch.linear import default_chunk_size
 
 MB = 2**20
@@ -223,9 +229,8 @@ def run_child(name: str, n: int, d: int, k: int, calls: int, limit_gb: float, th
     def cap() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
-    argv = [sys.executable, __file__, "--child", name, str(n), str(d), str(k), str(calls)]
-    argv += ["--threads", str(threads)]
-    out = subprocess.run(argv, capture_output=True, text=True, preexec_fn=cap)
+    argv = ["--child", name, str(n), str(d), str(k), str(calls), "--threads", str(threads)]
+    out = run_module("benchmarks.huge_k", argv, preexec_fn=cap)
     if out.returncode != 0:
         print(f"  {name}: failed ({out.stderr.strip().splitlines()[-1:]})", flush=True)
         return "failed (out of memory?)"
@@ -641,7 +646,7 @@ def in_process_record(args: argparse.Namespace, device: torch.device, deadline: 
     out = args.out
     if out is None and device.type == "cuda" and not args.quick:
         out = "docs/benchmarks/huge_k_cuda.md"
-    command = " ".join(["python", "benchmarks/huge_k.py", *sys.argv[1:]])
+    command = command_line("benchmarks.huge_k")
     where = "CUDA" if device.type == "cuda" else "one CPU process"
     peak = (
         "the allocator's peak (torch.cuda.max_memory_allocated)"
@@ -720,7 +725,7 @@ def cpu_record(args: argparse.Namespace, deadline: float) -> None:
     if args.quick:
         return
     out = Path(args.out or "docs/benchmarks/huge_k.md")
-    command = " ".join(["python", "benchmarks/huge_k.py", *sys.argv[1:]])
+    command = command_line("benchmarks.huge_k")
     header = [
         "# Huge K: losses that never hold the logits",
         "",

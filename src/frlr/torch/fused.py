@@ -36,7 +36,6 @@ from torch import Tensor
 from frlr.catalogue import canonical_loss_name
 from frlr.torch import _kernels as kernels
 from frlr.torch import losses
-from frlr.torch._kernels import _rowsum
 
 _warned = False
 
@@ -79,7 +78,7 @@ def ss_lr_rows(z: Tensor, y: Tensor, weight: Tensor | None, r: float, alpha: flo
     term by SS-LR's block maths (``_kernels.ss_lr_negative_value_``)."""
     sp_pos, sp_neg, s, _ = _parts(z)
     negative = kernels.ss_lr_negative_value_(sp_pos, s, r, inplace=False)
-    return _rowsum(torch.where(_positive_mask(z, y), sp_neg, alpha * negative), weight)
+    return kernels.rowsum(torch.where(_positive_mask(z, y), sp_neg, alpha * negative), weight)
 
 
 def ss_lr_grad(
