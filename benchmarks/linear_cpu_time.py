@@ -2,7 +2,7 @@
 ratio to SS-LR and to PyTorch's batch-chunked cross-entropy: a quick check of one change on a
 shared machine (CPU time, not wall time, so other processes' load counts less).
 
-    python benchmarks/linear_cpu_time.py [--d 256] [--k 100000] [--calls 3]
+    python -m benchmarks.linear_cpu_time [--d 256] [--k 100000] [--calls 3]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import frlr.torch as frlr
-from huge_k import shape_inputs
+from benchmarks.huge_k import shape_inputs
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+import frlr.heads.materialised as materialised_head
 import frlr.train as train_module
 from frlr.cli import main
 from frlr.data import ImageArrays, dataset_info
@@ -166,14 +167,14 @@ def test_soft_target_flags_mix_multi_hot_rows(tiny, tmp_path, monkeypatch):
     """Mixup/CutMix mix whole multi-hot rows (each smoothed per label: (1 - eps) t + eps / 2);
     the loss trains on them and the accuracy counts the dominant rows' positives."""
     seen = []
-    base = train_module.LOSSES["ss-lr"]
+    base = materialised_head.LOSSES["ss-lr"]
 
     class Recording(base):
         def forward(self, logits, target):
             seen.append(target)
             return super().forward(logits, target)
 
-    monkeypatch.setitem(train_module.LOSSES, "ss-lr", Recording)
+    monkeypatch.setitem(materialised_head.LOSSES, "ss-lr", Recording)
     config = mosaic_config(
         tiny,
         tmp_path,

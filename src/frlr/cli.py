@@ -319,6 +319,14 @@ def _add_tune_parser(commands: Any) -> None:
     tune.add_argument("--preset", default="paper", help="recipe name or .toml path")
     tune.add_argument("--seeds", default="3", help="seeds of the final runs: a count or 0,3,5")
     tune.add_argument(
+        "--widen",
+        type=int,
+        default=0,
+        metavar="N",
+        help="where a loss's best number is at its grid's edge, tune one grid step past it, up "
+        "to N times (default 0: the grid as given)",
+    )
+    tune.add_argument(
         "--tune-seeds", default="1", help="seeds each grid point is tuned over (default 1: seed 0)"
     )
     tune.add_argument("--out", default=None, help="tune dir (default runs/D-A-PRESET-tune)")
@@ -562,6 +570,7 @@ def _tune(args: argparse.Namespace) -> int:
         args.seeds,
         args.out,
         tune_seeds=args.tune_seeds,
+        widen=args.widen,
         baseline=args.baseline,
         run=_run_options(args),
     )

@@ -39,7 +39,7 @@ from frlr.catalogue import (
     default_hyperparameter,
     hyperparameter_problem,
 )
-from frlr.config import ConfigError, TrainConfig, config_differences, loss_options, validate
+from frlr.config import ConfigError, TrainConfig, config_differences, validate
 from frlr.experiments.compare import DEFAULT_RUN, RunOptions, parse_seeds, run_each, run_or_reuse
 from frlr.experiments.figures import loss_curves_figure, sweep_figure
 from frlr.experiments.grid import SWEEP_FIELDS, parse_field_values, setting_text
@@ -52,6 +52,7 @@ from frlr.experiments.results import (
     summarize,
 )
 from frlr.experiments.stats import mean_std
+from frlr.heads import loss_options
 from frlr.io import is_main_process, run_lock, write_json_atomic, write_text_atomic
 from frlr.rundir import read_result
 from frlr.tasks import Task, get_task

@@ -276,19 +276,47 @@ def _jitted_counting(max_passes: int):
     return jax.jit(functools.partial(counting, max_passes=max_passes))
 
 
-def _first_probe(x: Tensor, n: Tensor, finite: Tensor, count_allowed: Tensor) -> Tensor:
-    """``counting``'s first probe: the normal quantile of n_i / count at the row's mean and
-    spread, where a smooth row's threshold would sit."""
-    import jax
+def _counting_pass(x: Tensor, n: Tensor, first: Tensor, state: tuple) -> tuple:
+    """One pass of ``counting``'s ``while_loop``: probe each row not done, count the
+    entries >= the probe, and narrow the row's bracket to the row values either side of it."""
     import jax.numpy as jnp
 
-    safe_count = jnp.maximum(count_allowed, 1.0)
-    mean = jnp.sum(jnp.where(finite, x, 0.0), axis=1) / safe_count
-    spread = jnp.sqrt(
-        jnp.sum(jnp.where(finite, (x - mean[:, None]) ** 2, 0.0), axis=1) / safe_count
+    lo, hi, c_lo, c_hi, done, bisect, passes = state
+    # The probe: the counts' linear interpolation between lo and hi (a few passes on any
+    # smooth distribution), or, after an interpolation that did not halve the counts
+    # between them, the middle of the values; the middle in order where neither lies
+    # strictly inside (at most 32 such halvings).
+    lo_f, hi_f = _float(lo), _float(hi)
+    guess = lo_f + (hi_f - lo_f) * ((c_lo - n + 0.5) / (c_lo - c_hi))
+    guess = jnp.where(passes == 0, first, jnp.where(bisect, 0.5 * lo_f + 0.5 * hi_f, guess))
+    guess_key = _key(jnp.where(guess == 0, jnp.float32(0.0), guess))
+    inside = jnp.isfinite(guess) & (guess_key > lo) & (guess_key < hi)
+    middle = lo + (hi - lo) // 2  # strictly inside (lo, hi) while hi - lo >= 2
+    probe_key = jnp.where(inside, guess_key, middle)
+    probe = _float(probe_key)[:, None]
+    above = x >= probe
+    count = jnp.sum(above, axis=1, dtype=jnp.float32)
+    enough = count >= n
+    # Snapped to the row: the smallest value >= probe keeps count >= n; above the largest
+    # value < probe the count is the probe's, < n.
+    next_up = jnp.min(jnp.where(above, x, jnp.inf), axis=1)
+    next_down = jnp.max(jnp.where(above, -jnp.inf, x), axis=1)
+    new_lo = jnp.where(enough, _key(next_up), lo)
+    new_hi = jnp.where(enough, hi, _key(next_down) + 1)
+    new_c_lo = jnp.where(enough, count, c_lo)
+    new_c_hi = jnp.where(enough, c_hi, count)
+    slow = (2 * (new_c_lo - new_c_hi) > c_lo - c_hi) & (passes > 0)
+    finished = new_hi - new_lo <= 1
+    keep = lambda old, new: jnp.where(done, old, new)  # noqa: E731
+    return (
+        keep(lo, new_lo),
+        keep(hi, new_hi),
+        keep(c_lo, new_c_lo),
+        keep(c_hi, new_c_hi),
+        done | finished,
+        slow & ~bisect,
+        passes + 1,
     )
-    upper = jnp.clip((n - 0.5) / safe_count, 1e-6, 1.0 - 1e-6)
-    return mean + spread * jax.scipy.special.ndtri(1.0 - upper)
 
 
 def counting(masked: Tensor, n: Tensor, max_passes: int = 80) -> tuple[Tensor, Tensor]:
@@ -315,7 +343,14 @@ def counting(masked: Tensor, n: Tensor, max_passes: int = 80) -> tuple[Tensor, T
     top = jnp.max(x, axis=1)
     low = jnp.min(jnp.where(finite, x, jnp.inf), axis=1)
     at_top = jnp.sum(x >= top[:, None], axis=1, dtype=jnp.float32)
-    first = _first_probe(x, n, finite, count_allowed)  # then interpolation
+    # The first probe: the normal quantile of the row's mean and spread; then interpolation.
+    safe_count = jnp.maximum(count_allowed, 1.0)
+    mean = jnp.sum(jnp.where(finite, x, 0.0), axis=1) / safe_count
+    spread = jnp.sqrt(
+        jnp.sum(jnp.where(finite, (x - mean[:, None]) ** 2, 0.0), axis=1) / safe_count
+    )
+    upper = jnp.clip((n - 0.5) / safe_count, 1e-6, 1.0 - 1e-6)
+    first = mean + spread * jax.scipy.special.ndtri(1.0 - upper)
     done = (n < 1) | (count_allowed < n) | (at_top >= n)
     lo = jnp.where(at_top >= n, _key(top), _key(low))
     hi = _key(top)
@@ -325,44 +360,7 @@ def counting(masked: Tensor, n: Tensor, max_passes: int = 80) -> tuple[Tensor, T
         done, passes = state[4], state[6]
         return jnp.logical_not(jnp.all(done)) & (passes < max_passes)
 
-    def body(state):
-        lo, hi, c_lo, c_hi, done, bisect, passes = state
-        # The probe: the counts' linear interpolation between lo and hi (a few passes on any
-        # smooth distribution), or, after an interpolation that did not halve the counts
-        # between them, the middle of the values; the middle in order where neither lies
-        # strictly inside (at most 32 such halvings).
-        lo_f, hi_f = _float(lo), _float(hi)
-        guess = lo_f + (hi_f - lo_f) * ((c_lo - n + 0.5) / (c_lo - c_hi))
-        guess = jnp.where(passes == 0, first, jnp.where(bisect, 0.5 * lo_f + 0.5 * hi_f, guess))
-        guess_key = _key(jnp.where(guess == 0, jnp.float32(0.0), guess))
-        inside = jnp.isfinite(guess) & (guess_key > lo) & (guess_key < hi)
-        middle = lo + (hi - lo) // 2  # strictly inside (lo, hi) while hi - lo >= 2
-        probe_key = jnp.where(inside, guess_key, middle)
-        probe = _float(probe_key)[:, None]
-        above = x >= probe
-        count = jnp.sum(above, axis=1, dtype=jnp.float32)
-        enough = count >= n
-        # Snapped to the row: the smallest value >= probe keeps count >= n; above the largest
-        # value < probe the count is the probe's, < n.
-        next_up = jnp.min(jnp.where(above, x, jnp.inf), axis=1)
-        next_down = jnp.max(jnp.where(above, -jnp.inf, x), axis=1)
-        new_lo = jnp.where(enough, _key(next_up), lo)
-        new_hi = jnp.where(enough, hi, _key(next_down) + 1)
-        new_c_lo = jnp.where(enough, count, c_lo)
-        new_c_hi = jnp.where(enough, c_hi, count)
-        slow = (2 * (new_c_lo - new_c_hi) > c_lo - c_hi) & (passes > 0)
-        finished = new_hi - new_lo <= 1
-        keep = lambda old, new: jnp.where(done, old, new)  # noqa: E731
-        return (
-            keep(lo, new_lo),
-            keep(hi, new_hi),
-            keep(c_lo, new_c_lo),
-            keep(c_hi, new_c_hi),
-            done | finished,
-            slow & ~bisect,
-            passes + 1,
-        )
-
+    body = functools.partial(_counting_pass, x, n, first)
     final = jax.lax.while_loop(cond, body, state)
     tau = jnp.where((n >= 1) & (count_allowed >= n), _float(final[0]), -jnp.inf)
     return tau[:, None].astype(masked.dtype), final[6]

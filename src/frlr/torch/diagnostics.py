@@ -111,7 +111,7 @@ def _resolve_loss(loss: Any, loss_kwargs: dict[str, Any]) -> tuple[str, dict[str
         )
     options.pop("reduction", None)
     checked = {k: options[k] for k in ("beta", "m", "r", "alpha", "normalization") if k in options}
-    _losses._check_hyper(**checked)
+    _losses.check_loss_options(**checked)
     smoothing = options.get("label_smoothing", 0.0)
     if not isinstance(smoothing, (int, float)) or not 0.0 <= smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1], got {smoothing!r}")
@@ -280,7 +280,7 @@ def ncd_stats(logits: Tensor, target: Tensor, loss: Any = "ss-lr", **loss_kwargs
     name, options = _resolve_loss(loss, loss_kwargs)
     if isinstance(logits, Tensor):
         logits = logits.detach()
-    batch = _losses._Batch(logits, target, options.get("weight"), options.get("ignore_index", -100))
+    batch = _losses.Batch(logits, target, options.get("weight"), options.get("ignore_index", -100))
     if batch.dense and name == "hs-sr":
         raise ValueError("hs-sr takes class-index targets only: softmax is single-label")
     z, t, target_rows, w = _valid_rows(batch)
@@ -296,7 +296,7 @@ def ncd_stats(logits: Tensor, target: Tensor, loss: Any = "ss-lr", **loss_kwargs
     return _statistics(name, z, t, *parts)
 
 
-def _valid_rows(batch: _losses._Batch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _valid_rows(batch: _losses.Batch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The batch's counted rows: logits (M, K), dense targets (M, K), the targets as given
     (class indices, or the dense ones) and the class weight as a (1, K) row (1 when None)."""
     z, num_classes = batch.z, batch.num_classes

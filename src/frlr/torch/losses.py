@@ -44,7 +44,7 @@ from frlr.torch._conventions import Reduction, check_reduction, float32_under_au
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_hyper(
+def check_loss_options(
     *,
     beta: float | None = None,
     m: float | None = None,
@@ -53,6 +53,8 @@ def _check_hyper(
     reduction: str | None = None,
     normalization: str | None = None,
 ) -> None:
+    """Raise TypeError or ValueError naming the first bad option of a loss (None: not given):
+    the one check of the functions, the modules, ``fused`` and the NCD statistics."""
     check_hyperparameters(beta=beta, m=m, r=r, alpha=alpha)
     if reduction is not None:
         check_reduction(reduction)
@@ -65,8 +67,9 @@ def _validating() -> bool:
     return not torch.compiler.is_compiling()
 
 
-class _Batch:
-    """Logits flattened to (M, K) in the compute dtype, with index or dense targets.
+class Batch:
+    """Logits flattened to (M, K) in the compute dtype, with index or dense targets, checked:
+    what every loss of this module, ``fused`` and the NCD statistics read their inputs as.
 
     Dense targets may be soft: every value in [0, 1] (NaN rejected).
     """
@@ -302,8 +305,8 @@ def lr_loss(
         >>> frlr.lr_loss(logits, soft, reduction="none")
         tensor([3.8898, 7.1560])
     """
-    _check_hyper(reduction=reduction, normalization=normalization)
-    batch = _Batch(logits, target, weight, ignore_index)
+    check_loss_options(reduction=reduction, normalization=normalization)
+    batch = Batch(logits, target, weight, ignore_index)
     if normalization == "reference":
         return _reference_loss("lr", batch, reduction)
     block, constants = sigmoid_block("lr", batch.y, batch.dense)
@@ -375,8 +378,10 @@ def hs_lr_loss(
         >>> frlr.hs_lr_loss(logits, soft, reduction="none")
         tensor([ 2.3725, 26.1000])
     """
-    _check_hyper(beta=beta, m=m, alpha=alpha, reduction=reduction, normalization=normalization)
-    batch = _Batch(logits, target, weight, ignore_index)
+    check_loss_options(
+        beta=beta, m=m, alpha=alpha, reduction=reduction, normalization=normalization
+    )
+    batch = Batch(logits, target, weight, ignore_index)
     if normalization == "reference":
         return _reference_loss("hs-lr", batch, reduction, beta=beta, m=m, alpha=alpha)
     block, constants = sigmoid_block(
@@ -447,8 +452,10 @@ def ss_lr_loss(
         >>> frlr.ss_lr_loss(logits, soft, reduction="none")
         tensor([ 4.6647, 10.3761])
     """
-    _check_hyper(beta=beta, r=r, alpha=alpha, reduction=reduction, normalization=normalization)
-    batch = _Batch(logits, target, weight, ignore_index)
+    check_loss_options(
+        beta=beta, r=r, alpha=alpha, reduction=reduction, normalization=normalization
+    )
+    batch = Batch(logits, target, weight, ignore_index)
     if normalization == "reference":
         return _reference_loss("ss-lr", batch, reduction, beta=beta, r=r, alpha=alpha)
     block, constants = sigmoid_block(
@@ -500,8 +507,8 @@ def sr_loss(
         >>> frlr.sr_loss(logits, soft, reduction="none")
         tensor([0.9737, 4.2421])
     """
-    _check_hyper(reduction=reduction)
-    _Batch(logits, target, weight, ignore_index)  # validation only
+    check_loss_options(reduction=reduction)
+    Batch(logits, target, weight, ignore_index)  # validation only
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
     if weight is not None:
@@ -584,8 +591,8 @@ def hs_sr_loss(
         >>> torch.allclose(loss[0], -q[0].log() - 10 / 1 * (1 - q[3]).log())
         True
     """
-    _check_hyper(beta=beta, m=m, alpha=alpha, reduction=reduction)
-    batch = _Batch(logits, target, weight, ignore_index)
+    check_loss_options(beta=beta, m=m, alpha=alpha, reduction=reduction)
+    batch = Batch(logits, target, weight, ignore_index)
     if batch.dense:
         raise ValueError("hs_sr_loss takes class-index targets only: softmax is single-label")
     z, y = batch.z, batch.y
@@ -678,7 +685,7 @@ def reference_blocks(
 
 def _reference_loss(
     name: str,
-    batch: _Batch,
+    batch: Batch,
     reduction: str,
     *,
     beta: float = 10.0,
@@ -750,7 +757,7 @@ class _Loss(nn.Module):
             )
         self.options = {**self.defaults, **options}
         checked = ("beta", "m", "r", "alpha", "reduction", "normalization")
-        _check_hyper(**{k: v for k, v in self.options.items() if k in checked})
+        check_loss_options(**{k: v for k, v in self.options.items() if k in checked})
         self.register_buffer("weight", weight)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from frlr.torch._conventions import no_autocast
-from frlr.torch.distributed import ClassShards
+from frlr.torch.class_sharding import ShardGroup
 from frlr.torch.linear.inputs import check_int, check_tensors, compute_dtype, default_chunk_size
 
 
@@ -70,7 +70,7 @@ def linear_argmax(
     compute = compute_dtype(features, weight, bias)
     with torch.no_grad(), no_autocast(features.device):
         x = features.detach().to(compute)
-        shards = None if process_group is None else ClassShards(process_group)
+        shards = None if process_group is None else ShardGroup(process_group)
         rows = [x.shape[0]]
         if shards is not None:
             sizes = torch.tensor([x.shape[0], weight.shape[0]], device=x.device)

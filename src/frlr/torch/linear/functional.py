@@ -31,7 +31,7 @@ and (N, d) float32 accumulators. ``chunk_size=None`` sizes C so that one (N, C) 
 is ``CHUNK_BYTES`` (8 MiB): small enough to stay in the allocator's reuse range and in cache.
 
 Class-parallel: with ``process_group`` each rank holds the classes [class_offset, class_offset +
-K_r) of ``num_classes`` and passes its own local batch; see ``frlr.torch.distributed``.
+K_r) of ``num_classes`` and passes its own local batch; see ``frlr.torch.class_sharding``.
 
 Soft targets (mixup, label smoothing) stay sparse: class lists with ``target_weights`` and a
 ``label_smoothing`` eps give t = (1 - eps) sparse + eps/K. The per-row constants (sum_k t_k,
@@ -129,7 +129,7 @@ def linear_lr_loss(
             ``CHUNK_BYTES``. The result does not depend on it beyond float round-off.
         process_group: shard the classifier by class over this group's ranks; each rank
             passes its own local batch, and the loss is that of the global batch (all ranks'
-            batches in rank order) against the whole classifier; DDP: ``frlr.torch.distributed``.
+            batches in rank order) against the whole classifier (``frlr.torch.class_sharding``).
         class_offset: this rank's first class (class-parallel only).
         num_classes: the whole classifier's class count (class-parallel only).
 

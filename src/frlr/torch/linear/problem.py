@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from frlr.torch._conventions import check_reduction
-from frlr.torch.distributed import collectives_ready
+from frlr.torch.class_sharding import collectives_ready
 from frlr.torch.linear.exchange import Exchange, LocalBatch, ShardedExchange
 from frlr.torch.linear.inputs import (
     check_int,

@@ -116,7 +116,7 @@ class LinearLossFn(torch.autograd.Function):
             sweep(ctx.loss, problem, scale, grads)
             if grads.features is not None:
                 grads.features = problem.features_grad(grads.features)
-        elif kernels._graph_is_kept():  # the saved gradients may be needed again
+        elif kernels.graph_is_kept():  # the saved gradients may be needed again
             grads = Grads(
                 *(None if t is None else t * grad_out.to(t.dtype) for t in grads.fields())
             )
