@@ -253,19 +253,15 @@ class EdgeTrainer(Trainer):
 
 
 def test_widen_steps_past_an_edge_choice_on_validation_only(tmp_path):
-    trainer = EdgeTrainer()
+    run = RunOptions(train_fn=EdgeTrainer(), log=None)
     base = digits(val_fraction=0.2)
-    results = tune(
-        base, ["lr=0.01,0.03"], "sr", seeds=1, out=tmp_path, train_fn=trainer, log=None, widen=1
-    )
+    results = tune(base, ["lr=0.01,0.03"], "sr", seeds=1, out=tmp_path, run=run, widen=1)
     assert results["chosen"]["sr"] == {"lr": 0.1}  # 0.03 * 3 = 0.09, snapped to 0.1
     assert results["widened"] == {"sr": [{"lr": 0.1}]}
     assert results["at_edge"] == {"sr": ["lr"]}  # one step was allowed; 0.1 is still the edge
     table = (tmp_path / "tune.md").read_text()
     assert "also tuned at lr 0.1" in table and "still at the edge" in table
-    again = tune(
-        base, ["lr=0.01,0.03"], "sr", seeds=1, out=tmp_path, train_fn=trainer, log=None, widen=3
-    )
+    again = tune(base, ["lr=0.01,0.03"], "sr", seeds=1, out=tmp_path, run=run, widen=3)
     assert again["chosen"]["sr"] == {"lr": 0.3} and again["at_edge"] == {"sr": []}
     assert [p["lr"] for p in again["widened"]["sr"]] == [0.1, 0.3, 1.0]
 
