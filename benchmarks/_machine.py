@@ -1,22 +1,11 @@
-"""The machine line in the header of every benchmark record (``lscpu``, else ``platform``), and
-the process memory readings the memory tables take."""
+"""The machine line in the header of every benchmark record (the CPU as ``frlr.provenance``
+reads it for a run's ``result.json``), and the process memory readings the memory tables take."""
 
 from __future__ import annotations
 
-import platform
 import resource
-import subprocess
 
-
-def cpu_model() -> str:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        lscpu = ""
-    for line in lscpu.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown CPU"
+from frlr.provenance import cpu_model
 
 
 def cpu_and_torch() -> str:

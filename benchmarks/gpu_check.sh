@@ -12,14 +12,15 @@
 #      FRLR_HALF_PRODUCTS=1 there takes the half-precision products too);
 #   2. one epoch of `frlr train` with --bf16 --channels-last on the GPU (ResNet-20, digits at
 #      32x32: the one dataset a bare checkout carries, bundled with scikit-learn);
-#   3. benchmarks/loss_speed.py --device cuda at a few sizes, with the memory table;
-#   4. benchmarks/huge_k.py --device cuda (the logits-free losses at K = 10^5 and 10^6 and a
-#      chunk_size sweep; it starts no measurement after the step's limit less 20 s, and its
-#      record, rewritten after each table, keeps what finished).
+#   3. python -m benchmarks.loss_speed --device cuda at a few sizes, with the memory table;
+#   4. python -m benchmarks.huge_k --device cuda (the logits-free losses at K = 10^5 and 10^6
+#      and a chunk_size sweep; it starts no measurement after the step's limit less 20 s, and
+#      its record, rewritten after each table, keeps what finished).
 # Limits: tests 200 s, train 60 s, loss_speed 90 s, huge_k 90 s: 440 s of the 470 at most; each
 # step usually ends well before its limit, and huge_k's limit is what is left when less.
 # Needs only what a GPU machine's Python already holds (torch, numpy, scipy, scikit-learn,
-# matplotlib, pillow, tqdm, pytest): the package runs from src/ without installing. On a machine
+# matplotlib, pillow, tqdm, pytest): the package runs from src/ without installing, the
+# benchmarks as modules from the repository root (`python -m benchmarks.x`). On a machine
 # without CUDA it prints one line and exits 0. Exit status: 0 when every step passed, else 1.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -75,14 +76,14 @@ step tests 200 "$py" -m pytest -m cuda -q -rfE -p no:cacheprovider "${cuda_files
 step train 60 "$py" -m frlr.cli train --preset cpu --dataset digits --arch resnet20 \
   --image-size 32 --epochs 1 --loss ss-lr --bf16 --channels-last --device cuda --threads 4 \
   --cache-dir "$work/cache" --no-progress --out "$work/train"
-step loss_speed 90 "$py" benchmarks/loss_speed.py --device cuda --n 128,1024 \
+step loss_speed 90 "$py" -m benchmarks.loss_speed --device cuda --n 128,1024 \
   --k 1000,10000,100000 --rounds 2 --min-time 0.3 --out "$work/loss_speed.md"
 if [ -f benchmarks/huge_k.py ]; then
   # a huge_k.py without --device would start the 26-minute CPU record: it gets no step
-  if [[ $("$py" benchmarks/huge_k.py --help 2>/dev/null) == *--device* ]]; then
+  if [[ $("$py" -m benchmarks.huge_k --help 2>/dev/null) == *--device* ]]; then
     huge_limit=$((deadline - SECONDS))
     [ "$huge_limit" -gt 90 ] && huge_limit=90
-    step huge_k "$huge_limit" "$py" benchmarks/huge_k.py --device cuda \
+    step huge_k "$huge_limit" "$py" -m benchmarks.huge_k --device cuda \
       --seconds $((huge_limit > 30 ? huge_limit - 20 : 10)) --out "$work/huge_k.md"
   else
     echo "gpu_check: huge_k skipped, this huge_k.py has no --device" | tee -a "$log"
@@ -142,7 +143,7 @@ EOF
     echo "No record: see the log."; tail -5 "$work/loss_speed.out"; fi
   if [ -f benchmarks/huge_k.py ]; then
     echo
-    echo "## Huge K on the GPU (benchmarks/huge_k.py --device cuda)"
+    echo "## Huge K on the GPU (python -m benchmarks.huge_k --device cuda)"
     echo
     if [ -f "$work/huge_k.md" ]; then sed '1,/^Command:/{/^Command:/!d}' "$work/huge_k.md"; else
       echo "No record: see the log."; echo '```'; tail -20 "$work/huge_k.out" 2>/dev/null

@@ -1,7 +1,7 @@
 """Where HS-LR's time goes against SS-LR's in the logits-free losses, and the least an exact
 streamed threshold can cost on this CPU: the evidence behind "HS-LR within 1.3x of SS-LR".
 
-    python benchmarks/hs_lr_floor.py [--d 256] [--k 100000] [--rounds 3] [--dtype float32] \
+    python -m benchmarks.hs_lr_floor [--d 256] [--k 100000] [--rounds 3] [--dtype float32] \
         [--out docs/benchmarks/hs_lr_floor.md]
 
 HS-LR keeps each row's n = 25% most probable negatives. Without the N x K logits, its exact
@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,9 +46,10 @@ from pathlib import Path
 import torch
 
 import frlr.torch as frlr
-from _machine import cpu_and_torch
+from benchmarks._invocation import command_line
+from benchmarks._machine import cpu_and_torch
+from benchmarks.huge_k import shape_inputs
 from frlr.torch.linear import default_chunk_size, products, selection
-from huge_k import shape_inputs
 
 BINS = selection.BINS
 
@@ -107,7 +107,7 @@ def bf16_count_pass(x: torch.Tensor, w: torch.Tensor, chunk: int, rounds: int) -
     ]
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1024)
     parser.add_argument("--d", type=int, default=256)
@@ -115,22 +115,42 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--out", default=None, help="also write the record (markdown) here")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    n, d, k = args.n, args.d, args.k
-    dtype = getattr(torch, args.dtype)
-    x, w, y = shape_inputs(n, d, k, torch.device("cpu"), dtype)
-    chunk = default_chunk_size(n, k)
+    return parser.parse_args()
+
+
+def loss_methods(x: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> dict[str, Callable]:
+    """One forward+backward of each logits-free loss, SS-LR's compiled form too."""
+
+    def loss(fn, **options):
+        def call():
+            x.grad = w.grad = None
+            fn(x, w, y, **options).backward()
+
+        return call
+
+    return {
+        "linear_ss_lr_loss": loss(frlr.linear_ss_lr_loss),
+        "linear_ss_lr_loss (compiled=True)": loss(frlr.linear_ss_lr_loss, compiled=True),
+        "linear_lr_loss": loss(frlr.linear_lr_loss),
+        "linear_hs_lr_loss": loss(frlr.linear_hs_lr_loss),
+    }
+
+
+def hs_lr_logits(xd: torch.Tensor, wd: torch.Tensor, chunk: int) -> Callable[[int], torch.Tensor]:
+    """The logits of the chunk starting at a class, as HS-LR computes them: float32, the
+    products in the dtype frlr chooses for these inputs here."""
+    made = products.Products(
+        xd.float(), torch.float32, products.product_dtype(xd, wd, torch.float32), True
+    )
+    return lambda s: made.logits(made.x_logits, made.classifier(wd[s : s + chunk]), None)
+
+
+def pass_methods(xd: torch.Tensor, wd: torch.Tensor, chunk: int) -> dict[str, Callable]:
+    """The logits products alone, one pass, and the counting pass three ways, all over the
+    class chunks; the counts' band is the 25% quantile's, as the sample step gives it."""
+    n, k = xd.shape[0], wd.shape[0]
     starts = range(0, k, chunk)
-    xd, wd = x.detach(), w.detach()
-    # the chunk's logits as HS-LR computes them (float32 logits, products in frlr's dtype)
-    half = products.product_dtype(xd, wd, torch.float32)
-    made = products.Products(xd.float(), torch.float32, half, float32_logits=True)
-
-    def logits(s: int) -> torch.Tensor:
-        return made.logits(made.x_logits, made.classifier(wd[s : s + chunk]), None)
-
-    # the band of the 25% quantile, as the sample step would give it (from the first chunk)
+    logits = hs_lr_logits(xd, wd, chunk)
     first = logits(0)
     q = torch.tensor([0.196, 0.304])  # the quantile 0.25 +- 4 standard errors of 1,024 samples
     hi, lo = torch.quantile(first, 1 - q, dim=1, keepdim=True)
@@ -162,65 +182,74 @@ def main() -> None:
         for s in starts:
             (logits(s) > lo_).sum(1)
 
-    def loss(fn, **options):
-        def call():
-            x.grad = w.grad = None
-            fn(x, w, y, **options).backward()
-
-        return call
-
-    methods = {
-        "linear_ss_lr_loss": loss(frlr.linear_ss_lr_loss),
-        "linear_ss_lr_loss (compiled=True)": loss(frlr.linear_ss_lr_loss, compiled=True),
-        "linear_lr_loss": loss(frlr.linear_lr_loss),
-        "linear_hs_lr_loss": loss(frlr.linear_hs_lr_loss),
+    return {
         "logits products alone, one pass": logits_pass,
         "count pass, as frlr does it": count_pass_as_frlr,
         "count pass, fused by torch.compile": count_pass_fused,
         "count pass, comparison only (a bound)": count_pass_compare_only,
     }
-    for fn in methods.values():  # warm-up: compilation, dispatch caches (not timed)
+
+
+def best_seconds(methods: dict[str, Callable], rounds: int) -> dict[str, float]:
+    """Each method's least CPU time over ``rounds`` interleaved rounds, after a warm-up call
+    (compilation, dispatch caches) that is not timed."""
+    for name, fn in methods.items():
         fn()
-        if fn is count_pass_fused:  # the ragged last chunk compiles too
+        if "fused" in name:  # the ragged last chunk compiles too
             fn()
     best = {name: float("inf") for name in methods}
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for name, fn in methods.items():
             best[name] = min(best[name], cpu_seconds(fn))
+    return best
 
-    ss, lr, hs = best["linear_ss_lr_loss"], best["linear_lr_loss"], best["linear_hs_lr_loss"]
+
+def floors(best: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+    """The per-logit counting work of each count pass (its time less the products alone), and
+    the floors of a count-then-sweep HS-LR as ratios to SS-LR: a sweep (LR's element-wise
+    work, eager; compiled, SS-LR's fused sweep stands in) + one more logits pass + counting."""
+    ss, lr = best["linear_ss_lr_loss"], best["linear_lr_loss"]
     ss_compiled = best["linear_ss_lr_loss (compiled=True)"]
-    alone = best["logits products alone, one pass"]
+    products = best["logits products alone, one pass"]
     counting = {
-        name: best[f"count pass, {name}"] - alone
+        name: best[f"count pass, {name}"] - products
         for name in ("as frlr does it", "fused by torch.compile", "comparison only (a bound)")
     }
-    # a count-then-sweep HS-LR costs at least: a sweep (LR's element-wise work, eager; compiled,
-    # SS-LR's fused sweep stands in) + one more logits pass + per-logit counting work
-    floors = {
+    ratios = {
         "eager: LR + one logits pass + frlr's counting, vs eager SS-LR": (
-            (lr + alone + counting["as frlr does it"]) / ss
+            (lr + products + counting["as frlr does it"]) / ss
         ),
         "compiled: compiled SS-LR + one logits pass + fused counting, vs compiled SS-LR": (
-            (ss_compiled + alone + counting["fused by torch.compile"]) / ss_compiled
+            (ss_compiled + products + counting["fused by torch.compile"]) / ss_compiled
         ),
         "compiled, no histogram at all: one comparison per logit, vs compiled SS-LR": (
-            (ss_compiled + alone + counting["comparison only (a bound)"]) / ss_compiled
+            (ss_compiled + products + counting["comparison only (a bound)"]) / ss_compiled
         ),
         "mixed: LR + one logits pass + fused counting, vs eager SS-LR": (
-            (lr + alone + counting["fused by torch.compile"]) / ss
+            (lr + products + counting["fused by torch.compile"]) / ss
         ),
     }
-    lines = [
+    return counting, ratios
+
+
+def record(
+    args: argparse.Namespace, chunk: int, best: dict[str, float], half: torch.dtype
+) -> list[str]:
+    """The record: the table of times, the counting work, HS-LR's ratio and the floors (the
+    products in ``half``); the bf16 count pass's price follows it."""
+    counting, ratios = floors(best)
+    ss, hs = best["linear_ss_lr_loss"], best["linear_hs_lr_loss"]
+    ss_compiled = best["linear_ss_lr_loss (compiled=True)"]
+    return [
         "# HS-LR against SS-LR: where the time goes, and the floor of an exact streamed threshold",
         "",
         f"Date: {datetime.date.today().isoformat()}. Machine: {cpu_and_torch()}. "
         f"Load average at the end: {os.getloadavg()[0]:.1f}.",
         "",
-        f"Command: `{' '.join(['python', 'benchmarks/hs_lr_floor.py', *sys.argv[1:]])}`. "
-        f"N = {n:,}, d = {d}, K = {k:,}, chunk = {chunk:,} classes, {args.dtype} inputs (the "
-        f"products in {str(half)[6:]}), index targets; CPU seconds of one thread, best of "
-        f"{args.rounds} interleaved rounds.",
+        f"Command: `{command_line('benchmarks.hs_lr_floor')}`. "
+        f"N = {args.n:,}, d = {args.d}, K = {args.k:,}, chunk = {chunk:,} classes, {args.dtype} "
+        f"inputs (the products in {str(half)[6:]}), index targets; CPU seconds of one thread, "
+        f"best of {args.rounds} interleaved rounds.",
         "",
         "| what | CPU s | / SS-LR |",
         "|---|---:|---:|",
@@ -233,10 +262,21 @@ def main() -> None:
         f"HS-LR measured: **{hs / ss:.2f}x** SS-LR ({hs / ss_compiled:.2f}x compiled SS-LR). "
         "Floors of a count-then-sweep HS-LR (the target is 1.3x):",
         "",
-        *(f"- {name}: **{value:.2f}x**" for name, value in floors.items()),
+        *(f"- {name}: **{value:.2f}x**" for name, value in ratios.items()),
         "",
-        *bf16_count_pass(xd.float(), wd.float(), chunk, args.rounds),
     ]
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(1)
+    x, w, y = shape_inputs(args.n, args.d, args.k, torch.device("cpu"), getattr(torch, args.dtype))
+    chunk = default_chunk_size(args.n, args.k)
+    xd, wd = x.detach(), w.detach()
+    methods = {**loss_methods(x, w, y), **pass_methods(xd, wd, chunk)}
+    half = products.product_dtype(xd, wd, torch.float32)
+    lines = record(args, chunk, best_seconds(methods, args.rounds), half)
+    lines += bf16_count_pass(xd.float(), wd.float(), chunk, args.rounds)
     print("\n".join(lines))
     if args.out:
         out = Path(args.out)

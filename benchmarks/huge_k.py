@@ -1,9 +1,9 @@
 """Forward+backward time and peak memory of the logits-free losses at 10^5 to 10^7 classes.
 
-    python benchmarks/huge_k.py                # the CPU record, writes docs/benchmarks/huge_k.md
-    python benchmarks/huge_k.py --quick        # tiny shapes, a smoke test (writes nothing)
-    python benchmarks/huge_k.py --device cuda  # the GPU record, docs/benchmarks/huge_k_cuda.md
-    python benchmarks/huge_k.py --device cuda --quick --seconds 60 --out gpu.md
+    python -m benchmarks.huge_k                # the CPU record, writes docs/benchmarks/huge_k.md
+    python -m benchmarks.huge_k --quick        # tiny shapes, a smoke test (writes nothing)
+    python -m benchmarks.huge_k --device cuda  # the GPU record, docs/benchmarks/huge_k_cuda.md
+    python -m benchmarks.huge_k --device cuda --quick --seconds 60 --out gpu.md
 
 On the CPU each (method, shape) runs in a fresh process: peak memory is that process's VmHWM
 growth over one forward+backward, beyond the inputs; its time, with one thread, the CPU time of
@@ -55,12 +55,12 @@ import math
 import os
 import resource
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -68,7 +68,9 @@ import torch
 import torch.nn.functional as F
 
 import frlr.torch as frlr
-from _machine import cpu_and_torch, cpu_model, current_rss_mb, peak_rss_mb, reset_peak_rss
+from benchmarks._invocation import command_line, run_module
+from benchmarks._machine import cpu_and_torch, current_rss_mb, peak_rss_mb, reset_peak_rss
+from frlr.provenance import cpu_model
 from frlr.torch.linear import default_chunk_size, products
 
 MB = 2**20
@@ -288,9 +290,8 @@ def run_child(name: str, n: int, d: int, k: int, calls: int, limit_gb: float, th
     def cap() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
-    argv = [sys.executable, __file__, "--child", name, str(n), str(d), str(k), str(calls)]
-    argv += ["--threads", str(threads)]
-    out = subprocess.run(argv, capture_output=True, text=True, preexec_fn=cap)
+    argv = ["--child", name, str(n), str(d), str(k), str(calls), "--threads", str(threads)]
+    out = run_module("benchmarks.huge_k", argv, preexec_fn=cap)
     if out.returncode != 0:
         print(f"  {name}: failed ({out.stderr.strip().splitlines()[-1:]})", flush=True)
         return "failed (out of memory?)"
@@ -538,10 +539,46 @@ def _split(total: int, parts: int, rank: int) -> slice:
     return slice(start, total if rank == parts - 1 else start + size)
 
 
-def parallel_rank(rank: int, world: int, port: int, reference: str, out: str) -> None:
+SENDING_COLLECTIVES = {
+    "all_gather_single": 1,
+    "all_gather_into_tensor": 1,
+    "all_reduce": 0,
+    "reduce_scatter_single": 1,
+    "reduce_scatter_tensor": 1,
+}
+"""The tensor collectives the class-parallel losses call, and the position of the tensor each
+takes from this rank (an all-gather's and a reduce-scatter's input, an all-reduce's tensor)."""
+
+
+@contextmanager
+def counted_bytes() -> Iterator[list[int]]:
+    """A one-item list that counts the bytes this rank hands to the collectives inside the block:
+    ``torch.distributed``'s functions are wrapped for its duration (the losses look them up at
+    each call), so nothing in the library keeps a counter for the benchmark."""
     import torch.distributed as dist
 
-    from frlr.torch.distributed import sent_bytes
+    sent = [0]
+    originals = {name: getattr(dist, name) for name in SENDING_COLLECTIVES if hasattr(dist, name)}
+
+    def counting(name: str) -> Callable:
+        def call(*args, **kwargs):
+            tensor = args[SENDING_COLLECTIVES[name]]
+            sent[0] += tensor.numel() * tensor.element_size()
+            return originals[name](*args, **kwargs)
+
+        return call
+
+    for name in originals:
+        setattr(dist, name, counting(name))
+    try:
+        yield sent
+    finally:
+        for name, original in originals.items():
+            setattr(dist, name, original)
+
+
+def parallel_rank(rank: int, world: int, port: int, reference: str, out: str) -> None:
+    import torch.distributed as dist
 
     torch.set_num_threads(1)
     dist.init_process_group(
@@ -555,21 +592,21 @@ def parallel_rank(rank: int, world: int, port: int, reference: str, out: str) ->
     for name in PARALLEL_LOSSES:
         xl = x[rows].clone().requires_grad_()
         wl = w[classes].clone().requires_grad_()
-        before = sent_bytes()
-        start = time.perf_counter()
-        loss = getattr(frlr, name)(
-            xl, wl, y[rows], process_group=dist.group.WORLD, class_offset=classes.start,
-            num_classes=k,
-        )  # fmt: skip
-        loss.backward()
-        elapsed = time.perf_counter() - start
+        with counted_bytes() as sent:
+            start = time.perf_counter()
+            loss = getattr(frlr, name)(
+                xl, wl, y[rows], process_group=dist.group.WORLD, class_offset=classes.start,
+                num_classes=k,
+            )  # fmt: skip
+            loss.backward()
+            elapsed = time.perf_counter() - start
         want = saved[name]
         diff = max(
             abs(loss.item() - want["loss"].item()),
             (xl.grad - want["x"][rows]).abs().max().item(),
             (wl.grad - want["w"][classes]).abs().max().item(),
         )
-        report[name] = {"diff": diff, "bytes": sent_bytes() - before, "seconds": elapsed}
+        report[name] = {"diff": diff, "bytes": sent[0], "seconds": elapsed}
     Path(out, f"{rank}.json").write_text(json.dumps(report))
     dist.destroy_process_group()
 
@@ -780,7 +817,7 @@ def in_process_record(args: argparse.Namespace, device: torch.device, deadline: 
     out = args.out
     if out is None and device.type == "cuda" and not args.quick:
         out = "docs/benchmarks/huge_k_cuda.md"
-    command = " ".join(["python", "benchmarks/huge_k.py", *sys.argv[1:]])
+    command = command_line("benchmarks.huge_k")
     where = "CUDA" if device.type == "cuda" else "one CPU process"
     peak = (
         "the allocator's peak (torch.cuda.max_memory_allocated)"
@@ -866,7 +903,7 @@ def cpu_record(args: argparse.Namespace, deadline: float) -> None:
     if args.quick:
         return
     out = Path(args.out or "docs/benchmarks/huge_k.md")
-    command = " ".join(["python", "benchmarks/huge_k.py", *sys.argv[1:]])
+    command = command_line("benchmarks.huge_k")
     header = [
         "# Huge K: losses that never hold the logits",
         "",
@@ -904,7 +941,7 @@ def half_products_words(device: torch.device = CPU) -> str:
     return f"native bf16 products: frlr's [bf16] rows multiply in bf16, the logits out in {out}"
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--quick",
@@ -963,7 +1000,11 @@ def main() -> None:
         action="store_true",
         help="also the chunked losses with their products forced into bf16 (FRLR_HALF_PRODUCTS)",
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     if args.child:
         name, n, d, k, calls = args.child
         child(name, int(n), int(d), int(k), int(calls), args.threads)

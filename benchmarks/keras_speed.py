@@ -1,9 +1,9 @@
 """frlr.keras losses against each backend's own cross-entropy and ``ops.top_k``, loss+gradient.
 
-    python benchmarks/keras_speed.py                     # all backends, the "after" section
-    python benchmarks/keras_speed.py --section before    # the "before" section of the record
-    python benchmarks/keras_speed.py --quick             # tiny shapes, a smoke test (no file)
-    python benchmarks/keras_speed.py --backends jax --no-write
+    python -m benchmarks.keras_speed                     # all backends, the "after" section
+    python -m benchmarks.keras_speed --section before    # the "before" section of the record
+    python -m benchmarks.keras_speed --quick             # tiny shapes, a smoke test (no file)
+    python -m benchmarks.keras_speed --backends jax --no-write
 
 Each backend runs in its own process (``KERAS_BACKEND`` is fixed at Keras's first import), as
 a user would run it: JAX ``jax.jit(jax.value_and_grad(loss))``, TensorFlow a ``tf.function``
@@ -29,13 +29,13 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-RECORD = ROOT / "docs" / "benchmarks" / "keras_speed.md"
+from benchmarks._invocation import REPO, command_line, run_module
+
+RECORD = REPO / "docs" / "benchmarks" / "keras_speed.md"
 BACKENDS = ("jax", "tensorflow", "torch")
 CE = "keras CE (sparse)"
 TOP_K = "ops.top_k(n) alone"
@@ -217,8 +217,8 @@ def _backend_version(backend: str) -> str:
 def run_backend(backend: str, quick: bool) -> dict[str, Any] | str:
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.setdefault("CUDA_VISIBLE_DEVICES", "")
-    argv = [sys.executable, __file__, "--child", backend] + (["--quick"] if quick else [])
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+    argv = ["--child", backend] + (["--quick"] if quick else [])
+    proc = run_module("benchmarks.keras_speed", argv, env=env)
     if proc.returncode != 0:
         return f"failed (rc {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}"
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -282,7 +282,7 @@ def tables(result: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
 
 def section_text(name: str, results: list[Any], cfg: dict[str, Any], command: str) -> str:
     commit = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
     load = os.getloadavg()[0]
     head = [
@@ -344,10 +344,10 @@ def main() -> None:
         results.append(result if isinstance(result, dict) else f"{backend}: {result}")
         block = tables(result, cfg) if isinstance(result, dict) else [results[-1]]
         print("\n".join(block) + "\n", flush=True)
-    command = "python benchmarks/keras_speed.py " + " ".join(sys.argv[1:])
+    command = command_line("benchmarks.keras_speed")
     if not args.quick and not args.no_write:
         write_record(
-            args.section, section_text(args.section, results, cfg, command.strip()), Path(args.out)
+            args.section, section_text(args.section, results, cfg, command), Path(args.out)
         )
         print(f"wrote {args.out}")
 

@@ -2,7 +2,7 @@
 ratio to SS-LR and to PyTorch's batch-chunked cross-entropy: a quick check of one change on a
 shared machine (CPU time, not wall time, so other processes' load counts less).
 
-    python benchmarks/linear_cpu_time.py [--d 256] [--k 100000] [--calls 3] [--dtype bfloat16]
+    python -m benchmarks.linear_cpu_time [--d 256] [--k 100000] [--calls 3] [--dtype bfloat16]
 
 ``--dtype bfloat16`` takes bf16 features and weight (PyTorch's default option beside its
 batch-chunked one: in bf16 it can be the faster).
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import frlr.torch as frlr
-from huge_k import shape_inputs
+from benchmarks.huge_k import shape_inputs
 
 
 def main() -> None:

@@ -1,10 +1,10 @@
 """Forward+backward time and peak memory of the frlr losses against named peers, in one run.
 
-    python benchmarks/loss_speed.py            # full table, writes docs/benchmarks/loss_speed.md
-    python benchmarks/loss_speed.py --quick    # tiny shapes, a smoke test (writes nothing)
-    python benchmarks/loss_speed.py --k 1000 --no-memory   # a partial run (writes nothing
+    python -m benchmarks.loss_speed            # full table, writes docs/benchmarks/loss_speed.md
+    python -m benchmarks.loss_speed --quick    # tiny shapes, a smoke test (writes nothing)
+    python -m benchmarks.loss_speed --k 1000 --no-memory   # a partial run (writes nothing
                                                            # unless --out is given)
-    python benchmarks/loss_speed.py --device cuda --out gpu.md   # on a GPU (writes only --out)
+    python -m benchmarks.loss_speed --device cuda --out gpu.md   # on a GPU (writes only --out)
 
 Peers, measured in the same process on the same inputs:
 * ``F.cross_entropy`` (the baseline every ratio is taken against);
@@ -23,8 +23,6 @@ import argparse
 import datetime
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -37,7 +35,8 @@ import torch
 import torch.nn.functional as F
 
 import frlr.torch as frlr
-from _machine import cpu_and_torch, current_rss_mb, peak_rss_mb
+from benchmarks._invocation import command_line, run_module
+from benchmarks._machine import cpu_and_torch, current_rss_mb, peak_rss_mb
 
 
 def one_hot(target: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -198,7 +197,8 @@ def target_lines(ms: dict[int, dict[str, list[float]]], sizes_k: tuple[int, ...]
     return [*lines, ""]
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The options; a full run (the default sizes, with memory, on the CPU) writes the record."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny shapes, no file written")
     parser.add_argument("--fused", action=argparse.BooleanOptionalAction, default=True)
@@ -221,110 +221,133 @@ def main() -> None:
         "--device", default="cpu", help="cpu or cuda[:N]; only a CPU run updates the CPU record"
     )
     args = parser.parse_args()
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: CUDA is not available here")
     full = (args.n, args.k) == (parser.get_default("n"), parser.get_default("k")) and args.memory
-    full = full and device.type == "cpu"
-    if args.out is None and full:
+    if args.out is None and full and torch.device(args.device).type == "cpu":
         args.out = "docs/benchmarks/loss_speed.md"
+    return args
+
+
+def first_call_lines(methods: dict[str, Callable], device: torch.device) -> list[str]:
+    """The compiler's first-call latency of each fused loss, N = 128, K = 1,000."""
+    lines = ["### First call of the fused losses (torch.compile), N = 128, K = 1,000", ""]
+    for name, fn in methods.items():
+        if "fused" in name:
+            z = torch.randn(128, 1000, device=device, requires_grad=True)
+            start = time.perf_counter()
+            fn(z, torch.randint(0, 1000, (128,), device=device)).backward()
+            synchronize(device)
+            lines.append(f"- {name}: {time.perf_counter() - start:.1f} s")
+            print(lines[-1], flush=True)
+    return [*lines, ""]
+
+
+def speed_table(
+    methods: dict[str, Callable],
+    n: int,
+    sizes_k: tuple[int, ...],
+    rounds: int,
+    min_s: float,
+    device: torch.device,
+) -> tuple[list[str], dict[str, list[float]]]:
+    """The table of one batch size (median ms, ratio to F.cross_entropy), and its ms by
+    method, one value per K."""
+    ms: dict[str, list[float]] = {name: [] for name in methods}
+    for k in sizes_k:
+        g = torch.Generator().manual_seed(0)
+        z = torch.randn(n, k, generator=g).to(device)
+        y = torch.randint(0, k, (n,), generator=g).to(device)
+        for name, value in time_methods(methods, z, y, rounds, min_s).items():
+            ms[name].append(value)
+    base = ms["F.cross_entropy"]
+    table = [
+        f"### N = {n}: median forward+backward ms (ratio to F.cross_entropy)",
+        "",
+        "| loss | " + " | ".join(f"K={k:,}" for k in sizes_k) + " |",
+        "|---|" + "---:|" * len(sizes_k),
+    ]
+    for name, values in ms.items():
+        cells = " | ".join(f"{v:.2f} ({v / b:.2f}x)" for v, b in zip(values, base, strict=True))
+        table.append(f"| {name} | {cells} |")
+    print("\n".join(table) + "\n", flush=True)
+    return [*table, ""], ms
+
+
+def memory_table(methods: dict[str, Callable], device: torch.device) -> list[str]:
+    """Peak memory growth of one forward+backward per method at N = 1,024, K = 100,000: in a
+    fresh process each on the CPU, from the allocator's peak on CUDA."""
+    n, k = 1024, 100_000
+    how = "in-process CUDA allocator peak" if device.type == "cuda" else "fresh process each"
+    table = [
+        f"### Peak memory growth of one forward+backward, N = {n}, K = {k:,} "
+        f"({how}; logits alone are "
+        f"{n * k * 4 / 2**20:.0f} MB, and every method's input gradient is one more such "
+        "tensor)",
+        "",
+        "| loss | MB | ratio to F.cross_entropy |",
+        "|---|---:|---:|",
+    ]
+    mb = {}
+    for name in methods:
+        if device.type == "cuda":
+            mb[name] = cuda_peak_mb(name, n, k, device)
+            continue
+        args = ["--memory-child", name, str(n), str(k)]
+        out = run_module("benchmarks.loss_speed", args, check=True)
+        mb[name] = float(out.stdout.strip().splitlines()[-1])
+    for name, value in mb.items():
+        table.append(f"| {name} | {value:.0f} | {value / mb['F.cross_entropy']:.2f}x |")
+    leanest = all(mb[name] <= mb["F.cross_entropy"] for name in mb if name.startswith("frlr"))
+    table += [
+        "",
+        "- every frlr loss grows peak memory no more than F.cross_entropy: "
+        + ("met" if leanest else "MISSED"),
+    ]
+    print("\n".join(table), flush=True)
+    return [*table, ""]
+
+
+def record_header(device: torch.device, rounds: int, min_s: float, started: float) -> list[str]:
+    """The record's title, machine, load and command lines."""
+    return [
+        "# Loss speed and memory",
+        "",
+        f"Date: {datetime.date.today().isoformat()}. Machine: {cpu_and_torch()}"
+        f"{gpu_line(device)}. "
+        f"Load average at the end: {os.getloadavg()[0]:.1f}; "
+        f"wall time {time.perf_counter() - started:.0f} s.",
+        "",
+        f"Command: `{command_line('benchmarks.loss_speed')}` (float32, index targets, "
+        f"reduction mean; median over {rounds} interleaved rounds of at least {min_s:g} s of "
+        "calls per method and shape, after one warm-up call).",
+        "",
+    ]
+
+
+def main() -> None:
+    args = parse_args()
     if args.memory_child:
         name, n, k = args.memory_child
         memory_child(name, int(n), int(k))
         return
-
+    device = torch.device(args.device)
     sizes_n = (8, 32) if args.quick else tuple(int(v) for v in args.n.split(","))
     sizes_k = (10, 200) if args.quick else tuple(int(v) for v in args.k.split(","))
     rounds, min_s = (1, 0.0) if args.quick else (args.rounds, args.min_time)
     methods = candidates(args.fused and not args.quick)
     started = time.perf_counter()
-    lines = []
-    if args.fused and not args.quick:  # report the compiler's first-call latency
-        lines += ["### First call of the fused losses (torch.compile), N = 128, K = 1,000", ""]
-        for name, fn in methods.items():
-            if "fused" in name:
-                z = torch.randn(128, 1000, device=device, requires_grad=True)
-                start = time.perf_counter()
-                fn(z, torch.randint(0, 1000, (128,), device=device)).backward()
-                synchronize(device)
-                lines.append(f"- {name}: {time.perf_counter() - start:.1f} s")
-                print(lines[-1], flush=True)
-        lines.append("")
+    lines = first_call_lines(methods, device) if args.fused and not args.quick else []
     all_ms: dict[int, dict[str, list[float]]] = {}
     for n in sizes_n:
-        header = "| loss | " + " | ".join(f"K={k:,}" for k in sizes_k) + " |"
-        ms: dict[str, list[float]] = {name: [] for name in methods}
-        for k in sizes_k:
-            g = torch.Generator().manual_seed(0)
-            z = torch.randn(n, k, generator=g).to(device)
-            y = torch.randint(0, k, (n,), generator=g).to(device)
-            for name, value in time_methods(methods, z, y, rounds, min_s).items():
-                ms[name].append(value)
-        all_ms[n] = ms
-        base = ms["F.cross_entropy"]
-        table = [
-            f"### N = {n}: median forward+backward ms (ratio to F.cross_entropy)",
-            "",
-            header,
-            "|---|" + "---:|" * len(sizes_k),
-        ]
-        for name, values in ms.items():
-            cells = " | ".join(f"{v:.2f} ({v / b:.2f}x)" for v, b in zip(values, base, strict=True))
-            table.append(f"| {name} | {cells} |")
-        print("\n".join(table) + "\n", flush=True)
-        lines += [*table, ""]
+        table, all_ms[n] = speed_table(methods, n, sizes_k, rounds, min_s, device)
+        lines += table
     summary = target_lines(all_ms, sizes_k)
     print("\n".join(summary), flush=True)
-
     if not args.quick and args.memory:
-        n, k = 1024, 100_000
-        how = "in-process CUDA allocator peak" if device.type == "cuda" else "fresh process each"
-        table = [
-            f"### Peak memory growth of one forward+backward, N = {n}, K = {k:,} "
-            f"({how}; logits alone are "
-            f"{n * k * 4 / 2**20:.0f} MB, and every method's input gradient is one more such "
-            "tensor)",
-            "",
-            "| loss | MB | ratio to F.cross_entropy |",
-            "|---|---:|---:|",
-        ]
-        mb = {}
-        for name in methods:
-            if device.type == "cuda":
-                mb[name] = cuda_peak_mb(name, n, k, device)
-                continue
-            out = subprocess.run(
-                [sys.executable, __file__, "--memory-child", name, str(n), str(k)],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            mb[name] = float(out.stdout.strip().splitlines()[-1])
-        for name, value in mb.items():
-            table.append(f"| {name} | {value:.0f} | {value / mb['F.cross_entropy']:.2f}x |")
-        leanest = all(mb[name] <= mb["F.cross_entropy"] for name in mb if name.startswith("frlr"))
-        table += [
-            "",
-            "- every frlr loss grows peak memory no more than F.cross_entropy: "
-            + ("met" if leanest else "MISSED"),
-        ]
-        print("\n".join(table), flush=True)
-        lines += [*table, ""]
+        lines += memory_table(methods, device)
     if not args.quick and args.out is not None:
-        command = " ".join(["python", "benchmarks/loss_speed.py", *sys.argv[1:]])
-        header = [
-            "# Loss speed and memory",
-            "",
-            f"Date: {datetime.date.today().isoformat()}. Machine: {cpu_and_torch()}"
-            f"{gpu_line(device)}. "
-            f"Load average at the end: {os.getloadavg()[0]:.1f}; "
-            f"wall time {time.perf_counter() - started:.0f} s.",
-            "",
-            f"Command: `{command}` (float32, index targets, reduction mean; "
-            f"median over {rounds} interleaved rounds of at least {min_s:g} s of calls per "
-            "method and shape, after one warm-up call).",
-            "",
-        ]
+        header = record_header(device, rounds, min_s, started)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text("\n".join(header + summary + lines))
         print(f"wrote {args.out}")

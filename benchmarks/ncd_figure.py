@@ -1,9 +1,9 @@
 """The paper's Fig. 2, measured: negative class distraction of LR on Tiny ImageNet (K = 200).
 
-    python benchmarks/ncd_figure.py                 # 2 epochs, 4 losses: 7-9 min on 2 CPU cores
-    python benchmarks/ncd_figure.py --steps 50      # 50 steps per epoch: a ~1.5 min smoke run
-    python benchmarks/ncd_figure.py --plot-only     # redraw figures and report from --out
-    python benchmarks/ncd_figure.py --losses sr,lr,lr:paper,hs-lr,ss-lr   # both LR forms
+    python -m benchmarks.ncd_figure                 # 2 epochs, 4 losses: 7-9 min on 2 CPU cores
+    python -m benchmarks.ncd_figure --steps 50      # 50 steps per epoch: a ~1.5 min smoke run
+    python -m benchmarks.ncd_figure --plot-only     # redraw figures and report from --out
+    python -m benchmarks.ncd_figure --losses sr,lr,lr:paper,hs-lr,ss-lr   # both LR forms
 
 Trains the same ResNet-20 (same initialisation, same batches, same augmentation) on the
 Tiny ImageNet training subset (200 classes, 32x32) with SR, LR, HS-LR and SS-LR, SGD at the

@@ -1,7 +1,7 @@
 """What makes the ``cpu`` preset's training step fastest on this machine: bf16 autocast,
 channels-last, ``torch.compile``, the batch size and the threads per process.
 
-    python benchmarks/recipe_speed.py --write docs/benchmarks/recipe_speed.md
+    python -m benchmarks.recipe_speed --write docs/benchmarks/recipe_speed.md
 
 Why CPU time: the experiments run one single-thread process per core, on a host other jobs
 share, so what decides their throughput is the CPU seconds an image costs one thread, which a
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _machine import cpu_model
+from benchmarks._invocation import command_line
 from frlr.data.augment import augment_batch, images_to_tensor, iterate_batches, normalize
 from frlr.models import build_model
+from frlr.provenance import cpu_model
 from frlr.torch import get_loss
 
 MEAN, STD = (0.48, 0.45, 0.40), (0.27, 0.26, 0.28)
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 def record(results, settings, load_before: float, load_after: float, argv) -> str:
     chosen = results[settings[1]]
     base = min(chosen.cpu_per_image)
-    command = shlex.join(["python", "benchmarks/recipe_speed.py", *(argv or sys.argv[1:])])
+    command = command_line("benchmarks.recipe_speed", argv or None)
     lines = [
         "# The cpu preset's training step: which settings are fastest here",
         "",

@@ -60,10 +60,10 @@ for step in "${steps[@]}"; do
       run "${frlr[@]}" compare --dataset digits --preset cpu "${budget[@]}" --out "$out/digits-small-cnn-cpu" ;;
     ncd)  # Fig. 2: NCD of LR vs SR, HS-LR, SS-LR on the Tiny ImageNet subset.
       if [ "$quick" = 1 ]; then
-        run "$py" benchmarks/ncd_figure.py --data-dir "$data" --epochs 1 --steps 3 --probe 64 --no-bf16 \
+        run "$py" -m benchmarks.ncd_figure --data-dir "$data" --epochs 1 --steps 3 --probe 64 --no-bf16 \
           --out "$out/ncd_figure" --figure "$out/ncd_figure/ncd.png"
       else
-        run "$py" benchmarks/ncd_figure.py --data-dir "$data" --out "$out/ncd_figure"
+        run "$py" -m benchmarks.ncd_figure --data-dir "$data" --out "$out/ncd_figure"
       fi ;;
     tiny)  # Table 1 analogue: ResNet-20 at 32x32 on the Tiny ImageNet subset (K = 200).
       run "${frlr[@]}" compare --dataset tiny-imagenet --data-dir "$data" --preset cpu \
@@ -96,15 +96,15 @@ for step in "${steps[@]}"; do
         --losses lr,hs-lr,ss-lr "${budget[@]}" --out "$out/mosaic-cpu" ;;
     speed)  # docs/benchmarks: loss speed and memory, hard selection, training throughput.
       if [ "$quick" = 1 ]; then
-        run "$py" benchmarks/loss_speed.py --quick
-        run "$py" benchmarks/selection_speed.py --quick
-        run "$py" benchmarks/train_speed.py --arch resnet20 --steps 2 --warmup 1 --rounds 1 \
+        run "$py" -m benchmarks.loss_speed --quick
+        run "$py" -m benchmarks.selection_speed --quick
+        run "$py" -m benchmarks.train_speed --arch resnet20 --steps 2 --warmup 1 --rounds 1 \
           --images 512 --batch-size 32 --workers 0 --no-bf16
       else
-        run "$py" benchmarks/loss_speed.py
-        run "$py" benchmarks/selection_speed.py
-        run "$py" benchmarks/train_speed.py --steps 30 --channels-last --write docs/benchmarks/train_speed.md
-        run "$py" benchmarks/train_speed.py --steps 30 --no-bf16 --write docs/benchmarks/train_speed.md --append
+        run "$py" -m benchmarks.loss_speed
+        run "$py" -m benchmarks.selection_speed
+        run "$py" -m benchmarks.train_speed --steps 30 --channels-last --write docs/benchmarks/train_speed.md
+        run "$py" -m benchmarks.train_speed --steps 30 --no-bf16 --write docs/benchmarks/train_speed.md --append
       fi ;;
   esac
 done

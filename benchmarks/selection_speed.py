@@ -1,7 +1,7 @@
 """Why HS-LR costs what it costs: the exact top-m% selection against every alternative we tried.
 
-    python benchmarks/selection_speed.py            # writes docs/benchmarks/selection_speed.md
-    python benchmarks/selection_speed.py --quick    # tiny shapes, a smoke test (writes nothing)
+    python -m benchmarks.selection_speed            # writes docs/benchmarks/selection_speed.md
+    python -m benchmarks.selection_speed --quick    # tiny shapes, a smoke test (writes nothing)
 
 HS-LR keeps the n = floor(m% (K - 1)) highest-logit negatives of each row (m = 25). Selecting
 them exactly is a per-row quickselect; this times the candidates for it on the shapes of the
@@ -39,7 +39,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from _machine import cpu_and_torch
+from benchmarks._invocation import command_line
+from benchmarks._machine import cpu_and_torch
 
 
 def median_ms(fn: Callable[[], object], min_s: float = 0.5) -> float:
@@ -79,46 +80,36 @@ def threshold_search(z: torch.Tensor, y: torch.Tensor, n: int, passes: int) -> l
     return shares
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny shapes, a smoke test")
-    parser.add_argument("--out", default="docs/benchmarks/selection_speed.md")
-    args = parser.parse_args()
-    quick = args.quick
-    started = time.perf_counter()
-    torch.manual_seed(0)
-    shapes = (
-        ((8, 50), (16, 100))
-        if quick
-        else ((128, 1000), (1024, 1000), (128, 10_000), (1024, 10_000))
-    )
-    min_s = 0.0 if quick else 0.5
-    rows = []
-    for n_rows, k in shapes:
-        z = torch.randn(n_rows, k)
-        y = torch.randint(0, k, (n_rows,))
-        n = (k - 1) // 4
-        array = z.numpy()
-        threshold = z[:, :1].clone()
-        buffer = torch.empty_like(z)
-        x = z.clone().requires_grad_(True)
+def shape_timings(n_rows: int, k: int, min_s: float) -> dict[str, float]:
+    """Median ms of each candidate on one (n_rows, k) shape of normal logits, n = (k - 1) // 4."""
+    z = torch.randn(n_rows, k)
+    y = torch.randint(0, k, (n_rows,))
+    n = (k - 1) // 4
+    array = z.numpy()
+    threshold = z[:, :1].clone()
+    buffer = torch.empty_like(z)
+    x = z.clone().requires_grad_(True)
 
-        def cross_entropy(x=x, y=y) -> None:
-            x.grad = None
-            F.cross_entropy(x, y).backward()
+    def cross_entropy() -> None:
+        x.grad = None
+        F.cross_entropy(x, y).backward()
 
-        timings = {
-            "F.cross_entropy fwd+bwd": cross_entropy,
-            "topk(n, sorted=False)": lambda z=z, n=n: z.topk(n, dim=1, sorted=False),
-            "kthvalue": lambda z=z, n=n, k=k: z.kthvalue(k - n, dim=1),
-            "sort": lambda z=z: z.sort(dim=1),
-            "np.partition (1 thread)": lambda a=array, n=n, k=k: np.partition(a, k - n, axis=1),
-            "one count pass": lambda z=z, t=threshold, b=buffer: count_pass(z, t, b),
-            "F.softplus": lambda z=z: F.softplus(z),
-            "fill a new buffer": lambda z=z: torch.empty_like(z).fill_(1.0),
-            "fill a reused buffer": lambda b=buffer: b.fill_(1.0),
-        }
-        rows.append((n_rows, k, {name: median_ms(fn, min_s) for name, fn in timings.items()}))
+    timings = {
+        "F.cross_entropy fwd+bwd": cross_entropy,
+        "topk(n, sorted=False)": lambda: z.topk(n, dim=1, sorted=False),
+        "kthvalue": lambda: z.kthvalue(k - n, dim=1),
+        "sort": lambda: z.sort(dim=1),
+        "np.partition (1 thread)": lambda: np.partition(array, k - n, axis=1),
+        "one count pass": lambda: count_pass(z, threshold, buffer),
+        "F.softplus": lambda: F.softplus(z),
+        "fill a new buffer": lambda: torch.empty_like(z).fill_(1.0),
+        "fill a reused buffer": lambda: buffer.fill_(1.0),
+    }
+    return {name: median_ms(fn, min_s) for name, fn in timings.items()}
+
+
+def timing_table(rows: list[tuple[int, int, dict[str, float]]]) -> list[str]:
+    """One row per candidate, one column per shape, each ms with its ratio to cross-entropy."""
     lines = ["### Median ms (ratio to F.cross_entropy's forward+backward), n = floor((K-1)/4)", ""]
     lines.append("| operation | " + " | ".join(f"{n}x{k:,}" for n, k, _ in rows) + " |")
     lines.append("|---|" + "---:|" * len(rows))
@@ -128,13 +119,13 @@ def main() -> None:
             base = ms["F.cross_entropy fwd+bwd"]
             cells.append(f"{ms[name]:.3f} ({ms[name] / base:.1f}x)")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
-    passes = 10
-    lines += [
-        "",
-        f"### Threshold search: share of rows solved after each of {passes} count passes",
-        "",
-    ]
+
+def search_lines(quick: bool, passes: int = 10) -> list[str]:
+    """The threshold search's share of solved rows after each pass, on normal and on
+    log-normal logits (a skewed row, where a Gaussian first guess lands worse)."""
+    lines = [f"### Threshold search: share of rows solved after each of {passes} count passes", ""]
     for label, make in (
         ("normal logits", lambda shape: torch.randn(shape)),
         ("log-normal logits", lambda shape: torch.randn(shape).exp()),
@@ -146,16 +137,34 @@ def main() -> None:
             lines.append(
                 f"- {label}, {n_rows}x{k:,}: " + ", ".join(f"{100 * v:.0f}%" for v in shares)
             )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny shapes, a smoke test")
+    parser.add_argument("--out", default="docs/benchmarks/selection_speed.md")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    torch.manual_seed(0)
+    shapes = (
+        ((8, 50), (16, 100))
+        if args.quick
+        else ((128, 1000), (1024, 1000), (128, 10_000), (1024, 10_000))
+    )
+    min_s = 0.0 if args.quick else 0.5
+    rows = [(n_rows, k, shape_timings(n_rows, k, min_s)) for n_rows, k in shapes]
+    lines = [*timing_table(rows), "", *search_lines(args.quick)]
     print("\n".join(lines))
-    if not quick:
+    if not args.quick:
         header = [
             "# Exact hard-negative selection: what HS-LR's top-k costs against the alternatives",
             "",
             f"Date: {datetime.date.today().isoformat()}. Machine: {cpu_and_torch()}. Wall time "
             f"{time.perf_counter() - started:.0f} s.",
             "",
-            "Command: `python benchmarks/selection_speed.py` (float32 normal logits; median of at "
-            "least 0.5 s of calls each).",
+            f"Command: `{command_line('benchmarks.selection_speed')}` (float32 normal logits; "
+            "median of at least 0.5 s of calls each).",
             "",
         ]
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

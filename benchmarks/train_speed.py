@@ -1,7 +1,7 @@
 """Training throughput: the toolkit's data pipeline against a conventional DataLoader pipeline.
 
-    python benchmarks/train_speed.py                       # ResNet-32, 32x32, batch 128, bf16
-    python benchmarks/train_speed.py --steps 40 --no-bf16 --write docs/benchmarks/train_speed.md
+    python -m benchmarks.train_speed                       # ResNet-32, 32x32, batch 128, bf16
+    python -m benchmarks.train_speed --steps 40 --no-bf16 --write docs/benchmarks/train_speed.md
 
 Both pipelines train the same network (ResNet-32 by default) with the same loss (SR), optimiser
 (SGD, momentum 0.9, weight decay 5e-4), batch size and autocast setting, on the same uint8
@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,9 +39,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from _machine import cpu_model
+from benchmarks._invocation import command_line
 from frlr.data.augment import augment_batch, images_to_tensor, iterate_batches, normalize
 from frlr.models import build_model
+from frlr.provenance import cpu_model
 from frlr.torch import get_loss
 
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -224,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _write(args, timings: list[Timing], speedup: float, best: Timing, device) -> None:
     date = subprocess.run(["date"], capture_output=True, text=True).stdout.strip()
-    command = "python benchmarks/train_speed.py " + shlex.join(sys.argv[1:])
+    command = command_line("benchmarks.train_speed")
     lines = [] if args.append else ["# Training throughput: toolkit pipeline vs DataLoader", ""]
     lines += [
         f"## {args.arch}, batch {args.batch_size}, {'bf16' if args.bf16 else 'fp32'}",

@@ -1,9 +1,12 @@
 """The import graph of ``src/frlr``, read with ``ast`` (nothing is imported): who imports whom,
 at module level or inside functions, each module's layer, the circles, the imports that point
-up a layer or reach into another package's private names, and the longest functions.
+up a layer or reach into another package's private names; and, over ``src/frlr`` and the
+``benchmarks`` package, the private names taken from another module, the benchmarks imported by
+a bare name, and the longest functions.
 
 Run it for the numbers: ``python tests/import_graph.py`` prints the circles, the upward
-imports, the private imports and every function longer than 80 lines.
+imports, the private imports and names, the bare benchmark imports and every function longer
+than 80 lines.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
@@ -24,7 +28,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "data, models, eval",
         ("frlr.io", "frlr.provenance", "frlr.presets", "frlr.data", "frlr.models", "frlr.eval"),
     ),
-    ("training", ("frlr.tasks", "frlr.config", "frlr.rundir", "frlr.class_parallel", "frlr.train")),
+    ("training", ("frlr.tasks", "frlr.config", "frlr.rundir", "frlr.heads", "frlr.train")),
     ("experiments", ("frlr.experiments",)),
     ("report", ("frlr.report",)),
     ("cli", ("frlr.cli",)),
@@ -51,6 +55,14 @@ def module_files() -> dict[str, Path]:
             parts.pop()
         modules[".".join(parts)] = path
     return modules
+
+
+def benchmark_files() -> dict[str, Path]:
+    """Every module of the ``benchmarks`` package, by dotted name (the package by its own)."""
+    return {
+        "benchmarks" if path.stem == "__init__" else f"benchmarks.{path.stem}": path
+        for path in sorted(BENCHMARKS.glob("*.py"))
+    }
 
 
 def is_package(name: str, modules: dict[str, Path]) -> bool:
@@ -227,6 +239,7 @@ PACKAGE_ORDERS: dict[str, tuple[str, ...]] = {
         "argmax",
         "modules",
     ),
+    "frlr.heads": ("options", "base", "materialised", "chunked", "class_parallel"),
 }
 """Packages layered inside, lowest module first: a module imports only modules before it (the
 package's ``__init__`` is above them all)."""
@@ -266,26 +279,131 @@ def longest_functions(package: str, limit: int) -> list[tuple[str, int]]:
     return [(name, n) for name, n in long_functions(limit) if name.startswith(inside)]
 
 
-def long_functions(limit: int = 80, skip: tuple[str, ...] = ()) -> Iterator[tuple[str, int]]:
-    """(module:function, lines) for every function of more than ``limit`` lines."""
-    for module, path in module_files().items():
-        if any(module == s or module.startswith(s + ".") for s in skip):
-            continue
+def long_functions(
+    limit: int = 80, files: dict[str, Path] | None = None
+) -> Iterator[tuple[str, int]]:
+    """(module:function, lines) for every function of ``files`` (default: src/frlr and the
+    benchmarks) longer than ``limit`` lines, from its ``def`` line to its last: decorators do
+    not count."""
+    files = {**module_files(), **benchmark_files()} if files is None else files
+    for module, path in files.items():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
-                length = node.end_lineno - first + 1
+                length = node.end_lineno - node.lineno + 1
                 if length > limit:
                     yield f"{module}:{node.name}", length
 
 
-def has_length_reason(module: str, function: str) -> bool:
-    """Whether a long function's docstring says why it is long (a sentence with "long")."""
-    tree = ast.parse(module_files()[module].read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == function:
-            return "long" in (ast.get_docstring(node) or "").lower()
-    return False
+def bare_benchmark_imports(files: dict[str, Path] | None = None) -> list[str]:
+    """``module:line name`` for each import, in a benchmark, of another benchmark by its bare
+    name (``from huge_k import shape_inputs``): that resolves only while the script's own folder
+    is on ``sys.path``, never for ``python -m benchmarks.x``."""
+    files = benchmark_files() if files is None else files
+    stems = {name.rpartition(".")[2] for name in files if name != "benchmarks"}
+    bad = []
+    for module, path in files.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            bad += [f"{module}:{node.lineno} {n}" for n in names if n.split(".")[0] in stems]
+    return bad
+
+
+@dataclass(frozen=True)
+class PrivateUse:
+    user: str  # the module (of src/frlr or the benchmarks) that takes the name
+    line: int
+    owner: str  # the module the private name belongs to, or the private module's package
+    name: str  # the private name or private module
+
+
+class _PrivateNames:
+    """The private frlr names one module takes (see [`private_names_taken`][])."""
+
+    def __init__(self, user: str, path: Path, modules: dict[str, Path]) -> None:
+        self.user, self.modules = user, modules
+        self.package = user if path.name == "__init__.py" else user.rpartition(".")[0]
+        self.bound: dict[str, str] = {}  # a local name -> the frlr module bound to it
+        self.found: set[PrivateUse] = set()
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                self._import(node)
+            elif isinstance(node, ast.ImportFrom):
+                self._import_from(node)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute):
+                owner = self._module_of(node.value)
+                if owner is not None:
+                    self._take(owner, node.attr, node.lineno)
+
+    def _take(self, owner: str, name: str, line: int) -> None:
+        """``name`` taken from module ``owner``: a private module may be taken within its
+        package (by frlr modules only), a private name only by its own module."""
+        if not _private(name):
+            return
+        if f"{owner}.{name}" in self.modules:
+            allowed = self.user.startswith("frlr") and _shares_privates(self.package, owner)
+        else:
+            allowed = owner == self.user
+        if not allowed:
+            self.found.add(PrivateUse(self.user, line, owner, name))
+
+    def _take_path(self, target: str, line: int) -> None:
+        parts = target.split(".")
+        for i in range(1, len(parts)):
+            self._take(".".join(parts[:i]), parts[i], line)
+
+    def _import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            if alias.name.split(".")[0] == "frlr":
+                self._take_path(alias.name, node.lineno)
+                self.bound[alias.asname or "frlr"] = alias.name if alias.asname else "frlr"
+
+    def _import_from(self, node: ast.ImportFrom) -> None:
+        base = node.module or ""
+        if node.level:
+            stem = self.package.split(".")[: len(self.package.split(".")) - node.level + 1]
+            base = ".".join([*stem, *([base] if base else [])])
+        if base.split(".")[0] != "frlr":
+            return
+        self._take_path(base, node.lineno)
+        for alias in node.names:
+            self._take(base, alias.name, node.lineno)
+            if f"{base}.{alias.name}" in self.modules:
+                self.bound[alias.asname or alias.name] = f"{base}.{alias.name}"
+
+    def _module_of(self, expr: ast.expr) -> str | None:
+        """The frlr module an expression names (``losses``, ``frlr.torch``), if it names one."""
+        if isinstance(expr, ast.Name):
+            return self.bound.get(expr.id)
+        if isinstance(expr, ast.Attribute):
+            owner = self._module_of(expr.value)
+            if owner is not None and f"{owner}.{expr.attr}" in self.modules:
+                return f"{owner}.{expr.attr}"
+        return None
+
+
+def private_names_taken(
+    users: dict[str, Path] | None = None, modules: dict[str, Path] | None = None
+) -> list[PrivateUse]:
+    """Private frlr names that a module takes from another module: by ``from m import _x``,
+    or as an attribute of an imported module (``losses._check_hyper``). A private module
+    (``frlr.torch._kernels``) may still be imported within its package, as
+    [`private_imports`][] allows, but from outside frlr (a benchmark) never.
+
+    ``users``: the modules whose uses are read (default: src/frlr's and the benchmarks);
+    ``modules``: the frlr modules that names resolve to (default: src/frlr's)."""
+    modules = module_files() if modules is None else modules
+    users = {**modules, **benchmark_files()} if users is None else users
+    found: set[PrivateUse] = set()
+    for user, path in users.items():
+        found |= _PrivateNames(user, path, modules).found
+    return sorted(found, key=lambda use: (use.user, use.line, use.name))
 
 
 if __name__ == "__main__":
@@ -298,6 +416,10 @@ if __name__ == "__main__":
         print(f"upward: {item.importer}:{item.line} -> {item.target} ({where})")
     for item in private_imports(found):
         print(f"private: {item.importer}:{item.line} -> {item.target} {item.names or ''}")
+    for use in private_names_taken():
+        print(f"private name: {use.user}:{use.line} takes {use.owner}.{use.name}")
+    for bare in bare_benchmark_imports():
+        print(f"bare benchmark import: {bare}")
     lengths = sorted(long_functions(), key=lambda pair: -pair[1])
     for name, length in lengths:
         print(f"{length:4d} lines: {name}")

@@ -1,8 +1,10 @@
-"""Smoke tests of the benchmark scripts: they run end to end on tiny shapes (timings unchecked)."""
+"""Smoke tests of the benchmarks: each runs end to end on tiny shapes as ``python -m
+benchmarks.<name>`` from the repository root (timings unchecked)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import os
 import subprocess
@@ -12,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+REPO = Path(__file__).resolve().parent.parent
+BENCHMARKS = REPO / "benchmarks"
 
 TRAIN_SPEED_SMOKE = (
     "--arch",
@@ -31,32 +34,39 @@ TRAIN_SPEED_SMOKE = (
     "0",
     "--no-bf16",
 )
-"""The train_speed.py arguments of the smoke test below; ``reproduce.sh --quick`` runs the same."""
+"""The train_speed arguments of the smoke test below; ``reproduce.sh --quick`` runs the same."""
 
 QUICK_COMMANDS = (
-    ("benchmarks/loss_speed.py", "--quick"),
-    ("benchmarks/selection_speed.py", "--quick"),
-    ("benchmarks/train_speed.py", *TRAIN_SPEED_SMOKE),
+    ("-m", "benchmarks.loss_speed", "--quick"),
+    ("-m", "benchmarks.selection_speed", "--quick"),
+    ("-m", "benchmarks.train_speed", *TRAIN_SPEED_SMOKE),
 )
 """What these smoke tests run, as ``reproduce.sh --quick speed`` runs it (checked there)."""
 
 
-def _run(*argv: str, timeout: float = 180) -> str:
-    out = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=timeout)
+def _argv(name: str, *args: str) -> list[str]:
+    """``python -m benchmarks.<name> args``, as a user runs it from the repository root."""
+    return [sys.executable, "-m", f"benchmarks.{name}", *args]
+
+
+def _run(name: str, *args: str, timeout: float = 180) -> str:
+    out = subprocess.run(
+        _argv(name, *args), capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
 
 
 def _import_benchmark(name: str):
-    sys.path.insert(0, str(BENCHMARKS))
+    sys.path.insert(0, str(REPO))
     try:
-        return __import__(name)
+        return importlib.import_module(f"benchmarks.{name}")
     finally:
-        sys.path.remove(str(BENCHMARKS))
+        sys.path.remove(str(REPO))
 
 
 def test_loss_speed_quick_prints_every_peer_and_frlr_loss():
-    text = _run(str(BENCHMARKS / "loss_speed.py"), "--quick")
+    text = _run("loss_speed", "--quick")
     for name in (
         "F.cross_entropy",
         "authors HS-LR",
@@ -69,7 +79,7 @@ def test_loss_speed_quick_prints_every_peer_and_frlr_loss():
 
 
 def test_selection_speed_quick_prints_every_candidate_and_the_search():
-    text = _run(str(BENCHMARKS / "selection_speed.py"), "--quick")
+    text = _run("selection_speed", "--quick")
     for name in ("topk(n, sorted=False)", "np.partition", "one count pass", "F.softplus"):
         assert name in text
     assert "log-normal logits, 16x100:" in text
@@ -77,7 +87,7 @@ def test_selection_speed_quick_prints_every_candidate_and_the_search():
 
 
 def test_loss_speed_memory_child_reports_megabytes():
-    text = _run(str(BENCHMARKS / "loss_speed.py"), "--memory-child", "frlr ss-lr", "64", "1000")
+    text = _run("loss_speed", "--memory-child", "frlr ss-lr", "64", "1000")
     assert float(text.strip().splitlines()[-1]) >= 0
 
 
@@ -95,18 +105,18 @@ def test_loss_speed_target_lines_judge_the_worst_case():
 
 @pytest.mark.slow
 def test_train_speed_runs_a_few_steps():
-    text = _run(str(BENCHMARKS / "train_speed.py"), *TRAIN_SPEED_SMOKE)
+    text = _run("train_speed", *TRAIN_SPEED_SMOKE)
     assert "images/s" in text or "img/s" in text
 
 
 @pytest.mark.slow  # a dozen fresh processes and two gloo groups
 def test_recipe_speed_quick_times_the_settings_and_names_the_cpus_bf16_support():
-    text = _run(str(BENCHMARKS / "recipe_speed.py"), "--quick")
+    text = _run("recipe_speed", "--quick")
     assert "fp32, channels-last (chosen) | " in text and "bf16 support: " in text
 
 
 def test_huge_k_quick_prints_every_method_the_targets_and_class_parallel():
-    text = _run(str(BENCHMARKS / "huge_k.py"), "--quick", timeout=600)
+    text = _run("huge_k", "--quick", timeout=600)
     for name in (
         "F.cross_entropy(x @ W.T)",
         "F.linear_cross_entropy (batch_chunk_size=128)",
@@ -159,7 +169,7 @@ def test_huge_k_in_process_quick_is_the_cuda_layout_on_the_cpu(tmp_path):
     sweep, the record file) run on the CPU: all of it but the torch.cuda readings."""
     out = tmp_path / "huge_k_cuda.md"
     args = ("--device", "cpu", "--in-process", "--quick", "--out", str(out))
-    text = _run(str(BENCHMARKS / "huge_k.py"), *args, timeout=300)
+    text = _run("huge_k", *args, timeout=300)
     record = out.read_text()
     assert record.startswith("# Huge K on one CPU process")
     assert "INCOMPLETE" not in record and "failed" not in record and "not run" not in record
@@ -184,7 +194,7 @@ def test_huge_k_in_process_quick_is_the_cuda_layout_on_the_cpu(tmp_path):
 def test_huge_k_seconds_budget_runs_nothing_and_says_so(tmp_path):
     out = tmp_path / "huge_k.md"
     args = ("--device", "cpu", "--in-process", "--quick", "--seconds", "0", "--out", str(out))
-    _run(str(BENCHMARKS / "huge_k.py"), *args)
+    _run("huge_k", *args)
     record = out.read_text()
     huge_k = _import_benchmark("huge_k")
     for name in huge_k.METHODS:
@@ -214,8 +224,8 @@ def test_huge_k_record_keeps_the_finished_tables_when_a_later_one_dies(tmp_path,
 
 def test_huge_k_on_cuda_without_cuda_exits_2_with_one_line():
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no CUDA even on a GPU machine
-    argv = [sys.executable, str(BENCHMARKS / "huge_k.py"), "--device", "cuda", "--quick"]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    argv = _argv("huge_k", "--device", "cuda", "--quick")
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
     assert out.returncode == 2
     assert out.stdout == ""
     (line,) = out.stderr.strip().splitlines()
@@ -224,11 +234,11 @@ def test_huge_k_on_cuda_without_cuda_exits_2_with_one_line():
 
 def test_huge_k_step_of_gpu_check_without_cuda_is_one_line_and_exit_0():
     """gpu_check.sh's guard, and the options its huge_k step looks for and passes."""
-    help_text = _run(str(BENCHMARKS / "huge_k.py"), "--help")
+    help_text = _run("huge_k", "--help")
     for option in ("--device", "--seconds", "--out"):
         assert option in help_text
     script = (BENCHMARKS / "gpu_check.sh").read_text()
-    assert "huge_k.py --device cuda" in script and "--seconds" in script
+    assert "-m benchmarks.huge_k --device cuda" in script and "--seconds" in script
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHON": sys.executable}
     argv = ["bash", str(BENCHMARKS / "gpu_check.sh")]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
@@ -271,7 +281,7 @@ def test_huge_k_measure_in_process_reads_time_peak_and_failures_on_the_cpu():
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_linear_cpu_time_prints_every_loss_and_its_ratios(dtype):
     args = ("--n", "16", "--d", "8", "--k", "3000", "--calls", "1", "--dtype", dtype)
-    text = _run(str(BENCHMARKS / "linear_cpu_time.py"), *args)
+    text = _run("linear_cpu_time", *args)
     for name in ("linear_lr_loss", "linear_ss_lr_loss", "linear_hs_lr_loss", "linear_sr_loss"):
         assert name in text
     assert "x ss-lr" in text and "x CE" in text
@@ -282,7 +292,7 @@ def test_linear_cpu_time_prints_every_loss_and_its_ratios(dtype):
 def test_hs_lr_floor_prints_every_part_and_the_floors(tmp_path, dtype):
     out = tmp_path / "floor.md"
     args = ("--n", "16", "--d", "8", "--k", "3000", "--rounds", "1", "--out", str(out))
-    text = _run(str(BENCHMARKS / "hs_lr_floor.py"), *args, "--dtype", dtype, timeout=300)
+    text = _run("hs_lr_floor", *args, "--dtype", dtype, timeout=300)
     for name in (
         "linear_hs_lr_loss",
         "linear_ss_lr_loss (compiled=True)",
@@ -299,7 +309,7 @@ def test_hs_lr_floor_prints_every_part_and_the_floors(tmp_path, dtype):
 
 def test_keras_speed_quick_prints_every_backend_loss_target_and_trace_count():
     """One process per Keras backend, tiny shapes; writes nothing."""
-    text = _run(str(BENCHMARKS / "keras_speed.py"), "--quick", timeout=300)
+    text = _run("keras_speed", "--quick", timeout=300)
     for name in (
         "### jax",
         "### tensorflow",

@@ -72,7 +72,7 @@ def test_no_arguments_runs_the_main_job(monkeypatch, capsys):
     monkeypatch.setattr("frlr.experiments.compare.compare", spy)
     assert main([]) == 0
     (base, losses, seeds, out, kwargs), *_ = calls
-    assert (base.dataset, base.arch, kwargs["preset"]) == ("digits", "small-cnn", "cpu")
+    assert (base.dataset, base.arch, kwargs["run"].preset) == ("digits", "small-cnn", "cpu")
     assert losses == ("sr", "lr", "hs-lr", "ss-lr") and seeds == (0, 1, 2) and out is None
     assert base.epochs == 15 and base.threads == 1
     assert MAIN_JOB["preset"] == "cpu"

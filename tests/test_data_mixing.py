@@ -255,7 +255,8 @@ def test_the_sparse_form_is_the_dense_batch_from_the_same_draws(options):
             (frlr.linear_sr_loss, frlr.sr_loss),
         ):
             got = linear(features, head.weight, sparse.targets, bias=head.bias,
-                         **sparse.loss_options())  # fmt: skip
+                         target_weights=sparse.target_weights,
+                         label_smoothing=sparse.label_smoothing)  # fmt: skip
             want = materialised(head(features), dense.targets)
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 

@@ -351,12 +351,12 @@ def decoded_tiny_imagenet(
     """Every real Tiny ImageNet image by its name under the dataset root, from the session's
     one decode (``conftest.real_dataset``) rather than a second one."""
     from frlr.data.sources import open_tree
-    from frlr.data.tiny_imagenet import _train_names, _val_names, read_wnids
+    from frlr.data.tiny_imagenet import read_wnids, train_names, val_names
 
     by_name: dict[str, np.ndarray] = {}
     with open_tree(shared_data / "tiny-imagenet-200") as tree:
         index_of = {wnid: i for i, wnid in enumerate(read_wnids(tree))}
-        for split, names_of in (("train", _train_names), ("val", _val_names)):
+        for split, names_of in (("train", train_names), ("val", val_names)):
             names, _ = names_of(tree, index_of)
             by_name.update(zip(names, real_dataset("tiny-imagenet", split).images, strict=True))
     return by_name

@@ -20,7 +20,7 @@ import torch
 import frlr.train as train_module
 from frlr.data import ImageArrays
 from frlr.experiments import mean_std, min_two_sided_p, paired_wilcoxon
-from frlr.experiments.compare import compare, parse_losses, parse_seeds
+from frlr.experiments.compare import RunOptions, compare, parse_losses, parse_seeds
 from frlr.experiments.stats import seeds_needed, significance_footnote
 from frlr.io import write_json_atomic
 from frlr.models import build_model
@@ -80,7 +80,11 @@ class FakeTrainer:
 
 def test_compare_trains_every_pair_and_writes_the_tables(tmp_path, fabricated_digits, capsys):
     results = compare(
-        base_config(), ["sr", "ss-lr"], 2, tmp_path / "cmp", preset="cpu", progress=False
+        base_config(),
+        ["sr", "ss-lr"],
+        2,
+        tmp_path / "cmp",
+        run=RunOptions(preset="cpu", progress=False),
     )
     out = tmp_path / "cmp"
     assert sorted(p.name for p in out.iterdir()) == [
@@ -118,7 +122,7 @@ def test_compare_trains_every_pair_and_writes_the_tables(tmp_path, fabricated_di
 
 def test_rerunning_compare_skips_finished_runs(tmp_path, fabricated_digits, monkeypatch):
     out = tmp_path / "cmp"
-    compare(base_config(), ["sr", "lr"], 2, out, log=None)
+    compare(base_config(), ["sr", "lr"], 2, out, run=RunOptions(log=None))
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/result.json")}
     assert len(stamps) == 4
 
@@ -126,7 +130,9 @@ def test_rerunning_compare_skips_finished_runs(tmp_path, fabricated_digits, monk
         raise AssertionError("a finished run was trained again")
 
     monkeypatch.setattr("frlr.experiments.compare.train", must_not_train)
-    results = compare(base_config(), ["sr", "lr"], 2, out, log=None, train_fn=must_not_train)
+    results = compare(
+        base_config(), ["sr", "lr"], 2, out, run=RunOptions(log=None, train_fn=must_not_train)
+    )
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/result.json")} == stamps
     assert {r["status"] for r in results["runs"]} == {"reused"}
 
@@ -135,10 +141,10 @@ def test_an_interrupted_run_resumes_and_a_changed_config_is_refused(tmp_path, fa
     out = tmp_path / "cmp"
     config = base_config(loss="lr", seed=0, out=str(out / "lr-seed0"))
     train_module.train(config, stop_after=1, log=None)  # as if killed after epoch 1
-    results = compare(base_config(), ["sr", "lr"], 1, out, log=None)
+    results = compare(base_config(), ["sr", "lr"], 1, out, run=RunOptions(log=None))
     assert [r["status"] for r in results["runs"]] == ["trained", "resumed"]
     with pytest.raises(ConfigError, match=r"another config.*epochs: 2 != 3"):
-        compare(base_config(epochs=3), ["sr", "lr"], 1, out, log=None)
+        compare(base_config(epochs=3), ["sr", "lr"], 1, out, run=RunOptions(log=None))
 
 
 def test_summary_arithmetic_and_wilcoxon_with_a_stand_in_trainer(tmp_path):
@@ -146,7 +152,9 @@ def test_summary_arithmetic_and_wilcoxon_with_a_stand_in_trainer(tmp_path):
     top1.update({("ss-lr", s): 0.85 + 0.01 * s for s in range(6)})  # better on every seed
     top1.update({("lr", s): top1["sr", s] for s in range(6)})  # identical to SR
     fake = FakeTrainer(top1)
-    results = compare(base_config(), ["sr", "lr", "ss-lr"], 6, tmp_path, log=None, train_fn=fake)
+    results = compare(
+        base_config(), ["sr", "lr", "ss-lr"], 6, tmp_path, run=RunOptions(log=None, train_fn=fake)
+    )
     assert len(fake.calls) == 18
     summary = results["summary"]
     assert summary["ss-lr"]["top1_mean"] == pytest.approx(0.875)
@@ -163,7 +171,11 @@ def test_summary_arithmetic_and_wilcoxon_with_a_stand_in_trainer(tmp_path):
 def test_compare_without_the_baseline_tests_against_the_first_loss(tmp_path):
     top1 = {(loss, s): 0.5 for loss in ("lr", "hs-lr") for s in range(2)}
     results = compare(
-        base_config(), ["lr", "hs-lr"], 2, tmp_path, log=None, train_fn=FakeTrainer(top1)
+        base_config(),
+        ["lr", "hs-lr"],
+        2,
+        tmp_path,
+        run=RunOptions(log=None, train_fn=FakeTrainer(top1)),
     )
     assert results["baseline"] == "lr" and results["summary"]["hs-lr"]["p_value"] == 1.0
 
@@ -171,8 +183,9 @@ def test_compare_without_the_baseline_tests_against_the_first_loss(tmp_path):
 def test_loss_hyperparameters_reach_only_the_losses_that_take_them(tmp_path):
     top1 = {(loss, 0): 0.5 for loss in ("sr", "hs-lr", "ss-lr")}
     fake = FakeTrainer(top1)
+    run_options = RunOptions(log=None, train_fn=fake)
     base = base_config().__class__(**{**vars(base_config()), "m": 50.0, "r": 3.0})
-    compare(base, ["sr", "hs-lr", "ss-lr"], 1, tmp_path, log=None, train_fn=fake)
+    compare(base, ["sr", "hs-lr", "ss-lr"], 1, tmp_path, run=run_options)
     configs = {
         p.parent.name: json.loads(p.read_text())["config"] for p in tmp_path.glob("*/result.json")
     }
@@ -181,7 +194,7 @@ def test_loss_hyperparameters_reach_only_the_losses_that_take_them(tmp_path):
     assert (configs["ss-lr-seed0"]["m"], configs["ss-lr-seed0"]["r"]) == (None, 3.0)
     only_sr = base_config().__class__(**{**vars(base_config()), "m": 50.0})
     with pytest.raises(ConfigError, match="--m applies to none of the losses sr,lr"):
-        compare(only_sr, ["sr", "lr"], 1, tmp_path / "x", log=None, train_fn=fake)
+        compare(only_sr, ["sr", "lr"], 1, tmp_path / "x", run=run_options)
 
 
 def test_parse_losses_and_seeds():

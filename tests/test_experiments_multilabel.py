@@ -17,11 +17,12 @@ import pytest
 import torch
 from PIL import Image
 
+import frlr.heads.materialised as materialised_head
 import frlr.train as train_module
 from frlr.cli import main
 from frlr.data import ImageArrays, dataset_info
 from frlr.eval import multilabel_metrics
-from frlr.experiments.compare import compare, default_losses
+from frlr.experiments.compare import RunOptions, compare, default_losses
 from frlr.models import build_model
 from frlr.tasks import EvalData, MultilabelTask, Task, get_task
 from frlr.train import ConfigError, resolve_config
@@ -166,14 +167,14 @@ def test_soft_target_flags_mix_multi_hot_rows(tiny, tmp_path, monkeypatch):
     """Mixup/CutMix mix whole multi-hot rows (each smoothed per label: (1 - eps) t + eps / 2);
     the loss trains on them and the accuracy counts the dominant rows' positives."""
     seen = []
-    base = train_module.LOSSES["ss-lr"]
+    base = materialised_head.LOSSES["ss-lr"]
 
     class Recording(base):
         def forward(self, logits, target):
             seen.append(target)
             return super().forward(logits, target)
 
-    monkeypatch.setitem(train_module.LOSSES, "ss-lr", Recording)
+    monkeypatch.setitem(materialised_head.LOSSES, "ss-lr", Recording)
     config = mosaic_config(
         tiny,
         tmp_path,
@@ -205,7 +206,13 @@ def test_sr_does_not_apply_to_multilabel(tiny, tmp_path, capsys):
         mosaic_config(tiny, tmp_path, loss="hs-sr")
     base = mosaic_config(tiny, tmp_path)
     with pytest.raises(ConfigError, match="loss 'sr' does not apply to task 'multilabel'"):
-        compare(base, ["lr", "sr"], 1, tmp_path / "cmp", log=None, train_fn=FakeTrainer({}))
+        compare(
+            base,
+            ["lr", "sr"],
+            1,
+            tmp_path / "cmp",
+            run=RunOptions(log=None, train_fn=FakeTrainer({})),
+        )
     assert not (tmp_path / "cmp").exists()  # refused before any run
     argv = ["compare", "--dataset", "mosaic-tiny-imagenet", "--losses", "sr,lr"]
     assert main(argv) == 2
@@ -240,7 +247,10 @@ def test_multilabel_defaults_leave_sr_out_and_test_against_lr(tmp_path, tiny):
     assert default_losses("multilabel") == ("lr", "hs-lr", "ss-lr")
     fake = FakeTrainer({"lr": 0.30, "hs-lr": 0.40, "ss-lr": 0.35})
     results = compare(
-        mosaic_config(tiny, tmp_path), seeds=6, out=tmp_path / "c", log=None, train_fn=fake
+        mosaic_config(tiny, tmp_path),
+        seeds=6,
+        out=tmp_path / "c",
+        run=RunOptions(log=None, train_fn=fake),
     )
     assert results["losses"] == ["lr", "hs-lr", "ss-lr"] and results["baseline"] == "lr"
     assert {loss for loss, _ in fake.calls} == {"lr", "hs-lr", "ss-lr"}
@@ -252,7 +262,9 @@ def test_multilabel_defaults_leave_sr_out_and_test_against_lr(tmp_path, tiny):
 
 def test_compare_multilabel_end_to_end(tiny, tmp_path, capsys):
     out = tmp_path / "cmp"
-    results = compare(mosaic_config(tiny, tmp_path), ["lr", "ss-lr"], 2, out, progress=False)
+    results = compare(
+        mosaic_config(tiny, tmp_path), ["lr", "ss-lr"], 2, out, run=RunOptions(progress=False)
+    )
     assert results["task"] == "multilabel" and results["baseline"] == "lr"
     assert results["tested_metrics"] == ["mAP", "balanced_acc_image", "balanced_acc_class"]
     on_disk = json.loads((out / "results.json").read_text())

@@ -23,7 +23,7 @@ import frlr.train as train_module
 from frlr.cli import main
 from frlr.data import dataset_info
 from frlr.eval import reid_metrics
-from frlr.experiments.compare import compare, default_losses
+from frlr.experiments.compare import RunOptions, compare, default_losses
 from frlr.models import build_model
 from frlr.tasks import EvalData, ReidTask, Task, get_task
 from frlr.train import ConfigError, resolve_config
@@ -265,7 +265,9 @@ def test_presets_shows_a_task_preset_for_a_dataset_of_its_task(capsys):
 
 def test_compare_reid_end_to_end(market, tmp_path, capsys):
     out = tmp_path / "cmp"
-    results = compare(reid_config(market, tmp_path), ["sr", "hs-lr"], 2, out, progress=False)
+    results = compare(
+        reid_config(market, tmp_path), ["sr", "hs-lr"], 2, out, run=RunOptions(progress=False)
+    )
     assert results["task"] == "reid" and results["baseline"] == "sr"
     assert results["primary_metric"] == "rank1"
     assert results["tested_metrics"] == ["rank1", "mAP"]

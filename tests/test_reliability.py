@@ -26,7 +26,7 @@ from PIL import Image
 import frlr.io as io_module
 from frlr.cli import main
 from frlr.data import CorruptImageError, DataError
-from frlr.experiments.compare import _run_config, compare
+from frlr.experiments.compare import RunOptions, _run_config, compare
 from frlr.io import CheckpointError, NoSpaceError, lock_holder, run_lock, save_torch_atomic
 from frlr.rundir import RunFileError, read_result
 from frlr.train import _restore_generator
@@ -284,7 +284,9 @@ def test_compare_skips_a_run_another_process_trains_then_reuses_it(tmp_path, cap
     thread.start()
     assert holding.wait(timeout=30)
     try:
-        results = compare(base, ["sr", "lr"], 1, out, train_fn=train_fn, progress=False)
+        results = compare(
+            base, ["sr", "lr"], 1, out, run=RunOptions(train_fn=train_fn, progress=False)
+        )
     finally:
         ours_done.set()
         thread.join(timeout=60)

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from frlr.cli import main
+from frlr.experiments.compare import RunOptions
 from frlr.experiments.sweep import sweep
 from frlr.ncd import read_history
 from frlr.report import build_report
@@ -101,7 +102,7 @@ def test_a_resumed_run_keeps_one_ncd_record_per_step(tmp_path):
 def test_a_sweep_report_has_the_sweep_plot(tmp_path):
     base = resolve_config("cpu", dataset="digits", arch="mlp", epochs=1, threads=1)
     out = tmp_path / "sweep"
-    sweep(base, "r", "0,2", 2, out, preset="cpu", log=None, command="frlr sweep x")
+    sweep(base, "r", "0,2", 2, out, run=RunOptions(preset="cpu", log=None, command="frlr sweep x"))
     build_report(out, log=None)  # the command chains the report: frlr sweep ... then report
     report = out / "report"
     names = _pngs_are_valid(report)

@@ -83,6 +83,8 @@ def test_reproduce_quick_speed_runs_the_benchmark_smoke_tests(tmp_path):
         cwd=REPO,
     )
     assert out.returncode == 0, out.stderr
-    ran = [tuple(line.split()) for line in out.stdout.splitlines() if line.startswith("bench")]
+    ran = [
+        tuple(line.split()) for line in out.stdout.splitlines() if line.startswith("-m benchmarks.")
+    ]
     assert ran == list(QUICK_COMMANDS)
     assert "reproduce: done" in out.stdout

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from frlr.cli import main
+from frlr.experiments.compare import RunOptions
 from frlr.experiments.sweep import (
     default_value,
     parse_param,
@@ -103,7 +104,12 @@ def test_rerunning_a_sweep_skips_finished_runs(swept):
         raise AssertionError("a finished run was trained again")
 
     results = sweep(
-        base_config(), "m", "10,100", 2, swept, preset="cpu", log=None, train_fn=must_not_train
+        base_config(),
+        "m",
+        "10,100",
+        2,
+        swept,
+        run=RunOptions(preset="cpu", log=None, train_fn=must_not_train),
     )
     assert {r["status"] for r in results["runs"]} == {"reused"}
     assert {p: p.stat().st_mtime_ns for p in swept.glob("*/result.json")} == stamps
@@ -111,17 +117,20 @@ def test_rerunning_a_sweep_skips_finished_runs(swept):
 
 def test_a_finished_run_with_another_config_is_refused(tmp_path):
     fake = FakeTrainer()
-    sweep(base_config(), "r", [0, 2], 1, tmp_path, log=None, train_fn=fake)
+    run_options = RunOptions(log=None, train_fn=fake)
+    sweep(base_config(), "r", [0, 2], 1, tmp_path, run=run_options)
     assert fake.calls == [(None, 0.0, 0), (None, 2.0, 0)]
     with pytest.raises(ConfigError, match=r"another config.*lr"):
-        sweep(base_config(lr=0.5), "r", [0, 2], 1, tmp_path, log=None, train_fn=fake)
+        sweep(base_config(lr=0.5), "r", [0, 2], 1, tmp_path, run=run_options)
 
 
 def test_the_defaults_pick_the_paper_loss_and_baseline(tmp_path):
     assert parse_param("m") == ("m", "hs-lr") and parse_param("r") == ("r", "ss-lr")
     assert parse_param("beta", "hs-sr") == ("beta", "hs-sr")
     assert default_value("hs-lr", "m") == 25.0 and default_value("ss-lr", "r") == 2.0
-    results = sweep(base_config(), "m", "5,25,50", 2, tmp_path, log=None, train_fn=FakeTrainer())
+    results = sweep(
+        base_config(), "m", "5,25,50", 2, tmp_path, run=RunOptions(log=None, train_fn=FakeTrainer())
+    )
     assert results["baseline"] == "25" and list(results["summary"]) == ["5", "25", "50"]
     assert results["summary"]["50"]["top1_mean"] == pytest.approx(0.5005)
     assert results["summary"]["50"]["value"] == 50.0
@@ -160,12 +169,13 @@ def test_bad_values_say_which_and_why(values, param, loss, message):
 
 def test_conflicting_options_are_refused(tmp_path):
     fake = FakeTrainer()
+    run_options = RunOptions(log=None, train_fn=fake)
     with pytest.raises(ConfigError, match="--m 50 conflicts with the sweep over m"):
-        sweep(base_config(loss="hs-lr", m=50), "m", "10", 1, tmp_path, log=None, train_fn=fake)
+        sweep(base_config(loss="hs-lr", m=50), "m", "10", 1, tmp_path, run=run_options)
     with pytest.raises(ConfigError, match="--r does not apply to loss 'hs-lr'"):
-        sweep(base_config(loss="ss-lr", r=1), "m", "10", 1, tmp_path, log=None, train_fn=fake)
+        sweep(base_config(loss="ss-lr", r=1), "m", "10", 1, tmp_path, run=run_options)
     with pytest.raises(ConfigError, match="--baseline 30 is not one of --values 10,20"):
-        sweep(base_config(), "m", "10,20", 1, tmp_path, baseline=30, log=None, train_fn=fake)
+        sweep(base_config(), "m", "10,20", 1, tmp_path, baseline=30, run=run_options)
     assert fake.calls == []
 
 

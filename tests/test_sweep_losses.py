@@ -18,6 +18,7 @@ import torch
 
 from frlr.cli import main
 from frlr.config import ConfigError, resolve_config
+from frlr.experiments.compare import RunOptions
 from frlr.experiments.sweep import (
     LossSpec,
     ncd_ratio_at_init,
@@ -123,11 +124,10 @@ def test_rerunning_reuses_and_no_train_rebuilds_from_partial_runs(swept, tmp_pat
 
 def test_processes_over_disjoint_seeds_share_the_sweep_dir(tmp_path):
     fake = FakeTrainer()
+    run_options = RunOptions(log=None, train_fn=fake)
     base = base_config()
-    sweep_losses(base, "num_classes", "3,10", "sr,lr", [1], tmp_path, log=None, train_fn=fake)
-    results = sweep_losses(
-        base, "num_classes", "3,10", "sr,lr", [0], tmp_path, log=None, train_fn=fake
-    )
+    sweep_losses(base, "num_classes", "3,10", "sr,lr", [1], tmp_path, run=run_options)
+    results = sweep_losses(base, "num_classes", "3,10", "sr,lr", [0], tmp_path, run=run_options)
     assert fake.calls == [
         ("sr", None, 3, 1),
         ("lr", None, 3, 1),
@@ -143,17 +143,14 @@ def test_processes_over_disjoint_seeds_share_the_sweep_dir(tmp_path):
     assert lr3["delta_mean"] == pytest.approx(-0.05)
     assert lr3["top1_mean"] == pytest.approx(0.03 - 0.05 + 0.0005)
     with pytest.raises(ConfigError, match=r"another config \(lr: 0.05 != 0.5"):
-        sweep_losses(
-            base_config(lr=0.5), "num_classes", "3", "sr", [0], tmp_path, log=None, train_fn=fake
-        )
+        sweep_losses(base_config(lr=0.5), "num_classes", "3", "sr", [0], tmp_path, run=run_options)
 
 
 def test_a_figure_draws_from_a_sweep_with_missing_points(tmp_path):
     fake = FakeTrainer()
+    run_options = RunOptions(log=None, train_fn=fake)
     base = base_config()
-    sweep_losses(
-        base, "num_classes", "2,5", "sr,ss-lr,ss-lr:r=0", [0], tmp_path, log=None, train_fn=fake
-    )
+    sweep_losses(base, "num_classes", "2,5", "sr,ss-lr,ss-lr:r=0", [0], tmp_path, run=run_options)
     shutil.rmtree(tmp_path / "sr-num_classes5-seed0")  # no baseline at K = 5
     shutil.rmtree(tmp_path / "ss-lr-num_classes2-seed0")
     (tmp_path / "sweep_num_classes.png").unlink()
@@ -164,8 +161,7 @@ def test_a_figure_draws_from_a_sweep_with_missing_points(tmp_path):
         "sr,ss-lr,ss-lr:r=0",
         [0],
         tmp_path,
-        log=None,
-        train_fn=fake,
+        run=run_options,
         train_runs=False,
     )
     by = {(row["loss"], row["value"]): row for row in results["summary"]}
@@ -224,7 +220,7 @@ def test_data_param_and_values_are_checked():
         with pytest.raises(ConfigError, match=message):
             parse_data_values(values, "num_classes", base)
     with pytest.raises(ConfigError, match="--num-classes 5 conflicts with the sweep"):
-        sweep_losses(base_config(num_classes=5), "num_classes", "3", "sr", 1, "unused", log=None)
+        sweep_losses(base_config(num_classes=5), "num_classes", "3", "sr", 1, "unused")
 
 
 def reference_ratio(name: str, k: int, **hyper) -> float:
@@ -291,11 +287,11 @@ def test_a_run_another_process_is_training_is_skipped(tmp_path):
             "sr,lr",
             [0],
             tmp_path,
-            log=messages.append,
-            train_fn=fake,
+            run=RunOptions(log=messages.append, train_fn=fake),
         )
     assert fake.calls == [("sr", None, 3, 0)]
     assert "[2/2] lr num-classes=3 seed 0: being trained by another process, skipped" in messages
     assert [row["n"] for row in results["summary"]] == [1, 0]
-    sweep_losses(base_config(), "num_classes", "3", "sr,lr", [0], tmp_path, log=None, train_fn=fake)
+    quiet = RunOptions(log=None, train_fn=fake)
+    sweep_losses(base_config(), "num_classes", "3", "sr,lr", [0], tmp_path, run=quiet)
     assert fake.calls == [("sr", None, 3, 0), ("lr", None, 3, 0)]  # released: trained now

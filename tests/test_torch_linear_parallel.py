@@ -34,7 +34,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import frlr.torch as frlr
-from frlr.torch.distributed import sum_allreduce_hook
+from frlr.torch.class_sharding import sum_allreduce_hook
 
 LINEAR = {
     "lr": frlr.linear_lr_loss,

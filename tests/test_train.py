@@ -15,14 +15,15 @@ import numpy as np
 import pytest
 import torch
 
+import frlr.heads.materialised as materialised_head
 import frlr.io as io_module
 import frlr.torch as frlr_torch
 import frlr.train as train_module
-from frlr.class_parallel import ClassShard
 from frlr.data import ImageArrays
+from frlr.heads.class_parallel import ClassifierShard
 from frlr.io import write_text_atomic
 from frlr.presets import available_presets, load_preset
-from frlr.torch.distributed import class_shard_sizes
+from frlr.torch.class_sharding import class_shard_sizes
 from frlr.train import (
     ConfigError,
     TrainConfig,
@@ -213,8 +214,8 @@ def test_soft_target_flags_reach_every_loss_which_then_trains(tmp_path, monkeypa
     """Every step mixes its batch, the loss gets exactly the mixed soft targets, and the run
     learns (chance is 0.1)."""
     made, seen = [], []
-    mix_batch = train_module.mix_batch
-    base = train_module.LOSSES[loss]
+    mix_batch = materialised_head.mix_batch
+    base = materialised_head.LOSSES[loss]
 
     def spy(images, targets, generator, **options):
         mixed = mix_batch(images, targets, generator, **options)
@@ -226,8 +227,8 @@ def test_soft_target_flags_reach_every_loss_which_then_trains(tmp_path, monkeypa
             seen.append(target)
             return super().forward(logits, target)
 
-    monkeypatch.setattr(train_module, "mix_batch", spy)
-    monkeypatch.setitem(train_module.LOSSES, loss, Recording)
+    monkeypatch.setattr(materialised_head, "mix_batch", spy)
+    monkeypatch.setitem(materialised_head.LOSSES, loss, Recording)
     config = digits_config(tmp_path, arch="small-cnn", loss=loss, **flags)
     result = train(config, log=None)
     assert math.isfinite(result["train_loss"])
@@ -503,7 +504,7 @@ def test_class_parallel_splits_the_classes_contiguously_and_needs_one_per_rank()
     with pytest.raises(ValueError, match="2 classes cannot be split over 3 ranks"):
         class_shard_sizes(2, 3)
     with pytest.raises(ConfigError, match="the 2 classes cannot be split over 3 processes"):
-        ClassShard(torch.nn.Linear(4, 2), world=3, rank=0)
+        ClassifierShard(torch.nn.Linear(4, 2), world=3, rank=0)
 
 
 def test_the_epoch_line_gives_the_learning_rate_a_reader_can_use():

@@ -7,6 +7,7 @@ protocol tests use a stand-in trainer whose test metrics disagree with its valid
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,9 +19,10 @@ from frlr.config import ConfigError, resolve_config
 from frlr.data import ImageArrays
 from frlr.data.validation import carve_validation, validation_indices
 from frlr.experiments import tune as tune_module
+from frlr.experiments.compare import RunOptions
 from frlr.experiments.grid import field_name, parse_field_values, run_name
 from frlr.experiments.sweep import parse_loss_specs
-from frlr.experiments.tune import parse_grid, select_best, tune
+from frlr.experiments.tune import next_value, parse_grid, select_best, tune
 from frlr.io import write_json_atomic
 from frlr.train import train
 
@@ -221,8 +223,7 @@ def test_tune_chooses_on_validation_and_selection_never_sees_a_test_metric(tmp_p
         "sr,lr,lr:head-bias-init=prior",
         seeds=3,
         out=tmp_path,
-        train_fn=trainer,
-        log=None,
+        run=RunOptions(train_fn=trainer, log=None),
     )
     assert results["chosen"]["sr"] == {"lr": 0.03}  # softmax: the bias is not tuned
     assert results["chosen"]["lr"] == {"head_bias_init": "zero", "lr": 0.03}
@@ -240,11 +241,58 @@ def test_tune_chooses_on_validation_and_selection_never_sees_a_test_metric(tmp_p
     assert (tmp_path / "tune_val.png").exists()
 
 
+class EdgeTrainer(Trainer):
+    """Validation rises with lr up to 0.3, then falls: a grid of 0.01, 0.03 ends below it."""
+
+    def __call__(self, config, resume=False, progress=None, log=None):
+        result = super().__call__(config, resume, progress, log)
+        if config.val_fraction:
+            result["val_metrics"]["top1"] = -abs(math.log(config.lr / 0.3))
+            write_json_atomic(Path(config.out) / "result.json", result)
+        return result
+
+
+def test_widen_steps_past_an_edge_choice_on_validation_only(tmp_path):
+    run = RunOptions(train_fn=EdgeTrainer(), log=None)
+    base = digits(val_fraction=0.2)
+    results = tune(base, ["lr=0.01,0.03"], "sr", seeds=1, out=tmp_path, run=run, widen=1)
+    assert results["chosen"]["sr"] == {"lr": 0.1}  # 0.03 * 3 = 0.09, snapped to 0.1
+    assert results["widened"] == {"sr": [{"lr": 0.1}]}
+    assert results["at_edge"] == {"sr": ["lr"]}  # one step was allowed; 0.1 is still the edge
+    table = (tmp_path / "tune.md").read_text()
+    assert "also tuned at lr 0.1" in table and "still at the edge" in table
+    again = tune(base, ["lr=0.01,0.03"], "sr", seeds=1, out=tmp_path, run=run, widen=3)
+    assert again["chosen"]["sr"] == {"lr": 0.3} and again["at_edge"] == {"sr": []}
+    assert [p["lr"] for p in again["widened"]["sr"]] == [0.1, 0.3, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("field", "tried", "edge", "expected"),
+    [
+        ("lr", [0.0003, 0.001, 0.003], 0.003, 0.01),
+        ("lr", [0.0003, 0.001, 0.003], 0.0003, 0.0001),
+        ("lr", [0.1, 0.2], 0.2, 0.5),  # 0.4 snaps to 0.5
+        ("weight_decay", [0.0, 1e-4], 0.0, None),  # no step below zero on a log field
+        ("epochs", [6, 12], 12, 18),
+        ("label_smoothing", [0.0, 0.1], 0.0, None),  # below the field's range
+    ],
+)
+def test_next_value_takes_the_grids_own_step(field, tried, edge, expected):
+    value = next_value(field, tried, edge)
+    assert value == (pytest.approx(expected) if expected is not None else None)
+
+
 def test_tune_refuses_a_fixed_value_outside_the_grid_and_needs_a_validation_split(tmp_path):
     with pytest.raises(ConfigError, match="outside the tuned grid"):
-        tune(digits(val_fraction=0.2), ["lr=0.1,0.03"], "sr:lr=0.05", out=tmp_path, log=None)
+        tune(
+            digits(val_fraction=0.2),
+            ["lr=0.1,0.03"],
+            "sr:lr=0.05",
+            out=tmp_path,
+            run=RunOptions(log=None),
+        )
     with pytest.raises(ConfigError, match="--val-fraction"):
-        tune(digits(), ["lr=0.1"], "sr", out=tmp_path, log=None)
+        tune(digits(), ["lr=0.1"], "sr", out=tmp_path, run=RunOptions(log=None))
     with pytest.raises(ConfigError, match="FIELD=V1,V2"):
         parse_grid(["lr"])
     with pytest.raises(ConfigError, match="twice"):

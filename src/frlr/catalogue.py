@@ -3,7 +3,7 @@ hyper-parameters each takes, and each hyper-parameter's default, range and check
 
 Everything that lists the losses derives from here: the ``frlr.torch`` and ``frlr.keras``
 registries and their checks, the training config and the ``frlr`` command's help, the figure
-legends (:mod:`frlr.style`) and the defaults of ``frlr compare`` and ``frlr sweep``. Stdlib only,
+legends (``frlr.style``) and the defaults of ``frlr compare`` and ``frlr sweep``. Stdlib only,
 so ``import frlr`` stays free of any framework.
 
 The hyper-parameters (Dong, Zhu and Gong, AAAI 2019):
@@ -17,22 +17,31 @@ The hyper-parameters (Dong, Zhu and Gong, AAAI 2019):
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from inspect import Parameter
+from typing import Any, Literal, get_args
 
 __all__ = [
     "HYPERPARAMETERS",
     "LOSS_HYPERPARAMETERS",
     "LOSS_LABELS",
     "LOSS_NAMES",
+    "NORMALIZATIONS",
     "TABLE_1_LOSSES",
     "HyperParameter",
+    "Normalization",
     "canonical_loss_name",
     "check_hyperparameters",
+    "check_normalization",
+    "check_option_names",
     "default_hyperparameter",
     "hyperparameter_problem",
     "num_hard_negatives",
+    "option_parameters",
+    "sign_constructor",
 ]
 
 LOSS_NAMES: tuple[str, ...] = ("sr", "lr", "hs-lr", "ss-lr", "hs-sr")
@@ -60,6 +69,13 @@ LOSS_HYPERPARAMETERS: dict[str, tuple[str, ...]] = {
 }
 """The paper's hyper-parameters each loss takes (Eq. 5: beta, m; Eq. 6: beta, r); the losses
 with beta also take ``alpha``, which overrides beta / |N|."""
+
+
+Normalization = Literal["paper", "reference"]
+"""How the LR family normalises its loss: "paper" per sample (Eq. 3, 5, 6), "reference" pooled
+over the batch (the authors' code for HS-LR and SS-LR, the usual multi-label BCE for LR)."""
+
+NORMALIZATIONS: tuple[str, ...] = get_args(Normalization)
 
 
 @dataclass(frozen=True)
@@ -153,6 +169,57 @@ def check_hyperparameters(
         problem = None if value is None else hyperparameter_problem(name, value)
         if problem is not None:
             raise ValueError(problem)
+
+
+def check_normalization(normalization: Any) -> None:
+    """Raise ValueError naming ``normalization`` unless it is one of [`NORMALIZATIONS`][]."""
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+
+
+def option_parameters(function: Callable[..., Any], skip: Iterable[str] = ()) -> list[Parameter]:
+    """The options of a functional loss, keyword-only, in signature order: its parameters with a
+    default, less ``skip``. A loss class takes them by keyword, so they are written once, in
+    the function's signature."""
+    skip = set(skip)
+    return [
+        p.replace(kind=Parameter.KEYWORD_ONLY)
+        for p in inspect.signature(function).parameters.values()
+        if p.default is not Parameter.empty and p.name not in skip
+    ]
+
+
+def sign_constructor(cls: type, parameters: Sequence[Parameter]) -> None:
+    """Give ``cls`` a constructor that calls the one it inherits, signed with ``parameters``,
+    so ``help()``, ``inspect.signature`` and the editors that ask the interpreter show a loss
+    class's options though it takes them as ``**options``."""
+    inherited = cls.__init__
+    positional = [p.name for p in parameters if p.kind is not Parameter.KEYWORD_ONLY]
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if len(args) > len(positional):
+            raise TypeError(
+                f"{cls.__name__} takes {len(positional)} positional argument(s) "
+                f"({', '.join(positional) or 'none'}), got {len(args)}: its options are "
+                "keyword-only"
+            )
+        inherited(self, *args, **kwargs)
+
+    self_parameter = Parameter("self", Parameter.POSITIONAL_OR_KEYWORD)
+    __init__.__signature__ = inspect.Signature([self_parameter, *parameters])  # type: ignore[attr-defined]
+    __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+    __init__.__module__ = cls.__module__
+    __init__.__doc__ = inherited.__doc__
+    cls.__init__ = __init__  # type: ignore[misc]
+
+
+def check_option_names(owner: str, given: Iterable[str], accepted: Iterable[str]) -> None:
+    """Raise TypeError for the first of ``given`` that ``owner`` (a loss, a monitor) does not
+    take, naming what it takes: the one message for an unknown option, whichever framework."""
+    accepted = sorted(accepted)
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        raise TypeError(f"{owner} takes no option {unknown[0]!r}; it takes {', '.join(accepted)}")
 
 
 def num_hard_negatives(num_negatives: int, m: float) -> int:

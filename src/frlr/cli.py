@@ -319,6 +319,14 @@ def _add_tune_parser(commands: Any) -> None:
     tune.add_argument("--preset", default="paper", help="recipe name or .toml path")
     tune.add_argument("--seeds", default="3", help="seeds of the final runs: a count or 0,3,5")
     tune.add_argument(
+        "--widen",
+        type=int,
+        default=0,
+        metavar="N",
+        help="where a loss's best number is at its grid's edge, tune one grid step past it, up "
+        "to N times (default 0: the grid as given)",
+    )
+    tune.add_argument(
         "--tune-seeds", default="1", help="seeds each grid point is tuned over (default 1: seed 0)"
     )
     tune.add_argument("--out", default=None, help="tune dir (default runs/D-A-PRESET-tune)")
@@ -424,17 +432,9 @@ def _compare(args: argparse.Namespace) -> int:
         f"frlr {args.command}: {base.dataset}, {base.arch}, losses {','.join(losses)}, "
         f"{len(seeds)} seeds, preset {args.preset}, {base.epochs} epochs"
     )
-    results = compare.compare(
-        base,
-        losses,
-        seeds,
-        args.out,
-        baseline=args.baseline,
-        preset=args.preset,
-        progress=args.progress,
-        command=_command(args),
-    )
-    out = Path(args.out) if args.out else compare.experiment_dir(base, args.preset)
+    run = _run_options(args)
+    results = compare.compare(base, losses, seeds, args.out, baseline=args.baseline, run=run)
+    out = run.out_dir(base, args.out)
     if args.report and results.get("runs"):
         _report_experiment(out)
     return 0
@@ -454,6 +454,12 @@ def _report_experiment(out: Path) -> None:
 def _command(args: argparse.Namespace) -> str:
     """The command line as typed (for the report), ``frlr`` first."""
     return shlex.join(["frlr", *getattr(args, "argv", [])])
+
+
+def _run_options(args: argparse.Namespace) -> compare.RunOptions:
+    """How an experiment command trains and reports its runs: its preset, its progress bars
+    and the command line as typed."""
+    return compare.RunOptions(preset=args.preset, progress=args.progress, command=_command(args))
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -487,19 +493,11 @@ def _sweep(args: argparse.Namespace) -> int:
             baseline = float(args.baseline)
         except ValueError:
             raise ConfigError(f"--baseline must be a number, got {args.baseline!r}") from None
+    run = _run_options(args)
     results = sweep.sweep(
-        base,
-        param,
-        values,
-        seeds,
-        args.out,
-        loss=loss,
-        baseline=baseline,
-        preset=args.preset,
-        progress=args.progress,
-        command=_command(args),
+        base, param, values, seeds, args.out, loss=loss, baseline=baseline, run=run
     )
-    out = Path(args.out) if args.out else compare.experiment_dir(base, args.preset, "sweep", param)
+    out = run.out_dir(base, args.out, "sweep", param)
     if args.report and results.get("runs"):
         _report_experiment(out)
     return 0
@@ -543,9 +541,7 @@ def _sweep_field(args: argparse.Namespace) -> int:
         seeds,
         args.out,
         baseline=args.baseline,
-        preset=args.preset,
-        progress=args.progress,
-        command=_command(args),
+        run=_run_options(args),
     )
     return 0
 
@@ -574,10 +570,9 @@ def _tune(args: argparse.Namespace) -> int:
         args.seeds,
         args.out,
         tune_seeds=args.tune_seeds,
+        widen=args.widen,
         baseline=args.baseline,
-        preset=args.preset,
-        progress=args.progress,
-        command=_command(args),
+        run=_run_options(args),
     )
     return 0
 
@@ -611,9 +606,7 @@ def _sweep_losses(args: argparse.Namespace) -> int:
         [spec.key for spec in specs],
         seeds,
         args.out,
-        preset=args.preset,
-        progress=args.progress,
-        command=_command(args),
+        run=_run_options(args),
         train_runs=args.train_runs,
     )
     return 0

@@ -29,7 +29,7 @@ from frlr.catalogue import (
 from frlr.data import DATASETS, dataset_info
 from frlr.models import ARCHS, HEAD_BIAS_INITS
 from frlr.presets import load_preset
-from frlr.tasks import UnsupportedTaskError, get_task
+from frlr.tasks import Task, UnsupportedTaskError, get_task
 
 __all__ = [
     "CHUNKED_LOSSES",
@@ -44,7 +44,6 @@ __all__ = [
     "ConfigError",
     "TrainConfig",
     "config_differences",
-    "loss_options",
     "resolve_config",
     "seed_problem",
     "validate",
@@ -116,7 +115,7 @@ class TrainConfig:
     class_parallel: bool = _option(
         False,
         "under torchrun with --classifier chunked: shard the classifier by class over the "
-        "processes, each training its own contiguous rows (frlr.torch.distributed)",
+        "processes, each training its own contiguous rows (frlr.heads.class_parallel)",
     )
     # the loss (hyper-parameters: None is the loss's default)
     loss: str = _option(
@@ -263,29 +262,30 @@ def _choice(name: str, value: str, known: tuple[str, ...] | Any) -> None:
 def validate(config: TrainConfig) -> TrainConfig:
     """Check every field of ``config``; raise :class:`ConfigError` naming the bad one.
 
-    Returns ``config``, with task ``"auto"`` replaced by the dataset's task.
+    Returns ``config``, with task ``"auto"`` replaced by the dataset's task. The task is
+    resolved once, here, and its checks take it from here.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     for f in fields(config):
         _coerce(f.name, getattr(config, f.name), "config")
-    config = _check_names(config)
-    _check_loss(config)
+    config, task = _check_names(config)
+    _check_loss(config, task)
     _check_class_parallel(config)
     _check_numbers(config)
     _check_device(config.device)
     return config
 
 
-def _check_names(config: TrainConfig) -> TrainConfig:
+def _check_names(config: TrainConfig) -> tuple[TrainConfig, Task]:
     """Every named choice is a known one, the task fits the dataset and the image size its
-    shape; returns ``config`` with task ``"auto"`` resolved."""
+    shape; returns ``config`` with task ``"auto"`` resolved, and its task."""
     _choice("dataset", config.dataset, tuple(DATASETS))
     info = dataset_info(config.dataset)
     if config.task == "auto":
         config = replace(config, task=info.task)
     try:
-        get_task(config.task)
+        task = get_task(config.task)
     except (UnsupportedTaskError, ValueError) as error:
         raise ConfigError(f"{error} (or auto: the dataset's task)") from None
     _choice("arch", config.arch.lower(), ARCHS)
@@ -311,7 +311,7 @@ def _check_names(config: TrainConfig) -> TrainConfig:
         raise ConfigError(
             f"image_width {config.image_width} needs image_size, the height, to be set too"
         )
-    return config
+    return config, task
 
 
 def _check_num_classes(k: int, dataset: str, task: str, available: int | None) -> None:
@@ -332,10 +332,9 @@ def _check_num_classes(k: int, dataset: str, task: str, available: int | None) -
         )
 
 
-def _check_loss(config: TrainConfig) -> None:
-    """The loss trains the task, and takes each hyper-parameter given, each finite and in its
+def _check_loss(config: TrainConfig, task: Task) -> None:
+    """The loss trains ``task``, and takes each hyper-parameter given, each finite and in its
     range (:mod:`frlr.catalogue`)."""
-    task = get_task(config.task)
     if config.loss in task.unsupported_losses:
         raise ConfigError(
             f"loss {config.loss!r} does not apply to task {task.name!r}: "
@@ -473,15 +472,6 @@ def config_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
         if va != vb:
             out.append(f"{name}: {va!r} != {vb!r}")
     return out
-
-
-def loss_options(config: TrainConfig) -> dict[str, float]:
-    """The loss hyper-parameters given in ``config`` (the others keep the loss's defaults)."""
-    return {
-        name: getattr(config, name)
-        for name in LOSS_HYPERPARAMETERS[config.loss]
-        if getattr(config, name) is not None
-    }
 
 
 MAX_SEED = 2**32 - 1

@@ -21,7 +21,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,12 +29,40 @@ from typing import Any
 from frlr.style import loss_color, loss_label, plain_log_labels
 
 NCD_THRESHOLD = 0.05
-"""Default gradient-ratio threshold below which a step counts as distracted; see
-[`ncd_verdict`][] for the derivation."""
+"""Default gradient-ratio threshold below which a step counts as distracted.
+
+At initialisation (logits about 0, every probability 1/2) the ratios follow from the losses'
+definitions:
+
+* LR (Eq. 3): 0.5 / (0.5 (K - 1)) = 1 / (K - 1): 0.11 at K = 10, 0.010 at K = 100 and
+  0.005 at K = 200;
+* HS-LR (Eq. 5): 0.5 / (beta/n * n * 0.5) = 1 / beta = 0.1 for the paper's beta = 10;
+* SS-LR (Eq. 6): 0.5 / (beta 2^-r (r/2 log 2 + 1/2)) = 0.17 for beta = 10, r = 2;
+* SR (Eq. 4): exactly 1 at every step, since softmax gradients sum to zero per sample.
+
+The rectified losses are designed to start at a ratio of about 1/beta = 0.1 (the paper's
+balance weight); 0.05 is half that, so they pass with a factor 2 (HS-LR) to 3.4 (SS-LR) of
+margin while LR fails for every K >= 22. That matches the paper's Table 1: LR is on par with
+SR on CIFAR-10 (K = 10, ratio 0.11, not flagged) and clearly worse on CIFAR-100 and Tiny
+ImageNet (K = 100, 200, flagged).
+"""
 
 EARLY_STEPS = 10
 """Default length, in optimiser steps from the first record, of the window that
-[`ncd_verdict`][] judges; see its docstring for why it is counted in steps."""
+[`ncd_verdict`][] judges.
+
+Why the start, and why counted in steps. NCD is a property of the beginning of training, where
+the paper shows it (Fig. 2): every loss whose classifier has a bias drifts to a ratio of about
+1, because at a stationary point of the bias b_k the batch's dL/dz_k sum to zero, and for these
+losses the positive entries' gradients are negative and the negatives' positive, so their
+absolute sums balance. How long the distracted phase lasts is set by how fast the optimiser
+pushes the negatives' logits down to the class prior, i.e. by the learning rate, not by the
+length of the run: measured with ``benchmarks/ncd_figure.py`` (ResNet-20, Tiny ImageNet, SGD
+lr 0.1), LR's ratio stays below 0.05 for the first 19 steps (0-18) and passes 0.5 at step 51
+of 624, so a window that is a share of the run dilutes it away on long runs. Ten steps asks
+that the distraction persist past a transient while staying inside the phase at the paper's
+learning rate (lower rates lengthen the phase).
+"""
 
 NUMERIC_FIELDS: tuple[str, ...] = (
     "total",
@@ -395,6 +423,49 @@ def _judge(
     )
 
 
+def _check_verdict_options(
+    threshold: Any, early_fraction: Any, early_steps: Any, min_early_records: Any
+) -> None:
+    if not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
+    if early_fraction is not None and (
+        not isinstance(early_fraction, (int, float)) or not 0 < early_fraction <= 1
+    ):
+        raise ValueError(f"early_fraction must be in (0, 1] or None, got {early_fraction!r}")
+    if isinstance(early_steps, bool) or not isinstance(early_steps, int) or early_steps < 0:
+        raise ValueError(f"early_steps must be an int >= 0, got {early_steps!r}")
+    if isinstance(min_early_records, bool) or not isinstance(min_early_records, int):
+        raise TypeError(f"min_early_records must be an int, got {min_early_records!r}")
+    if min_early_records < 1:
+        raise ValueError(f"min_early_records must be >= 1, got {min_early_records}")
+
+
+def _summary(
+    present: list[LossVerdict],
+    absent: list[LossVerdict],
+    removed_by: tuple[str, ...],
+    threshold: float,
+) -> str:
+    """The verdict in one paragraph: the distracted histories, the others, what removed it."""
+
+    def describe(v: LossVerdict) -> str:
+        return (
+            f"{v.label} (ratio < {threshold:g} at {v.fraction_below:.0%} of {v.early_records} "
+            f"early records, steps {v.early_steps[0]}-{v.early_steps[1]}; median "
+            f"{v.median_ratio:.3g}, first {v.initial_ratio:.3g})"
+        )
+
+    parts = []
+    if present:
+        parts.append("NCD present in " + "; ".join(describe(v) for v in present) + ".")
+    if absent:
+        head = "NCD absent in " if present else "No NCD: absent in "
+        parts.append(head + "; ".join(describe(v) for v in absent) + ".")
+    if removed_by:
+        parts.append("Removed by: " + ", ".join(removed_by) + ".")
+    return " ".join(parts)
+
+
 def ncd_verdict(
     history: Any,
     threshold: float = NCD_THRESHOLD,
@@ -410,36 +481,9 @@ def ncd_verdict(
     first ``early_steps`` optimiser steps after the first record (or, when ``early_fraction``
     is given, of that share of the recorded step range), at least ``min_early_records`` of
     them. Record every step at the start of training for a sharp verdict (``every=1``).
-
-    Why the start, and why counted in steps. NCD is a property of the beginning of training,
-    where the paper shows it (Fig. 2): every loss whose classifier has a bias drifts to a
-    ratio of about 1, because at a stationary point of the bias b_k the batch's dL/dz_k sum to
-    zero, and for these losses the positive entries' gradients are negative and the negatives'
-    positive, so their absolute sums balance. How long the distracted phase lasts is set by how
-    fast the optimiser pushes the negatives' logits down to the class prior, i.e. by the
-    learning rate, not by the length of the run: measured with ``benchmarks/ncd_figure.py``
-    (ResNet-20, Tiny ImageNet, SGD lr 0.1), LR's ratio stays below 0.05 for the first 19
-    steps (0-18) and passes 0.5 at step 51 of 624, so a window that is a share of the run dilutes it
-    away on long runs. Ten steps asks that the distraction persist past a transient while
-    staying inside the phase at the paper's learning rate (lower rates lengthen the phase).
-
-    Why ``threshold = 0.05``. At initialisation (logits about 0, every probability 1/2) the
-    ratios follow from the losses' definitions:
-
-    * LR (Eq. 3): 0.5 / (0.5 (K - 1)) = 1 / (K - 1): 0.11 at K = 10, 0.010 at K = 100 and
-      0.005 at K = 200;
-    * HS-LR (Eq. 5): 0.5 / (beta/n * n * 0.5) = 1 / beta = 0.1 for the paper's beta = 10;
-    * SS-LR (Eq. 6): 0.5 / (beta 2^-r (r/2 log 2 + 1/2)) = 0.17 for beta = 10, r = 2;
-    * SR (Eq. 4): exactly 1 at every step, since softmax gradients sum to zero per sample.
-
-    The rectified losses are designed to start at a ratio of about 1/beta = 0.1 (the paper's
-    balance weight); 0.05 is half that, so they pass with a factor 2 (HS-LR) to 3.4 (SS-LR) of
-    margin while LR fails for every K >= 22. That matches the paper's Table 1: LR is on par
-    with SR on CIFAR-10 (K = 10, ratio 0.11, not flagged) and clearly worse on CIFAR-100 and
-    Tiny ImageNet (K = 100, 200, flagged).
-
-    It is long because its argument docs and checks come first; the judgement itself is the
-    short loop at the end (``_judge`` per loss).
+    Why the window is counted in steps, and ten of them:
+    [`EARLY_STEPS`][frlr.ncd.EARLY_STEPS]; why the threshold is 0.05, from each loss's ratio
+    at initialisation: [`NCD_THRESHOLD`][frlr.ncd.NCD_THRESHOLD].
 
     Args:
         history: a monitor, a JSON-lines path, a list of records, a mapping label -> any of
@@ -468,18 +512,7 @@ def ncd_verdict(
         >>> judged.early_steps, round(judged.fraction_below, 2)
         ((0, 10), 0.82)
     """
-    if not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
-        raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
-    if early_fraction is not None and (
-        not isinstance(early_fraction, (int, float)) or not 0 < early_fraction <= 1
-    ):
-        raise ValueError(f"early_fraction must be in (0, 1] or None, got {early_fraction!r}")
-    if isinstance(early_steps, bool) or not isinstance(early_steps, int) or early_steps < 0:
-        raise ValueError(f"early_steps must be an int >= 0, got {early_steps!r}")
-    if isinstance(min_early_records, bool) or not isinstance(min_early_records, int):
-        raise TypeError(f"min_early_records must be an int, got {min_early_records!r}")
-    if min_early_records < 1:
-        raise ValueError(f"min_early_records must be >= 1, got {min_early_records}")
+    _check_verdict_options(threshold, early_fraction, early_steps, min_early_records)
     series = as_series(history)
     if not series:
         raise ValueError("history holds no series to judge")
@@ -490,22 +523,6 @@ def ncd_verdict(
     present = [v for v in per_loss.values() if v.present]
     absent = [v for v in per_loss.values() if not v.present]
     removed_by = tuple(v.label for v in absent if v.loss not in ("lr", "sr")) if present else ()
-
-    def describe(v: LossVerdict) -> str:
-        return (
-            f"{v.label} (ratio < {threshold:g} at {v.fraction_below:.0%} of {v.early_records} "
-            f"early records, steps {v.early_steps[0]}-{v.early_steps[1]}; median "
-            f"{v.median_ratio:.3g}, first {v.initial_ratio:.3g})"
-        )
-
-    parts = []
-    if present:
-        parts.append("NCD present in " + "; ".join(describe(v) for v in present) + ".")
-    if absent:
-        head = "NCD absent in " if present else "No NCD: absent in "
-        parts.append(head + "; ".join(describe(v) for v in absent) + ".")
-    if removed_by:
-        parts.append("Removed by: " + ", ".join(removed_by) + ".")
     return NCDVerdict(
         present=bool(present),
         per_loss=per_loss,
@@ -513,7 +530,7 @@ def ncd_verdict(
         threshold=float(threshold),
         early_steps=None if early_fraction is not None else early_steps,
         early_fraction=None if early_fraction is None else float(early_fraction),
-        summary=" ".join(parts),
+        summary=_summary(present, absent, removed_by, threshold),
     )
 
 
@@ -565,9 +582,6 @@ def plot_ncd(
     line styles). Values <= 0 cannot sit on a log axis and are left out: SR's negative-class
     loss is 0 by its definition (Eq. 4 has no negative term), which panel (c) states.
 
-    It is long because it draws the four panels in one place, so they share axes, colours and
-    one legend exactly as Fig. 2 does.
-
     Args:
         histories: as for [`ncd_verdict`][]: monitors, JSON-lines paths, record lists, or a
             mapping label -> one of those.
@@ -600,8 +614,7 @@ def plot_ncd(
     if xscale not in ("linear", "symlog"):
         raise ValueError(f"xscale must be 'linear' or 'symlog', got {xscale!r}")
     try:
-        import numpy as np  # plotting is optional: imported only to draw
-        from matplotlib.figure import Figure
+        from matplotlib.figure import Figure  # plotting is optional: imported only to draw
     except ImportError as error:  # pragma: no cover
         raise ImportError('plot_ncd needs matplotlib: pip install "frlr[toolkit]"') from error
 
@@ -610,14 +623,35 @@ def plot_ncd(
         raise ValueError("histories holds no series to plot")
     fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
     axes = fig.subplots(2, 2, sharex=True)
+    zero_negative = _draw_series(axes, series, smooth)
+    _format_panels(axes, series, xscale)
+    _draw_ratio_references(axes[1, 1], threshold)
+    if zero_negative:
+        axes[1, 0].set_title(
+            f"(c) Negative-class loss ({', '.join(zero_negative)}: 0 by definition, not drawn)",
+            fontsize=9,
+        )
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    if path is not None:
+        _save(fig, Path(path))
+    return fig
+
+
+def _draw_series(axes, series: list[Series], smooth: int) -> list[str]:
+    """Each run's line in every panel (its loss's colour, a line style per run of the same
+    loss); returns the names of the runs whose negative-class loss is 0 throughout (SR)."""
+    import numpy as np  # this module is plain Python until a figure is drawn
+
     styles = ("-", "--", "-.", ":")
     seen: dict[str, int] = {}
     zero_negative = []
     for index, s in enumerate(series):
         count = seen.get(s.loss, 0)
         seen[s.loss] = count + 1
-        color = loss_color(s.loss, index)
-        style = styles[count % len(styles)]
+        color, style = loss_color(s.loss, index), styles[count % len(styles)]
         name = s.label if s.label != s.loss else loss_label(s.loss)
         steps = np.array([r["step"] for r in s.records], dtype=float)
         for ax, (key, _, _) in zip(axes.flat, PANELS, strict=True):
@@ -629,14 +663,13 @@ def plot_ncd(
             if smooth > 1:
                 ax.plot(steps, values, color=color, linestyle=style, linewidth=0.6, alpha=0.25)
                 values = _geometric_smooth(values, smooth)
-            ax.plot(
-                steps,
-                values,
-                color=color,
-                linestyle=style,
-                linewidth=1.3,
-                label=name if key == "total" else None,
-            )
+            label = name if key == "total" else None
+            ax.plot(steps, values, color=color, linestyle=style, linewidth=1.3, label=label)
+    return zero_negative
+
+
+def _format_panels(axes, series: list[Series], xscale: str) -> None:
+    """Log y axes, the panels' titles and units, and the shared step axis."""
     for ax, (_, panel_title, ylabel) in zip(axes.flat, PANELS, strict=True):
         ax.set_yscale("log")
         ax.set_title(panel_title, fontsize=9)
@@ -651,7 +684,10 @@ def plot_ncd(
         first = min(r["step"] for s in series for r in s.records)
         last = max(r["step"] for s in series for r in s.records)
         axes[0, 0].set_xlim(first, max(last, first + 1))
-    ratio_ax = axes[1, 1]
+
+
+def _draw_ratio_references(ratio_ax, threshold: float | None) -> None:
+    """Panel (d)'s reference lines: the balance SR keeps (1) and the verdict's threshold."""
     ratio_ax.axhline(1.0, color="0.3", linewidth=0.8, linestyle=":", label="1 (balanced; SR)")
     if threshold is not None:
         ratio_ax.axhline(
@@ -662,19 +698,90 @@ def plot_ncd(
             label=f"NCD threshold {threshold:g}",
         )
     ratio_ax.legend(fontsize=7, loc="best", frameon=False)
-    if zero_negative:
-        axes[1, 0].set_title(
-            f"(c) Negative-class loss ({', '.join(zero_negative)}: 0 by definition, not drawn)",
-            fontsize=9,
-        )
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial{path.suffix}")
-        fig.savefig(partial, format=path.suffix.lstrip(".") or "png")
-        os.replace(partial, path)
-    return fig
+
+
+def _save(fig, path: Path) -> None:
+    """Save ``fig`` in the format the suffix names, atomically (a partial file, then renamed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial{path.suffix}")
+    fig.savefig(partial, format=path.suffix.lstrip(".") or "png")
+    os.replace(partial, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# A monitor's records: what the PyTorch monitor and the Keras callback share
+# ---------------------------------------------------------------------------------------------
+
+
+class NCDRecorder:
+    """What an NCD monitor is apart from its framework: its options checked, at most
+    ``capacity`` records kept in memory ([`HalvingHistory`][]) and every one written to
+    ``path`` ([`JsonlWriter`][]), and the verdict and figure on them. ``frlr.torch``'s
+    ``NCDMonitor`` and ``frlr.keras``'s ``NCDCallback`` are recorders, so both check, keep and
+    write their records alike.
+
+    Args:
+        loss: the registry name of the monitored loss; the default label.
+        every: record every ``every`` steps, a positive int.
+        capacity: the most records kept in memory (>= 2).
+        path: a JSON-lines file to write; None writes nothing.
+        append: append to ``path`` instead of truncating it.
+        label: the run's name in plots and verdicts, a str; None: the loss's name.
+    """
+
+    def __init__(
+        self,
+        loss: str,
+        *,
+        every: int,
+        capacity: int,
+        path: str | os.PathLike | None,
+        append: bool,
+        label: str | None,
+    ) -> None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive int, got {every!r}")
+        if label is not None and not isinstance(label, str):
+            raise TypeError(f"label must be a str or None, got {type(label).__name__}")
+        self.loss = loss
+        self.every = every
+        self.label = label or loss
+        self.last: NCDStats | None = None
+        self._history = HalvingHistory(capacity)
+        self._writer = JsonlWriter(path, append) if path is not None else None
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """The kept records (dicts: step, label and the ``NCDStats`` fields), oldest first."""
+        return self._history.records
+
+    @property
+    def path(self) -> Path | None:
+        """The JSON-lines file written, or None."""
+        return None if self._writer is None else self._writer.path
+
+    def verdict(self, **kwargs: Any) -> NCDVerdict:
+        """[`ncd_verdict`][frlr.ncd.ncd_verdict] on this run's history."""
+        return ncd_verdict(self, **kwargs)
+
+    def plot(self, path: str | os.PathLike | None = None, **kwargs: Any):
+        """[`plot_ncd`][frlr.ncd.plot_ncd] of this run alone; returns the figure."""
+        return plot_ncd(self, path, **kwargs)
+
+    def _record(self, step: int, measure: Callable[[], NCDStats]) -> NCDStats | None:
+        """Record ``measure()`` as ``step`` when the record is kept anywhere (in the file or in
+        memory); else count it as offered without measuring. Returns the statistics, or None."""
+        if self._writer is None and not self._history.accepts_next():
+            self._history.skip()
+            return None
+        stats = measure()
+        record = {"step": step, "label": self.label, **stats.as_dict()}
+        if self._writer is not None:
+            self._writer.write(record)
+        self._history.offer(record)
+        self.last = stats
+        return stats
+
+    def _close_file(self) -> None:
+        if self._writer is not None:
+            self._writer.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 
 import frlr
 
-__all__ = ["hardware", "versions"]
+__all__ = ["cpu_model", "hardware", "versions"]
 
 
 def versions() -> dict[str, str]:
@@ -28,21 +29,33 @@ def versions() -> dict[str, str]:
     }
 
 
-def hardware(device: torch.device, world_size: int) -> dict[str, Any]:
-    """The platform, the CPU model (from /proc/cpuinfo where there is one), core and thread
-    counts, the device and the number of processes; the GPU's name on CUDA."""
-    cpu = platform.processor() or platform.machine()
+def cpu_model() -> str:
+    """The CPU's model name: /proc/cpuinfo's "model name", else ``lscpu``'s "Model name" (ARM
+    Linux names its cores only there), else what ``platform`` knows. One reader for the runs'
+    ``result.json`` and the benchmark records' machine line."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             for line in handle:
                 if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        lscpu = ""
+    for line in lscpu.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def hardware(device: torch.device, world_size: int) -> dict[str, Any]:
+    """The platform, the CPU model ([`cpu_model`][]), core and thread counts, the device and
+    the number of processes; the GPU's name on CUDA."""
     info: dict[str, Any] = {
         "platform": platform.platform(),
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),

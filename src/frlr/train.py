@@ -40,16 +40,20 @@ batch. Only rank 0 writes files and shows the progress bar; test metrics are com
 1/world of the test set per rank and combined (counts summed, or outputs gathered), so every
 rank gets the same numbers.
 
-Class-parallel (``--classifier chunked --class-parallel``, torchrun with 2 or more processes, at
-most one per class): rank r trains the contiguous rows of the classifier that
-:func:`frlr.torch.distributed.class_shard_sizes` gives it, outside DDP; the linear loss gathers
-the global batch, so each rank's loss is the global batch's mean (not scaled by the rank's
-share) and the backbone's DDP sums its gradients (``sum_allreduce_hook``). The run starts from
-the same whole model as without the flag and trains the same weights to round-off. After each
-epoch's training the shards are gathered into the network's whole (frozen) classifier on every
-rank, which evaluation and ``checkpoint.pt`` use; each rank also writes its shard and its
-optimiser state, and ``--resume`` with the same process count restores them bitwise
-(:mod:`frlr.class_parallel`: the files, and the memory this costs).
+The classifier head ([`frlr.heads`][frlr.heads]), chosen once from ``--classifier`` and
+``--class-parallel``, owns the forward and loss call, the top-1 class, the loss's options, how
+DDP reduces the gradients, its checkpoint state and its evaluation-time gather; the loop calls it
+without asking which head it is. Class-parallel (``--classifier chunked --class-parallel``,
+torchrun with 2 or more processes, at most one per class): rank r trains the contiguous rows of
+the classifier that [`class_shard_sizes`][frlr.torch.class_sharding.class_shard_sizes] gives
+it, outside DDP; the linear loss gathers the global batch, so each rank's loss is the global
+batch's mean (not scaled by the rank's share) and the backbone's DDP sums its gradients
+(``sum_allreduce_hook``). The run starts from the same whole model as without the flag and
+trains the same weights to round-off. After each epoch's training the shards are gathered into
+the network's whole (frozen) classifier on every rank, which evaluation and ``checkpoint.pt``
+use; each rank also writes its shard and its optimiser state, and ``--resume`` with the same
+process count restores them bitwise ([`frlr.heads.class_parallel`][frlr.heads.class_parallel]:
+the files, and the memory this costs).
 
 The task (``--task``, default: the dataset's own) decides the targets and the metrics
 (:mod:`frlr.tasks`): class indices and top-k accuracy; training identities, then
@@ -84,7 +88,7 @@ import time
 import warnings
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -96,19 +100,11 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from frlr.class_parallel import (
-    ClassShard,
-    remove_stale_shards,
-    require_processes,
-    restore_shard,
-    save_shard,
-)
 from frlr.config import (
     LOSS_HYPERPARAMETERS,
     ConfigError,
     TrainConfig,
     config_differences,
-    loss_options,
     resolve_config,
     validate,
 )
@@ -128,8 +124,8 @@ from frlr.data.augment import (
     normalize,
     num_batches,
 )
-from frlr.data.mixing import mix_batch, mix_batch_sparse
 from frlr.data.validation import carve_validation
+from frlr.heads import ClassifierHead, choose_head, loss_options
 from frlr.io import load_checkpoint, save_torch_atomic, write_json_atomic, write_text_atomic
 from frlr.models import build_model
 from frlr.ncd import truncate_history
@@ -137,9 +133,6 @@ from frlr.provenance import hardware, versions
 from frlr.rundir import NUMERICS_FIELDS, check_checkpoint, numerics, read_result
 from frlr.tasks import EvalData, Task, get_task
 from frlr.torch.diagnostics import NCDMonitor
-from frlr.torch.distributed import sum_allreduce_hook
-from frlr.torch.linear import get_linear_loss, linear_argmax, positive_lists
-from frlr.torch.losses import LOSSES
 
 __all__ = [
     "LOSS_HYPERPARAMETERS",
@@ -153,7 +146,8 @@ __all__ = [
     "train",
     "validate",
 ]
-"""The loop's own names (``train``, ``lr_factor``, ``load_split``), and the config's, which
+"""The loop's own names (``train``, ``lr_factor``, ``load_split``), and the config's (with
+``loss_options``, now [`frlr.heads.loss_options`][frlr.heads.loss_options]), which
 ``from frlr.train import resolve_config, train`` has always reached."""
 
 
@@ -354,9 +348,9 @@ def train(
             "to train to the end)"
         )
     task = get_task(config.task)
+    head = choose_head(config)
     process = _setup_process(config)
-    if config.class_parallel:
-        require_processes(process.world)  # before the run directory is touched
+    head.check_processes(process.world)  # before the run directory is touched
     say = log if (log is not None and process.rank == 0) else (lambda _: None)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -365,7 +359,7 @@ def train(
     if finished is not None:
         say(f"{run_dir}: already finished")
         return finished
-    session = _set_up(config, task, process)
+    session = _set_up(config, task, process, head)
     if resume and (run_dir / "checkpoint.pt").exists():
         _resume(session, run_dir / "checkpoint.pt")
         say(f"{run_dir}: resuming after epoch {session.start_epoch}/{config.epochs}")
@@ -450,11 +444,10 @@ class _Session:
     drop_last: bool
     steps_per_epoch: int
     model: nn.Module  # the network whose weights are saved
-    net: nn.Module  # the one that runs: the model, under DDP and torch.compile when asked
-    criterion: nn.Module
+    net: nn.Module  # the one that runs: the head's part of the model, under DDP and compiled
+    head: ClassifierHead  # the classifier and the loss: --classifier, --class-parallel
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
-    shard: ClassShard | None = None  # --class-parallel: this rank's classifier rows
     start_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     elapsed_before: float = 0.0
@@ -471,7 +464,7 @@ def cpu_has_bf16() -> bool:
     return any(probe() for probe in found)
 
 
-def _set_up(config: TrainConfig, task: Task, process: _Process) -> _Session:
+def _set_up(config: TrainConfig, task: Task, process: _Process, head: ClassifierHead) -> _Session:
     """Seeds, data, network, loss, optimiser and schedule, in the order that makes a run's
     random draws the same every time. Shuffling draws the same permutation on every rank;
     augmentation (and dropout) differ by rank."""
@@ -500,9 +493,9 @@ def _set_up(config: TrainConfig, task: Task, process: _Process) -> _Session:
     steps_per_epoch = num_batches(num_train, config.batch_size, drop_last)
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
-    model, net = _build_network(config, data, process)
-    shard = ClassShard(model.classifier, world, rank) if config.class_parallel else None
-    optimizer = _optimizer(config, _trained_parameters(model, shard))
+    model, net = _build_network(config, data, process, head)
+    head.attach(model, rank, world, device)
+    optimizer = _optimizer(config, head.trained_parameters(model))
     return _Session(
         config=config,
         task=task,
@@ -514,43 +507,12 @@ def _set_up(config: TrainConfig, task: Task, process: _Process) -> _Session:
         steps_per_epoch=steps_per_epoch,
         model=model,
         net=net,
-        criterion=_criterion(config, shard).to(device),
+        head=head,
         optimizer=optimizer,
         scheduler=torch.optim.lr_scheduler.LambdaLR(
             optimizer, partial(lr_factor, config=config, steps_per_epoch=steps_per_epoch)
         ),
-        shard=shard,
     )
-
-
-def _criterion(config: TrainConfig, shard: ClassShard | None = None) -> nn.Module:
-    """The loss module: of the logits, or with ``--classifier chunked`` of the features and the
-    network's last Linear (:func:`frlr.torch.get_linear_loss`), or with ``--class-parallel`` of
-    this rank's ``shard`` of it."""
-    if config.classifier == "chunked":
-        sharding = {} if shard is None else shard.loss_options()
-        return get_linear_loss(config.loss, **loss_options(config), **sharding)
-    return LOSSES[config.loss](**loss_options(config))
-
-
-def _trained_parameters(model: nn.Module, shard: ClassShard | None) -> list[nn.Parameter]:
-    """What the optimiser steps: the model's trainable parameters (with ``--class-parallel``
-    the whole classifier is frozen, a copy for evaluation) and this rank's shard."""
-    extra = [] if shard is None else list(shard.parameters())
-    return [p for p in model.parameters() if p.requires_grad] + extra
-
-
-class _Features(nn.Module):
-    """The network up to its classifier: what DDP runs when the classifier is fused with the
-    loss. The model is its submodule, so DDP still reduces the classifier's gradient (which
-    reaches it through the loss)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.features(x)
 
 
 def _load_data(config: TrainConfig, task: Task, process: _Process) -> _Data:
@@ -631,9 +593,10 @@ def _eval_data(
 
 
 def _build_network(
-    config: TrainConfig, data: _Data, process: _Process
+    config: TrainConfig, data: _Data, process: _Process, head: ClassifierHead
 ) -> tuple[nn.Module, nn.Module]:
-    """(the model, the module that runs it: under DDP, and compiled when asked)."""
+    """(the model, the module that runs it: the head's part of it, under DDP with the head's
+    reduction, and compiled when asked)."""
     rank, world, device = process.rank, process.world, process.device
     if data.height != data.width and config.arch == "mlp":
         raise ConfigError(f"arch mlp needs square images, got {data.height}x{data.width}")
@@ -652,23 +615,12 @@ def _build_network(
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
-    net: nn.Module = model
-    if config.classifier == "chunked":
-        head = getattr(model, "classifier", None)
-        if not callable(getattr(model, "features", None)) or not isinstance(head, nn.Linear):
-            raise ConfigError(
-                f"--classifier chunked needs a network with features(x) and a Linear "
-                f"classifier; arch {config.arch!r} has not"
-            )
-        net = _Features(model)
-    if config.class_parallel:  # trained as per-rank shards, outside DDP; this is the gathered copy
-        model.classifier.requires_grad_(False)
+    net = head.network(model)
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None
         )
-        if config.class_parallel:  # every rank's loss is the global batch's: sum, not average
-            net.register_comm_hook(None, sum_allreduce_hook)
+        head.configure_ddp(net)
     if config.compile:
         net = torch.compile(net)
     return model, net
@@ -686,11 +638,7 @@ def _resume(session: _Session, checkpoint_path: Path) -> None:
             f"it with the same number (got {world}) to continue the same run"
         )
     session.model.load_state_dict(state["model"])
-    optimizer_state = state["optimizer"]
-    if session.shard is not None:
-        optimizer_state = restore_shard(
-            session.shard, session.optimizer, state, checkpoint_path.parent
-        )
+    optimizer_state = session.head.restore_state(session.optimizer, state, checkpoint_path.parent)
     session.optimizer.load_state_dict(optimizer_state)
     session.scheduler.load_state_dict(state["scheduler"])
     reseed = session.config.seed + 7919 * state["epoch"]
@@ -784,8 +732,7 @@ def _train_epoch(session: _Session, epoch: int, ncd: Any, show_bar: bool) -> dic
                 )
     if bar is not None:
         bar.close()
-    if session.shard is not None:  # evaluation and checkpoints take the whole classifier
-        session.shard.gather_into(session.model.classifier)
+    session.head.gather()  # evaluation and checkpoints take the whole classifier
     if world > 1:
         dist.all_reduce(sums)
     train_time = time.perf_counter() - epoch_start
@@ -812,67 +759,32 @@ def _step(
     """One optimiser step on this rank's shard of a global batch: (its mean loss, its count of
     correct top-1 predictions, counted against the dominant labels when targets are mixed).
 
-    With mixup, CutMix or label smoothing on, the normalised batch is mixed after the
-    augmentation (:func:`frlr.data.mixing.mix_batch`, drawing from the augmentation generator):
-    the loss (and the NCD monitor) get the soft targets, the accuracy the dominant labels; the
-    chunked classifier gets them in sparse form (:func:`frlr.data.mixing.mix_batch_sparse`,
-    the same draws: each row's two labels, their weights and eps, never an (N, K) row). Each
-    rank's mean is weighted by its share of the global batch, so DDP's gradient average is the
-    gradient of the global batch mean even when the shards differ by one sample (with
-    ``--class-parallel`` the loss is the global batch's mean already, and DDP sums). With
-    ``--classifier chunked`` the network returns its features and the loss takes them with
-    the classifier's weight and bias; the logits are never formed (nor the top-1 class: it is
-    found chunk by chunk).
+    The head ([`ClassifierHead`][frlr.heads.ClassifierHead]) mixes the normalised batch after
+    the augmentation when mixup, CutMix or label smoothing is on (drawing from the augmentation
+    generator; a logits-free head keeps the soft targets sparse), runs the network and its loss,
+    finds each sample's top class, and weights the loss for DDP: each rank's mean by its share
+    of the global batch, so DDP's gradient average is the gradient of the global batch mean even
+    when the shards differ by one sample (class-parallel, the loss is the global batch's mean
+    already, and DDP sums). The NCD monitor gets the logits and the loss's targets.
     """
-    config, data, world = session.config, session.data, session.process.world
+    config, data, head = session.config, session.data, session.head
     if config.augment:
         images = augment_batch(
             images, session.augment_generator, flip=config.flip, padding=config.crop_padding
         )
     x = normalize(images, data.mean, data.std)
-    labels = targets
-    soft: dict[str, Any] = {}  # the chunked loss's sparse soft targets
-    if config.mixup or config.cutmix or config.label_smoothing:
-        mixing = {
-            "mixup": config.mixup,
-            "cutmix": config.cutmix,
-            "label_smoothing": config.label_smoothing,
-        }
-        if config.classifier == "chunked":
-            mixed = mix_batch_sparse(x, targets, session.augment_generator, **mixing)
-            soft = mixed.loss_options()
-        else:
-            mixed = mix_batch(
-                x, targets, session.augment_generator, num_classes=data.num_classes, **mixing
-            )
-        x, targets, labels = mixed.images, mixed.targets, mixed.dominant
-    x = _memory_format(x, config.channels_last)
+    batch = head.batch(x, targets, session.augment_generator, data.num_classes)
+    batch = replace(batch, images=_memory_format(batch.images, config.channels_last))
     with torch.autocast(session.process.device.type, torch.bfloat16, config.bf16):
-        if config.classifier == "chunked":
-            features = session.net(x)
-            head = session.model.classifier if session.shard is None else session.shard
-            target = positive_lists(targets) if targets.is_floating_point() else targets
-            loss = session.criterion(features, head.weight, target, head.bias, **soft)
-        else:
-            logits = session.net(x)
-            loss = session.criterion(logits, targets)
-    if ncd is not None:
-        ncd.update(logits, targets, global_step)
+        loss, outputs = head.loss(session.net, batch)
+    if ncd is not None:  # --ncd-every: the materialised head's outputs are the logits (config)
+        ncd.update(outputs, batch.targets, global_step)
     with torch.no_grad():
-        if config.classifier == "chunked":
-            top = (
-                linear_argmax(features, head.weight, head.bias)
-                if session.shard is None
-                else session.shard.argmax(features)
-            )
-            correct = session.task.prediction_correct(top, labels)
-        else:
-            correct = session.task.batch_correct(logits.detach(), labels)
-    n = len(targets)
+        correct = session.task.prediction_correct(head.argmax(outputs), batch.labels)
+    n = len(batch.targets)
     step = global_step % session.steps_per_epoch
     global_n = min(config.batch_size, len(data.train_images) - step * config.batch_size)
-    # class-parallel, the loss is the global batch's mean already (its DDP hook sums)
-    scaled = loss * (n * world / global_n) if world > 1 and session.shard is None else loss
+    scaled = head.ddp_loss(loss, n, global_n, session.process.world)
     session.optimizer.zero_grad(set_to_none=True)
     scaled.backward()
     session.optimizer.step()
@@ -897,18 +809,15 @@ def _evaluate(session: _Session) -> dict[str, float]:
 
 def _checkpoint(session: _Session, run_dir: Path, epoch: int) -> None:
     """``checkpoint.pt`` after ``epoch`` (model, optimiser, schedule, generators, every rank's
-    RNG states, history) and ``metrics.jsonl``, both written by rank 0 only; with
-    ``--class-parallel`` every rank first writes its classifier shard
-    (:func:`frlr.class_parallel.save_shard`), and ``checkpoint.pt`` names them."""
+    RNG states, history) and ``metrics.jsonl``, both written by rank 0 only; the head first
+    saves what it keeps apart (with ``--class-parallel`` every rank writes its classifier shard,
+    which ``checkpoint.pt`` names: [`save_shard`][frlr.heads.class_parallel.save_shard])."""
     process = session.process
     rng = [_rng_state(session.augment_generator)]
     if process.world > 1:
         rng = [None] * process.world
         dist.all_gather_object(rng, _rng_state(session.augment_generator))
-    optimizer_state, shards = session.optimizer.state_dict(), {}
-    if session.shard is not None:
-        optimizer_state, manifest = save_shard(session.shard, session.optimizer, run_dir, epoch + 1)
-        shards = {"class_shards": manifest}
+    optimizer_state, head_state = session.head.save_state(session.optimizer, run_dir, epoch + 1)
     if process.rank != 0:
         return
     save_torch_atomic(
@@ -925,12 +834,11 @@ def _checkpoint(session: _Session, run_dir: Path, epoch: int) -> None:
             "history": session.history,
             "elapsed_s": session.history[-1]["elapsed_s"],
             "segments": session.segments,
-            **shards,
+            **head_state,
         },
         run_dir / "checkpoint.pt",
     )
-    if shards:
-        remove_stale_shards(run_dir, epoch + 1)
+    session.head.checkpoint_saved(run_dir, epoch + 1)
     lines = "".join(json.dumps(r) + "\n" for r in session.history)
     write_text_atomic(run_dir / "metrics.jsonl", lines)
 
@@ -941,14 +849,13 @@ def _result(session: _Session, run_dir: Path, started: float) -> dict[str, Any]:
     final = session.history[-1]
     metrics = {k.removeprefix("test_"): v for k, v in final.items() if k.startswith("test_")}
     val = {k.removeprefix("val_"): v for k, v in final.items() if k.startswith("val_")}
-    options = session.criterion.options.items()
     result = {
         "status": "finished",
         "task": config.task,
         "dataset": config.dataset,
         "arch": config.arch,
         "loss": config.loss,
-        "loss_options": {k: v for k, v in options if k in LOSS_HYPERPARAMETERS[config.loss]},
+        "loss_options": loss_options(config),
         "seed": config.seed,
         "primary_metric": task.primary_metric,
         "evaluation": task.evaluation,

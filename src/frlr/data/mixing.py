@@ -105,8 +105,8 @@ class SparseMixedBatch:
         ...                          torch.Generator().manual_seed(0), mixup=0.2)
         >>> mixed.targets.tolist()
         [[0, 3], [1, 2], [2, 1], [3, 0]]
-        >>> sorted(mixed.loss_options())
-        ['label_smoothing', 'target_weights']
+        >>> mixed.target_weights.shape, mixed.label_smoothing
+        (torch.Size([4, 2]), 0.0)
     """
 
     images: torch.Tensor
@@ -115,10 +115,6 @@ class SparseMixedBatch:
     label_smoothing: float
     dominant: torch.Tensor
     lam: torch.Tensor
-
-    def loss_options(self) -> dict[str, object]:
-        """The keyword arguments of a ``frlr.torch.linear`` loss for these targets."""
-        return {"target_weights": self.target_weights, "label_smoothing": self.label_smoothing}
 
 
 def _check_rate(name: str, value: object, below_one: bool = False) -> float:

@@ -20,9 +20,9 @@ from PIL import Image
 
 from frlr.data.arrays import ImageArrays
 from frlr.data.images import decode_images, progress
-from frlr.data.reid import _check_root, _check_split, _decode_hw, _image_size_hw, _resize_hw
+from frlr.data.reid import check_root, check_split, decode_hw, image_size_hw, resize_hw
 from frlr.data.sources import SourceTree, open_tree
-from frlr.data.tiny_imagenet import _train_names, _val_names, read_wnids, read_words
+from frlr.data.tiny_imagenet import read_wnids, read_words, train_names, val_names
 
 __all__ = [
     "DEEPFASHION_ATTRIBUTE_TYPES",
@@ -200,9 +200,9 @@ def load_deepfashion_attributes(
     ``DEEPFASHION_ATTRIBUTE_TYPES``). Every count is checked against the count line of its
     file, and every malformed line raises an error naming the file and line.
     """
-    split = _check_split(split, DEEPFASHION_SPLITS)
-    size_hw = _image_size_hw(image_size)
-    base = _check_root(root)
+    split = check_split(split, DEEPFASHION_SPLITS)
+    size_hw = image_size_hw(image_size)
+    base = check_root(root)
     cloth_path = _deepfashion_anno(base, "list_attr_cloth.txt")
     img_path = _deepfashion_anno(base, "list_attr_img.txt")
     partition_path = base / "Eval" / "list_eval_partition.txt"
@@ -216,7 +216,7 @@ def load_deepfashion_attributes(
         # A zip's top folder (img/) is stripped by open_tree; the annotation names keep it.
         strip = bool(members) and not tree.has(members[0]) and members[0].startswith("img/")
         image_names = [name[len("img/") :] for name in members] if strip else members
-        images = _decode_hw(tree, image_names, "RGB", size_hw, desc=f"DeepFashion {split}")
+        images = decode_hw(tree, image_names, "RGB", size_hw, desc=f"DeepFashion {split}")
         image_source = str(tree.location)
     meta = {
         "dataset": "DeepFashion attributes",
@@ -328,7 +328,7 @@ def _plan(
     wnids = read_wnids(tree)
     words = read_words(tree)
     index_of = {wnid: i for i, wnid in enumerate(wnids)}
-    names, labels = (_train_names if part == "train" else _val_names)(tree, index_of)
+    names, labels = (train_names if part == "train" else val_names)(tree, index_of)
     classes = np.asarray(labels, dtype=np.int64)
     limit = max_mosaics(classes)
     if limit == 0:
@@ -351,7 +351,7 @@ def _plan(
 
 
 def _mosaic_arguments(root: str | Path, split: str, seed: int) -> tuple[Path, str, int]:
-    return _check_root(root), _check_split(split, MOSAIC_SPLITS), _check_seed(seed)
+    return check_root(root), check_split(split, MOSAIC_SPLITS), _check_seed(seed)
 
 
 def mosaic_plan(
@@ -401,7 +401,7 @@ def load_mosaic_tiny_imagenet(
     so the two splits share those pixels though no file.
     """
     base, split, seed = _mosaic_arguments(root, split, seed)
-    size_hw = _image_size_hw(image_size)
+    size_hw = image_size_hw(image_size)
     with open_tree(base) as tree:
         part, wnids, class_names, names, classes, quads = _plan(tree, split, seed, num_samples)
         tiles = decode_images(
@@ -413,7 +413,7 @@ def load_mosaic_tiny_imagenet(
     if size_hw is not None and size_hw != (2 * h, 2 * w):
         resized = np.empty((m, *size_hw, c), dtype=np.uint8)
         for i in progress(range(m), total=m, desc=f"mosaic {split} resize"):
-            resized[i] = np.asarray(_resize_hw(Image.fromarray(mosaics[i]), size_hw))
+            resized[i] = np.asarray(resize_hw(Image.fromarray(mosaics[i]), size_hw))
         mosaics = resized
     labels = np.zeros((m, len(wnids)), dtype=np.uint8)
     np.put_along_axis(labels, classes[quads], 1, axis=1)

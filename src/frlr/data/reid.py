@@ -57,10 +57,11 @@ OMNIGLOT_EVAL_ZIP = "images_background_small2.zip"
 
 # --------------------------------------------------------------------------- shared helpers
 # Decoding itself is frlr.data.images; what is here adds (height, width) sizes, which re-id
-# needs (256x128 people) and images.check_image_size (square only) does not take.
+# needs (256x128 people) and images.check_image_size (square only) does not take. Public:
+# frlr.data.multilabel's loaders check and decode with them too.
 
 
-def _image_size_hw(image_size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+def image_size_hw(image_size: int | tuple[int, int] | None) -> tuple[int, int] | None:
     """Normalise ``image_size`` to (height, width); an int means a square image."""
     if image_size is None:
         return None
@@ -84,7 +85,9 @@ def _image_size_hw(image_size: int | tuple[int, int] | None) -> tuple[int, int] 
     return size
 
 
-def _check_split(split: str, allowed: Sequence[str]) -> str:
+def check_split(split: str, allowed: Sequence[str]) -> str:
+    """``split``, if it is one of ``allowed``: a loader's own one-line error for a typo, before
+    any file is opened."""
     if not isinstance(split, str):
         raise TypeError(f"split must be a str, got {type(split).__name__} {split!r}")
     if split not in allowed:
@@ -92,7 +95,9 @@ def _check_split(split: str, allowed: Sequence[str]) -> str:
     return split
 
 
-def _check_root(root: str | Path) -> Path:
+def check_root(root: str | Path) -> Path:
+    """``root`` as a ``Path`` that exists: a missing dataset folder fails here by name, not
+    later inside an archive reader."""
     if not isinstance(root, (str, Path)):
         raise TypeError(f"root must be a str or Path, got {type(root).__name__} {root!r}")
     path = Path(root)
@@ -101,7 +106,7 @@ def _check_root(root: str | Path) -> Path:
     return path
 
 
-def _resize_hw(image: Image.Image, size_hw: tuple[int, int]) -> Image.Image:
+def resize_hw(image: Image.Image, size_hw: tuple[int, int]) -> Image.Image:
     """Resize to (height, width) with the policy of ``images.resize_image``.
 
     Area averaging (``BOX``) when shrinking both sides, bilinear otherwise, so rectangular
@@ -117,7 +122,7 @@ def _resize_hw(image: Image.Image, size_hw: tuple[int, int]) -> Image.Image:
     return image.resize(target, resample=resample)
 
 
-def _decode_hw(
+def decode_hw(
     tree: SourceTree,
     names: Sequence[str],
     mode: str,
@@ -135,7 +140,7 @@ def _decode_hw(
     for i, name in enumerate(progress(names, total=len(names), desc=desc)):
         array = decode_member(tree, name, mode, None)
         plane = array[:, :, 0] if array.shape[2] == 1 else array
-        out[i] = np.asarray(_resize_hw(Image.fromarray(plane), size_hw)).reshape(out.shape[1:])
+        out[i] = np.asarray(resize_hw(Image.fromarray(plane), size_hw)).reshape(out.shape[1:])
     return out
 
 
@@ -170,9 +175,9 @@ def _load_reid_folder(
     zip_name: str,
 ) -> ImageArrays:
     """Shared parser for the two benchmarks: they differ only in the file-name pattern."""
-    split = _check_split(split, tuple(REID_SPLITS))
-    size_hw = _image_size_hw(image_size)
-    base = _check_root(root)
+    split = check_split(split, tuple(REID_SPLITS))
+    size_hw = image_size_hw(image_size)
+    base = check_root(root)
     folder = REID_SPLITS[split]
     with _open_dataset(base, REID_SPLITS["train"], (zip_name,), dataset) as tree:
         files = [
@@ -205,7 +210,7 @@ def _load_reid_folder(
             cams.append(int(match["cam"]))
         if not kept:
             raise ValueError(f"{dataset}: no identity images left in {tree.describe(folder)}")
-        images = _decode_hw(tree, kept, "RGB", size_hw, desc=f"{dataset} {split}")
+        images = decode_hw(tree, kept, "RGB", size_hw, desc=f"{dataset} {split}")
         source = tree.describe(folder)
 
     pids = np.array([int(p) for p in pid_strings], dtype=np.int64)
@@ -394,9 +399,9 @@ def load_omniglot_retrieval(
     the background is zero, the value that zero-padding, random translation and convolution
     borders assume, and the sparse strokes carry the signal, as in MNIST.
     """
-    split = _check_split(split, ("train", "query", "gallery"))
-    size_hw = _image_size_hw(image_size)
-    base = _check_root(root)
+    split = check_split(split, ("train", "query", "gallery"))
+    size_hw = image_size_hw(image_size)
+    base = check_root(root)
     train_path, eval_path = base / OMNIGLOT_TRAIN_ZIP, base / OMNIGLOT_EVAL_ZIP
     for path in (train_path,) if split == "train" else (train_path, eval_path):
         if not path.is_file():
@@ -431,7 +436,7 @@ def _omniglot_arrays(
             f"{tree.location}: a character has two drawings by one drawer, so the camera filter "
             "would remove more than the query itself"
         )
-    images = _decode_hw(tree, names, "L", size_hw, desc=f"Omniglot {split}")
+    images = decode_hw(tree, names, "L", size_hw, desc=f"Omniglot {split}")
     np.subtract(255, images, out=images)
     meta = {
         "dataset": "Omniglot retrieval",

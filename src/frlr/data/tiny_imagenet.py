@@ -61,7 +61,10 @@ def read_words(tree: SourceTree) -> dict[str, str]:
     return words
 
 
-def _train_names(tree: SourceTree, index_of: dict[str, int]) -> tuple[list[str], list[int]]:
+def train_names(tree: SourceTree, index_of: dict[str, int]) -> tuple[list[str], list[int]]:
+    """The training images of the classes in ``index_of`` and their labels, sorted by wnid
+    and image number (a stable order whatever the archive's); a class without images fails
+    with the layout's hint. Public: the mosaics of ``frlr.data.multilabel`` are built from them."""
     found: dict[str, list[tuple[int, str]]] = {wnid: [] for wnid in index_of}
     for name in tree.names():
         match = _TRAIN_IMAGE.match(name)
@@ -82,7 +85,9 @@ def _train_names(tree: SourceTree, index_of: dict[str, int]) -> tuple[list[str],
     return names, labels
 
 
-def _val_names(tree: SourceTree, index_of: dict[str, int]) -> tuple[list[str], list[int]]:
+def val_names(tree: SourceTree, index_of: dict[str, int]) -> tuple[list[str], list[int]]:
+    """The validation images of the classes in ``index_of`` and their labels, read from
+    ``val/val_annotations.txt`` in image-number order; a malformed line fails by number."""
     annotations = "val/val_annotations.txt"
     rows: list[tuple[int, str, int]] = []
     for number, line in enumerate(_read_text(tree, annotations), start=1):
@@ -108,7 +113,7 @@ def load_tiny_imagenet(root: str | Path, split: str, image_size: int | None = No
         wnids = read_wnids(tree)
         words = read_words(tree)
         index_of = {wnid: i for i, wnid in enumerate(wnids)}
-        reader = _train_names if split == "train" else _val_names
+        reader = train_names if split == "train" else val_names
         names, labels = reader(tree, index_of)
         images = decode_images(tree, names, "RGB", image_size, desc=f"tiny-imagenet {split}")
     return ImageArrays(

@@ -62,3 +62,12 @@ def check_positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def check_ranks(value: Any, name: str) -> tuple[int, ...]:
+    """One rank or several (top-k's k, CMC's ranks) as a tuple of positive ints; an empty
+    sequence is refused, since a metric of no rank is a mistake, not an empty result."""
+    ranks = (value,) if isinstance(value, (int, np.integer)) else tuple(value)
+    if not ranks:
+        raise ValueError(f"{name} must name at least one rank, got an empty sequence")
+    return tuple(check_positive_int(rank, name) for rank in ranks)

@@ -8,7 +8,8 @@ predicts class 0, not 100% as a "strictly higher only" rule would give it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -20,16 +21,10 @@ from frlr.eval._inputs import (
     check_float_matrix,
     check_integer_vector,
     check_positive_int,
+    check_ranks,
 )
 
 __all__ = ["evaluate_classifier", "topk_accuracy"]
-
-
-def _normalise_ks(k: int | Iterable[int]) -> tuple[int, ...]:
-    ks = (k,) if isinstance(k, (int, np.integer)) else tuple(k)
-    if not ks:
-        raise ValueError("k must name at least one rank, got an empty sequence")
-    return tuple(check_positive_int(value, "k") for value in ks)
 
 
 def _target_rank(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -87,7 +82,7 @@ def topk_accuracy(
     if scores.shape[0] == 0:
         raise ValueError("logits_or_scores has no rows")
     _check_targets(labels, scores.shape[0], scores.shape[1], "targets")
-    ks = _normalise_ks(k)
+    ks = check_ranks(k, "k")
     if max(ks) > scores.shape[1]:
         raise ValueError(f"k={max(ks)} exceeds the number of classes ({scores.shape[1]})")
     rank = _target_rank(scores, labels.to(device=scores.device, dtype=torch.int64))
@@ -97,6 +92,113 @@ def topk_accuracy(
 def _default_model_input(batch: torch.Tensor) -> torch.Tensor:
     """uint8 (N, C, H, W) -> float in [0, 1]; float batches are taken as model-ready."""
     return batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch
+
+
+def _check_images(images: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, bool]:
+    """The images as a tensor, and whether they are numpy (N, H, W, C), permuted per batch: a
+    wrong layout fails here, naming the argument, not inside the model."""
+    pixels = as_tensor(images, "images")
+    if pixels.ndim < 2 or pixels.shape[0] == 0:
+        raise ValueError(f"images must be a non-empty batch, got shape {tuple(pixels.shape)}")
+    if pixels.dtype != torch.uint8 and not pixels.is_floating_point():
+        raise ValueError(f"images must be uint8 or floating, got {pixels.dtype}")
+    channels_last = isinstance(images, np.ndarray)
+    if channels_last and (pixels.dtype != torch.uint8 or pixels.ndim != 4):
+        raise ValueError(
+            "numpy images must be uint8 (N, H, W, C) like ImageArrays.images, got "
+            f"{images.dtype} {images.shape}; pass other layouts as a (N, C, H, W) tensor"
+        )
+    return pixels, channels_last
+
+
+def _check_request(
+    model: nn.Module,
+    labels: torch.Tensor | np.ndarray | None,
+    num_images: int,
+    return_features: bool,
+) -> torch.Tensor | None:
+    """The labels as a tensor (None: features only), after checking that there is something
+    to compute and that the model can compute it."""
+    targets = None
+    if labels is not None:
+        targets = as_tensor(labels, "labels")
+        check_integer_vector(targets, "labels", num_images)
+    if labels is None and not return_features:
+        raise ValueError("nothing to compute: give labels, return_features=True, or both")
+    if return_features and not callable(getattr(model, "features", None)):
+        raise ValueError(
+            f"return_features=True needs a model.features(x) method; "
+            f"{type(model).__name__} has none"
+        )
+    return targets
+
+
+def _model_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    """``device``, else where the model's first parameter lives (the CPU for a bare model)."""
+    if device is None:
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+    return torch.device(device)
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode for the block, then back in the mode it had, even on an error."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+class _Tally:
+    """What one pass over the batches adds up: the hits at each k, the sample-weighted loss
+    sum, the feature chunks; kept on ``device``, so a batch costs no host synchronisation."""
+
+    def __init__(self, k: int | Iterable[int], device: torch.device) -> None:
+        self.k = k
+        self.ks = check_ranks(k, "k")
+        self.k_values = torch.tensor(self.ks, device=device)
+        self.correct = torch.zeros(len(self.ks), dtype=torch.int64, device=device)
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.features: list[torch.Tensor] = []
+        self.num_classes: int | None = None
+
+    def add(
+        self,
+        logits: torch.Tensor,
+        y: torch.Tensor,
+        targets: torch.Tensor,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
+    ) -> None:
+        """One batch's logits against its labels ``y``; the first batch, which shows the class
+        count, also checks every label and k against it."""
+        if logits.ndim != 2 or logits.shape[0] != y.shape[0]:
+            raise ValueError(f"model output must be (batch, classes), got {tuple(logits.shape)}")
+        if self.num_classes is None:
+            self.num_classes = logits.shape[1]
+            _check_targets(targets, targets.shape[0], self.num_classes, "labels")
+            if min(self.ks) > self.num_classes:
+                raise ValueError(f"every k in {self.k!r} exceeds {self.num_classes} classes")
+        rank = _target_rank(logits, y)
+        self.correct += (rank.unsqueeze(1) < self.k_values).sum(dim=0)
+        if loss_fn is not None:
+            self.loss_sum += loss_fn(logits, y).detach().double() * y.shape[0]
+
+    def result(self, total: int, with_loss: bool, with_features: bool) -> dict[str, Any]:
+        """``num_samples`` and what was scored: ``top{k}`` for each k within the class count,
+        ``loss``, ``features``."""
+        result: dict[str, Any] = {"num_samples": total}
+        if self.num_classes is not None:
+            for value, count in zip(self.ks, self.correct.tolist(), strict=True):
+                if value <= self.num_classes:
+                    result[f"top{value}"] = count / total
+            if with_loss:
+                result["loss"] = float(self.loss_sum) / total
+        if with_features:
+            result["features"] = torch.cat(self.features)
+        return result
 
 
 def evaluate_classifier(
@@ -117,9 +219,6 @@ def evaluate_classifier(
     stay uint8 (4x smaller than float) until the last moment. The model's training/eval mode
     is restored afterwards. A row of logits holding a NaN counts as wrong, so a diverged run
     scores low instead of raising.
-
-    It is long because every argument is checked first, naming it, and one pass over the
-    batches computes logits, features and loss together.
 
     Args:
         model: the classifier; ``model(x)`` returns (batch, K) logits.
@@ -161,76 +260,19 @@ def evaluate_classifier(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     batch_size = check_positive_int(batch_size, "batch_size")
-    pixels = as_tensor(images, "images")
-    if pixels.ndim < 2 or pixels.shape[0] == 0:
-        raise ValueError(f"images must be a non-empty batch, got shape {tuple(pixels.shape)}")
-    if pixels.dtype != torch.uint8 and not pixels.is_floating_point():
-        raise ValueError(f"images must be uint8 or floating, got {pixels.dtype}")
-    channels_last = isinstance(images, np.ndarray)
-    if channels_last and (pixels.dtype != torch.uint8 or pixels.ndim != 4):
-        raise ValueError(
-            "numpy images must be uint8 (N, H, W, C) like ImageArrays.images, got "
-            f"{images.dtype} {images.shape}; pass other layouts as a (N, C, H, W) tensor"
-        )
-    targets = None
-    if labels is not None:
-        targets = as_tensor(labels, "labels")
-        check_integer_vector(targets, "labels", pixels.shape[0])
-    if labels is None and not return_features:
-        raise ValueError("nothing to compute: give labels, return_features=True, or both")
-    if return_features and not callable(getattr(model, "features", None)):
-        raise ValueError(
-            f"return_features=True needs a model.features(x) method; "
-            f"{type(model).__name__} has none"
-        )
-    if device is None:
-        first = next(model.parameters(), None)
-        device = first.device if first is not None else torch.device("cpu")
-    device = torch.device(device)
-    requested_ks = _normalise_ks(k)
+    pixels, channels_last = _check_images(images)
+    targets = _check_request(model, labels, pixels.shape[0], return_features)
+    device = _model_device(model, device)
+    tally = _Tally(k, device)
     to_model_input = normalize_fn if normalize_fn is not None else _default_model_input
-
     total = pixels.shape[0]
-    correct = torch.zeros(len(requested_ks), dtype=torch.int64, device=device)
-    k_values = torch.tensor(requested_ks, device=device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    feature_chunks: list[torch.Tensor] = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, total, batch_size):
-                batch = pixels[start : start + batch_size].to(device)
-                x = to_model_input(batch.permute(0, 3, 1, 2) if channels_last else batch)
-                if return_features:
-                    feature_chunks.append(model.features(x).float().cpu())
-                if targets is None:
-                    continue
+    with _eval_mode(model), torch.inference_mode():
+        for start in range(0, total, batch_size):
+            batch = pixels[start : start + batch_size].to(device)
+            x = to_model_input(batch.permute(0, 3, 1, 2) if channels_last else batch)
+            if return_features:
+                tally.features.append(model.features(x).float().cpu())
+            if targets is not None:
                 y = targets[start : start + batch_size].to(device=device, dtype=torch.int64)
-                logits = model(x)
-                if logits.ndim != 2 or logits.shape[0] != y.shape[0]:
-                    raise ValueError(
-                        f"model output must be (batch, classes), got {tuple(logits.shape)}"
-                    )
-                if start == 0:
-                    num_classes = logits.shape[1]
-                    _check_targets(targets, total, num_classes, "labels")
-                    if min(requested_ks) > num_classes:
-                        raise ValueError(f"every k in {k!r} exceeds {num_classes} classes")
-                rank = _target_rank(logits, y)
-                correct += (rank.unsqueeze(1) < k_values).sum(dim=0)
-                if loss_fn is not None:
-                    loss_sum += loss_fn(logits, y).detach().double() * y.shape[0]
-    finally:
-        model.train(was_training)
-
-    result: dict[str, Any] = {"num_samples": total}
-    if targets is not None:
-        for value, count in zip(requested_ks, correct.tolist(), strict=True):
-            if value <= num_classes:
-                result[f"top{value}"] = count / total
-        if loss_fn is not None:
-            result["loss"] = float(loss_sum) / total
-    if return_features:
-        result["features"] = torch.cat(feature_chunks)
-    return result
+                tally.add(model(x), y, targets, loss_fn)
+    return tally.result(total, loss_fn is not None, return_features)

@@ -20,6 +20,8 @@ descending sort), so results are deterministic.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
@@ -96,6 +98,29 @@ def _mean_over(values: np.ndarray, keep: np.ndarray) -> float:
     return float(values[keep].mean()) if keep.any() else float("nan")
 
 
+class _Rates(NamedTuple):
+    """The top-k predictions scored along one axis: per class (counted over images) or per
+    image (counted over classes); NaN where a denominator is 0."""
+
+    recall: np.ndarray  # TP / (TP + FN)
+    balanced: np.ndarray  # (TP / (TP + FN) + TN / (TN + FP)) / 2
+    has_positive: np.ndarray
+    has_negative: np.ndarray
+
+
+def _rates(predicted: np.ndarray, binary: np.ndarray, axis: int) -> _Rates:
+    """Recall and balanced accuracy per class (``axis=0``) or per image (``axis=1``): one
+    function for both, so the two averages cannot drift apart."""
+    positives = binary.sum(axis=axis)
+    negatives = binary.shape[axis] - positives
+    true_pos = (predicted & binary).sum(axis=axis)
+    true_neg = negatives - (predicted & ~binary).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = true_pos / positives
+        balanced = (recall + true_neg / negatives) / 2.0
+    return _Rates(recall, balanced, positives > 0, negatives > 0)
+
+
 def multilabel_metrics(
     scores: torch.Tensor | np.ndarray,
     targets: torch.Tensor | np.ndarray,
@@ -121,8 +146,6 @@ def multilabel_metrics(
     ``num_classes_with_positives``, ``num_images_with_positives`` (the mAP and recall
     denominators) and ``k``.
 
-    It is long because this docstring defines each metric it returns.
-
     Args:
         scores: float (N, K), any monotone score (logits or probabilities); a torch tensor or
             numpy array.
@@ -145,41 +168,27 @@ def multilabel_metrics(
     target_array = as_array(targets, "targets")
     binary = _check_inputs(score_array, target_array)
     k = check_positive_int(k, "k")
-    num_images, num_classes = binary.shape
+    num_classes = binary.shape[1]
     if k > num_classes:
         raise ValueError(f"k={k} exceeds the number of classes ({num_classes})")
     if not binary.any():
         raise ValueError("targets has no positive label: every metric here is undefined")
 
     predicted = _topk_predictions(score_array, k)
-    true_pos = predicted & binary
-    false_pos = predicted & ~binary
-
-    class_pos = binary.sum(axis=0)
-    class_neg = num_images - class_pos
-    class_tp = true_pos.sum(axis=0)
-    class_tn = class_neg - false_pos.sum(axis=0)
-    image_pos = binary.sum(axis=1)
-    image_neg = num_classes - image_pos
-    image_tp = true_pos.sum(axis=1)
-    image_tn = image_neg - false_pos.sum(axis=1)
-
-    with np.errstate(invalid="ignore", divide="ignore"):
-        class_recall = class_tp / class_pos
-        class_balanced = (class_recall + class_tn / class_neg) / 2.0
-        image_recall = image_tp / image_pos
-        image_balanced = (image_recall + image_tn / image_neg) / 2.0
-
-    has_class_pos = class_pos > 0
-    has_image_pos = image_pos > 0
+    per_class = _rates(predicted, binary, axis=0)
+    per_image = _rates(predicted, binary, axis=1)
     average_precision = _average_precision_per_class(score_array, binary)
     return {
-        "mAP": _mean_over(average_precision, has_class_pos),
-        "balanced_acc_class": _mean_over(class_balanced, has_class_pos & (class_neg > 0)),
-        "balanced_acc_image": _mean_over(image_balanced, has_image_pos & (image_neg > 0)),
-        "recall_at_k_class": _mean_over(class_recall, has_class_pos),
-        "recall_at_k_image": _mean_over(image_recall, has_image_pos),
-        "num_classes_with_positives": int(has_class_pos.sum()),
-        "num_images_with_positives": int(has_image_pos.sum()),
+        "mAP": _mean_over(average_precision, per_class.has_positive),
+        "balanced_acc_class": _mean_over(
+            per_class.balanced, per_class.has_positive & per_class.has_negative
+        ),
+        "balanced_acc_image": _mean_over(
+            per_image.balanced, per_image.has_positive & per_image.has_negative
+        ),
+        "recall_at_k_class": _mean_over(per_class.recall, per_class.has_positive),
+        "recall_at_k_image": _mean_over(per_image.recall, per_image.has_positive),
+        "num_classes_with_positives": int(per_class.has_positive.sum()),
+        "num_images_with_positives": int(per_image.has_positive.sum()),
         "k": k,
     }

@@ -36,6 +36,7 @@ bounded by ``chunk_size x gallery`` elements whatever the number of queries.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -45,6 +46,7 @@ from frlr.eval._inputs import (
     check_float_matrix,
     check_integer_vector,
     check_positive_int,
+    check_ranks,
 )
 
 __all__ = ["AP_VARIANTS", "DISTANCE_METRICS", "JUNK_ID", "reid_metrics"]
@@ -105,6 +107,99 @@ def _chunk_scores(
     return cmc, average_precision, valid
 
 
+def _check_features(
+    query_features: torch.Tensor | np.ndarray,
+    gallery_features: torch.Tensor | np.ndarray,
+    normalize: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both feature matrices checked, on the query's device in its precision (at least
+    float32), L2-normalised when ``normalize``."""
+    query = as_tensor(query_features, "query_features")
+    gallery = as_tensor(gallery_features, "gallery_features")
+    check_float_matrix(query, "query_features")
+    check_float_matrix(gallery, "gallery_features")
+    if query.shape[0] == 0 or gallery.shape[0] == 0:
+        raise ValueError(
+            f"query_features and gallery_features need rows, got {query.shape[0]} and "
+            f"{gallery.shape[0]}"
+        )
+    if query.shape[1] != gallery.shape[1]:
+        raise ValueError(
+            f"query_features have dimension {query.shape[1]} but gallery_features "
+            f"{gallery.shape[1]}"
+        )
+    dtype = torch.promote_types(query.dtype, torch.float32)
+    query = query.to(dtype)
+    gallery = gallery.to(device=query.device, dtype=dtype)
+    if normalize:
+        query = torch.nn.functional.normalize(query, dim=1)
+        gallery = torch.nn.functional.normalize(gallery, dim=1)
+    return query, gallery
+
+
+class _Labels(NamedTuple):
+    """The identities and cameras of the queries and the gallery, int64 on one device."""
+
+    query_ids: torch.Tensor
+    gallery_ids: torch.Tensor
+    query_cams: torch.Tensor
+    gallery_cams: torch.Tensor
+
+    @classmethod
+    def checked(
+        cls,
+        query_ids: torch.Tensor | np.ndarray,
+        gallery_ids: torch.Tensor | np.ndarray,
+        query_cams: torch.Tensor | np.ndarray,
+        gallery_cams: torch.Tensor | np.ndarray,
+        query: torch.Tensor,
+        gallery: torch.Tensor,
+    ) -> _Labels:
+        """Each one an integer vector as long as its side's features (``query``, ``gallery``),
+        else an error naming it; moved to the query's device."""
+        vectors = []
+        for name, value, length in (
+            ("query_ids", query_ids, query.shape[0]),
+            ("gallery_ids", gallery_ids, gallery.shape[0]),
+            ("query_cams", query_cams, query.shape[0]),
+            ("gallery_cams", gallery_cams, gallery.shape[0]),
+        ):
+            labels = as_tensor(value, name)
+            check_integer_vector(labels, name, length)
+            vectors.append(labels.to(device=query.device, dtype=torch.int64))
+        return cls(*vectors)
+
+
+def _score(
+    query: torch.Tensor,
+    gallery: torch.Tensor,
+    labels: _Labels,
+    metric: str,
+    ap: str,
+    ranks: tuple[int, ...],
+    step: int,
+) -> tuple[torch.Tensor, float, int]:
+    """CMC hits per rank, the AP sum and the count of valid queries, ``step`` queries at a
+    time: the memory stays ``step x gallery`` elements whatever the number of queries."""
+    device = query.device
+    gallery_is_junk = labels.gallery_ids == JUNK_ID
+    cmc_hits = torch.zeros(len(ranks), dtype=torch.int64, device=device)
+    ap_total = torch.zeros((), dtype=torch.float64, device=device)
+    num_valid = torch.zeros((), dtype=torch.int64, device=device)
+    for start in range(0, query.shape[0], step):
+        stop = min(start + step, query.shape[0])
+        same_id = labels.query_ids[start:stop, None] == labels.gallery_ids
+        same_cam = labels.query_cams[start:stop, None] == labels.gallery_cams
+        junk = gallery_is_junk | (same_id & same_cam)
+        good = same_id & ~junk
+        distance = _distances(query[start:stop], gallery, metric)
+        cmc, average_precision, valid = _chunk_scores(distance, good, junk, ranks, ap)
+        cmc_hits += (cmc & valid[:, None]).sum(0)
+        ap_total += torch.where(valid, average_precision, 0.0).sum()
+        num_valid += valid.sum()
+    return cmc_hits, float(ap_total), int(num_valid)
+
+
 def reid_metrics(
     query_features: torch.Tensor | np.ndarray,
     gallery_features: torch.Tensor | np.ndarray,
@@ -127,9 +222,6 @@ def reid_metrics(
     (Market-1501 ``compute_AP.m`` trapezoids) or "torchreid" (mean precision at hits).
     ``chunk_size`` queries are scored at once (default: about 4M distance elements per chunk).
     Computation runs on ``query_features``' device in its precision (at least float32).
-
-    It is long because the checks of its many inputs come first, each naming the argument,
-    and the chunked scoring shares their state; split, the steps would pass it all around.
 
     Args:
         query_features: float (Q, D) query embeddings, a torch tensor or numpy array.
@@ -166,66 +258,13 @@ def reid_metrics(
         raise ValueError(f"metric must be one of {DISTANCE_METRICS}, got {metric!r}")
     if ap not in AP_VARIANTS:
         raise ValueError(f"ap must be one of {AP_VARIANTS}, got {ap!r}")
-    ranks = (ranks,) if isinstance(ranks, (int, np.integer)) else tuple(ranks)
-    if not ranks:
-        raise ValueError("ranks must name at least one rank, got an empty sequence")
-    ranks = tuple(check_positive_int(k, "ranks") for k in ranks)
+    ranks = check_ranks(ranks, "ranks")
     if chunk_size is not None:
         chunk_size = check_positive_int(chunk_size, "chunk_size")
-
-    query = as_tensor(query_features, "query_features")
-    gallery = as_tensor(gallery_features, "gallery_features")
-    check_float_matrix(query, "query_features")
-    check_float_matrix(gallery, "gallery_features")
-    if query.shape[0] == 0 or gallery.shape[0] == 0:
-        raise ValueError(
-            f"query_features and gallery_features need rows, got {query.shape[0]} and "
-            f"{gallery.shape[0]}"
-        )
-    if query.shape[1] != gallery.shape[1]:
-        raise ValueError(
-            f"query_features have dimension {query.shape[1]} but gallery_features "
-            f"{gallery.shape[1]}"
-        )
-    device = query.device
-    identities_and_cameras = []
-    for name, value, length in (
-        ("query_ids", query_ids, query.shape[0]),
-        ("gallery_ids", gallery_ids, gallery.shape[0]),
-        ("query_cams", query_cams, query.shape[0]),
-        ("gallery_cams", gallery_cams, gallery.shape[0]),
-    ):
-        labels = as_tensor(value, name)
-        check_integer_vector(labels, name, length)
-        identities_and_cameras.append(labels.to(device=device, dtype=torch.int64))
-    query_ids_, gallery_ids_, query_cams_, gallery_cams_ = identities_and_cameras
-
-    dtype = torch.promote_types(query.dtype, torch.float32)
-    query = query.to(dtype)
-    gallery = gallery.to(device=device, dtype=dtype)
-    if normalize:
-        query = torch.nn.functional.normalize(query, dim=1)
-        gallery = torch.nn.functional.normalize(gallery, dim=1)
-    gallery_is_junk = gallery_ids_ == JUNK_ID
-
-    num_queries, num_gallery = query.shape[0], gallery.shape[0]
-    step = chunk_size or max(1, _CHUNK_ELEMENTS // num_gallery)
-    cmc_hits = torch.zeros(len(ranks), dtype=torch.int64, device=device)
-    ap_total = torch.zeros((), dtype=torch.float64, device=device)
-    num_valid = torch.zeros((), dtype=torch.int64, device=device)
-    for start in range(0, num_queries, step):
-        stop = min(start + step, num_queries)
-        same_id = query_ids_[start:stop, None] == gallery_ids_
-        same_cam = query_cams_[start:stop, None] == gallery_cams_
-        junk = gallery_is_junk | (same_id & same_cam)
-        good = same_id & ~junk
-        distance = _distances(query[start:stop], gallery, metric)
-        cmc, average_precision, valid = _chunk_scores(distance, good, junk, ranks, ap)
-        cmc_hits += (cmc & valid[:, None]).sum(0)
-        ap_total += torch.where(valid, average_precision, 0.0).sum()
-        num_valid += valid.sum()
-
-    valid_count = int(num_valid)
+    query, gallery = _check_features(query_features, gallery_features, normalize)
+    labels = _Labels.checked(query_ids, gallery_ids, query_cams, gallery_cams, query, gallery)
+    step = chunk_size or max(1, _CHUNK_ELEMENTS // gallery.shape[0])
+    cmc_hits, ap_total, valid_count = _score(query, gallery, labels, metric, ap, ranks, step)
     if valid_count == 0:
         raise ValueError(
             "no query has a valid match (same identity, another camera, identity != -1) "
@@ -235,7 +274,7 @@ def reid_metrics(
         f"rank{k}": float(hits) / valid_count
         for k, hits in zip(ranks, cmc_hits.tolist(), strict=True)
     }
-    result["mAP"] = float(ap_total) / valid_count
+    result["mAP"] = ap_total / valid_count
     result["num_valid_queries"] = valid_count
-    result["num_skipped_queries"] = num_queries - valid_count
+    result["num_skipped_queries"] = query.shape[0] - valid_count
     return result

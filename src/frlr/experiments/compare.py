@@ -23,7 +23,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,8 @@ from frlr.tasks import Task, get_task
 from frlr.train import train
 
 __all__ = [
+    "DEFAULT_RUN",
+    "RunOptions",
     "compare",
     "default_losses",
     "experiment_dir",
@@ -157,12 +159,43 @@ def _run_config(base: TrainConfig, loss: str, seed: int, out: Path) -> TrainConf
     )
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How an experiment trains its runs and says what it does, apart from what it measures:
+    the options [`compare`][], ``sweep``, ``sweep_losses``, ``sweep_field`` and ``tune`` share.
+
+    Attributes:
+        preset: the preset the recipe came from: saved in the results, and part of the default
+            output directory ([`experiment_dir`][]).
+        progress: a bar over the runs and per-run bars (None: when stderr is a terminal).
+        log: where the progress lines go, on the main process only; None says nothing.
+        train_fn: the function that trains one run (``frlr.train.train``; a stand-in for
+            tests).
+        command: the command line that asked for this, saved in the results for the report.
+    """
+
+    preset: str | None = None
+    progress: bool | None = None
+    log: Callable[[str], None] | None = print
+    train_fn: Callable[..., dict[str, Any]] = train
+    command: str | None = None
+
+    def say(self, message: str) -> None:
+        """``log(message)`` on the main process; the other ranks say nothing."""
+        if self.log is not None and is_main_process():
+            self.log(message)
+
+    def out_dir(self, base: TrainConfig, out: str | Path | None, *suffix: str) -> Path:
+        """``out``, else the experiment's default directory, [`experiment_dir`][]."""
+        return Path(out) if out is not None else experiment_dir(base, self.preset, *suffix)
+
+
+DEFAULT_RUN = RunOptions()
+"""The run options of a call that names none: ``frlr.train.train`` trains, ``print`` logs."""
+
+
 def run_or_reuse(
-    config: TrainConfig,
-    train_fn: Callable[..., dict[str, Any]] = train,
-    progress: bool | None = None,
-    *,
-    wait: bool = True,
+    config: TrainConfig, run: RunOptions = DEFAULT_RUN, *, wait: bool = True
 ) -> tuple[str, dict[str, Any]]:
     """Train one run of a comparison or sweep unless ``config.out`` already holds it finished.
 
@@ -177,12 +210,10 @@ def run_or_reuse(
     with run_lock(config.out, wait=wait) as held:
         if not held:
             return "busy", {}
-        return _run_or_reuse_locked(config, train_fn, progress)
+        return _run_or_reuse_locked(config, run)
 
 
-def _run_or_reuse_locked(
-    config: TrainConfig, train_fn: Callable[..., dict[str, Any]], progress: bool | None
-) -> tuple[str, dict[str, Any]]:
+def _run_or_reuse_locked(config: TrainConfig, run: RunOptions) -> tuple[str, dict[str, Any]]:
     run_dir = Path(config.out)
     result_path = run_dir / "result.json"
     if result_path.exists():
@@ -195,33 +226,34 @@ def _run_or_reuse_locked(
             )
         return "reused", result
     status = "resumed" if (run_dir / "checkpoint.pt").exists() else "trained"
-    return status, train_fn(config, resume=True, progress=progress, log=None)
+    return status, run.train_fn(config, resume=True, progress=run.progress, log=None)
 
 
 def run_each(
     configs: Sequence[TrainConfig],
-    train_fn: Callable[..., dict[str, Any]],
-    progress: bool | None,
+    run: RunOptions,
     done: Callable[[int, str, dict[str, Any]], None],
-    say: Callable[[str], None],
+    say: Callable[[str], None] | None = None,
 ) -> None:
     """:func:`run_or_reuse` every config; ``done(index, status, result)`` after each.
 
     Runs that another process (a second ``compare`` or ``sweep`` on the same ``--out``) is
     training are skipped on the first pass and waited for after the others, so two processes
     share the work instead of both doing all of it, and each ends with every run finished:
-    each one's ``results.json`` lists them all.
+    each one's ``results.json`` lists them all. ``say`` (default ``run.say``) is told which
+    runs are waited for.
     """
+    say = run.say if say is None else say
     busy = []
     for index, config in enumerate(configs):
-        status, result = run_or_reuse(config, train_fn, progress, wait=False)
+        status, result = run_or_reuse(config, run, wait=False)
         if status == "busy":
             say(f"{config.out}: {lock_holder(config.out)} is training it; waiting for it last")
             busy.append(index)
         else:
             done(index, status, result)
     for index in busy:
-        status, result = run_or_reuse(configs[index], train_fn, progress, wait=True)
+        status, result = run_or_reuse(configs[index], run, wait=True)
         done(index, status, result)
 
 
@@ -239,11 +271,7 @@ def compare(
     out: str | Path | None = None,
     *,
     baseline: str | None = None,
-    preset: str | None = None,
-    progress: bool | None = None,
-    log: Callable[[str], None] | None = print,
-    train_fn: Callable[..., dict[str, Any]] = train,
-    command: str | None = None,
+    run: RunOptions = DEFAULT_RUN,
 ) -> dict[str, Any]:
     """Train ``base`` with every loss and seed (skipping finished runs) and tabulate.
 
@@ -253,8 +281,8 @@ def compare(
         multilabel, where naming it is a ConfigError).
     baseline: the loss the others are tested against, one of ``losses``; default the task's
         (SR; LR for multilabel), or the first loss when that is not among ``losses``.
-    train_fn: the function that trains one run (``frlr.train.train``; a stand-in for tests).
-    command: the command line that asked for this, saved in ``results.json`` for the report.
+    run: how the runs are trained and reported ([`RunOptions`][]: preset, progress bars,
+        log, the training function, the command line saved in ``results.json``).
     Every run's config is checked before the first run starts. The report of the directory is
     the caller's next step (``frlr compare`` makes it unless ``--no-report``).
     Returns the content of ``results.json``.
@@ -270,8 +298,7 @@ def compare(
             name in LOSS_HYPERPARAMETERS[loss] for loss in losses
         ):
             raise ConfigError(f"--{name} applies to none of the losses {','.join(losses)}")
-    out = Path(out) if out is not None else experiment_dir(base, preset)
-    say = log if (log is not None and is_main_process()) else (lambda _: None)
+    out = run.out_dir(base, out)
     configs = [
         (loss, seed, _run_config(base, loss, seed, out)) for seed in seeds for loss in losses
     ]
@@ -281,16 +308,16 @@ def compare(
         loss, seed, config = configs[index]
         row = rows[index] = run_row(loss, seed, Path(config.out), status, result, task.metric_names)
         scores = "  ".join(f"{metric_label(m)} {percent(row.get(m))}" for m in task.tested_metrics)
-        say(
+        run.say(
             f"[{index + 1}/{len(configs)}] {loss:<6} seed {seed}: {scores}  "
             f"{row['wall_time_s']:.1f}s" + ("  (finished before)" if status == "reused" else "")
         )
 
-    run_each([config for _, _, config in configs], train_fn, progress, done, say)
+    run_each([config for _, _, config in configs], run, done)
     runs = [rows[index] for index in range(len(configs))]
-    results = _results(base, task, losses, seeds, runs, baseline, preset, command)
+    results = _results(base, task, losses, seeds, runs, baseline, run)
     if is_main_process():
-        _write_tables(out, results, say)
+        _write_tables(out, results, run.say)
     return results
 
 
@@ -313,8 +340,7 @@ def _results(
     seeds: Sequence[int],
     runs: list[dict[str, Any]],
     baseline: str | None,
-    preset: str | None,
-    command: str | None,
+    run: RunOptions,
 ) -> dict[str, Any]:
     """The content of ``results.json``: the runs, their summary per loss and the recipe."""
     metric_names = [m for m in task.metric_names if any(r[m] is not None for r in runs)]
@@ -332,7 +358,7 @@ def _results(
         "task": task.name,
         "dataset": base.dataset,
         "arch": base.arch,
-        "preset": preset,
+        "preset": run.preset,
         "losses": list(losses),
         "seeds": list(seeds),
         "primary_metric": task.primary_metric,
@@ -343,7 +369,7 @@ def _results(
         "footnote": summary["footnote"],
         "runs": runs,
         "config": {k: v for k, v in asdict(base).items() if k not in ("loss", "seed", "out")},
-        "command": command,
+        "command": run.command,
     }
 
 

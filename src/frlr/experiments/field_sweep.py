@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from frlr.config import ConfigError, TrainConfig, validate
-from frlr.experiments.compare import experiment_dir, parse_seeds
+from frlr.experiments.compare import DEFAULT_RUN, RunOptions, parse_seeds
 from frlr.experiments.figures import METRIC_AXIS, value_curves_figure
 from frlr.experiments.grid import (
     LOG_FIELDS,
@@ -39,7 +39,6 @@ from frlr.experiments.results import mean_cell, metric_label, p_cell, percent, s
 from frlr.experiments.sweep import LossSpec, parse_loss_specs
 from frlr.io import is_main_process, write_json_atomic, write_text_atomic
 from frlr.tasks import get_task
-from frlr.train import train
 
 __all__ = ["curve_points", "metric_columns", "sweep_field"]
 
@@ -80,17 +79,14 @@ def sweep_field(
     out: str | Path | None = None,
     *,
     baseline: Any = None,
-    preset: str | None = None,
-    progress: bool | None = None,
-    log: Callable[[str], None] | None = print,
-    train_fn: Callable[..., dict[str, Any]] = train,
-    command: str | None = None,
+    run: RunOptions = DEFAULT_RUN,
 ) -> dict[str, Any]:
     """Train every loss spec at every value of ``param`` and every seed, and tabulate.
 
     base: the recipe; its own value of ``param`` is replaced per run. baseline: the value the
     others are tested against within each loss (default the recipe's value when listed, else
-    the first). Returns the content of ``sweep.json``.
+    the first). run: as for :func:`frlr.experiments.compare.compare`. Returns the content of
+    ``sweep.json``.
     """
     param = field_name(param)
     values = parse_field_values(param, values)
@@ -106,8 +102,8 @@ def sweep_field(
         if baseline not in texts:
             raise ConfigError(f"--baseline {baseline} is not one of --values {','.join(texts)}")
     task = get_task(validate(base).task)
-    out = Path(out) if out is not None else experiment_dir(base, preset, "sweep", param)
-    say = log if (log is not None and is_main_process()) else (lambda _: None)
+    out = run.out_dir(base, out, "sweep", param)
+    say = run.say
     curves = [(spec.key, spec.name, dict(spec.options)) for spec in specs]
     runs = grid_runs(base, curves, lambda _: [{param: v} for v in values], seeds, out)
     say(f"{len(runs)} runs of {base.epochs} epochs, in {out}")
@@ -120,11 +116,9 @@ def sweep_field(
         )
         return f"{run.curve} {param}={setting_text(run.point[0][1])} seed {run.seed}: {scores}"
 
-    rows = run_grid(
-        runs, task.metric_names, train_fn=train_fn, progress=progress, say=say, describe=describe
-    )
+    rows = run_grid(runs, task.metric_names, run, describe=describe)
     results = _results(base, task, param, values, specs, seeds, baseline, rows)
-    results.update(preset=preset, command=command)
+    results.update(preset=run.preset, command=run.command)
     if is_main_process():
         _write(out, results, specs, say)
     return results

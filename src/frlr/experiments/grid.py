@@ -22,10 +22,9 @@ from typing import Any
 
 from frlr.catalogue import LOSS_HYPERPARAMETERS, hyperparameter_problem
 from frlr.config import OPTIMIZERS, SCHEDULES, ConfigError, TrainConfig, validate
-from frlr.experiments.compare import run_each
+from frlr.experiments.compare import DEFAULT_RUN, RunOptions, run_each
 from frlr.experiments.results import run_row
 from frlr.models import HEAD_BIAS_INITS
-from frlr.train import train
 
 __all__ = [
     "CHOICE_FIELDS",
@@ -197,25 +196,25 @@ def grid_runs(
 def run_grid(
     runs: Sequence[GridRun],
     metric_names: Sequence[str],
+    run: RunOptions = DEFAULT_RUN,
     *,
-    train_fn: Callable[..., dict[str, Any]] = train,
-    progress: bool | None = None,
-    say: Callable[[str], None] = print,
     describe: Callable[[GridRun, dict[str, Any]], str] | None = None,
 ) -> list[dict[str, Any]]:
     """Train, resume or reuse every run (:func:`frlr.experiments.compare.run_each`: runs another
-    process holds are waited for last), saying after each one what it scored and how long the
-    rest should take. Returns one row per run: its test metrics, its validation metrics as
-    ``val_<metric>`` (None without ``--val-fraction``), the curve and the point."""
+    process holds are waited for last) as ``run`` says, saying after each one what it scored
+    and how long the rest should take. Returns one row per run: its test metrics, its
+    validation metrics as ``val_<metric>`` (None without ``--val-fraction``), the curve and the
+    point."""
     rows: dict[int, dict[str, Any]] = {}
     seconds_per_epoch: list[float] = []
 
     def done(index: int, status: str, result: dict[str, Any]) -> None:
-        run = runs[index]
-        row = run_row(run.config.loss, run.seed, Path(run.config.out), status, result, metric_names)
+        grid_run = runs[index]
+        config = grid_run.config
+        row = run_row(config.loss, grid_run.seed, Path(config.out), status, result, metric_names)
         val = result.get("val_metrics") or {}
         row.update({f"val_{m}": val.get(m) for m in metric_names})
-        row.update(curve=run.curve, point=dict(run.point))
+        row.update(curve=grid_run.curve, point=dict(grid_run.point))
         rows[index] = row
         if status != "reused" and result.get("epochs"):
             seconds_per_epoch.append(row["wall_time_s"] / float(result["epochs"]))
@@ -224,11 +223,11 @@ def run_grid(
         if seconds_per_epoch and left:
             per_epoch = sum(seconds_per_epoch) / len(seconds_per_epoch)
             eta = f"  about {left * per_epoch / 60:.0f} min left"
-        text = describe(run, row) if describe else _describe(run, row, metric_names[0])
+        text = describe(grid_run, row) if describe else _describe(grid_run, row, metric_names[0])
         again = "  (finished before)" if status == "reused" else ""
-        say(f"[{len(rows)}/{len(runs)}] {text}  {row['wall_time_s']:.0f}s{again}{eta}")
+        run.say(f"[{len(rows)}/{len(runs)}] {text}  {row['wall_time_s']:.0f}s{again}{eta}")
 
-    run_each([run.config for run in runs], train_fn, progress, done, say)
+    run_each([grid_run.config for grid_run in runs], run, done)
     return [rows[index] for index in range(len(runs))]
 
 

@@ -39,8 +39,8 @@ from frlr.catalogue import (
     default_hyperparameter,
     hyperparameter_problem,
 )
-from frlr.config import ConfigError, TrainConfig, config_differences, loss_options, validate
-from frlr.experiments.compare import experiment_dir, parse_seeds, run_each, run_or_reuse
+from frlr.config import ConfigError, TrainConfig, config_differences, validate
+from frlr.experiments.compare import DEFAULT_RUN, RunOptions, parse_seeds, run_each, run_or_reuse
 from frlr.experiments.figures import loss_curves_figure, sweep_figure
 from frlr.experiments.grid import SWEEP_FIELDS, parse_field_values, setting_text
 from frlr.experiments.results import (
@@ -52,10 +52,10 @@ from frlr.experiments.results import (
     summarize,
 )
 from frlr.experiments.stats import mean_std
+from frlr.heads import loss_options
 from frlr.io import is_main_process, run_lock, write_json_atomic, write_text_atomic
 from frlr.rundir import read_result
 from frlr.tasks import Task, get_task
-from frlr.train import train
 
 __all__ = [
     "DATA_PARAMS",
@@ -158,11 +158,7 @@ def sweep(
     *,
     loss: str | None = None,
     baseline: float | None = None,
-    preset: str | None = None,
-    progress: bool | None = None,
-    log: Callable[[str], None] | None = print,
-    train_fn: Callable[..., dict[str, Any]] = train,
-    command: str | None = None,
+    run: RunOptions = DEFAULT_RUN,
 ) -> dict[str, Any]:
     """Train ``base`` with ``loss`` at every value of ``param`` and every seed, and tabulate.
 
@@ -171,9 +167,9 @@ def sweep(
     loss: default :data:`DEFAULT_LOSS` of ``param``. baseline: the value the others are tested
         against (default: the loss's default value when swept, else the first value).
     out: default ``runs/<dataset>-<arch>[-<preset>]-sweep-<param>``.
-    progress: a bar over the runs and per-run bars (default: when stderr is a terminal).
-    train_fn, command: as for :func:`frlr.experiments.compare.compare`; every run's config is
-    checked before the first run starts, and the report is the caller's next step.
+    run: as for :func:`frlr.experiments.compare.compare` (a bar over the runs and per-run
+    bars by default when stderr is a terminal); every run's config is checked before the
+    first run starts, and the report is the caller's next step.
     Returns the content of ``sweep.json``.
     """
     param, loss = parse_param(param, loss)
@@ -181,14 +177,13 @@ def sweep(
     seeds = parse_seeds(seeds)
     baseline = _check_request(base, param, loss, values, baseline)
     task = get_task(validate(replace(base, loss=loss)).task)
-    out = Path(out) if out is not None else experiment_dir(base, preset, "sweep", param)
-    say = log if (log is not None and is_main_process()) else (lambda _: None)
+    out = run.out_dir(base, out, "sweep", param)
     configs = [
         (value, seed, _run_config(base, loss, param, value, seed, out))
         for seed in seeds
         for value in values
     ]
-    runs = _run_all(configs, loss, param, task, train_fn, progress, say)
+    runs = _run_all(configs, loss, param, task, run)
     metric_names = [m for m in task.metric_names if any(r[m] is not None for r in runs)]
     keys = [value_text(v) for v in values]
     summary = summarize(
@@ -209,7 +204,7 @@ def sweep(
         "task": task.name,
         "dataset": base.dataset,
         "arch": base.arch,
-        "preset": preset,
+        "preset": run.preset,
         "loss": loss,
         "param": param,
         "values": list(values),
@@ -220,10 +215,10 @@ def sweep(
         "footnote": summary["footnote"],
         "runs": runs,
         "config": config,
-        "command": command,
+        "command": run.command,
     }
     if is_main_process():
-        _write_tables(out, results, metric_names, say)
+        _write_tables(out, results, metric_names, run.say)
     return results
 
 
@@ -260,19 +255,18 @@ def _run_all(
     loss: str,
     param: str,
     task: Task,
-    train_fn: Callable[..., dict[str, Any]],
-    progress: bool | None,
-    say: Callable[[str], None],
+    run: RunOptions,
 ) -> list[dict[str, Any]]:
     """Train, resume or reuse every (value, seed) run in turn, with a bar over the runs: their
     rows, each with the value."""
+    progress = run.progress
     show = is_main_process() and (progress if progress is not None else sys.stderr.isatty())
     bar = (  # made only when shown: tqdm draws its 0% line when made
         tqdm(total=len(configs), desc=f"sweep {loss} {param}", unit="run", dynamic_ncols=True)
         if show
         else None
     )
-    write = bar.write if bar is not None else say
+    write = bar.write if bar is not None else run.say
     rows: dict[int, dict[str, Any]] = {}
 
     def done(index: int, status: str, result: dict[str, Any]) -> None:
@@ -291,7 +285,7 @@ def _run_all(
             bar.update()
 
     try:
-        run_each([config for _, _, config in configs], train_fn, progress, done, write)
+        run_each([config for _, _, config in configs], run, done, write)
     finally:
         if bar is not None:
             bar.close()
@@ -581,11 +575,7 @@ def sweep_losses(
     seeds: int | Sequence[int] = 3,
     out: str | Path | None = None,
     *,
-    preset: str | None = None,
-    progress: bool | None = None,
-    log: Callable[[str], None] | None = print,
-    train_fn: Callable[..., dict[str, Any]] = train,
-    command: str | None = None,
+    run: RunOptions = DEFAULT_RUN,
     train_runs: bool = True,
 ) -> dict[str, Any]:
     """Train every loss curve of ``losses`` at every value of the data field ``param`` and every
@@ -599,7 +589,8 @@ def sweep_losses(
     run is trained under its own lock (:func:`frlr.io.run_lock`, ``RUN_DIR/.lock``): a run
     another process is training is skipped, so processes may even go over the same seeds in
     opposite orders of ``values``, and together finish every value of a seed as early as
-    possible. ``train_runs=False`` only rebuilds them. Returns the content of ``sweep.json``.
+    possible. ``train_runs=False`` only rebuilds them. ``run``: as for
+    :func:`frlr.experiments.compare.compare`. Returns the content of ``sweep.json``.
     """
     param = parse_data_param(param)
     flag = param.replace("_", "-")
@@ -612,16 +603,16 @@ def sweep_losses(
     specs = parse_loss_specs(losses)
     seeds = parse_seeds(seeds)
     task = get_task(validate(replace(base, loss=specs[0].name)).task)
-    out = Path(out) if out is not None else experiment_dir(base, preset, "sweep", param)
+    out = run.out_dir(base, out, "sweep", param)
     main_process = is_main_process()
-    say = log if (log is not None and main_process) else (lambda _: None)
+    say = run.say
     plan = [
         (value, spec, _spec_config(base, spec, param, value, seed, out))
         for seed in seeds
         for value in values
         for spec in specs
     ]
-    meta = _curves_meta(base, task, preset, param, values, specs, command)
+    meta = _curves_meta(base, task, run, param, values, specs)
 
     def tables() -> dict[str, Any]:
         results = _collect_curves(base, specs, param, values, out, meta)
@@ -636,7 +627,7 @@ def sweep_losses(
         return results
     for index, (value, spec, config) in enumerate(plan, start=1):
         where = f"[{index}/{len(plan)}] {spec.key} {flag}={value} seed {config.seed}"
-        status, result = run_or_reuse(config, train_fn, progress, wait=False)
+        status, result = run_or_reuse(config, run, wait=False)
         if status == "busy":
             say(f"{where}: being trained by another process, skipped")
             continue
@@ -658,18 +649,17 @@ def sweep_losses(
 def _curves_meta(
     base: TrainConfig,
     task: Task,
-    preset: str | None,
+    run: RunOptions,
     param: str,
     values: Sequence[int],
     specs: Sequence[LossSpec],
-    command: str | None,
 ) -> dict[str, Any]:
     """What a data sweep's ``sweep.json`` says of itself besides its runs and summary."""
     return {
         "task": task.name,
         "dataset": base.dataset,
         "arch": base.arch,
-        "preset": preset,
+        "preset": run.preset,
         "param": param,
         "values": list(values),
         "losses": [spec.key for spec in specs],
@@ -678,7 +668,7 @@ def _curves_meta(
         "config": {
             k: v for k, v in asdict(base).items() if k not in ("loss", "seed", "out", param)
         },
-        "command": command,
+        "command": run.command,
     }
 
 

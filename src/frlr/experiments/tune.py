@@ -7,7 +7,10 @@ README: logistic regression "prefers a smaller learning rate"). The protocol, in
    --grid head-bias-init=zero,prior``) on the training split less a held-out part
    (``--val-fraction``), over ``--tune-seeds``; each loss takes the point with the best mean
    validation metric (ties: the first in grid order). The choice is made by
-   :func:`select_best`, which is handed validation scores only, never a test metric.
+   :func:`select_best`, which is handed validation scores only, never a test metric. A best
+   value at the edge of a number field's grid is not tuned yet: with ``--widen N`` the grid
+   grows past that edge, one step of the grid's own spacing at a time (snapped to 1-2-3-5
+   values on a log field), up to N times per loss, and the choice is made again.
 2. **Train.** The chosen setting of each loss, on the full training split, over ``--seeds``.
 3. **Report.** Test metrics per loss with the value each one got, the paired Wilcoxon test
    against the baseline loss, and the validation curves as a figure.
@@ -21,6 +24,7 @@ and the figure ``OUT/tune_val.png``. Rerunning continues, and several processes 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import warnings
@@ -30,11 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from frlr.config import ConfigError, TrainConfig, validate
-from frlr.experiments.compare import experiment_dir, parse_seeds
+from frlr.experiments.compare import DEFAULT_RUN, RunOptions, parse_seeds
 from frlr.experiments.field_sweep import column_label, curve_points
 from frlr.experiments.figures import METRIC_AXIS, value_curves_figure
 from frlr.experiments.grid import (
     LOG_FIELDS,
+    GridRun,
     applies,
     field_name,
     grid_runs,
@@ -46,9 +51,8 @@ from frlr.experiments.results import metric_label, percent, summarize
 from frlr.experiments.sweep import LossSpec, parse_loss_specs
 from frlr.io import is_main_process, write_json_atomic, write_text_atomic
 from frlr.tasks import get_task
-from frlr.train import train
 
-__all__ = ["parse_grid", "select_best", "tune", "tuned_fields"]
+__all__ = ["next_value", "parse_grid", "select_best", "tune", "tuned_fields"]
 
 Point = tuple[tuple[str, Any], ...]
 
@@ -128,16 +132,14 @@ def tune(
     out: str | Path | None = None,
     *,
     tune_seeds: int | Sequence[int] = 1,
+    widen: int = 0,
     baseline: str | None = None,
-    preset: str | None = None,
-    progress: bool | None = None,
-    log: Callable[[str], None] | None = print,
-    train_fn: Callable[..., dict[str, Any]] = train,
-    command: str | None = None,
+    run: RunOptions = DEFAULT_RUN,
 ) -> dict[str, Any]:
     """Choose each loss's settings on ``base.val_fraction`` of the training split, train them
     over ``seeds`` on all of it, and tabulate (see the module docstring). ``baseline``: the
-    loss spec the others are tested against (default the first). Returns ``tune.json``."""
+    loss spec the others are tested against (default the first). ``run``: as for
+    :func:`frlr.experiments.compare.compare`. Returns ``tune.json``."""
     grid = parse_grid(grid) if not isinstance(grid, Mapping) else parse_grid(dict(grid))
     specs = parse_loss_specs(losses)
     _check(base, specs, grid)
@@ -147,52 +149,175 @@ def tune(
     if baseline_key not in keys:
         raise ConfigError(f"--baseline {baseline!r} is not one of --losses {','.join(keys)}")
     task = get_task(validate(base).task)
-    out = Path(out) if out is not None else experiment_dir(base, preset, "tune")
-    say = log if (log is not None and is_main_process()) else (lambda _: None)
-    curves = [(spec.key, spec.name, dict(spec.options)) for spec in specs]
+    out = run.out_dir(base, out, "tune")
+    say = run.say
     by_loss = {spec.key: _points(spec, grid) for spec in specs}
-    tuning = [
-        run
-        for spec in specs
-        for run in grid_runs(
-            base,
-            [curves[keys.index(spec.key)]],
-            lambda _, k=spec.key: by_loss[k],
-            tune_seeds,
-            out / "tune",
-        )
-    ]
-    full = replace(base, val_fraction=0.0)
+    train_all = functools.partial(run_grid, metric_names=task.metric_names, run=run)
+    tuning = _runs(base, specs, by_loss, tune_seeds, out / "tune")
     say(f"step 1 of 3: {len(tuning)} tuning runs of {base.epochs} epochs in {out / 'tune'}")
-    tuning_rows = run_grid(tuning, task.metric_names, train_fn=train_fn, progress=progress, say=say)
-    selection = f"val_{task.primary_metric}"
-    chosen = {}
-    for spec in specs:
-        scores = {
-            tuple(sorted(p.items())): [
-                r[selection] for r in tuning_rows if r["curve"] == spec.key and r["point"] == p
-            ]
-            for p in by_loss[spec.key]
+    tuning_rows = train_all(tuning)
+    chosen = _choose(specs, by_loss, tuning_rows, task.primary_metric)
+    widened: dict[str, list[dict[str, Any]]] = {}
+    for _ in range(widen):
+        extra = {
+            spec.key: points
+            for spec in specs
+            if (points := _widened(spec, grid, by_loss[spec.key], chosen[spec.key]))
         }
-        chosen[spec.key] = dict(select_best(scores))
+        if not extra:
+            break
+        for key, points in extra.items():
+            by_loss[key] += points
+            widened.setdefault(key, []).extend(points)
+        more = _runs(base, [s for s in specs if s.key in extra], extra, tune_seeds, out / "tune")
+        say(f"step 1: best at the grid's edge; {len(more)} more tuning runs past it")
+        tuning_rows += train_all(more)
+        chosen = _choose(specs, by_loss, tuning_rows, task.primary_metric)
+    for spec in specs:
         shown = ", ".join(
             f"{k.replace('_', '-')} {setting_text(v)}" for k, v in chosen[spec.key].items()
         )
         say(f"{spec.label}: chose {shown or 'the recipe (nothing to tune)'}")
-    finals = [
-        run
-        for spec, curve in zip(specs, curves, strict=True)
-        for run in grid_runs(full, [curve], lambda _, k=spec.key: [chosen[k]], seeds, out / "final")
-    ]
+    full = replace(base, val_fraction=0.0)
+    finals = _runs(full, specs, {k: [v] for k, v in chosen.items()}, seeds, out / "final")
     say(f"step 2 of 3: {len(finals)} runs at the chosen settings in {out / 'final'}")
-    final_rows = run_grid(finals, task.metric_names, train_fn=train_fn, progress=progress, say=say)
+    final_rows = train_all(finals)
     results = _results(
         base, task, grid, specs, seeds, tune_seeds, baseline_key, chosen, tuning_rows, final_rows
     )
-    results.update(preset=preset, command=command)
+    results["validation"] = _validation(specs, by_loss, tuning_rows, task.primary_metric)
+    results.update(
+        preset=run.preset,
+        command=run.command,
+        widened={k: [dict(p) for p in v] for k, v in widened.items()},
+        at_edge={s.key: _edges(s, grid, by_loss[s.key], chosen[s.key]) for s in specs},
+    )
     if is_main_process():
         _write(out, results, specs, say)
     return results
+
+
+def _runs(
+    base: TrainConfig,
+    specs: Sequence[LossSpec],
+    points: Mapping[str, Sequence[Mapping[str, Any]]],
+    seeds: Sequence[int],
+    out: Path,
+) -> list[GridRun]:
+    """Every spec's runs at its own points (``points[spec.key]``), over ``seeds``, in ``out``."""
+    return [
+        run
+        for spec in specs
+        for run in grid_runs(
+            base,
+            [(spec.key, spec.name, dict(spec.options))],
+            lambda _, k=spec.key: points[k],
+            seeds,
+            out,
+        )
+    ]
+
+
+def _choose(
+    specs: Sequence[LossSpec],
+    by_loss: Mapping[str, Sequence[Mapping[str, Any]]],
+    rows: Sequence[Mapping[str, Any]],
+    primary: str,
+) -> dict[str, dict[str, Any]]:
+    """Each loss's point with the best mean validation score (validation scores only)."""
+    selection = f"val_{primary}"
+    chosen = {}
+    for spec in specs:
+        scores = {
+            tuple(sorted(p.items())): [
+                r[selection] for r in rows if r["curve"] == spec.key and r["point"] == p
+            ]
+            for p in by_loss[spec.key]
+        }
+        chosen[spec.key] = dict(select_best(scores))
+    return chosen
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _edges(
+    spec: LossSpec,
+    grid: Mapping[str, Sequence[Any]],
+    points: Sequence[Mapping[str, Any]],
+    chosen: Mapping[str, Any],
+) -> list[str]:
+    """The number fields whose chosen value is the largest or smallest one tried."""
+    edges = []
+    for field in tuned_fields(spec, grid):
+        tried = sorted({p[field] for p in points if _numeric(p[field])})
+        if len(tried) > 1 and chosen.get(field) in (tried[0], tried[-1]):
+            edges.append(field)
+    return edges
+
+
+def next_value(field: str, tried: Sequence[float], edge: float) -> float | None:
+    """The value one grid step past ``edge`` (the largest or smallest of ``tried``): the
+    grid's own ratio on a log field, snapped to 1-2-3-5 x 10^k, its own difference otherwise;
+    None where that step would leave the field's range."""
+    values = sorted(set(tried))
+    inner = values[-2] if edge == values[-1] else values[1]
+    if field in LOG_FIELDS:
+        if inner <= 0 or edge <= 0:
+            return None
+        raw = edge * edge / inner
+        decade = 10 ** math.floor(math.log10(raw))
+        nice = min((m * decade for m in (1, 2, 3, 5, 10)), key=lambda v: abs(math.log(v / raw)))
+        value = float(f"{nice:.12g}")
+        if (value - edge) * (raw - edge) <= 0:  # snapping must not step back
+            value = raw
+    else:
+        value = edge + (edge - inner)
+        if isinstance(edge, int) and isinstance(inner, int):
+            value = int(value)
+    if value < 0 <= values[0]:  # a field tried at non-negative values stays there
+        return None
+    try:
+        parse_field_values(field, [value])
+    except ConfigError:
+        return None
+    return value
+
+
+def _widened(
+    spec: LossSpec,
+    grid: Mapping[str, Sequence[Any]],
+    points: Sequence[Mapping[str, Any]],
+    chosen: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    """New points one step past each edge the choice sits on, the other fields as chosen."""
+    new = []
+    for field in _edges(spec, grid, points, chosen):
+        tried = [p[field] for p in points if _numeric(p[field])]
+        value = next_value(field, tried, chosen[field])
+        point = {**chosen, field: value}
+        if value is not None and point not in points and point not in new:
+            new.append(point)
+    return new
+
+
+def _validation(
+    specs: Sequence[LossSpec],
+    by_loss: Mapping[str, Sequence[Mapping[str, Any]]],
+    rows: Sequence[Mapping[str, Any]],
+    primary: str,
+) -> dict[str, dict[str, Any]]:
+    """Every tried point's validation scores, per loss (the widened points included)."""
+    validation: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        for point in by_loss[spec.key]:
+            scores = [
+                r[f"val_{primary}"] for r in rows if r["curve"] == spec.key and r["point"] == point
+            ]
+            key = ",".join(f"{k}={setting_text(v)}" for k, v in sorted(point.items()))
+            validation.setdefault(spec.key, {})[key] = {"point": dict(point), "scores": scores}
+    return validation
 
 
 def _results(
@@ -222,15 +347,6 @@ def _results(
         tested=tested,
     )
     selection = f"val_{task.primary_metric}"
-    validation: dict[str, dict[str, Any]] = {}
-    for spec in specs:
-        for point in _points(spec, grid):
-            rows = [r for r in tuning_rows if r["curve"] == spec.key and r["point"] == point]
-            key = ",".join(f"{k}={setting_text(v)}" for k, v in sorted(point.items()))
-            validation.setdefault(spec.key, {})[key] = {
-                "point": point,
-                "scores": [r[selection] for r in rows],
-            }
     return {
         "kind": "tune",
         "task": task.name,
@@ -249,7 +365,6 @@ def _results(
         "chosen": dict(chosen),
         "summary": summary["losses"],
         "footnote": summary["footnote"],
-        "validation": validation,
         "tuning_runs": tuning_rows,
         "runs": final_rows,
         "config": {k: v for k, v in asdict(base).items() if k not in ("loss", "seed", "out")},
@@ -309,7 +424,11 @@ def _figure(results: dict[str, Any], specs: Sequence[LossSpec], path: Path) -> N
                     "n": len(scores),
                 }
             label = spec.label + "".join(f", {k.replace('_', ' ')} {v}" for k, v in other)
-            values = grid[first] if first in results["tuned_fields"][spec.key] else []
+            values = (
+                _tried(grid[first], entries, first)
+                if first in results["tuned_fields"][spec.key]
+                else []
+            )
             points = curve_points(summary, values, metric) if values else []
             curves.append({"label": label, "loss": spec.name, "points": points})
     axis = METRIC_AXIS.get(results["primary_metric"], results["primary_metric"]).replace(
@@ -324,6 +443,15 @@ def _figure(results: dict[str, Any], specs: Sequence[LossSpec], path: Path) -> N
         log_x=first in LOG_FIELDS,
         title="tuning on the validation split",
     )
+
+
+def _tried(grid_values: Sequence[Any], entries: Any, field: str) -> list[Any]:
+    """The values of ``field`` a loss was tuned at: its grid's, and any widened past it."""
+    values = list(grid_values) + [
+        e["point"][field] for e in entries if e["point"].get(field) not in grid_values
+    ]
+    values = list(dict.fromkeys(values))
+    return sorted(values) if all(_numeric(v) for v in values) else values
 
 
 def _markdown(results: dict[str, Any]) -> str:
@@ -382,6 +510,7 @@ def _markdown(results: dict[str, Any]) -> str:
         cells.append(str(entry["n"]))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"mean ± sample standard deviation over seeds. {results['footnote']}", ""]
+    lines += _edge_notes(results)
     lines += ["### Validation scores of the grid", ""]
     lines += [
         "| loss | setting | " + column_label(results["selection_metric"]) + " (%) | runs |",
@@ -396,3 +525,22 @@ def _markdown(results: dict[str, Any]) -> str:
                 f"| {labels[key]} | {setting or '(recipe)'}{mark} | {mean} | {len(scores)} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _edge_notes(results: dict[str, Any]) -> list[str]:
+    """Which grids grew past their edge (``--widen``), and which choices still sit on one."""
+    labels, notes = results["labels"], []
+    for key, points in results.get("widened", {}).items():
+        added = "; ".join(
+            ", ".join(f"{k.replace('_', '-')} {setting_text(v)}" for k, v in p.items())
+            for p in points
+        )
+        notes.append(f"- {labels[key]}: best at the grid's edge, so also tuned at {added}.")
+    for key, fields in results.get("at_edge", {}).items():
+        if fields:
+            named = ", ".join(f.replace("_", "-") for f in fields)
+            notes.append(
+                f"- {labels[key]}: the chosen {named} is still at the edge of the values tried; "
+                "a wider grid may do better."
+            )
+    return [*notes, ""] if notes else []

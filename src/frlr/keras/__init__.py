@@ -1,8 +1,10 @@
 """The Keras 3 half of the loss library: SR, LR, HS-LR, SS-LR (and HS-SR) on any backend.
 
->>> import frlr.keras as frlr
->>> model.compile(optimizer="sgd", loss=frlr.SSLRLoss())   # y_pred = logits, y_true = indices
->>> per_sample = frlr.ss_lr_loss(y_true, logits)           # raw tf / jax / torch tensors too
+```python
+import frlr.keras as frlr
+model.compile(optimizer="sgd", loss=frlr.SSLRLoss())   # y_pred = logits, y_true = indices
+per_sample = frlr.ss_lr_loss(y_true, logits)           # raw tf / jax / torch tensors too
+```
 
 Written with ``keras.ops`` only, numerically the same as ``frlr.torch``. Needs Keras 3 and a
 backend: ``pip install "frlr[tensorflow]"`` or ``"frlr[jax]"`` (or ``"frlr[keras]"`` plus

@@ -249,7 +249,7 @@ def _key(x):
 
 
 def _float(key):
-    """The inverse of :func:`_key`."""
+    """The inverse of ``_key``."""
     import jax
 
     negative = (key & _SIGN) == 0
@@ -258,7 +258,7 @@ def _float(key):
 
 
 def counted_threshold(masked: Tensor, n: Tensor, max_passes: int = 80) -> Tensor:
-    """(M, 1): each row's n_i-th largest value of ``masked``, by :func:`counting`.
+    """(M, 1): each row's n_i-th largest value of ``masked``, by ``counting``.
 
     Jitted once per shape: outside ``jax.jit`` (eager JAX) the loop would otherwise be traced
     and compiled again at every call.
@@ -274,6 +274,49 @@ def _jitted_counting(max_passes: int):
     import jax
 
     return jax.jit(functools.partial(counting, max_passes=max_passes))
+
+
+def _counting_pass(x: Tensor, n: Tensor, first: Tensor, state: tuple) -> tuple:
+    """One pass of ``counting``'s ``while_loop``: probe each row not done, count the
+    entries >= the probe, and narrow the row's bracket to the row values either side of it."""
+    import jax.numpy as jnp
+
+    lo, hi, c_lo, c_hi, done, bisect, passes = state
+    # The probe: the counts' linear interpolation between lo and hi (a few passes on any
+    # smooth distribution), or, after an interpolation that did not halve the counts
+    # between them, the middle of the values; the middle in order where neither lies
+    # strictly inside (at most 32 such halvings).
+    lo_f, hi_f = _float(lo), _float(hi)
+    guess = lo_f + (hi_f - lo_f) * ((c_lo - n + 0.5) / (c_lo - c_hi))
+    guess = jnp.where(passes == 0, first, jnp.where(bisect, 0.5 * lo_f + 0.5 * hi_f, guess))
+    guess_key = _key(jnp.where(guess == 0, jnp.float32(0.0), guess))
+    inside = jnp.isfinite(guess) & (guess_key > lo) & (guess_key < hi)
+    middle = lo + (hi - lo) // 2  # strictly inside (lo, hi) while hi - lo >= 2
+    probe_key = jnp.where(inside, guess_key, middle)
+    probe = _float(probe_key)[:, None]
+    above = x >= probe
+    count = jnp.sum(above, axis=1, dtype=jnp.float32)
+    enough = count >= n
+    # Snapped to the row: the smallest value >= probe keeps count >= n; above the largest
+    # value < probe the count is the probe's, < n.
+    next_up = jnp.min(jnp.where(above, x, jnp.inf), axis=1)
+    next_down = jnp.max(jnp.where(above, -jnp.inf, x), axis=1)
+    new_lo = jnp.where(enough, _key(next_up), lo)
+    new_hi = jnp.where(enough, hi, _key(next_down) + 1)
+    new_c_lo = jnp.where(enough, count, c_lo)
+    new_c_hi = jnp.where(enough, c_hi, count)
+    slow = (2 * (new_c_lo - new_c_hi) > c_lo - c_hi) & (passes > 0)
+    finished = new_hi - new_lo <= 1
+    keep = lambda old, new: jnp.where(done, old, new)  # noqa: E731
+    return (
+        keep(lo, new_lo),
+        keep(hi, new_hi),
+        keep(c_lo, new_c_lo),
+        keep(c_hi, new_c_hi),
+        done | finished,
+        slow & ~bisect,
+        passes + 1,
+    )
 
 
 def counting(masked: Tensor, n: Tensor, max_passes: int = 80) -> tuple[Tensor, Tensor]:
@@ -317,44 +360,7 @@ def counting(masked: Tensor, n: Tensor, max_passes: int = 80) -> tuple[Tensor, T
         done, passes = state[4], state[6]
         return jnp.logical_not(jnp.all(done)) & (passes < max_passes)
 
-    def body(state):
-        lo, hi, c_lo, c_hi, done, bisect, passes = state
-        # The probe: the counts' linear interpolation between lo and hi (a few passes on any
-        # smooth distribution), or, after an interpolation that did not halve the counts
-        # between them, the middle of the values; the middle in order where neither lies
-        # strictly inside (at most 32 such halvings).
-        lo_f, hi_f = _float(lo), _float(hi)
-        guess = lo_f + (hi_f - lo_f) * ((c_lo - n + 0.5) / (c_lo - c_hi))
-        guess = jnp.where(passes == 0, first, jnp.where(bisect, 0.5 * lo_f + 0.5 * hi_f, guess))
-        guess_key = _key(jnp.where(guess == 0, jnp.float32(0.0), guess))
-        inside = jnp.isfinite(guess) & (guess_key > lo) & (guess_key < hi)
-        middle = lo + (hi - lo) // 2  # strictly inside (lo, hi) while hi - lo >= 2
-        probe_key = jnp.where(inside, guess_key, middle)
-        probe = _float(probe_key)[:, None]
-        above = x >= probe
-        count = jnp.sum(above, axis=1, dtype=jnp.float32)
-        enough = count >= n
-        # Snapped to the row: the smallest value >= probe keeps count >= n; above the largest
-        # value < probe the count is the probe's, < n.
-        next_up = jnp.min(jnp.where(above, x, jnp.inf), axis=1)
-        next_down = jnp.max(jnp.where(above, -jnp.inf, x), axis=1)
-        new_lo = jnp.where(enough, _key(next_up), lo)
-        new_hi = jnp.where(enough, hi, _key(next_down) + 1)
-        new_c_lo = jnp.where(enough, count, c_lo)
-        new_c_hi = jnp.where(enough, c_hi, count)
-        slow = (2 * (new_c_lo - new_c_hi) > c_lo - c_hi) & (passes > 0)
-        finished = new_hi - new_lo <= 1
-        keep = lambda old, new: jnp.where(done, old, new)  # noqa: E731
-        return (
-            keep(lo, new_lo),
-            keep(hi, new_hi),
-            keep(c_lo, new_c_lo),
-            keep(c_hi, new_c_hi),
-            done | finished,
-            slow & ~bisect,
-            passes + 1,
-        )
-
+    body = functools.partial(_counting_pass, x, n, first)
     final = jax.lax.while_loop(cond, body, state)
     tau = jnp.where((n >= 1) & (count_allowed >= n), _float(final[0]), -jnp.inf)
     return tau[:, None].astype(masked.dtype), final[6]

@@ -15,10 +15,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from frlr.catalogue import check_hyperparameters
+from frlr.catalogue import check_hyperparameters, check_normalization
 
 TARGETS = ("auto", "index", "multi_hot")
-NORMALIZATIONS = ("paper", "reference")
 REFERENCE_REDUCTIONS = ("mean", "sum_over_batch_size")
 HALF_DTYPES = ("float16", "bfloat16")
 
@@ -43,8 +42,7 @@ def check_options(
         )
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    check_normalization(normalization)
     check_hyperparameters(beta=beta, m=m, r=r, alpha=alpha)
 
 

@@ -1,22 +1,23 @@
-"""The maths of every ``frlr.keras`` loss, written once, next to its equation.
+r"""The maths of every ``frlr.keras`` loss, written once, next to its equation.
 
 Both users call these functions: ``frlr.keras.losses`` with ``keras.ops`` on backend tensors
 (the logistic losses take their coefficients from here and their rows, with an analytic
 gradient exact to second order, from ``_fast``; the softmax losses use the backend's
 autodiff), and
-``frlr.keras.diagnostics`` with :data:`NP`, the same operations on float64 NumPy arrays (the
+``frlr.keras.diagnostics`` with ``NP``, the same operations on float64 NumPy arrays (the
 NCD statistics, with the gradient written here beside each term). So the functions take the
-array namespace ``xp`` as their first argument and use only the operations :class:`NumpyOps`
+array namespace ``xp`` as their first argument and use only the operations ``NumpyOps``
 provides under ``keras.ops``'s names.
 
 Rows are (M, K) logits z with a dense target t in [0, 1]^K (index targets arrive one-hot) and
 an optional (K,) class weight w. p = sigmoid(z), -log p = softplus(-z), -log(1 - p) =
 softplus(z). The logistic losses (LR, HS-LR, SS-LR, in either normalisation) are all
 
-    row_i = sum_k a_ik softplus(-z_ik) + b_ik g(z_ik),   g(z) = p^r softplus(z)
+$$\mathrm{row}_i = \sum_k a_{ik} \operatorname{softplus}(-z_{ik}) + b_{ik}\, g(z_{ik}),
+\qquad g(z) = p^r \operatorname{softplus}(z)$$
 
 with coefficients a (positive mass) and b (negative mass) that do not depend on z, except
-through HS-LR's selection, which is constant between ties (:class:`Terms`). r = 0 (LR, HS-LR)
+through HS-LR's selection, which is constant between ties (``Terms``). r = 0 (LR, HS-LR)
 makes g = softplus. Soft targets: class k carries positive mass t_k and negative mass 1 - t_k.
 """
 
@@ -36,7 +37,7 @@ class NumpyOps:
     """The few ``keras.ops`` the loss maths uses, on NumPy arrays (float64 in the NCD path).
 
     ``top_k`` breaks ties by the lower index, as TensorFlow and JAX do; the maths never
-    depends on how ties are broken (see :func:`top_n_selection`).
+    depends on how ties are broken (see ``top_n_selection``).
     """
 
     ones_like = staticmethod(np.ones_like)
@@ -202,7 +203,7 @@ def count_thresholds(m: float, num_classes: int, dtype: str) -> np.ndarray:
 def hard_negative_count(
     xp: Any, num_negatives: Tensor, m: float, num_classes: int, dtype: str
 ) -> Tensor:
-    """n_i = max(1, floor(m M_i / 100)) for M_i > 0, else 0, exactly (:func:`count_thresholds`).
+    """n_i = max(1, floor(m M_i / 100)) for M_i > 0, else 0, exactly (``count_thresholds``).
 
     M_i is the row's negative mass: an integer for {0, 1} targets, real for soft targets. The
     result equals ``frlr.catalogue.num_hard_negatives(M_i, m)`` for every m in (0, 100] and every

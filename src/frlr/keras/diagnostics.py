@@ -1,10 +1,10 @@
 """Negative class distraction (NCD) diagnostics for Keras 3 ``model.fit``, on any backend.
 
-:class:`NCDCallback` is the Keras twin of ``frlr.torch.diagnostics.NCDMonitor``: every
+[`NCDCallback`][] is the Keras twin of ``frlr.torch.diagnostics.NCDMonitor``: every
 ``every`` optimiser steps it runs the model on a fixed probe batch (``model(x, training=False)``),
-computes the paper's Fig. 2 quantities with :func:`ncd_stats_numpy` and records them in the same
-bounded history and JSON-lines format, so :func:`frlr.ncd.ncd_verdict` and
-:func:`frlr.ncd.plot_ncd` work on it unchanged. The statistics are computed in float64
+computes the paper's Fig. 2 quantities with [`ncd_stats_numpy`][] and records them in the same
+bounded history and JSON-lines format (``frlr.ncd.NCDRecorder``), so ``frlr.ncd.ncd_verdict``
+and ``frlr.ncd.plot_ncd`` work on it unchanged. The statistics are computed in float64
 numpy from the logits, analytically (no gradient tape), with the loss maths of
 ``frlr.keras._maths`` (the functions the losses call, here on NumPy arrays, with each term's
 derivative written beside it) and the definitions of the torch ``ncd_stats`` (its module
@@ -30,19 +30,12 @@ from frlr.catalogue import (
     LOSS_HYPERPARAMETERS,
     LOSS_NAMES,
     canonical_loss_name,
+    check_option_names,
 )
 from frlr.keras import _maths
 from frlr.keras._inputs import check_options, check_weight_values
 from frlr.keras._maths import NP
-from frlr.ncd import (
-    HalvingHistory,
-    JsonlWriter,
-    NCDStats,
-    NCDVerdict,
-    gradient_ratio,
-    ncd_verdict,
-    plot_ncd,
-)
+from frlr.ncd import NCDRecorder, NCDStats, gradient_ratio
 
 __all__ = ["NCDCallback", "ncd_stats_numpy"]
 
@@ -60,12 +53,7 @@ with beta, the class weight, and the LR family's normalization."""
 
 
 def _check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(options) - _OPTIONS[name])
-    if unknown:
-        raise TypeError(
-            f"loss {name!r} takes no option {unknown[0]!r}; it takes "
-            f"{', '.join(sorted(_OPTIONS[name]))}"
-        )
+    check_option_names(f"loss {name!r}", options, _OPTIONS[name])
     check_options(
         normalization=options.get("normalization", "paper"),
         **{key: options.get(key) for key in ("beta", "m", "r", "alpha")},
@@ -108,17 +96,20 @@ def _flatten(logits: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
     raise TypeError(f"target must hold class indices or a multi-hot array, got dtype {y.dtype}")
 
 
-def ncd_stats_numpy(logits: Any, target: Any, loss: str = "ss-lr", **options: Any) -> NCDStats:
-    """The NCD statistics of one batch in float64 numpy: ``frlr.torch.ncd_stats`` for Keras.
+def ncd_stats_numpy(logits: Any, target: Any, loss: Any = "ss-lr", **options: Any) -> NCDStats:
+    """The NCD statistics of one batch in float64 numpy: [`ncd_stats`][frlr.torch.ncd_stats]
+    for Keras.
 
     Args:
         logits: (N, ..., K) logits, classes last (any array: numpy, or a backend tensor
             converted with ``keras.ops.convert_to_numpy``).
         target: class indices (N, ...) / (N, ..., 1) or a {0, 1} multi-hot array of the logits'
             shape (not for "hs-sr").
-        loss: "sr", "lr", "hs-lr", "ss-lr" or "hs-sr".
-        options: the loss's options as for ``frlr.keras.get_loss``: weight (K,), normalization,
-            beta, m, r, alpha (defaults beta = 10, m = 25, r = 2, as in the paper).
+        loss: "sr", "lr", "hs-lr", "ss-lr" or "hs-sr", or an ``frlr.keras`` loss object,
+            whose options are then used.
+        **options: the loss's options as for [`get_loss`][frlr.keras.get_loss]: weight (K,),
+            normalization, beta, m, r, alpha (defaults beta = 10, m = 25, r = 2, as in the
+            paper).
 
     Returns:
         The batch's ``NCDStats``, the parts of Keras's "sum_over_batch_size" loss.
@@ -135,10 +126,7 @@ def ncd_stats_numpy(logits: Any, target: Any, loss: str = "ss-lr", **options: An
         >>> round(ncd_stats_numpy(np.zeros((4, 200)), np.arange(4), "ss-lr").gradient_ratio, 4)
         0.1676
     """
-    name = canonical_loss_name(loss)
-    if name is None:
-        raise ValueError(f"loss must be one of {', '.join(_OPTIONS)}, got {loss!r}")
-    o = _check_options(name, dict(options))
+    name, o = _resolve_loss(loss, options)
     z, t = _flatten(logits, target)
     rows, num_classes = z.shape
     if name == "hs-sr" and np.any(t.sum(1) != 1):
@@ -146,24 +134,8 @@ def ncd_stats_numpy(logits: Any, target: Any, loss: str = "ss-lr", **options: An
     w = None if o.get("weight") is None else np.asarray(o["weight"], np.float64)
     if w is not None and w.shape != (num_classes,):
         raise ValueError(f"weight must have shape ({num_classes},), got {w.shape}")
-    hyper = {"beta": o.get("beta", 10.0), "alpha": o.get("alpha")}
-    m, r = o.get("m", 25.0), o.get("r", 2.0)
-    if o.get("normalization", "paper") == "reference":
-        terms = _maths.reference_terms(NP, name, z, t, w, m=m, r=r, **hyper)
-        scale = 1.0  # already the batch-pooled number
-    else:
-        scale = 1.0 / max(rows, 1)  # Keras's "sum_over_batch_size"
-        index = False  # |N_i| from the target itself: the same numbers as the index shortcut
-        if name == "lr":
-            terms = _maths.lr_terms(NP, t, w)
-        elif name == "ss-lr":
-            terms = _maths.ss_lr_terms(NP, z, t, w, r=r, index=index, **hyper)
-        elif name == "hs-lr":
-            terms = _maths.hs_lr_terms(NP, z, t, w, m=m, index=index, **hyper)
-        elif name == "sr":
-            terms = _maths.sr_terms(t, w)
-        else:
-            terms = _maths.hs_sr_terms(NP, z, t, w, m=m, **hyper)
+    reference = o.get("normalization", "paper") == "reference"
+    terms = _terms(name, z, t, w, o, reference)
     if isinstance(terms, _maths.Terms):
         positive_terms, negative_terms = terms.parts(NP, z)
         grad = terms.gradient(NP, z)
@@ -174,7 +146,7 @@ def ncd_stats_numpy(logits: Any, target: Any, loss: str = "ss-lr", **options: An
             negative_terms = np.zeros_like(z)
         grad = terms.gradient(z)
         probs = np.exp(NP.log_softmax(z, axis=1))
-
+    scale = 1.0 if reference else 1.0 / max(rows, 1)  # the batch-pooled number; Keras's mean
     pos = t > 0
     abs_grad = scale * np.abs(grad)
     grad_positive = float(abs_grad[pos].sum())
@@ -195,6 +167,31 @@ def ncd_stats_numpy(logits: Any, target: Any, loss: str = "ss-lr", **options: An
         prob_negative_mean=float(probs[~pos].mean()) if (~pos).any() else math.nan,
         prob_negative_max=float(probs[~pos].max()) if (~pos).any() else math.nan,
     )
+
+
+def _terms(
+    name: str,
+    z: np.ndarray,
+    t: np.ndarray,
+    w: np.ndarray | None,
+    o: dict[str, Any],
+    reference: bool,
+) -> Any:
+    """The loss's terms on the batch, from the maths the ``frlr.keras`` losses call."""
+    hyper = {"beta": o.get("beta", 10.0), "alpha": o.get("alpha")}
+    m, r = o.get("m", 25.0), o.get("r", 2.0)
+    index = False  # |N_i| from the target itself: the same numbers as the index shortcut
+    if reference:
+        return _maths.reference_terms(NP, name, z, t, w, m=m, r=r, **hyper)
+    if name == "lr":
+        return _maths.lr_terms(NP, t, w)
+    if name == "ss-lr":
+        return _maths.ss_lr_terms(NP, z, t, w, r=r, index=index, **hyper)
+    if name == "hs-lr":
+        return _maths.hs_lr_terms(NP, z, t, w, m=m, index=index, **hyper)
+    if name == "sr":
+        return _maths.sr_terms(t, w)
+    return _maths.hs_sr_terms(NP, z, t, w, m=m, **hyper)
 
 
 def _resolve_loss(loss: Any, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -218,19 +215,21 @@ def _resolve_loss(loss: Any, options: dict[str, Any]) -> tuple[str, dict[str, An
     return names[0], _check_options(names[0], merged)
 
 
-class NCDCallback(keras.callbacks.Callback):
+class NCDCallback(keras.callbacks.Callback, NCDRecorder):
     """Record the NCD statistics of a fixed probe batch during ``model.fit``.
 
     At the start of training (step 0) and after every ``every``-th optimiser step, the model
-    runs on ``(x, y)`` in inference mode and :func:`ncd_stats_numpy` records the paper's Fig. 2
+    runs on ``(x, y)`` in inference mode and [`ncd_stats_numpy`][] records the paper's Fig. 2
     quantities. Records go to ``history`` (at most ``capacity``, evenly spaced over the run)
     and, one JSON line each, to ``path``: the format of ``frlr.torch``'s ``NCDMonitor``, so
-    :meth:`verdict` and :meth:`plot` (or ``frlr.ncd``) read both. Inference mode keeps
-    batch norm and dropout out of the measurement, so the probe is comparable across steps::
+    ``verdict`` and ``plot`` (or ``frlr.ncd``) read both. Inference mode keeps batch norm and
+    dropout out of the measurement, so the probe is comparable across steps:
 
-        probe = NCDCallback(x_train[:256], y_train[:256], "ss-lr", every=20, path="ncd.jsonl")
-        model.fit(x_train, y_train, callbacks=[probe])
-        print(probe.verdict().summary)
+    ```python
+    probe = NCDCallback(x_train[:256], y_train[:256], "ss-lr", every=20, path="ncd.jsonl")
+    model.fit(x_train, y_train, callbacks=[probe])
+    print(probe.verdict().summary)
+    ```
 
     Args:
         x: the probe batch's inputs, what ``model(x)`` takes; kept for the whole run.
@@ -243,7 +242,7 @@ class NCDCallback(keras.callbacks.Callback):
         path: a JSON-lines file to write; None writes nothing.
         append: append to ``path`` instead of truncating it.
         label: the run's name in plots and verdicts (default: the loss name).
-        loss_options: the loss's options (beta, m, r, alpha, weight, normalization).
+        **loss_options: the loss's options (beta, m, r, alpha, weight, normalization).
 
     Examples:
         ``model.fit`` calls the hooks; here the first record is taken by hand, on a model
@@ -274,36 +273,22 @@ class NCDCallback(keras.callbacks.Callback):
         label: str | None = None,
         **loss_options: Any,
     ) -> None:
-        super().__init__()
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive int, got {every!r}")
-        self.loss, self.options = _resolve_loss(loss, loss_options)
+        keras.callbacks.Callback.__init__(self)
+        name, self.options = _resolve_loss(loss, loss_options)
+        NCDRecorder.__init__(
+            self, name, every=every, capacity=capacity, path=path, append=append, label=label
+        )
         self.x, self.y = x, np.asarray(y)
-        self.every = every
-        self.label = label or self.loss
         self.step = 0
-        self.last: NCDStats | None = None
-        self._history = HalvingHistory(capacity)
-        self._writer = JsonlWriter(path, append) if path is not None else None
-
-    @property
-    def history(self) -> list[dict[str, Any]]:
-        """The kept records (step, label and the ``NCDStats`` fields), oldest first."""
-        return self._history.records
 
     def record(self) -> NCDStats | None:
         """Measure the probe batch now, as step ``self.step`` (None if not kept anywhere)."""
-        if self._writer is None and not self._history.accepts_next():
-            self._history.skip()
-            return None
-        logits = keras.ops.convert_to_numpy(self.model(self.x, training=False))
-        stats = ncd_stats_numpy(logits, self.y, self.loss, **self.options)
-        entry = {"step": self.step, "label": self.label, **stats.as_dict()}
-        if self._writer is not None:
-            self._writer.write(entry)
-        self._history.offer(entry)
-        self.last = stats
-        return stats
+
+        def measure() -> NCDStats:
+            logits = keras.ops.convert_to_numpy(self.model(self.x, training=False))
+            return ncd_stats_numpy(logits, self.y, self.loss, **self.options)
+
+        return self._record(self.step, measure)
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         if self.step == 0 and self._history.offered == 0:
@@ -315,14 +300,6 @@ class NCDCallback(keras.callbacks.Callback):
             self.record()
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._close_file()
         if self._writer is not None:
-            self._writer.close()
             self._writer.append = True  # a second fit() continues the file
-
-    def verdict(self, **kwargs: Any) -> NCDVerdict:
-        """``ncd_verdict`` on this callback's history."""
-        return ncd_verdict(self, **kwargs)
-
-    def plot(self, path: str | os.PathLike | None = None, **kwargs: Any):
-        """``plot_ncd`` of this callback alone; returns the figure."""
-        return plot_ncd(self, path, **kwargs)

@@ -33,12 +33,20 @@ empty batch (N = 0) gives 0 with every reduction but "none", and a zero gradient
 from __future__ import annotations
 
 from collections.abc import Callable
+from inspect import Parameter
 from typing import Any, ClassVar
 
 import keras
 from keras import ops
 
-from frlr.catalogue import LOSS_NAMES, canonical_loss_name
+from frlr.catalogue import (
+    HYPERPARAMETERS,
+    LOSS_NAMES,
+    canonical_loss_name,
+    check_option_names,
+    option_parameters,
+    sign_constructor,
+)
 from frlr.keras import _fast, _maths
 from frlr.keras._inputs import (
     HALF_DTYPES,
@@ -73,10 +81,13 @@ def lr_loss(
     target: str = "auto",
     normalization: str = "paper",
 ) -> Tensor:
-    """Vanilla logistic regression, Eq. (3): one sigmoid binary cross-entropy per class.
+    r"""Vanilla logistic regression, Eq. (3): one sigmoid binary cross-entropy per class.
 
-    loss_i = sum_{k in P_i} softplus(-z_k) + sum_{k in N_i} softplus(z_k), summed over classes.
-    Soft targets t in [0, 1] give sum_k t_k softplus(-z_k) + (1 - t_k) softplus(z_k): two
+    $$\mathrm{loss}_i = \sum_{k \in P_i} \operatorname{softplus}(-z_k)
+    + \sum_{k \in N_i} \operatorname{softplus}(z_k),$$
+
+    summed over classes. Soft targets $t \in [0, 1]$ give
+    $\sum_k t_k \operatorname{softplus}(-z_k) + (1 - t_k) \operatorname{softplus}(z_k)$: two
     non-negative terms, so nothing cancels, and the gradient sigmoid(z) - t is exact even at
     z = 0 (where the max(z, 0) - t z + log1p(exp(-|z|)) form has kinks that autodiff resolves
     differently on each backend). The maths: ``_maths.lr_terms``.
@@ -131,29 +142,31 @@ def hs_lr_loss(
     target: str = "auto",
     normalization: str = "paper",
 ) -> Tensor:
-    """Focus-rectified LR by negative-class hard selection (HS-LR), Eq. (5).
+    r"""Focus-rectified LR by negative-class hard selection (HS-LR), Eq. (5).
 
-    loss_i = mean_{k in P_i} softplus(-z_k) + alpha_i sum_{k in S_i} softplus(z_k)
+    $$\mathrm{loss}_i = \operatorname*{mean}_{k \in P_i} \operatorname{softplus}(-z_k)
+    + \alpha_i \sum_{k \in S_i} \operatorname{softplus}(z_k)$$
 
     S_i holds the n_i = max(1, floor(m |N_i| / 100)) negatives of highest probability, i.e.
     highest logit (the sigmoid is monotonic, so this is one selection over logits, never a
     sort: one ``top_k``, on JAX an exact threshold found by counting; made once, in the
     forward pass, and reused by the gradient), and alpha_i = beta / n_i unless ``alpha`` is
-    given. n_i is exactly
-    ``frlr.catalogue.num_hard_negatives(|N_i|, m)``, as in ``frlr.torch``, for every m (found
-    by comparison with precomputed thresholds, not by float32 arithmetic in the graph). A
-    multi-hot sample without positives has a zero positive term; one without negatives a
-    zero negative term.
+    given. n_i is exactly ``frlr.catalogue.num_hard_negatives(|N_i|, m)``, as in
+    ``frlr.torch``, for every m (by comparison with precomputed thresholds, not float32
+    arithmetic in the graph). A multi-hot sample without positives has a zero positive term;
+    one without negatives a zero negative term. The maths: ``_maths.hs_lr_terms``.
 
-    Soft targets t in [0, 1]^K generalise it: class k has positive mass t_k and negative mass
-    1 - t_k, M_i = sum_k (1 - t_k), n_i = max(1, floor(m M_i / 100)) (0 when M_i = 0),
-    S_i = the n_i classes of largest logit among those with t_k < 1, and
-    loss_i = sum_k t_k softplus(-z_k) / sum_k t_k + beta / n_i sum_{k in S_i} (1 - t_k)
-    softplus(z_k), the first term 0 when sum_k t_k = 0. {0, 1} targets give Eq. 5 exactly.
-    The maths: ``_maths.hs_lr_terms``.
+    Soft targets t in [0, 1]^K (class k: positive mass t_k, negative mass 1 - t_k) generalise
+    it, reducing to Eq. 5 exactly for {0, 1} targets:
+
+    $$\mathrm{loss}_i = \frac{\sum_k t_k \operatorname{softplus}(-z_k)}{\sum_k t_k}
+    + \frac{\beta}{n_i} \sum_{k \in S_i} (1 - t_k) \operatorname{softplus}(z_k)$$
+
+    with M_i = sum_k (1 - t_k), n_i = max(1, floor(m M_i / 100)) (0 when M_i = 0), S_i the n_i
+    classes of largest logit among those with t_k < 1, the first term 0 when sum_k t_k = 0.
 
     Args:
-        y_true, y_pred, from_logits, weight, target: as in :func:`lr_loss`: class indices,
+        y_true, y_pred, from_logits, weight, target: as in [`lr_loss`][]: class indices,
             multi-hot or soft targets in [0, 1]; logits only; weight (K,) >= 0 or None.
         beta: the balance weight, finite and >= 0; 10 (the paper's) by default.
         m: the percentage of negative classes kept, in (0, 100]; 25 (the paper's) by default.
@@ -211,22 +224,28 @@ def ss_lr_loss(
     target: str = "auto",
     normalization: str = "paper",
 ) -> Tensor:
-    """Focus-rectified LR by negative-class soft selection (SS-LR), Eq. (6).
+    r"""Focus-rectified LR by negative-class soft selection (SS-LR), Eq. (6).
 
-    loss_i = mean_{k in P_i} softplus(-z_k) + alpha_i sum_{k in N_i} p_k^r softplus(z_k)
+    $$\mathrm{loss}_i = \operatorname*{mean}_{k \in P_i} \operatorname{softplus}(-z_k)
+    + \alpha_i \sum_{k \in N_i} p_k^r \operatorname{softplus}(z_k)$$
 
     with alpha_i = beta / |N_i| unless ``alpha`` is given. p_k^r is computed as
     exp(-r softplus(-z_k)), whose gradient stays finite where p_k underflows (even for
     r < 1), and it is not detached: the gradient flows through it, as in the authors' code.
     r = 0 equals HS-LR at m = 100.
 
-    Soft targets t in [0, 1]^K: with M_i = sum_k (1 - t_k),
-    loss_i = sum_k t_k softplus(-z_k) / sum_k t_k + beta / M_i sum_k (1 - t_k) p_k^r
-    softplus(z_k), the first term 0 when sum_k t_k = 0, the second when M_i = 0. {0, 1}
-    targets give Eq. 6 exactly. The maths: ``_maths.ss_lr_terms``.
+    Soft targets t in [0, 1]^K (class k: positive mass t_k, negative mass 1 - t_k) generalise
+    it, reducing to Eq. 6 exactly for {0, 1} targets:
+
+    $$\mathrm{loss}_i = \frac{\sum_k t_k \operatorname{softplus}(-z_k)}{\sum_k t_k}
+    + \frac{\beta}{M_i} \sum_k (1 - t_k) p_k^r \operatorname{softplus}(z_k),
+    \qquad M_i = \sum_k (1 - t_k)$$
+
+    (the first term 0 when sum_k t_k = 0, the second when M_i = 0). The maths:
+    ``_maths.ss_lr_terms``.
 
     Args:
-        y_true, y_pred, from_logits, weight, target: as in :func:`lr_loss`: class indices,
+        y_true, y_pred, from_logits, weight, target: as in [`lr_loss`][]: class indices,
             multi-hot or soft targets in [0, 1]; logits only; weight (K,) >= 0 or None.
         beta: the balance weight, finite and >= 0; 10 (the paper's) by default.
         r: the attending power, finite and >= 0; 2 (the paper's) by default.
@@ -280,7 +299,10 @@ def sr_loss(
     weight: Tensor | None = None,
     target: str = "auto",
 ) -> Tensor:
-    """Softmax regression, Eq. (4): loss_i = -sum_k w_k t_k log softmax(z)_k = -w_y log q_y.
+    r"""Softmax regression, Eq. (4): Keras's categorical cross-entropy with this library's checks.
+
+    $$\mathrm{loss}_i = -\sum_k w_k t_k \log q_k = -w_y \log q_y,
+    \qquad q = \operatorname{softmax}(z).$$
 
     Soft or multi-hot targets are class probabilities (``CategoricalCrossentropy``), not
     renormalised. Per-sample values equal ``frlr.torch.sr_loss(..., reduction="none")``; the
@@ -325,10 +347,14 @@ def hs_sr_loss(
     weight: Tensor | None = None,
     target: str = "auto",
 ) -> Tensor:
-    """Hard selection (Eq. 5) applied to softmax probabilities q = softmax(z): the ablation.
+    r"""Hard selection (Eq. 5) applied to softmax probabilities: the paper's ablation.
 
-    loss_i = -log q_y + (beta / n) sum_{k in top n negatives} -log(1 - q_k),
-    n = max(1, floor(m/100 (K - 1))). log(1 - q_k) is log1p(-q_k) where q_k <= 1/2 and
+    $$\mathrm{loss}_i = -\log q_y
+    + \frac{\beta}{n} \sum_{k \in \text{top } n \text{ negatives}} -\log(1 - q_k),
+    \qquad q = \operatorname{softmax}(z),
+    \quad n = \max(1, \lfloor \tfrac{m}{100} (K - 1) \rfloor).$$
+
+    log(1 - q_k) is log1p(-q_k) where q_k <= 1/2 and
     logsumexp over the other classes minus logsumexp over all where q_k > 1/2 (only the row's
     arg-max can be), so it stays exact as q_k -> 1. Class-index targets only. The maths:
     ``_maths.hs_sr_terms``.
@@ -369,47 +395,56 @@ def hs_sr_loss(
 
 
 class _FocusLoss(keras.losses.Loss):
-    """A thin Loss over a functional loss: the constructor holds the hyper-parameters.
+    """A thin Loss over a functional loss, ``function``: the constructor takes the function's
+    options and Keras's (reduction, name, dtype) by keyword, checks them and holds them.
 
+    The options' names and defaults are written once, in the function's signature.
     ``reduction`` is Keras's ("sum_over_batch_size" = the mean over samples = torch's "mean");
     ``normalization="reference"`` gives one batch-pooled scalar and allows only
     "sum_over_batch_size"/"mean" and no ``sample_weight``.
     """
 
     function: ClassVar[Callable[..., Tensor]]
-    hyper_names: ClassVar[tuple[str, ...]] = ()
+    defaults: ClassVar[dict[str, Any]]
 
-    def __init__(
-        self,
-        *,
-        from_logits: bool,
-        target: str,
-        weight: Any,
-        reduction: str | None,
-        name: str,
-        dtype: Any,
-        normalization: str | None = None,
-        **hyper: Any,
-    ) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        keyword = Parameter.KEYWORD_ONLY
+        options = [
+            *option_parameters(cls.function, skip=("y_true", "y_pred")),
+            # keras.losses.Loss's own; a loss is named after its function
+            Parameter("reduction", keyword, default="sum_over_batch_size", annotation="str | None"),
+            Parameter("name", keyword, default=cls.function.__name__, annotation="str"),
+            Parameter("dtype", keyword, default=None, annotation="Any"),
+        ]
+        cls.defaults = {p.name: p.default for p in options}
+        sign_constructor(cls, options)
+
+    def __init__(self, **options: Any) -> None:
+        check_option_names(type(self).__name__, options, self.defaults)
+        o = {**self.defaults, **options}
+        hyper = {name: o[name] for name in o if name in HYPERPARAMETERS}
+        normalization = o.get("normalization")  # the LR family's
         check_options(
-            from_logits=from_logits,
-            target=target,
+            from_logits=o["from_logits"],
+            target=o["target"],
             normalization=normalization or "paper",
             **hyper,
         )
-        check_reference_reduction(normalization or "paper", reduction)
+        check_reference_reduction(normalization or "paper", o["reduction"])
+        dtype = o["dtype"]
         self._init_dtype = dtype.name if isinstance(dtype, keras.DTypePolicy) else dtype
         policy = keras.dtype_policies.get(dtype or keras.backend.floatx())
         super().__init__(
-            name=name,
-            reduction=reduction,
+            name=o["name"],
+            reduction=o["reduction"],
             dtype="float32" if policy.compute_dtype in HALF_DTYPES else dtype,
         )
         self.from_logits = True
-        self.target = target
-        self.weight = weight_list(weight)
+        self.target = o["target"]
+        self.weight = weight_list(o["weight"])
         self.normalization = normalization
-        self.hyper = dict(hyper)
+        self.hyper = hyper
 
     def _options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"target": self.target, "weight": self.weight, **self.hyper}
@@ -449,18 +484,22 @@ class _FocusLoss(keras.losses.Loss):
 
 @keras.saving.register_keras_serializable(package="frlr")
 class LRLoss(_FocusLoss):
-    """Loss form of :func:`lr_loss` (Eq. 3): for ``model.compile(loss=...)``; called as
+    """Loss form of [`lr_loss`][] (Eq. 3): for ``model.compile(loss=...)``; called as
     ``loss(y_true, y_pred, sample_weight=None)`` with class indices, multi-hot or soft targets.
 
     Args:
+        **options: [`lr_loss`][]'s options and Keras's, by keyword (below); one it does not
+            take is a TypeError.
+
+    Other Parameters:
         from_logits: must be True (the default): these losses take logits only.
         target: "auto" (default: class indices or multi-hot by shape), "index" or "multi_hot".
         weight: optional (K,) per-class weight, finite and >= 0, kept as a list (serialised).
-        normalization: "paper" (default) or "reference", as in :func:`lr_loss`; "reference"
+        normalization: "paper" (default) or "reference", as in [`lr_loss`][]; "reference"
             needs a mean reduction and no sample_weight.
         reduction: Keras's: "sum_over_batch_size" (default, the mean over samples), "sum",
             "mean", "mean_with_sample_weight" or None / "none" (per-sample losses).
-        name: the loss's name in logs and configs.
+        name: the loss's name in logs and configs; default the function's, "lr_loss".
         dtype: the dtype policy of the computation; float16/bfloat16 compute in float32.
 
     Examples:
@@ -475,39 +514,25 @@ class LRLoss(_FocusLoss):
 
     function = staticmethod(lr_loss)
 
-    def __init__(
-        self,
-        from_logits: bool = True,
-        target: str = "auto",
-        weight: Any = None,
-        normalization: str = "paper",
-        reduction: str | None = "sum_over_batch_size",
-        name: str = "lr_loss",
-        dtype: Any = None,
-    ) -> None:
-        super().__init__(
-            from_logits=from_logits,
-            target=target,
-            weight=weight,
-            normalization=normalization,
-            reduction=reduction,
-            name=name,
-            dtype=dtype,
-        )
-
 
 @keras.saving.register_keras_serializable(package="frlr")
 class HSLRLoss(_FocusLoss):
-    """Loss form of :func:`hs_lr_loss` (Eq. 5; beta = 10, m = 25 as in the paper):
-    mean_{k in P_i} softplus(-z_k) + beta / n_i sum_{k in top n_i of N_i} softplus(z_k).
+    r"""Loss form of [`hs_lr_loss`][] (Eq. 5; beta = 10, m = 25 as in the paper):
+
+    $$\mathrm{loss}_i = \operatorname*{mean}_{k \in P_i} \operatorname{softplus}(-z_k)
+    + \frac{\beta}{n_i} \sum_{k \in \text{top } n_i \text{ of } N_i} \operatorname{softplus}(z_k).$$
 
     Args:
+        **options: [`hs_lr_loss`][]'s options and Keras's, by keyword (below); one it does
+            not take is a TypeError.
+
+    Other Parameters:
         beta: the balance weight, finite and >= 0; default 10.
         m: the percentage of negative classes kept, in (0, 100]; default 25.
         alpha: a fixed weight >= 0 in place of beta / n_i; default None.
-        from_logits, target, weight, reduction, name, dtype: as in :class:`LRLoss` (defaults
-            True, "auto", None, "sum_over_batch_size" and the loss's name, None).
-        normalization: "paper" (default) or "reference", as in :func:`hs_lr_loss`.
+        normalization: "paper" (default) or "reference", as in [`hs_lr_loss`][].
+        from_logits, target, weight, reduction, name, dtype: as in [`LRLoss`][] (defaults
+            True, "auto", None, "sum_over_batch_size", "hs_lr_loss", None).
 
     Examples:
         >>> import frlr.keras as frlr
@@ -518,45 +543,25 @@ class HSLRLoss(_FocusLoss):
 
     function = staticmethod(hs_lr_loss)
 
-    def __init__(
-        self,
-        beta: float = 10.0,
-        m: float = 25.0,
-        alpha: float | None = None,
-        from_logits: bool = True,
-        target: str = "auto",
-        weight: Any = None,
-        normalization: str = "paper",
-        reduction: str | None = "sum_over_batch_size",
-        name: str = "hs_lr_loss",
-        dtype: Any = None,
-    ) -> None:
-        super().__init__(
-            from_logits=from_logits,
-            target=target,
-            weight=weight,
-            normalization=normalization,
-            reduction=reduction,
-            name=name,
-            dtype=dtype,
-            beta=beta,
-            m=m,
-            alpha=alpha,
-        )
-
 
 @keras.saving.register_keras_serializable(package="frlr")
 class SSLRLoss(_FocusLoss):
-    """Loss form of :func:`ss_lr_loss` (Eq. 6; beta = 10, r = 2 as in the paper):
-    mean_{k in P_i} softplus(-z_k) + beta / |N_i| sum_{k in N_i} p_k^r softplus(z_k).
+    r"""Loss form of [`ss_lr_loss`][] (Eq. 6; beta = 10, r = 2 as in the paper):
+
+    $$\mathrm{loss}_i = \operatorname*{mean}_{k \in P_i} \operatorname{softplus}(-z_k)
+    + \frac{\beta}{|N_i|} \sum_{k \in N_i} p_k^r \operatorname{softplus}(z_k).$$
 
     Args:
+        **options: [`ss_lr_loss`][]'s options and Keras's, by keyword (below); one it does
+            not take is a TypeError.
+
+    Other Parameters:
         beta: the balance weight, finite and >= 0; default 10.
         r: the attending power, finite and >= 0; default 2.
         alpha: a fixed weight >= 0 in place of beta / |N_i|; default None.
-        from_logits, target, weight, reduction, name, dtype: as in :class:`LRLoss` (defaults
-            True, "auto", None, "sum_over_batch_size" and the loss's name, None).
-        normalization: "paper" (default) or "reference", as in :func:`ss_lr_loss`.
+        normalization: "paper" (default) or "reference", as in [`ss_lr_loss`][].
+        from_logits, target, weight, reduction, name, dtype: as in [`LRLoss`][] (defaults
+            True, "auto", None, "sum_over_batch_size", "ss_lr_loss", None).
 
     Examples:
         >>> import numpy as np
@@ -570,42 +575,20 @@ class SSLRLoss(_FocusLoss):
 
     function = staticmethod(ss_lr_loss)
 
-    def __init__(
-        self,
-        beta: float = 10.0,
-        r: float = 2.0,
-        alpha: float | None = None,
-        from_logits: bool = True,
-        target: str = "auto",
-        weight: Any = None,
-        normalization: str = "paper",
-        reduction: str | None = "sum_over_batch_size",
-        name: str = "ss_lr_loss",
-        dtype: Any = None,
-    ) -> None:
-        super().__init__(
-            from_logits=from_logits,
-            target=target,
-            weight=weight,
-            normalization=normalization,
-            reduction=reduction,
-            name=name,
-            dtype=dtype,
-            beta=beta,
-            r=r,
-            alpha=alpha,
-        )
-
 
 @keras.saving.register_keras_serializable(package="frlr")
 class SRLoss(_FocusLoss):
-    """Loss form of :func:`sr_loss` (Eq. 4, softmax cross-entropy, the baseline): Keras's
+    """Loss form of [`sr_loss`][] (Eq. 4, softmax cross-entropy, the baseline): Keras's
     ``SparseCategoricalCrossentropy(from_logits=True)`` for class indices and
     ``CategoricalCrossentropy(from_logits=True)`` for class probabilities.
 
     Args:
-        from_logits, target, weight, reduction, name, dtype: as in :class:`LRLoss` (defaults
-            True, "auto", None, "sum_over_batch_size" and the loss's name, None).
+        **options: [`sr_loss`][]'s options and Keras's, by keyword (below); one it does not
+            take is a TypeError.
+
+    Other Parameters:
+        from_logits, target, weight, reduction, name, dtype: as in [`LRLoss`][] (defaults
+            True, "auto", None, "sum_over_batch_size", "sr_loss", None).
 
     Examples:
         >>> import keras
@@ -619,36 +602,24 @@ class SRLoss(_FocusLoss):
 
     function = staticmethod(sr_loss)
 
-    def __init__(
-        self,
-        from_logits: bool = True,
-        target: str = "auto",
-        weight: Any = None,
-        reduction: str | None = "sum_over_batch_size",
-        name: str = "sr_loss",
-        dtype: Any = None,
-    ) -> None:
-        super().__init__(
-            from_logits=from_logits,
-            target=target,
-            weight=weight,
-            reduction=reduction,
-            name=name,
-            dtype=dtype,
-        )
-
 
 @keras.saving.register_keras_serializable(package="frlr")
 class HSSRLoss(_FocusLoss):
-    """Loss form of :func:`hs_sr_loss` (hard selection on softmax, the ablation):
-    -log q_y + beta / n sum_{k in top n negatives} -log(1 - q_k), class indices only.
+    r"""Loss form of [`hs_sr_loss`][] (hard selection on softmax, the ablation), class
+    indices only:
+
+    $$-\log q_y + \frac{\beta}{n} \sum_{k \in \text{top } n \text{ negatives}} -\log(1 - q_k).$$
 
     Args:
+        **options: [`hs_sr_loss`][]'s options and Keras's, by keyword (below); one it does
+            not take is a TypeError.
+
+    Other Parameters:
         beta: the balance weight, finite and >= 0; default 10.
         m: the percentage of negative classes kept, in (0, 100]; default 25.
         alpha: a fixed weight >= 0 in place of beta / n; default None.
-        from_logits, target, weight, reduction, name, dtype: as in :class:`LRLoss` (defaults
-            True, "auto", None, "sum_over_batch_size" and the loss's name, None).
+        from_logits, target, weight, reduction, name, dtype: as in [`LRLoss`][] (defaults
+            True, "auto", None, "sum_over_batch_size", "hs_sr_loss", None).
 
     Examples:
         >>> import keras
@@ -663,35 +634,11 @@ class HSSRLoss(_FocusLoss):
 
     function = staticmethod(hs_sr_loss)
 
-    def __init__(
-        self,
-        beta: float = 10.0,
-        m: float = 25.0,
-        alpha: float | None = None,
-        from_logits: bool = True,
-        target: str = "auto",
-        weight: Any = None,
-        reduction: str | None = "sum_over_batch_size",
-        name: str = "hs_sr_loss",
-        dtype: Any = None,
-    ) -> None:
-        super().__init__(
-            from_logits=from_logits,
-            target=target,
-            weight=weight,
-            reduction=reduction,
-            name=name,
-            dtype=dtype,
-            beta=beta,
-            m=m,
-            alpha=alpha,
-        )
-
 
 LOSSES: dict[str, type[_FocusLoss]] = dict(
     zip(LOSS_NAMES, (SRLoss, LRLoss, HSLRLoss, SSLRLoss, HSSRLoss), strict=True)
 )
-"""Registry name (:data:`frlr.catalogue.LOSS_NAMES`) -> Loss class."""
+"""Registry name (``frlr.catalogue.LOSS_NAMES``) -> Loss class."""
 
 FUNCTIONAL: dict[str, Callable[..., Tensor]] = dict(
     zip(LOSS_NAMES, (sr_loss, lr_loss, hs_lr_loss, ss_lr_loss, hs_sr_loss), strict=True)
@@ -707,8 +654,8 @@ def get_loss(name: str, **kwargs: Any) -> keras.losses.Loss:
     Args:
         name: a registry name, in any case and with "_" or "-" ("SS_LR" is "ss-lr"); an
             unknown name is a ValueError.
-        kwargs: the constructor's arguments (:class:`SRLoss`, :class:`LRLoss`,
-            :class:`HSLRLoss`, :class:`SSLRLoss`, :class:`HSSRLoss`): beta, m, r, alpha,
+        **kwargs: the constructor's arguments ([`SRLoss`][], [`LRLoss`][],
+            [`HSLRLoss`][], [`SSLRLoss`][], [`HSSRLoss`][]): beta, m, r, alpha,
             from_logits, target, weight, normalization, reduction, name or dtype, as it takes.
 
     Returns:
@@ -722,7 +669,7 @@ def get_loss(name: str, **kwargs: Any) -> keras.losses.Loss:
         >>> frlr.get_loss("hs-lr", r=1.0)
         Traceback (most recent call last):
         ...
-        TypeError: loss 'hs-lr': HSLRLoss.__init__() got an unexpected keyword argument 'r'
+        TypeError: loss 'hs-lr': HSLRLoss takes no option 'r'; it takes alpha, beta, ...
     """
     key = canonical_loss_name(name)
     if key is None:

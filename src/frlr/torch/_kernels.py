@@ -74,9 +74,10 @@ def softplus(x: Tensor, out: Tensor | None = None) -> Tensor:
     return _softplus_out(x, 1, 20, out=out)
 
 
-def _rowsum(x: Tensor, weight: Tensor | None) -> Tensor:
+def rowsum(x: Tensor, weight: Tensor | None) -> Tensor:
     """Sum over classes, weighted by a (C,) or (M, C) weight without a logits-sized temporary
-    (a matrix-vector or a batched dot product)."""
+    (a matrix-vector or a batched dot product). Public: the fused losses
+    (``frlr.torch.fused``) weight their rows with it too."""
     if weight is None:
         return x.sum(1)
     if weight.dim() == 1:
@@ -94,15 +95,6 @@ def _scaled_(x: Tensor, scale: Scale) -> Tensor:
 def _is_zero(scale: Scale) -> bool:
     """A Python 0.0 scale switches a term off (the diagnostics' positive / negative split)."""
     return not isinstance(scale, Tensor) and scale == 0.0
-
-
-def _mul_sigmoid_power(x: Tensor, s: Tensor, r: float) -> None:
-    """x *= s**r in place; integer r by repeated multiplication (exact, no pow temporary)."""
-    if r == int(r) and r <= 4:
-        for _ in range(int(r)):
-            x.mul_(s)
-    else:
-        x.mul_(s.pow(r))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,7 +157,7 @@ def _index_block(
         terms, derivative = negative(z, out)
         if y is not None:
             _put_positive(terms, y1, 0.0, present)  # negatives only from here on
-        rows = _scaled_(_rowsum(terms, weight), neg_scale)
+        rows = _scaled_(rowsum(terms, weight), neg_scale)
         if need_grad:
             grad = derivative(terms, neg_scale, None)
             if weight is not None:
@@ -286,7 +278,7 @@ def lr_block(
     unit = not isinstance(pos_scale, Tensor) and not isinstance(neg_scale, Tensor)
     if dense and out is None and present is None and unit and pos_scale == neg_scale == 1.0:
         terms = torch.nn.functional.binary_cross_entropy_with_logits(z, target, reduction="none")
-        rows = _rowsum(terms, weight)
+        rows = rowsum(terms, weight)
         if not need_grad:
             return rows, None
         grad = torch.sigmoid(z, out=terms).sub_(target)  # d/dz = sigmoid(z) - t
@@ -564,7 +556,7 @@ def hs_lr_rows(
 # elements, writing its gradient straight into the rows of one logits-sized buffer. Its
 # temporaries (SS-LR's sigmoid, HS-LR's top-k values and int64 indices) are then block-sized,
 # stay in cache and are recycled by the allocator. Below the threshold the loop's per-block
-# cost does not pay (measured with benchmarks/loss_speed.py).
+# cost does not pay (measured with python -m benchmarks.loss_speed).
 # ---------------------------------------------------------------------------------------------
 
 _BLOCKED_FROM = 1 << 22
@@ -619,7 +611,7 @@ def row_losses(block, z: Tensor, *args, divisor: int | None = None) -> Tensor:
 _KEEP_GRAPH_PROBE = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
 
 
-def _graph_is_kept() -> bool:
+def graph_is_kept() -> bool:
     """Whether this backward pass keeps the graph (retain_graph / create_graph): only then may
     the saved gradient be needed again. Unknown (a private API gone, or inside a compiled graph,
     whose memory the compiler plans) counts as kept."""
@@ -667,7 +659,7 @@ class _RowLossFn(torch.autograd.Function):
                 (grad,) = torch.autograd.grad(out, z, grad_out, create_graph=True)
             return (grad,) + (None,) * ctx.num_extra
         scale = grad_out.unsqueeze(1) if ctx.divisor is None else grad_out / ctx.divisor
-        grad = grad * scale if _graph_is_kept() else grad.mul_(scale)
+        grad = grad * scale if graph_is_kept() else grad.mul_(scale)
         return (grad,) + (None,) * ctx.num_extra
 
 

@@ -38,7 +38,6 @@ which Fig. 2 shows LR's near-zero ratio. (Label smoothing moves SR's ratio below
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import warnings
@@ -48,11 +47,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from frlr.catalogue import canonical_loss_name, num_hard_negatives
+from frlr.catalogue import canonical_loss_name, check_option_names, num_hard_negatives
 from frlr.ncd import (
     NCD_THRESHOLD,
-    HalvingHistory,
-    JsonlWriter,
+    NCDRecorder,
     NCDStats,
     NCDVerdict,
     gradient_ratio,
@@ -61,6 +59,7 @@ from frlr.ncd import (
     read_history,
 )
 from frlr.torch import losses as _losses
+from frlr.torch._conventions import float32_under_autocast
 
 __all__ = [
     "NCD_THRESHOLD",
@@ -103,12 +102,8 @@ def _resolve_loss(loss: Any, loss_kwargs: dict[str, Any]) -> tuple[str, dict[str
         name = names[0]
     else:
         name, options = _loss_name(loss), dict(loss_kwargs)
-    accepted = set(inspect.signature(_losses.FUNCTIONAL[name]).parameters) - {"logits", "target"}
-    unknown = sorted(set(options) - accepted)
-    if unknown:
-        raise TypeError(
-            f"loss {name!r} takes no option {unknown[0]!r}; it takes {', '.join(sorted(accepted))}"
-        )
+    accepted = ["weight", *_losses.LOSSES[name].defaults]
+    check_option_names(f"loss {name!r}", options, accepted)
     if options.get("reduction", "mean") != "mean":
         raise ValueError(
             f"ncd_stats reports per-sample means; reduction must be 'mean', got "
@@ -116,7 +111,7 @@ def _resolve_loss(loss: Any, loss_kwargs: dict[str, Any]) -> tuple[str, dict[str
         )
     options.pop("reduction", None)
     checked = {k: options[k] for k in ("beta", "m", "r", "alpha", "normalization") if k in options}
-    _losses._check_hyper(**checked)
+    _losses.check_loss_options(**checked)
     smoothing = options.get("label_smoothing", 0.0)
     if not isinstance(smoothing, (int, float)) or not 0.0 <= smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1], got {smoothing!r}")
@@ -242,6 +237,7 @@ def _hs_sr(z: Tensor, t: Tensor, w: Tensor, o: dict[str, Any]):
 
 
 @torch.no_grad()
+@float32_under_autocast  # float32 maths, as the losses
 def ncd_stats(logits: Tensor, target: Tensor, loss: Any = "ss-lr", **loss_kwargs: Any) -> NCDStats:
     """Negative-class-distraction statistics of one batch, computed analytically.
 
@@ -281,43 +277,44 @@ def ncd_stats(logits: Tensor, target: Tensor, loss: Any = "ss-lr", **loss_kwargs
         >>> round(frlr.ncd_stats(logits, target, frlr.HSLRLoss()).gradient_ratio, 4)
         0.1
     """
-    if isinstance(logits, Tensor) and torch.is_autocast_enabled(logits.device.type):
-        with torch.autocast(logits.device.type, enabled=False):  # float32 maths, as the losses
-            return ncd_stats(logits, target, loss, **loss_kwargs)
     name, options = _resolve_loss(loss, loss_kwargs)
     if isinstance(logits, Tensor):
         logits = logits.detach()
-    batch = _losses._Batch(
-        logits,
-        target,
-        options.get("weight"),
-        options.get("ignore_index", -100),
-    )
+    batch = _losses.Batch(logits, target, options.get("weight"), options.get("ignore_index", -100))
+    if batch.dense and name == "hs-sr":
+        raise ValueError("hs-sr takes class-index targets only: softmax is single-label")
+    z, t, target_rows, w = _valid_rows(batch)
+    weight = None if batch.weight is None else w[0]  # the sigmoid losses' (K,) or None
+    if name in _LR_FAMILY and options.get("normalization", "paper") == "reference":
+        parts = _lr_family_reference(name, z, t, weight, options)
+    elif name in _LR_FAMILY:
+        parts = _lr_family(name, z, target_rows, batch.dense, weight, options)
+    elif name == "sr":
+        parts = _sr(z, t, w, options, not batch.dense, (w * t).sum(1))
+    else:
+        parts = _hs_sr(z, t, w, options)
+    return _statistics(name, z, t, *parts)
+
+
+def _valid_rows(batch: _losses.Batch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The batch's counted rows: logits (M, K), dense targets (M, K), the targets as given
+    (class indices, or the dense ones) and the class weight as a (1, K) row (1 when None)."""
     z, num_classes = batch.z, batch.num_classes
     if batch.dense:
-        if name == "hs-sr":
-            raise ValueError("hs-sr takes class-index targets only: softmax is single-label")
         t = target_rows = batch.y
     else:
         target_rows = batch.y if batch.valid is None else batch.y[batch.valid]
         z = z if batch.valid is None else z[batch.valid]
         t = F.one_hot(target_rows, num_classes).to(z.dtype)
     w = batch.weight if batch.weight is not None else torch.ones(num_classes, dtype=z.dtype)
-    w = w.to(device=z.device, dtype=z.dtype).unsqueeze(0)
+    return z, t, target_rows, w.to(device=z.device, dtype=z.dtype).unsqueeze(0)
 
-    weight = None if batch.weight is None else w[0]  # the sigmoid losses' (K,) or None
-    if name in _LR_FAMILY and options.get("normalization", "paper") == "reference":
-        pos_rows, neg_rows, grad, scale = _lr_family_reference(name, z, t, weight, options)
-    elif name in _LR_FAMILY:
-        pos_rows, neg_rows, grad, scale = _lr_family(
-            name, z, target_rows, batch.dense, weight, options
-        )
-    elif name == "sr":
-        w_y = (w * t).sum(1)
-        pos_rows, neg_rows, grad, scale = _sr(z, t, w, options, not batch.dense, w_y)
-    else:
-        pos_rows, neg_rows, grad, scale = _hs_sr(z, t, w, options)
 
+def _statistics(
+    name: str, z: Tensor, t: Tensor, pos_rows: Tensor, neg_rows: Tensor, grad: Tensor, scale: Tensor
+) -> NCDStats:
+    """The batch's ``NCDStats`` from a loss's parts: its rows, summed with the row scale; the
+    gradient split by position; the probabilities (softmax for SR and HS-SR, else sigmoid)."""
     pos = t >= 0.5  # soft targets: a class is positive where most of its mass is
     abs_grad = (grad * scale.unsqueeze(1)).abs()
     probs = torch.softmax(z, dim=1) if name in ("sr", "hs-sr") else torch.sigmoid(z)
@@ -338,7 +335,7 @@ def ncd_stats(logits: Tensor, target: Tensor, loss: Any = "ss-lr", **loss_kwargs
     positive, negative, grad_positive, grad_negative, p_pos, p_neg_mean, p_neg_max = values
     return NCDStats(
         loss=name,
-        num_classes=num_classes,
+        num_classes=z.shape[1],
         num_samples=len(z),
         total=positive + negative,
         positive=positive,
@@ -357,7 +354,7 @@ def ncd_stats(logits: Tensor, target: Tensor, loss: Any = "ss-lr", **loss_kwargs
 # ---------------------------------------------------------------------------------------------
 
 
-class NCDMonitor:
+class NCDMonitor(NCDRecorder):
     """Record [`ncd_stats`][] during training: every ``every`` steps, bounded, as JSON lines.
 
     One line in any loop, with the logits the loss saw (before ``optimizer.step()``):
@@ -420,29 +417,14 @@ class NCDMonitor:
         label: str | None = None,
         **loss_kwargs: Any,
     ) -> None:
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive int, got {every!r}")
-        if label is not None and not isinstance(label, str):
-            raise TypeError(f"label must be a str or None, got {type(label).__name__}")
-        self.loss, self.options = _resolve_loss(loss, loss_kwargs)
-        self.every = every
-        self.label = label or self.loss
-        self._history = HalvingHistory(capacity)
-        self._writer = JsonlWriter(path, append) if path is not None else None
+        name, self.options = _resolve_loss(loss, loss_kwargs)
+        super().__init__(
+            name, every=every, capacity=capacity, path=path, append=append, label=label
+        )
         self._calls = 0
         self._target: Tensor | None = None
         self._handle = None
         self._warned_no_target = False
-        self.last: NCDStats | None = None
-
-    @property
-    def path(self):
-        return None if self._writer is None else self._writer.path
-
-    @property
-    def history(self) -> list[dict[str, Any]]:
-        """The kept records (dicts: step, label and the ``NCDStats`` fields), oldest first."""
-        return self._history.records
 
     def update(self, logits: Tensor, target: Tensor, step: int | None = None) -> NCDStats | None:
         """Record this batch if ``step`` (default: the count of earlier calls) is due.
@@ -457,16 +439,7 @@ class NCDMonitor:
         self._calls += 1
         if step % self.every:
             return None
-        if self._writer is None and not self._history.accepts_next():
-            self._history.skip()
-            return None
-        stats = ncd_stats(logits, target, self.loss, **self.options)
-        record = {"step": step, "label": self.label, **stats.as_dict()}
-        if self._writer is not None:
-            self._writer.write(record)
-        self._history.offer(record)
-        self.last = stats
-        return stats
+        return self._record(step, lambda: ncd_stats(logits, target, self.loss, **self.options))
 
     def set_target(self, target: Tensor) -> None:
         """The targets of the next forward pass through the attached module."""
@@ -512,19 +485,10 @@ class NCDMonitor:
             self._handle.remove()
             self._handle = None
 
-    def verdict(self, **kwargs: Any) -> NCDVerdict:
-        """[`ncd_verdict`][] on this monitor's history."""
-        return ncd_verdict(self, **kwargs)
-
-    def plot(self, path: str | os.PathLike | None = None, **kwargs: Any):
-        """[`plot_ncd`][] of this monitor alone; returns the figure."""
-        return plot_ncd(self, path, **kwargs)
-
     def close(self) -> None:
         """Detach and close the JSON-lines file (records already written stay)."""
         self.detach()
-        if self._writer is not None:
-            self._writer.close()
+        self._close_file()
 
     def __enter__(self) -> NCDMonitor:
         return self

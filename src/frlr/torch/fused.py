@@ -26,7 +26,6 @@ returns a loss with the eager loss's values.
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections.abc import Callable
 
@@ -36,7 +35,7 @@ from torch import Tensor
 from frlr.catalogue import canonical_loss_name
 from frlr.torch import _kernels as kernels
 from frlr.torch import losses
-from frlr.torch._kernels import _rowsum
+from frlr.torch._conventions import float32_under_autocast
 
 _warned = False
 
@@ -79,7 +78,7 @@ def ss_lr_rows(z: Tensor, y: Tensor, weight: Tensor | None, r: float, alpha: flo
     term by SS-LR's block maths (``_kernels.ss_lr_negative_value_``)."""
     sp_pos, sp_neg, s, _ = _parts(z)
     negative = kernels.ss_lr_negative_value_(sp_pos, s, r, inplace=False)
-    return _rowsum(torch.where(_positive_mask(z, y), sp_neg, alpha * negative), weight)
+    return kernels.rowsum(torch.where(_positive_mask(z, y), sp_neg, alpha * negative), weight)
 
 
 def ss_lr_grad(
@@ -228,7 +227,7 @@ def compiled(name: str, **hyper) -> Callable[[Tensor, Tensor], Tensor]:
         raise ValueError(f"unknown loss name {name!r}; known: {', '.join(losses.FUNCTIONAL)}")
     eager = losses.FUNCTIONAL[key]
     # validate the hyper-parameters now, not at the first step
-    losses._check_hyper(
+    losses.check_loss_options(
         **{
             k: v
             for k, v in hyper.items()
@@ -242,27 +241,25 @@ def compiled(name: str, **hyper) -> Callable[[Tensor, Tensor], Tensor]:
     ignore_index = hyper.get("ignore_index", -100)
     beta, r, alpha = hyper.get("beta", 10.0), hyper.get("r", 2.0), hyper.get("alpha")
 
+    @float32_under_autocast
     def loss_fn(logits: Tensor, target: Tensor) -> Tensor:
         dense = isinstance(target, Tensor) and (
             target.is_floating_point() or target.dtype == torch.bool
         )
         if dense or key in _UNAVAILABLE:
             return eager(logits, target, **hyper)
-        autocast = isinstance(logits, Tensor) and torch.is_autocast_enabled(logits.device.type)
-        context = torch.autocast(logits.device.type, enabled=False) if autocast else None
-        with context or contextlib.nullcontext():
-            batch = losses._Batch(logits, target, weight, ignore_index)
-            args: tuple = (batch.z, batch.y, batch.weight)
-            if key == "ss-lr":
-                a = beta / (batch.num_classes - 1) if alpha is None else alpha
-                args += (float(r), float(a))
-            try:
-                rows = _rows(key, *args)
-            except Exception as error:  # compiler missing or unsupported: same maths, eagerly
-                _fallback(error)
-                _UNAVAILABLE.add(key)
-                return eager(logits, target, **hyper)
-            return batch.reduce(rows, reduction)
+        batch = losses.Batch(logits, target, weight, ignore_index)
+        args: tuple = (batch.z, batch.y, batch.weight)
+        if key == "ss-lr":
+            a = beta / (batch.num_classes - 1) if alpha is None else alpha
+            args += (float(r), float(a))
+        try:
+            rows = _rows(key, *args)
+        except Exception as error:  # compiler missing or unsupported: same maths, eagerly
+            _fallback(error)
+            _UNAVAILABLE.add(key)
+            return eager(logits, target, **hyper)
+        return batch.reduce(rows, reduction)
 
     loss_fn.__name__ = f"compiled_{key.replace('-', '_')}"
     return loss_fn

@@ -17,8 +17,9 @@ against a positive term of 0.4 at K = 200 — the negative class distraction the
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -26,25 +27,24 @@ from torch import Tensor, nn
 
 from frlr.catalogue import (
     LOSS_NAMES,
+    Normalization,
     canonical_loss_name,
     check_hyperparameters,
+    check_normalization,
+    check_option_names,
     num_hard_negatives,
+    option_parameters,
+    sign_constructor,
 )
 from frlr.torch import _kernels as kernels
-
-Reduction = Literal["mean", "sum", "none"]
-Normalization = Literal["paper", "reference"]
-
-_REDUCTIONS = ("mean", "sum", "none")
-_NORMALIZATIONS = ("paper", "reference")
-
+from frlr.torch._conventions import Reduction, check_reduction, float32_under_autocast
 
 # ---------------------------------------------------------------------------------------------
 # Argument checks: at the boundary, naming the argument and the value.
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_hyper(
+def check_loss_options(
     *,
     beta: float | None = None,
     m: float | None = None,
@@ -53,11 +53,13 @@ def _check_hyper(
     reduction: str | None = None,
     normalization: str | None = None,
 ) -> None:
+    """Raise TypeError or ValueError naming the first bad option of a loss (None: not given):
+    the one check of the functions, the modules, ``fused`` and the NCD statistics."""
     check_hyperparameters(beta=beta, m=m, r=r, alpha=alpha)
-    if reduction is not None and reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    if normalization is not None and normalization not in _NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
+    if reduction is not None:
+        check_reduction(reduction)
+    if normalization is not None:
+        check_normalization(normalization)
 
 
 def _validating() -> bool:
@@ -65,8 +67,9 @@ def _validating() -> bool:
     return not torch.compiler.is_compiling()
 
 
-class _Batch:
-    """Logits flattened to (M, K) in the compute dtype, with index or dense targets.
+class Batch:
+    """Logits flattened to (M, K) in the compute dtype, with index or dense targets, checked:
+    what every loss of this module, ``fused`` and the NCD statistics read their inputs as.
 
     Dense targets may be soft: every value in [0, 1] (NaN rejected).
     """
@@ -246,28 +249,12 @@ def sigmoid_block(
     return kernels.hs_lr_rows, (pos_scale, float(beta / n if alpha is None else alpha), n, n)
 
 
-def _no_autocast(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
-    """Compute in float32 even inside a float16/bfloat16 autocast region, as cross-entropy does."""
-
-    def wrapper(logits: Tensor, *args, **kwargs) -> Tensor:
-        if isinstance(logits, Tensor) and torch.is_autocast_enabled(logits.device.type):
-            with torch.autocast(logits.device.type, enabled=False):
-                return fn(logits, *args, **kwargs)
-        return fn(logits, *args, **kwargs)
-
-    wrapper.__name__ = fn.__name__
-    wrapper.__qualname__ = fn.__qualname__
-    wrapper.__doc__ = fn.__doc__
-    wrapper.__wrapped__ = fn  # type: ignore[attr-defined]
-    return wrapper
-
-
 # ---------------------------------------------------------------------------------------------
 # Functional API
 # ---------------------------------------------------------------------------------------------
 
 
-@_no_autocast
+@float32_under_autocast
 def lr_loss(
     logits: Tensor,
     target: Tensor,
@@ -318,15 +305,15 @@ def lr_loss(
         >>> frlr.lr_loss(logits, soft, reduction="none")
         tensor([3.8898, 7.1560])
     """
-    _check_hyper(reduction=reduction, normalization=normalization)
-    batch = _Batch(logits, target, weight, ignore_index)
+    check_loss_options(reduction=reduction, normalization=normalization)
+    batch = Batch(logits, target, weight, ignore_index)
     if normalization == "reference":
         return _reference_loss("lr", batch, reduction)
     block, constants = sigmoid_block("lr", batch.y, batch.dense)
     return batch.loss(block, reduction, *constants)
 
 
-@_no_autocast
+@float32_under_autocast
 def hs_lr_loss(
     logits: Tensor,
     target: Tensor,
@@ -391,8 +378,10 @@ def hs_lr_loss(
         >>> frlr.hs_lr_loss(logits, soft, reduction="none")
         tensor([ 2.3725, 26.1000])
     """
-    _check_hyper(beta=beta, m=m, alpha=alpha, reduction=reduction, normalization=normalization)
-    batch = _Batch(logits, target, weight, ignore_index)
+    check_loss_options(
+        beta=beta, m=m, alpha=alpha, reduction=reduction, normalization=normalization
+    )
+    batch = Batch(logits, target, weight, ignore_index)
     if normalization == "reference":
         return _reference_loss("hs-lr", batch, reduction, beta=beta, m=m, alpha=alpha)
     block, constants = sigmoid_block(
@@ -401,7 +390,7 @@ def hs_lr_loss(
     return batch.loss(block, reduction, *constants)
 
 
-@_no_autocast
+@float32_under_autocast
 def ss_lr_loss(
     logits: Tensor,
     target: Tensor,
@@ -463,8 +452,10 @@ def ss_lr_loss(
         >>> frlr.ss_lr_loss(logits, soft, reduction="none")
         tensor([ 4.6647, 10.3761])
     """
-    _check_hyper(beta=beta, r=r, alpha=alpha, reduction=reduction, normalization=normalization)
-    batch = _Batch(logits, target, weight, ignore_index)
+    check_loss_options(
+        beta=beta, r=r, alpha=alpha, reduction=reduction, normalization=normalization
+    )
+    batch = Batch(logits, target, weight, ignore_index)
     if normalization == "reference":
         return _reference_loss("ss-lr", batch, reduction, beta=beta, r=r, alpha=alpha)
     block, constants = sigmoid_block(
@@ -473,7 +464,7 @@ def ss_lr_loss(
     return batch.loss(block, reduction, *constants)
 
 
-@_no_autocast
+@float32_under_autocast
 def sr_loss(
     logits: Tensor,
     target: Tensor,
@@ -516,8 +507,8 @@ def sr_loss(
         >>> frlr.sr_loss(logits, soft, reduction="none")
         tensor([0.9737, 4.2421])
     """
-    _check_hyper(reduction=reduction)
-    _Batch(logits, target, weight, ignore_index)  # validation only
+    check_loss_options(reduction=reduction)
+    Batch(logits, target, weight, ignore_index)  # validation only
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
     if weight is not None:
@@ -553,7 +544,7 @@ def sr_loss(
     return total / torch.where(denominator > 0, denominator, torch.ones_like(denominator))
 
 
-@_no_autocast
+@float32_under_autocast
 def hs_sr_loss(
     logits: Tensor,
     target: Tensor,
@@ -600,8 +591,8 @@ def hs_sr_loss(
         >>> torch.allclose(loss[0], -q[0].log() - 10 / 1 * (1 - q[3]).log())
         True
     """
-    _check_hyper(beta=beta, m=m, alpha=alpha, reduction=reduction)
-    batch = _Batch(logits, target, weight, ignore_index)
+    check_loss_options(beta=beta, m=m, alpha=alpha, reduction=reduction)
+    batch = Batch(logits, target, weight, ignore_index)
     if batch.dense:
         raise ValueError("hs_sr_loss takes class-index targets only: softmax is single-label")
     z, y = batch.z, batch.y
@@ -694,7 +685,7 @@ def reference_blocks(
 
 def _reference_loss(
     name: str,
-    batch: _Batch,
+    batch: Batch,
     reduction: str,
     *,
     beta: float = 10.0,
@@ -739,15 +730,34 @@ def _reference_loss(
 
 
 class _Loss(nn.Module):
-    """A thin module over a functional loss: the constructor holds the hyper-parameters."""
+    """A thin module over a functional loss, ``_fn``: the constructor takes the function's
+    options by keyword, checks them and holds them in ``options``, defaults filled in.
 
-    _fn: Callable[..., Tensor]
+    The options' names and defaults are written once, in the function's signature (the class
+    weight aside: a module keeps it as a buffer).
+    """
 
-    def __init__(self, weight: Tensor | None = None, **options) -> None:
+    _fn: ClassVar[Callable[..., Tensor]]
+    defaults: ClassVar[dict[str, Any]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        options = option_parameters(cls._fn, skip=("logits", "target", "weight"))
+        cls.defaults = {p.name: p.default for p in options}
+        weight = inspect.signature(_Loss.__init__).parameters["weight"]
+        sign_constructor(cls, [weight, *options])
+
+    def __init__(self, weight: Tensor | None = None, **options: Any) -> None:
         super().__init__()
+        check_option_names(type(self).__name__, options, ["weight", *self.defaults])
+        if weight is not None and not isinstance(weight, Tensor):
+            raise TypeError(
+                f"weight must be a (K,) tensor or None, got {weight!r:.60}; the other options "
+                "are keyword-only"
+            )
+        self.options = {**self.defaults, **options}
         checked = ("beta", "m", "r", "alpha", "reduction", "normalization")
-        _check_hyper(**{k: v for k, v in options.items() if k in checked})
-        self.options = options
+        check_loss_options(**{k: v for k, v in self.options.items() if k in checked})
         self.register_buffer("weight", weight)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -764,6 +774,10 @@ class LRLoss(_Loss):
     Args:
         weight: optional (K,) per-class weight, finite and >= 0, kept as a buffer (it moves
             with ``.to(device)``); default None.
+        **options: [`lr_loss`][]'s options, by keyword (below); one it does not take is a
+            TypeError.
+
+    Other Parameters:
         reduction, ignore_index, normalization: as in [`lr_loss`][]; defaults "mean", -100
             and "paper".
 
@@ -779,17 +793,6 @@ class LRLoss(_Loss):
 
     _fn = staticmethod(lr_loss)
 
-    def __init__(
-        self,
-        weight: Tensor | None = None,
-        reduction: Reduction = "mean",
-        ignore_index: int = -100,
-        normalization: Normalization = "paper",
-    ) -> None:
-        super().__init__(
-            weight, reduction=reduction, ignore_index=ignore_index, normalization=normalization
-        )
-
 
 class HSLRLoss(_Loss):
     r"""Module form of [`hs_lr_loss`][] (Eq. 5; beta = 10, m = 25 as in the paper).
@@ -801,11 +804,16 @@ class HSLRLoss(_Loss):
     index, multi-hot and soft targets as in the function.
 
     Args:
+        weight: optional (K,) per-class weight, finite and >= 0, kept as a buffer; default None.
+        **options: [`hs_lr_loss`][]'s options, by keyword (below); one it does not take is a
+            TypeError.
+
+    Other Parameters:
         beta: the balance weight, finite and >= 0; default 10.
         m: the percentage of negative classes kept, in (0, 100]; default 25.
         alpha: a fixed weight >= 0 in place of beta / n_i; default None.
-        weight, reduction, ignore_index, normalization: as in [`hs_lr_loss`][] (defaults
-            None, "mean", -100, "paper"); the weight is kept as a buffer.
+        reduction, ignore_index, normalization: as in [`hs_lr_loss`][] (defaults "mean",
+            -100, "paper").
 
     Examples:
         >>> import torch
@@ -818,26 +826,6 @@ class HSLRLoss(_Loss):
 
     _fn = staticmethod(hs_lr_loss)
 
-    def __init__(
-        self,
-        beta: float = 10.0,
-        m: float = 25.0,
-        alpha: float | None = None,
-        weight: Tensor | None = None,
-        reduction: Reduction = "mean",
-        ignore_index: int = -100,
-        normalization: Normalization = "paper",
-    ) -> None:
-        super().__init__(
-            weight,
-            beta=beta,
-            m=m,
-            alpha=alpha,
-            reduction=reduction,
-            ignore_index=ignore_index,
-            normalization=normalization,
-        )
-
 
 class SSLRLoss(_Loss):
     r"""Module form of [`ss_lr_loss`][] (Eq. 6; beta = 10, r = 2 as in the paper).
@@ -848,11 +836,16 @@ class SSLRLoss(_Loss):
     index, multi-hot and soft targets as in the function.
 
     Args:
+        weight: optional (K,) per-class weight, finite and >= 0, kept as a buffer; default None.
+        **options: [`ss_lr_loss`][]'s options, by keyword (below); one it does not take is a
+            TypeError.
+
+    Other Parameters:
         beta: the balance weight, finite and >= 0; default 10.
         r: the attending power, finite and >= 0; default 2.
         alpha: a fixed weight >= 0 in place of beta / |N_i|; default None.
-        weight, reduction, ignore_index, normalization: as in [`ss_lr_loss`][] (defaults
-            None, "mean", -100, "paper"); the weight is kept as a buffer.
+        reduction, ignore_index, normalization: as in [`ss_lr_loss`][] (defaults "mean",
+            -100, "paper").
 
     Examples:
         >>> import torch
@@ -867,34 +860,20 @@ class SSLRLoss(_Loss):
 
     _fn = staticmethod(ss_lr_loss)
 
-    def __init__(
-        self,
-        beta: float = 10.0,
-        r: float = 2.0,
-        alpha: float | None = None,
-        weight: Tensor | None = None,
-        reduction: Reduction = "mean",
-        ignore_index: int = -100,
-        normalization: Normalization = "paper",
-    ) -> None:
-        super().__init__(
-            weight,
-            beta=beta,
-            r=r,
-            alpha=alpha,
-            reduction=reduction,
-            ignore_index=ignore_index,
-            normalization=normalization,
-        )
-
 
 class SRLoss(_Loss):
     """Module form of [`sr_loss`][] (Eq. 4, softmax cross-entropy, the baseline):
     ``nn.CrossEntropyLoss`` with this library's input checks.
 
     Args:
-        weight, reduction, ignore_index, label_smoothing: as in [`sr_loss`][] (defaults
-            None, "mean", -100, 0.0); the weight is kept as a buffer.
+        weight: optional (K,) per-class weight, as in [`sr_loss`][], kept as a buffer; default
+            None.
+        **options: [`sr_loss`][]'s options, by keyword (below); one it does not take is a
+            TypeError.
+
+    Other Parameters:
+        reduction, ignore_index, label_smoothing: as in [`sr_loss`][] (defaults "mean", -100,
+            0.0).
 
     Examples:
         >>> import torch
@@ -907,20 +886,6 @@ class SRLoss(_Loss):
 
     _fn = staticmethod(sr_loss)
 
-    def __init__(
-        self,
-        weight: Tensor | None = None,
-        reduction: Reduction = "mean",
-        ignore_index: int = -100,
-        label_smoothing: float = 0.0,
-    ) -> None:
-        super().__init__(
-            weight,
-            reduction=reduction,
-            ignore_index=ignore_index,
-            label_smoothing=label_smoothing,
-        )
-
 
 class HSSRLoss(_Loss):
     r"""Module form of [`hs_sr_loss`][] (hard selection on softmax, the ablation):
@@ -930,11 +895,16 @@ class HSSRLoss(_Loss):
     class-index targets only.
 
     Args:
+        weight: optional (K,) per-class weight, as in [`hs_sr_loss`][], kept as a buffer;
+            default None.
+        **options: [`hs_sr_loss`][]'s options, by keyword (below); one it does not take is a
+            TypeError.
+
+    Other Parameters:
         beta: the balance weight, finite and >= 0; default 10.
         m: the percentage of negative classes kept, in (0, 100]; default 25.
         alpha: a fixed weight >= 0 in place of beta / n; default None.
-        weight, reduction, ignore_index: as in [`hs_sr_loss`][] (defaults None, "mean",
-            -100); the weight is kept as a buffer.
+        reduction, ignore_index: as in [`hs_sr_loss`][] (defaults "mean", -100).
 
     Examples:
         >>> import torch
@@ -946,19 +916,6 @@ class HSSRLoss(_Loss):
     """
 
     _fn = staticmethod(hs_sr_loss)
-
-    def __init__(
-        self,
-        beta: float = 10.0,
-        m: float = 25.0,
-        alpha: float | None = None,
-        weight: Tensor | None = None,
-        reduction: Reduction = "mean",
-        ignore_index: int = -100,
-    ) -> None:
-        super().__init__(
-            weight, beta=beta, m=m, alpha=alpha, reduction=reduction, ignore_index=ignore_index
-        )
 
 
 LOSSES: dict[str, type[_Loss]] = dict(
@@ -980,7 +937,7 @@ def get_loss(name: str, **kwargs) -> nn.Module:
     Args:
         name: a registry name, in any case and with "_" or "-" ("SS_LR" is "ss-lr"); an
             unknown name is a ValueError.
-        kwargs: the constructor's arguments ([`SRLoss`][], [`LRLoss`][],
+        **kwargs: the constructor's arguments ([`SRLoss`][], [`LRLoss`][],
             [`HSLRLoss`][], [`SSLRLoss`][], [`HSSRLoss`][]): beta, m, r, alpha,
             weight, reduction, ignore_index, normalization or label_smoothing, as it takes;
             one it does not take is a TypeError.
@@ -995,7 +952,7 @@ def get_loss(name: str, **kwargs) -> nn.Module:
         >>> frlr.get_loss("hs-lr", r=1.0)
         Traceback (most recent call last):
         ...
-        TypeError: loss 'hs-lr': HSLRLoss.__init__() got an unexpected keyword argument 'r'
+        TypeError: loss 'hs-lr': HSLRLoss takes no option 'r'; it takes alpha, beta, ...
     """
     key = canonical_loss_name(name)
     if key is None:

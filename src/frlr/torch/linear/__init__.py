@@ -2,7 +2,6 @@
 
 The package, one concept per module, each importing only those before it:
 
-========================  ======================================================================
 ``inputs``                argument checks, dtype, chunk size, targets as class lists
 ``exchange``              what class-parallel ranks exchange (identity in one process)
 ``products``              the chunk's three matrix products at the inputs' precision
@@ -17,10 +16,27 @@ The package, one concept per module, each importing only those before it:
 ``argmax``                ``linear_argmax``
 ``modules``               the modules and the registry
 ========================  ======================================================================
+=======
+| module | what it holds |
+| --- | --- |
+| ``inputs`` | argument checks, dtype, chunk size, targets as class lists |
+| ``exchange`` | what class-parallel ranks exchange (identity in one process) |
+| ``products`` | the chunk's three matrix products at the inputs' precision |
+| ``problem`` | one call's checked inputs; the chunk's logits and target blocks |
+| ``sweep`` | the chunk sweep, the loss interface (hooks) and the autograd Function |
+| ``sigmoid`` | LR and SS-LR |
+| ``softmax`` | SR |
+| ``selection`` | HS-LR's plan: per-row brackets of the threshold, by counting |
+| ``held_rows`` | HS-LR's exact whole-row fallback |
+| ``hs_lr`` | HS-LR: the sweep that decides on its own values |
+| ``functional`` | ``linear_*_loss`` |
+| ``argmax`` | ``linear_argmax`` |
+| ``modules`` | the modules and the registry |
 
-See :mod:`frlr.torch.linear.functional` for the maths and the memory.
+See ``frlr.torch.linear.functional`` for the maths and the memory.
 """
 
+from frlr.torch._conventions import Reduction
 from frlr.torch.linear.argmax import linear_argmax
 from frlr.torch.linear.functional import (
     linear_hs_lr_loss,
@@ -30,7 +46,6 @@ from frlr.torch.linear.functional import (
 )
 from frlr.torch.linear.inputs import (
     CHUNK_BYTES,
-    Reduction,
     compute_dtype,
     default_chunk_size,
     positive_lists,

@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from frlr.torch.distributed import ClassShards
-from frlr.torch.linear.functional import no_autocast
+from frlr.torch._conventions import no_autocast
+from frlr.torch.class_sharding import ShardGroup
 from frlr.torch.linear.inputs import check_int, check_tensors, compute_dtype, default_chunk_size
 
 
@@ -51,7 +51,7 @@ def linear_argmax(
         weight: (K, d), laid out like ``nn.Linear.weight``; this rank's classes when
             class-parallel (contiguous, in rank order, as the linear losses take them).
         bias: (K,) or None.
-        chunk_size: classes per chunk; None: as in :func:`linear_lr_loss`.
+        chunk_size: classes per chunk; None: as in [`linear_lr_loss`][frlr.torch.linear_lr_loss].
         process_group: shard the classes over this group: every rank scores every rank's
             rows against its classes, and each gets its own rows' classes over all ranks.
 
@@ -70,7 +70,7 @@ def linear_argmax(
     compute = compute_dtype(features, weight, bias)
     with torch.no_grad(), no_autocast(features.device):
         x = features.detach().to(compute)
-        shards = None if process_group is None else ClassShards(process_group)
+        shards = None if process_group is None else ShardGroup(process_group)
         rows = [x.shape[0]]
         if shards is not None:
             sizes = torch.tensor([x.shape[0], weight.shape[0]], device=x.device)

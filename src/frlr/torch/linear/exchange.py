@@ -1,8 +1,8 @@
 """What the ranks of a class-parallel call exchange, and the same operations in one process.
 
-A loss asks :class:`Exchange` to sum, take the max, gather or scatter; in one process each of
-these is the identity, so no loss or sweep tests whether it is sharded. :class:`ShardedExchange`
-does them over a process group with :class:`frlr.torch.distributed.ClassShards`: the one
+A loss asks ``Exchange`` to sum, take the max, gather or scatter; in one process each of
+these is the identity, so no loss or sweep tests whether it is sharded. ``ShardedExchange``
+does them over a process group with ``frlr.torch.class_sharding.ShardGroup``: the one
 agreement on every rank's layout and batch first, then the global batch, the reductions of
 per-row sums, the features' gradient back to its rank, and HS-LR's candidates and held rows."""
 
@@ -11,11 +11,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from frlr.torch.distributed import ClassShards
+from frlr.torch.class_sharding import ShardGroup
 
 EXCHANGED = 7
 """Fields of a rank's row in the class-parallel exchange: class_offset, K_r, num_classes (the
-layout :meth:`ClassShards.agree` checks), local rows, positive-list width, multi_label,
+layout ``ShardGroup.agree`` checks), local rows, positive-list width, multi_label,
 weighted."""
 
 LocalBatch = tuple[Tensor, Tensor, Tensor | None]
@@ -67,7 +67,7 @@ class ShardedExchange(Exchange):
     sharded = True
 
     def __init__(self, process_group: object) -> None:
-        self.shards = ClassShards(process_group)
+        self.shards = ShardGroup(process_group)
         self.rank, self.world = self.shards.rank, self.shards.world
         self.rows_per_rank: list[int] = []
         self.classes_per_rank: list[int] = []
@@ -75,7 +75,7 @@ class ShardedExchange(Exchange):
 
     def agree(self, features: object, local: LocalBatch | Exception, fields: list[int]) -> None:
         """This rank's layout, batch shape and target kind against every rank's, in the one
-        exchange of :meth:`ClassShards.agree` (which raises on every rank when any rank's
+        exchange of ``ShardGroup.agree`` (which raises on every rank when any rank's
         local checks failed: ``local`` is then that rank's error)."""
         failure = local if isinstance(local, Exception) else None
         mine = [-1] * EXCHANGED if failure is not None else fields

@@ -1,26 +1,29 @@
-"""Losses that never hold the logits: the classifier fused with the loss in class chunks.
+r"""Losses that never hold the logits: the classifier fused with the loss in class chunks.
 
 For features X (N, d) and a classifier W (K, d), b (K,) with K from 10^5 to 10^7 classes, the
 logits Z = X W^T + b are N x K -- 4 GB at N = 1,024, K = 10^6 -- and set the memory, not the
 network. These losses compute Z one chunk of C classes at a time and never allocate N x K:
 
-    L = sum_i w_i sum_c rows_i(Z[:, c])           (c: chunks of classes, w_i the reduction)
+$$L = \sum_i w_i \sum_c \mathrm{rows}_i(Z_{:, c})$$
+
+(c: chunks of classes, w_i the reduction).
 
 LR (Eq. 3) and SS-LR (Eq. 6) are sums over classes of terms that depend on one logit and on
 per-row constants (1/|P_i|, beta/|N_i|), so the chunked sum is exact and each logit's gradient
-G_ij = w_i d rows_i / d z_ij needs only z_ij. The gradient is consumed as soon as it exists:
+G_ij = w_i d rows_i / d z_ij needs only z_ij. The gradient is consumed as soon as it exists,
+one chunk at a time,
 
-    dW_c = G_c^T X,    db_c = 1^T G_c,    dX += G_c W_c          (one chunk at a time)
+$$dW_c = G_c^\top X, \qquad db_c = \mathbf{1}^\top G_c, \qquad dX \mathrel{+}= G_c W_c,$$
 
 in the forward pass itself when the loss is reduced to a scalar, so the backward only scales
 dX, dW, db by the incoming gradient: three matrix products per chunk, no recomputation. With
 ``reduction="none"`` the per-row weights w_i arrive only in the backward, which then recomputes
 each chunk's logits once. HS-LR (Eq. 5) first brackets each row's top-n threshold by
-counting over the chunks (:mod:`frlr.torch.linear.selection`), then decides each logit on the
-value its sweep computes (:mod:`frlr.torch.linear.hs_lr`); SR, the softmax baseline,
+counting over the chunks (``frlr.torch.linear.selection``), then decides each logit on the
+value its sweep computes (``frlr.torch.linear.hs_lr``); SR, the softmax baseline,
 first takes an online log-sum-exp over the chunks.
 
-Every sigmoid loss's maths is the per-block function of :mod:`frlr.torch._kernels` (the same
+Every sigmoid loss's maths is the per-block function of ``frlr.torch._kernels`` (the same
 one the materialised losses call); this module only chunks, reduces and communicates.
 
 Memory: beyond the gradients of W and X (the unavoidable floor), a few (N, C) float32 buffers
@@ -28,7 +31,7 @@ and (N, d) float32 accumulators. ``chunk_size=None`` sizes C so that one (N, C) 
 is ``CHUNK_BYTES`` (8 MiB): small enough to stay in the allocator's reuse range and in cache.
 
 Class-parallel: with ``process_group`` each rank holds the classes [class_offset, class_offset +
-K_r) of ``num_classes`` and passes its own local batch; see :mod:`frlr.torch.distributed`.
+K_r) of ``num_classes`` and passes its own local batch; see ``frlr.torch.class_sharding``.
 
 Soft targets (mixup, label smoothing) stay sparse: class lists with ``target_weights`` and a
 ``label_smoothing`` eps give t = (1 - eps) sparse + eps/K. The per-row constants (sum_k t_k,
@@ -40,21 +43,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 from torch import Tensor
 
+from frlr.torch._conventions import Reduction, no_autocast
 from frlr.torch.linear.hs_lr import HSLRLoss
-from frlr.torch.linear.inputs import Reduction
 from frlr.torch.linear.problem import Options, Problem
 from frlr.torch.linear.sigmoid import LRLoss, SSLRLoss
 from frlr.torch.linear.softmax import SRLoss
 from frlr.torch.linear.sweep import ChunkedLoss, LinearLossFn
-
-
-def no_autocast(device: torch.device):
-    """The chunks' maths in float32 whatever an autocast region asks for (its dtype picks the
-    products' operands first, see `frlr.torch.linear.products`)."""
-    return torch.autocast(device.type, enabled=False)
 
 
 def _linear_loss(
@@ -73,7 +69,7 @@ def _linear_loss(
     label_smoothing: float,
 ) -> Tensor:
     """The loss ``make_loss()`` builds (its hyper-parameters checked with the other inputs, see
-    :class:`Problem`) over the chunks."""
+    ``Problem``) over the chunks."""
     options = Options(
         reduction, ignore_index, chunk_size, process_group, class_offset, num_classes,
         target_weights, label_smoothing,
@@ -98,19 +94,19 @@ def linear_lr_loss(
     class_offset: int = 0,
     num_classes: int | None = None,
 ) -> Tensor:
-    """``frlr.torch.lr_loss(features @ weight.T + bias, target)`` without the N x K logits.
+    r"""``frlr.torch.lr_loss(features @ weight.T + bias, target)`` without the N x K logits.
 
-    LR, Eq. (3): loss_i = sum_{k in P_i} softplus(-z_k) + sum_{k in N_i} softplus(z_k),
-    z = x_i W^T + b, computed over chunks of classes with the gradient consumed per chunk.
+    LR, Eq. (3), as [`lr_loss`][frlr.torch.lr_loss] computes it, over chunks of classes with
+    the gradient consumed per chunk:
+
+    $$\mathrm{loss}_i = \sum_{k \in P_i} \operatorname{softplus}(-z_k)
+    + \sum_{k \in N_i} \operatorname{softplus}(z_k), \qquad z = x_i W^\top + b.$$
 
     Args:
         features: (N, d) float32/float16/bfloat16; the loss is computed in float64 when
             features, weight or bias is float64, in float32 otherwise.
         weight: (K, d), laid out like ``nn.Linear.weight`` (this rank's classes when
-            class-parallel). With bfloat16 or float16 features and weight (or under autocast)
-            the chunk's three matrix products run in that dtype where the hardware multiplies
-            it natively, the loss and the per-logit gradient in float32, and the gradients
-            come back in each input's dtype (see `frlr.torch.linear.products`).
+            class-parallel); bf16/fp16 products run natively where they can (``linear.products``).
         target: int64 class indices (N,), or int64 positive lists (N, P) padded with
             ``ignore_index`` -- sparse multi-label, equal to the multi-hot target of the
             materialised loss. A class index equal to ``ignore_index`` drops its row.
@@ -126,15 +122,14 @@ def linear_lr_loss(
             K = ``num_classes`` (timm's smoothing; smoothing then mixing gives the same t). With
             index targets (N,) too. Per-row masses are formed in closed form and each chunk
             builds its (N, C) target block, so nothing N x K is held; the losses of a soft t
-            are the materialised ones' on the dense t (see :func:`frlr.torch.ss_lr_loss`).
+            are the materialised ones' on the dense t (see [`ss_lr_loss`][frlr.torch.ss_lr_loss]).
         reduction: "mean" over the counted rows, "sum", or "none" (this rank's rows).
         ignore_index: the ignored class index, and the padding of positive lists.
         chunk_size: classes per chunk; None sizes one (N, chunk) float32 buffer at
             ``CHUNK_BYTES``. The result does not depend on it beyond float round-off.
         process_group: shard the classifier by class over this group's ranks; each rank
             passes its own local batch, and the loss is that of the global batch (all ranks'
-            batches in rank order) against the whole classifier. See
-            :mod:`frlr.torch.distributed` for the collectives and DDP.
+            batches in rank order) against the whole classifier (``frlr.torch.class_sharding``).
         class_offset: this rank's first class (class-parallel only).
         num_classes: the whole classifier's class count (class-parallel only).
 
@@ -184,23 +179,29 @@ def linear_ss_lr_loss(
     num_classes: int | None = None,
     compiled: bool = False,
 ) -> Tensor:
-    """``frlr.torch.ss_lr_loss(features @ weight.T + bias, target, r=r, beta=beta)`` without
+    r"""``frlr.torch.ss_lr_loss(features @ weight.T + bias, target, r=r, beta=beta)`` without
     the N x K logits.
 
-    SS-LR, Eq. (6): loss_i = mean_{k in P_i} softplus(-z_k)
-    + (beta / |N_i|) sum_{k in N_i} sigmoid(z_k)^r softplus(z_k). A soft target t
-    (``target_weights``, ``label_smoothing``): sum_k t_k softplus(-z_k) / sum_k t_k
-    + (beta / M) sum_k (1 - t_k) p_k^r softplus(z_k), M = sum_k (1 - t_k).
+    SS-LR, Eq. (6), as [`ss_lr_loss`][frlr.torch.ss_lr_loss] computes it:
+
+    $$\mathrm{loss}_i = \operatorname*{mean}_{k \in P_i} \operatorname{softplus}(-z_k)
+    + \frac{\beta}{|N_i|} \sum_{k \in N_i} \sigma(z_k)^r \operatorname{softplus}(z_k).$$
+
+    A soft target t (``target_weights``, ``label_smoothing``) gives
+
+    $$\frac{\sum_k t_k \operatorname{softplus}(-z_k)}{\sum_k t_k}
+    + \frac{\beta}{M} \sum_k (1 - t_k) p_k^r \operatorname{softplus}(z_k),
+    \qquad M = \sum_k (1 - t_k).$$
 
     Args:
         r: the attending power, >= 0; 2 in the paper.
         beta: the balance weight, 10 in the paper.
-        features, weight, target, bias: as in :func:`linear_lr_loss`.
-        target_weights, label_smoothing: as in :func:`linear_lr_loss`.
-        reduction, ignore_index, chunk_size: as in :func:`linear_lr_loss`.
-        process_group, class_offset, num_classes: as in :func:`linear_lr_loss`.
+        features, weight, target, bias: as in [`linear_lr_loss`][].
+        target_weights, label_smoothing: as in [`linear_lr_loss`][].
+        reduction, ignore_index, chunk_size: as in [`linear_lr_loss`][].
+        process_group, class_offset, num_classes: as in [`linear_lr_loss`][].
         compiled: compute each chunk of index targets in float32 by one loop compiled with
-            ``torch.compile`` (:func:`frlr.torch.fused.ss_lr_chunk`): the same maths, about a
+            ``torch.compile`` (``frlr.torch.fused.ss_lr_chunk``): the same maths, about a
             third of the eager element-wise time; the first call compiles (seconds, again for
             a new chunk or batch shape), and where compilation is unavailable it warns once
             and computes eagerly. Soft targets, positive lists and float64 stay eager.
@@ -246,29 +247,38 @@ def linear_hs_lr_loss(
     class_offset: int = 0,
     num_classes: int | None = None,
 ) -> Tensor:
-    """``frlr.torch.hs_lr_loss(features @ weight.T + bias, target, beta=beta, m=m)`` without
+    r"""``frlr.torch.hs_lr_loss(features @ weight.T + bias, target, beta=beta, m=m)`` without
     the N x K logits.
 
-    HS-LR, Eq. (5): loss_i = mean_{k in P_i} softplus(-z_k) + (beta / n_i) sum over the n_i
-    highest-logit negatives of softplus(z_k), n_i = max(1, floor(m/100 |N_i|)). A bracket of
+    HS-LR, Eq. (5), as [`hs_lr_loss`][frlr.torch.hs_lr_loss] computes it:
+
+    $$\mathrm{loss}_i = \operatorname*{mean}_{k \in P_i} \operatorname{softplus}(-z_k)
+    + \frac{\beta}{n_i} \sum_{k \in \text{top } n_i \text{ of } N_i} \operatorname{softplus}(z_k),
+    \qquad n_i = \max(1, \lfloor m |N_i| / 100 \rfloor).$$
+
+    A bracket of
     each row's threshold is counted over the chunks first (one more matrix product per chunk),
     and the gradient sweep selects exactly n_i on the logits it computes; rows no bracket can
     plan (zero, repeated or near-repeated classifier rows, NaN or inf) are computed whole.
     Negatives tied at the threshold share the remaining places equally (the materialised
     loss's top-k picks some of them instead: same value, another subgradient).
 
-    A soft target t (``target_weights``, ``label_smoothing``): sum_k t_k softplus(-z_k) /
-    sum_k t_k + (beta / n_i) sum_{k in S_i} (1 - t_k) softplus(z_k), n_i = max(1, floor(m/100
-    M_i)), M_i = sum_k (1 - t_k), S_i the n_i highest logits among the classes with t_k < 1
-    (with eps > 0 that is every class; with eps = 0 a listed weight of 1 is excluded).
+    A soft target t (``target_weights``, ``label_smoothing``) gives
+
+    $$\frac{\sum_k t_k \operatorname{softplus}(-z_k)}{\sum_k t_k}
+    + \frac{\beta}{n_i} \sum_{k \in S_i} (1 - t_k) \operatorname{softplus}(z_k),
+    \qquad n_i = \max(1, \lfloor m M_i / 100 \rfloor), \quad M_i = \sum_k (1 - t_k),$$
+
+    S_i the n_i highest logits among the classes with t_k < 1 (with eps > 0 that is every
+    class; with eps = 0 a listed weight of 1 is excluded).
 
     Args:
         beta: the balance weight, 10 in the paper.
         m: the percentage of negative classes kept, in (0, 100]; 25 in the paper.
-        features, weight, target, bias: as in :func:`linear_lr_loss`.
-        target_weights, label_smoothing: as in :func:`linear_lr_loss`.
-        reduction, ignore_index, chunk_size: as in :func:`linear_lr_loss`.
-        process_group, class_offset, num_classes: as in :func:`linear_lr_loss`.
+        features, weight, target, bias: as in [`linear_lr_loss`][].
+        target_weights, label_smoothing: as in [`linear_lr_loss`][].
+        reduction, ignore_index, chunk_size: as in [`linear_lr_loss`][].
+        process_group, class_offset, num_classes: as in [`linear_lr_loss`][].
 
     Examples:
         >>> import torch
@@ -309,21 +319,25 @@ def linear_sr_loss(
     class_offset: int = 0,
     num_classes: int | None = None,
 ) -> Tensor:
-    """``F.cross_entropy(features @ weight.T + bias, target)`` without the N x K logits: the
-    softmax baseline with the same chunking.
+    r"""``F.cross_entropy(features @ weight.T + bias, target)`` without the N x K logits: the
+    softmax baseline with the same chunking, [`sr_loss`][frlr.torch.sr_loss] without logits.
 
-    loss_i = log sum_k e^{z_k} - z_{y_i}: the log-sum-exp is taken online over the chunks
-    (running max m, sum s <- s e^{m - m'} + sum e^{z - m'}), then d/dz = softmax(z) - onehot(y)
-    chunk by chunk. A soft target t (``target_weights``, ``label_smoothing``) gives the soft
-    cross-entropy -sum_k t_k log softmax(z)_k, ``F.cross_entropy`` with probabilities.
+    $$\mathrm{loss}_i = \log \sum_k e^{z_k} - z_{y_i}:$$
+
+    the log-sum-exp is taken online over the chunks (running max m, sum
+    $s \leftarrow s\, e^{m - m'} + \sum e^{z - m'}$), then
+    $\partial / \partial z = \operatorname{softmax}(z) - \operatorname{onehot}(y)$ chunk by
+    chunk. A soft target t (``target_weights``, ``label_smoothing``) gives the soft
+    cross-entropy $-\sum_k t_k \log \operatorname{softmax}(z)_k$, ``F.cross_entropy`` with
+    probabilities.
 
     Args:
-        features, weight, bias: as in :func:`linear_lr_loss`.
+        features, weight, bias: as in [`linear_lr_loss`][].
         target: int64 class indices (N,) (softmax is single-label), or class lists (N, P)
             with ``target_weights``.
-        target_weights, label_smoothing: as in :func:`linear_lr_loss`.
-        reduction, ignore_index, chunk_size: as in :func:`linear_lr_loss`.
-        process_group, class_offset, num_classes: as in :func:`linear_lr_loss`.
+        target_weights, label_smoothing: as in [`linear_lr_loss`][].
+        reduction, ignore_index, chunk_size: as in [`linear_lr_loss`][].
+        process_group, class_offset, num_classes: as in [`linear_lr_loss`][].
 
     Examples:
         >>> import torch

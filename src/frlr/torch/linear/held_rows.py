@@ -1,6 +1,6 @@
 """HS-LR's exact fallback for the rows a bracket cannot plan (see
-:mod:`frlr.torch.linear.selection`): each such row's logits are computed once, whole, and the
-materialised loss's own row function (:func:`frlr.torch._kernels.hs_lr_rows`) takes its value,
+``frlr.torch.linear.selection``): each such row's logits are computed once, whole, and the
+materialised loss's own row function (``frlr.torch._kernels.hs_lr_rows``) takes its value,
 selection and gradient from those values -- the materialised loss's ties, NaN and inf included.
 
 Rows go in groups whose (rows, K) logits fit ``HELD_BYTES``; class-parallel, every rank

@@ -1,4 +1,4 @@
-"""HS-LR (Eq. 5) over chunks: the selection planned by counting (:mod:`.selection`), then one
+"""HS-LR (Eq. 5) over chunks: the selection planned by counting (``selection``), then one
 sweep that decides every logit on the one value it computes for it.
 
 Per row the plan is a bracket (lo, hi]. The sweep selects its logits above hi, collects those
@@ -7,7 +7,7 @@ collected logits are selected (ties at the last one sharing its places, as the m
 loss's ties: same value, a symmetric subgradient). No value of the plan's passes is compared
 with one of the sweep: when a row's count shows the bracket missed its threshold in the sweep's
 own values (0 <= n - a <= collected fails), the row is held and the sweep runs again; held rows
--- and the rows the plan could not bracket -- are computed whole by :mod:`.held_rows`."""
+-- and the rows the plan could not bracket -- are computed whole by ``held_rows``."""
 
 from __future__ import annotations
 

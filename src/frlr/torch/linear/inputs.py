@@ -2,18 +2,13 @@
 targets as per-row class lists (the sparse form every loss of the package reads).
 
 Everything here is local to one process: the class-parallel exchange of what was checked is
-:mod:`frlr.torch.linear.exchange`."""
+``frlr.torch.linear.exchange``."""
 
 from __future__ import annotations
-
-from typing import Literal
 
 import torch
 from torch import Tensor
 
-Reduction = Literal["mean", "sum", "none"]
-
-REDUCTIONS = ("mean", "sum", "none")
 CHUNK_BYTES = 8 << 20
 """The memory budget of one (N, chunk) buffer when ``chunk_size`` is None."""
 

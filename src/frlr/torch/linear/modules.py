@@ -13,13 +13,14 @@ from frlr.catalogue import (
     canonical_loss_name,
     check_hyperparameters,
 )
+from frlr.torch._conventions import Reduction, check_reduction
 from frlr.torch.linear.functional import (
     linear_hs_lr_loss,
     linear_lr_loss,
     linear_sr_loss,
     linear_ss_lr_loss,
 )
-from frlr.torch.linear.inputs import REDUCTIONS, Reduction, check_smoothing
+from frlr.torch.linear.inputs import check_smoothing
 from frlr.torch.linear.sigmoid import SSLRLoss
 
 
@@ -59,8 +60,7 @@ class _LinearLoss(nn.Module):
                 f"hyper-parameters are {sorted(self._hyper)}"
             )
         check_hyperparameters(**hyper)
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        check_reduction(reduction)
         self.options = {
             **self._hyper,
             **hyper,
@@ -95,12 +95,12 @@ class _LinearLoss(nn.Module):
 
 
 class LinearLRLoss(_LinearLoss):
-    """Module form of :func:`linear_lr_loss`.
+    """Module form of [`linear_lr_loss`][].
 
     Args:
-        label_smoothing: as in :func:`linear_lr_loss` (a call may pass its own), keyword-only.
+        label_smoothing: as in [`linear_lr_loss`][] (a call may pass its own), keyword-only.
         reduction, ignore_index, chunk_size, process_group, class_offset, num_classes: as in
-            :func:`linear_lr_loss`, keyword-only.
+            [`linear_lr_loss`][], keyword-only.
         hyper: the loss's hyper-parameters by name (none), default the paper's.
 
     Examples:
@@ -117,13 +117,13 @@ class LinearLRLoss(_LinearLoss):
 
 
 class LinearSSLRLoss(_LinearLoss):
-    """Module form of :func:`linear_ss_lr_loss` (r = 2, beta = 10 as in the paper).
+    """Module form of [`linear_ss_lr_loss`][] (r = 2, beta = 10 as in the paper).
 
     Args:
-        compiled: as in :func:`linear_ss_lr_loss`, keyword-only.
+        compiled: as in [`linear_ss_lr_loss`][], keyword-only.
         options: keyword-only, as for the other linear modules: label_smoothing (a call may
             pass its own), reduction, ignore_index, chunk_size, process_group, class_offset,
-            num_classes as in :func:`linear_lr_loss`, and the hyper-parameters r and beta,
+            num_classes as in [`linear_lr_loss`][], and the hyper-parameters r and beta,
             default the paper's.
 
     Examples:
@@ -145,12 +145,12 @@ class LinearSSLRLoss(_LinearLoss):
 
 
 class LinearHSLRLoss(_LinearLoss):
-    """Module form of :func:`linear_hs_lr_loss` (beta = 10, m = 25 as in the paper).
+    """Module form of [`linear_hs_lr_loss`][] (beta = 10, m = 25 as in the paper).
 
     Args:
-        label_smoothing: as in :func:`linear_lr_loss` (a call may pass its own), keyword-only.
+        label_smoothing: as in [`linear_lr_loss`][] (a call may pass its own), keyword-only.
         reduction, ignore_index, chunk_size, process_group, class_offset, num_classes: as in
-            :func:`linear_lr_loss`, keyword-only.
+            [`linear_lr_loss`][], keyword-only.
         hyper: the loss's hyper-parameters by name (beta, m), default the paper's.
 
     Examples:
@@ -168,12 +168,12 @@ class LinearHSLRLoss(_LinearLoss):
 
 
 class LinearSRLoss(_LinearLoss):
-    """Module form of :func:`linear_sr_loss` (softmax cross-entropy, the baseline).
+    """Module form of [`linear_sr_loss`][] (softmax cross-entropy, the baseline).
 
     Args:
-        label_smoothing: as in :func:`linear_lr_loss` (a call may pass its own), keyword-only.
+        label_smoothing: as in [`linear_lr_loss`][] (a call may pass its own), keyword-only.
         reduction, ignore_index, chunk_size, process_group, class_offset, num_classes: as in
-            :func:`linear_lr_loss`, keyword-only.
+            [`linear_lr_loss`][], keyword-only.
         hyper: the loss's hyper-parameters by name (none), default the paper's.
 
     Examples:
@@ -199,7 +199,7 @@ LINEAR_LOSSES: dict[str, type[_LinearLoss]] = {
 
 def get_linear_loss(name: str, **options) -> nn.Module:
     """The logits-free loss module for ``name`` ("sr", "lr", "hs-lr", "ss-lr"; the same
-    spellings as :func:`frlr.torch.get_loss`).
+    spellings as [`get_loss`][frlr.torch.get_loss]).
 
     Args:
         name: the loss, in any of the catalogue's spellings ("SS_LR", "ss-lr").

@@ -1,9 +1,9 @@
 """One call of a linear loss: its inputs checked, as the global batch against this rank's
 classes, and what every loss reads of it chunk by chunk (logits, target blocks, row weights).
 
-The chunk's matrix products and their dtype are reached from here (`Problem.classifier`,
-`Problem.logits`, `Problem.consume`, `Problem.rounding_unit`), made by
-[`products`][frlr.torch.linear.products], and nowhere else."""
+The chunk's matrix products and their dtype are reached from here (``Problem.classifier``,
+``Problem.logits``, ``Problem.consume``, ``Problem.rounding_unit``), made by
+``frlr.torch.linear.products``, and nowhere else."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from frlr.torch.distributed import collectives_ready
+from frlr.torch._conventions import check_reduction
+from frlr.torch.class_sharding import collectives_ready
 from frlr.torch.linear.exchange import Exchange, LocalBatch, ShardedExchange
 from frlr.torch.linear.inputs import (
-    REDUCTIONS,
     check_int,
     check_num_classes,
     check_smoothing,
@@ -33,7 +33,7 @@ from frlr.torch.linear.products import Products, product_dtype
 class Strategy(Protocol):
     """What the problem reads of its loss while checking: ``single_label`` (softmax takes
     class indices only) and ``float32_logits`` (no half-precision logits, see
-    [`products`][frlr.torch.linear.products])."""
+    ``frlr.torch.linear.products``)."""
 
     single_label: bool
     float32_logits: bool
@@ -119,8 +119,7 @@ class Problem:
         """The checks of everything but the target this rank can make alone."""
         check_tensors(features, weight, bias)
         self.smoothing = check_smoothing(options.label_smoothing)
-        if options.reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {options.reduction!r}")
+        check_reduction(options.reduction)
         check_int("ignore_index", options.ignore_index, -(2**62))
         if options.chunk_size is not None:
             check_int("chunk_size", options.chunk_size, 1)
@@ -217,19 +216,19 @@ class Problem:
         return self.products.classifier(self.weight[start:stop])
 
     def operand_rows(self, rows: Tensor) -> Tensor:
-        """Rows of the features as `logits` multiplies them."""
+        """Rows of the features as ``logits`` multiplies them."""
         return self.products.x_logits[rows]
 
     def logits(self, start: int, stop: int, w: Tensor, x: Tensor | None = None) -> Tensor:
         """z = X W_c^T + b_c for classes [start, stop) of this rank, in the compute dtype (of
-        ``x``, rows from `operand_rows`: some rows)."""
+        ``x``, rows from ``operand_rows``: some rows)."""
         x = self.products.x_logits if x is None else x
         bias = None if self.bias is None else self.bias[start:stop]
         return self.products.logits(x, w, bias)
 
     def rounding_unit(self) -> float:
-        """The unit roundoff of `logits`' sums (see
-        [`Products.rounding_unit`][frlr.torch.linear.products.Products.rounding_unit])."""
+        """The unit roundoff of ``logits``' sums (see ``Products.rounding_unit`` in
+        ``frlr.torch.linear.products``)."""
         return self.products.rounding_unit(self.device)
 
     # -- targets ---------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """HS-LR's hard selection streamed over class chunks: per row, a bracket (lo, hi] of logit
 values that holds the n_i-th largest negative and few others, found by counting in bounded
 memory. The bracket is a plan, not a decision: the gradient sweep decides every logit on the
-one value it computes for it (:mod:`frlr.torch.linear.hs_lr`).
+one value it computes for it (``frlr.torch.linear.hs_lr``).
 
 1. **Sample.** The logits of ~1,000 evenly strided classes bound the threshold's quantile
    q_i = n_i / |N_i| to a band (4 standard errors of a sample quantile either side).
@@ -14,7 +14,7 @@ one value it computes for it (:mod:`frlr.torch.linear.hs_lr`).
 3. A row the passes cannot bracket -- its threshold amid more than ``CAP`` logits within a
    few ``delta`` (a zero, repeated or near-repeated classifier), or a logit bound that is not
    finite (NaN or inf in x, W or b, or an overflow) -- is **held**: computed whole, exactly,
-   by :mod:`frlr.torch.linear.held_rows`.
+   by ``frlr.torch.linear.held_rows``.
 
 Every count is summed over the processes, so every rank plans alike."""
 
@@ -116,7 +116,7 @@ def find_brackets(
     """The brackets of the n_i largest negatives of each row.
 
     Args:
-        negative_chunks: see :data:`Chunks`.
+        negative_chunks: see ``Chunks``.
         sample: (M, S) logits of strided classes of this process, t = 1 at -inf.
         n: (M,) float, negatives to select per row (0: the row selects nothing).
         num_negatives: (M,) float, |N_i| over all classes.

@@ -1,6 +1,6 @@
 """LR (Eq. 3) and SS-LR (Eq. 6) over chunks: sums over classes of terms that depend on one
 logit and on per-row constants (1/|P_i|, beta/|N_i|), so each chunk's part is exact alone and
-the block functions of :mod:`frlr.torch._kernels` (the materialised losses' own) compute it."""
+the block functions of ``frlr.torch._kernels`` (the materialised losses' own) compute it."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class LRLoss(ChunkedLoss):
 
 class SSLRLoss(ChunkedLoss):
     """Eq. (6) per chunk by the block function; with ``compiled``, index targets in float32 take
-    :func:`frlr.torch.fused.ss_lr_chunk` instead: the same maths in one compiled loop that
+    ``frlr.torch.fused.ss_lr_chunk`` instead: the same maths in one compiled loop that
     reads the chunk once and writes the rows and the already-weighted gradient."""
 
     def __init__(self, r: float, beta: float, compiled: bool = False) -> None:

@@ -13,7 +13,7 @@ from frlr.torch.linear.sweep import ChunkedLoss
 
 
 class SRLoss(ChunkedLoss):
-    """Softmax cross-entropy: the rows come from :meth:`prepare`, the sweep only differentiates."""
+    """Softmax cross-entropy: the rows come from ``prepare``, the sweep only differentiates."""
 
     single_label = True
     sweeps_for_rows = False

@@ -1,7 +1,7 @@
 """The chunk sweep and the autograd Function: one pass over the classes in chunks, each
 chunk's logits computed once, handed to the loss, and its gradient consumed at once.
 
-A loss is a :class:`ChunkedLoss`: it says what it needs of the sweep through its hooks and
+A loss is a ``ChunkedLoss``: it says what it needs of the sweep through its hooks and
 attributes (``prepare``, ``start_sweep``, ``after_sweep``, ``sweeps_for_rows``), never by the
 sweep testing its type."""
 
@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from frlr.torch import _kernels as kernels
+from frlr.torch._conventions import no_autocast
 from frlr.torch.linear.problem import Grads, Problem
 
 
@@ -23,7 +24,7 @@ class ChunkedLoss:
     """Takes class indices only (softmax): positive lists are refused."""
     float32_logits = False
     """Needs logits in float32: half-precision operands only where their product comes out
-    in float32 (see [`products`][frlr.torch.linear.products])."""
+    in float32 (see ``frlr.torch.linear.products``)."""
     sweeps_for_rows = True
     """Whether a sweep without gradients gives the rows (False: ``prepare`` already has them)."""
 
@@ -116,11 +117,11 @@ class LinearLossFn(torch.autograd.Function):
             scale = problem.exchange.gather_rows(grad_out.to(problem.dtype))
             scale = torch.where(problem.counted, scale, 0.0)
             grads = problem.new_grads(ctx.need)
-            with torch.autocast(problem.device.type, enabled=False):  # the forward's dtypes
+            with no_autocast(problem.device):  # the products' dtypes were the forward's
                 sweep(ctx.loss, problem, scale, grads)
             if grads.features is not None:
                 grads.features = problem.features_grad(grads.features)
-        elif kernels._graph_is_kept():  # the saved gradients may be needed again
+        elif kernels.graph_is_kept():  # the saved gradients may be needed again
             grads = Grads(
                 *(None if t is None else t * grad_out.to(t.dtype) for t in grads.fields())
             )
