@@ -171,7 +171,7 @@ def pass_methods(xd: torch.Tensor, wd: torch.Tensor, chunk: int) -> dict[str, Ca
             for s in starts:
                 yield logits(s)
 
-        selection._histogram(chunks, torch.arange(n), band)
+        selection.histogram(chunks, torch.arange(n), band)
 
     def count_pass_fused():
         counts.zero_()

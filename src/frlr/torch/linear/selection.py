@@ -138,7 +138,7 @@ def find_brackets(
             break
         index = rows[active]
         band = Band(lo[index], hi[index], delta[index], bound[index], dtype)
-        hist = exchange.reduce_sum(_histogram(negative_chunks, index, band))
+        hist = exchange.reduce_sum(histogram(negative_chunks, index, band))
         plan = _plan(band, hist, n[index].long(), delta[index], bound[index])
         done, low, high, count, new_lo, new_hi, stuck = plan
         lo_out[index[done]] = _rounded(low[done], dtype, down=True)
@@ -207,7 +207,7 @@ def _sample_band(
     return exchange.reduce_min(lo.clone()), exchange.reduce_max(hi.clone())
 
 
-def _histogram(negative_chunks: Chunks, index: Tensor, band: Band) -> Tensor:
+def histogram(negative_chunks: Chunks, index: Tensor, band: Band) -> Tensor:
     """Per row, the count of logits per key -1 .. B (M, B + 2): the keys offset by the row (in
     the float itself while the offsets are exact there) scattered into one count buffer.
 
