@@ -218,6 +218,13 @@ def _runs(
     ]
 
 
+def _val_scores(
+    rows: Sequence[Mapping[str, Any]], key: str, point: Mapping[str, Any], primary: str
+) -> list[float]:
+    """The validation scores of one loss's runs at one point (over the tuning seeds)."""
+    return [r[f"val_{primary}"] for r in rows if r["curve"] == key and r["point"] == point]
+
+
 def _choose(
     specs: Sequence[LossSpec],
     by_loss: Mapping[str, Sequence[Mapping[str, Any]]],
@@ -225,17 +232,17 @@ def _choose(
     primary: str,
 ) -> dict[str, dict[str, Any]]:
     """Each loss's point with the best mean validation score (validation scores only)."""
-    selection = f"val_{primary}"
-    chosen = {}
-    for spec in specs:
-        scores = {
-            tuple(sorted(p.items())): [
-                r[selection] for r in rows if r["curve"] == spec.key and r["point"] == p
-            ]
-            for p in by_loss[spec.key]
-        }
-        chosen[spec.key] = dict(select_best(scores))
-    return chosen
+    return {
+        spec.key: dict(
+            select_best(
+                {
+                    tuple(sorted(p.items())): _val_scores(rows, spec.key, p, primary)
+                    for p in by_loss[spec.key]
+                }
+            )
+        )
+        for spec in specs
+    }
 
 
 def _numeric(value: Any) -> bool:
@@ -312,9 +319,7 @@ def _validation(
     validation: dict[str, dict[str, Any]] = {}
     for spec in specs:
         for point in by_loss[spec.key]:
-            scores = [
-                r[f"val_{primary}"] for r in rows if r["curve"] == spec.key and r["point"] == point
-            ]
+            scores = _val_scores(rows, spec.key, point, primary)
             key = ",".join(f"{k}={setting_text(v)}" for k, v in sorted(point.items()))
             validation.setdefault(spec.key, {})[key] = {"point": dict(point), "scores": scores}
     return validation
