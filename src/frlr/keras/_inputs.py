@@ -16,6 +16,7 @@ import numpy as np
 from keras import ops
 
 from frlr.catalogue import check_hyperparameters, check_normalization
+from frlr.keras._maths import IndexTarget
 
 TARGETS = ("auto", "index", "multi_hot")
 REFERENCE_REDUCTIONS = ("mean", "sum_over_batch_size")
@@ -209,6 +210,12 @@ class Batch:
         if values is not None:
             check_weight_values(values)
         return ops.cast(weight, self.dtype)
+
+    def target(self) -> Any:
+        """The multi-hot/soft target, or the class indices as an ``IndexTarget`` (no one-hot)."""
+        if self.t is not None:
+            return self.t
+        return IndexTarget(self.y, self.num_classes)
 
     def dense_target(self) -> Any:
         """(M, K) targets: the multi-hot/soft target, or the one-hot of the indices."""

@@ -61,7 +61,7 @@ Tensor = Any
 
 def _logistic(batch: Batch, terms: _maths.Terms, normalization: str) -> Tensor:
     """Rows of a logistic loss from its coefficients (``_maths``); "reference" sums them all."""
-    rows = _fast.logistic_rows(terms.positive, terms.negative, batch.z, terms.r)
+    rows = _fast.logistic_rows(terms.positive, terms.negative, batch.z, terms.r, terms.index)
     if normalization == "reference":
         return ops.sum(rows)
     return batch.per_sample(rows)
@@ -122,7 +122,7 @@ def lr_loss(
     """
     check_options(from_logits=from_logits, target=target, normalization=normalization)
     batch = Batch(y_true, y_pred, target=target, weight=weight)
-    t = batch.dense_target()
+    t = batch.target()
     if normalization == "reference":
         terms = _maths.reference_terms(ops, "lr", batch.z, t, batch.weight, beta=0.0)
     else:
@@ -200,7 +200,7 @@ def hs_lr_loss(
         alpha=alpha,
     )
     batch = Batch(y_true, y_pred, target=target, weight=weight)
-    z, t = batch.z, batch.dense_target()
+    z, t = batch.z, batch.target()
     if normalization == "reference":
         terms = _maths.reference_terms(
             ops, "hs-lr", z, t, batch.weight, beta=beta, m=m, alpha=alpha
@@ -279,7 +279,7 @@ def ss_lr_loss(
         alpha=alpha,
     )
     batch = Batch(y_true, y_pred, target=target, weight=weight)
-    z, t = batch.z, batch.dense_target()
+    z, t = batch.z, batch.target()
     if normalization == "reference":
         terms = _maths.reference_terms(
             ops, "ss-lr", z, t, batch.weight, beta=beta, r=r, alpha=alpha
