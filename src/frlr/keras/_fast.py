@@ -216,7 +216,7 @@ def _is_one(x: Tensor) -> bool:
 
 
 def _tf_forward(a: Tensor, b: Tensor, z: Tensor, r: float, index: Tensor | None):
-    """(rows, d rows / dz) from ``tf.math.softplus`` and ``tf.math.sigmoid``: r = 0 with class
+    """(rows, d rows / dz) from ``tf.math.softplus`` and ``tf.math.sigmoid``: LR with class
     indices is four passes over (M, K) (softplus, sigmoid, the scatter, the row sum)."""
     import tensorflow as tf
 
@@ -225,11 +225,9 @@ def _tf_forward(a: Tensor, b: Tensor, z: Tensor, r: float, index: Tensor | None)
     if r != 0 or index is None:
         neg_z = -z
         s_neg = tf.math.sigmoid(neg_z)
-        if index is None or r not in WHOLE_POWERS:
+        if index is None:
             sp_neg = tf.math.softplus(neg_z)
-    g, dg = _focal(s, s_neg, sp_pos, sp_neg, r)
-    if not _is_one(b):
-        g, dg = b * g, b * dg
+    g, dg = _tf_negative_terms(b, s, s_neg, sp_pos, r)
     if index is None:
         return tf.reduce_sum(a * sp_neg + g, axis=1), dg - a * s_neg
     cells = tf.stack([tf.range(tf.shape(index)[0], dtype=index.dtype), index], axis=1)
@@ -238,6 +236,23 @@ def _tf_forward(a: Tensor, b: Tensor, z: Tensor, r: float, index: Tensor | None)
     grad_y = tf.reshape(-a * tf.math.sigmoid(-z_y), [-1])
     rows = tf.reduce_sum(tf.tensor_scatter_nd_update(g, cells, value_y), axis=1)
     return rows, tf.tensor_scatter_nd_update(dg, cells, grad_y)
+
+
+def _tf_negative_terms(b, s, s_neg, sp_pos, r: float) -> tuple[Tensor, Tensor]:
+    """(b g, b g') in the fewest passes: b folded into p^r = sigmoid(z)^r (one ``pow``
+    where r is not whole), r into the one product it scales."""
+    import tensorflow as tf
+
+    one = _is_one(b)
+    if r == 0:
+        return (sp_pos, s) if one else (b * sp_pos, b * s)
+    power = _power(s, None, r) if r in WHOLE_POWERS else tf.pow(s, r)
+    if not one:
+        power = b * power
+    inner = s_neg * sp_pos
+    if r != 1:
+        inner = r * inner
+    return power * sp_pos, power * (inner + s)
 
 
 def _tf_rows(a: Tensor, b: Tensor, z: Tensor, r: float, index: Tensor | None) -> Tensor:
@@ -280,16 +295,16 @@ def _tf_rows(a: Tensor, b: Tensor, z: Tensor, r: float, index: Tensor | None) ->
 # ---------------------------------------------------------------------------------------------
 
 
-def _scale(x: Tensor, c: Tensor | float, keep: bool) -> Tensor:
-    """x * c, in x's buffer unless ``keep`` (x is still needed); x itself when c is 1."""
+def _scale(x: Tensor, c: Tensor | float) -> Tensor:
+    """x * c in x's buffer; x itself when c is the float 1."""
     if isinstance(c, float) and c == 1.0:
         return x
-    return x * c if keep else x.mul_(c)
+    return x.mul_(c)
 
 
-def _torch_forward(a, b, z, r: float, index, keep_pieces: bool):
-    """(rows, d rows / dz, d rows / da, d rows / db), the last two None unless
-    ``keep_pieces``: about four (M, K) buffers in all, where the keras.ops form takes 20."""
+def _torch_forward(a, b, z, r: float, index):
+    """(rows, d rows / dz) from torch's softplus and sigmoid kernels, into buffers this
+    function owns: about four (M, K) tensors in all, where the keras.ops form makes 20."""
     import torch
     import torch.nn.functional as F
 
@@ -297,29 +312,27 @@ def _torch_forward(a, b, z, r: float, index, keep_pieces: bool):
     s_neg = sp_neg = None
     if r != 0 or index is None:
         neg_z = torch.neg(z)
-        if index is None or r not in WHOLE_POWERS:
-            sp_neg = F.softplus(neg_z)
+        sp_neg = F.softplus(neg_z) if index is None else None
         s_neg = neg_z.sigmoid_()
-    if r == 0:
-        g, dg = sp_pos, s
-    else:
-        power = s.pow(r) if r in WHOLE_POWERS else torch.mul(sp_neg, -r).exp_()
-        # s_neg's buffer is free once dg is made, unless the per-entry form needs it.
-        dg = s_neg.mul_(sp_pos) if index is not None else s_neg * sp_pos
-        dg = dg.mul_(r).add_(s).mul_(power)
-        g = power.mul_(sp_pos)
+    g, dg = _torch_negative_terms(b, s, s_neg, sp_pos, r, s_neg_free=index is not None)
     if index is None:
-        if keep_pieces:
-            return (a * sp_neg + b * g).sum(1), b * dg - a * s_neg, sp_neg, g
-        value = _scale(sp_neg, a, False).add_(_scale(g, b, False)).sum(1)
-        return value, _scale(dg, b, False).sub_(_scale(s_neg, a, False)), None, None
+        value = _scale(sp_neg, a).add_(g).sum(1)
+        return value, dg.sub_(_scale(s_neg, a))
     column = index.long()[:, None]
     z_y = z.gather(1, column)
-    d_a = F.softplus(-z_y) if keep_pieces else None
-    d_b = g.scatter(1, column, 0.0) if keep_pieces else None
-    g = _scale(g, b, False).scatter_(1, column, a * F.softplus(-z_y))
-    dg = _scale(dg, b, False).scatter_(1, column, -a * torch.sigmoid(-z_y))
-    return g.sum(1), dg, d_a, d_b
+    g = g.scatter_(1, column, a * F.softplus(-z_y))
+    return g.sum(1), dg.scatter_(1, column, -a * torch.sigmoid(-z_y))
+
+
+def _torch_negative_terms(b, s, s_neg, sp_pos, r: float, s_neg_free: bool):
+    """(b g, b g'), b folded into p^r = sigmoid(z)^r; overwrites ``sp_pos`` and ``s`` (and
+    ``s_neg`` when ``s_neg_free``)."""
+    if r == 0:
+        return _scale(sp_pos, b), _scale(s, b)
+    power = _scale(s.pow(r), b)
+    dg = s_neg.mul_(sp_pos) if s_neg_free else s_neg * sp_pos
+    dg = _scale(dg, r).add_(s).mul_(power)
+    return power.mul_(sp_pos), dg
 
 
 @functools.cache
@@ -332,8 +345,11 @@ def _torch_function():
 
         @staticmethod
         def forward(ctx, a, b, z, r, index):
-            keep = any(ctx.needs_input_grad[:2])
-            value, grad, d_a, d_b = _torch_forward(a, b, z, r, index, keep)
+            keep = any(ctx.needs_input_grad[:2])  # a and b from a differentiable teacher
+            if keep:
+                value, grad, d_a, d_b = value_and_pieces(a, b, z, r, index)
+            else:
+                value, grad = _torch_forward(a, b, z, r, index)
             ctx.r = r
             a, b = (torch.as_tensor(x, dtype=z.dtype, device=z.device) for x in (a, b))
             ctx.save_for_backward(a, b, z, grad, index)
