@@ -114,7 +114,16 @@ def value_and_pieces(
     sp_pos, sp_neg = log_term + ops.relu(z), log_term + ops.relu(-z)
     g, dg = _focal(s, s_neg, sp_pos, sp_neg, r)
     column = _column(z, index)
-    rows = ops.sum(_join(column, a * sp_neg, b * g), axis=1)
+    if column is not None:
+        entries = ops.where(column, a * sp_neg, b * g)
+    elif r != 0:
+        # The where keeps the entries in one XLA loop: as a plain sum of products, XLA's CPU
+        # hands the focal term's products to its YNNPACK reduction and first writes out each
+        # of their inputs (SS-LR, multi-hot: 4.2x -> 3.2x CE; LR's sum fuses better as it is).
+        entries = ops.where(ops.not_equal(a, 0.0), a * sp_neg, 0.0) + b * g
+    else:
+        entries = a * sp_neg + b * g
+    rows = ops.sum(entries, axis=1)
     grad = _join(column, -a * s_neg, b * dg)
     if column is None:
         return rows, grad, sp_neg, g
