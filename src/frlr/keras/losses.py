@@ -14,8 +14,9 @@ Regression", AAAI 2019. For sample i with positive classes P_i and negative clas
 Written once with ``keras.ops`` (TensorFlow, JAX and PyTorch backends), in ``_maths``, whose
 functions ``NCDCallback`` calls too, and numerically the same as ``frlr.torch``: -log p =
 softplus(-z) and -log(1 - p) = softplus(z), never log(p + eps), so logits of 1e4 give finite
-losses and exact gradients. LR, HS-LR and SS-LR compute their rows and gradient together, with
-one exp(-|z|) per logit, and backward only scales it (``_fast``: ``jax.custom_jvp``, nested
+losses and exact gradients. LR, HS-LR and SS-LR compute their rows and gradient together, in
+each backend's fewest passes (class indices stay indices), and backward only scales it
+(``_fast``: ``jax.custom_jvp``, nested
 ``tf.custom_gradient``, ``torch.autograd.Function``; second derivatives stay exact); HS-LR's
 selection is made once, in the forward pass (JAX: an exact threshold found by counting, no
 ``top_k``; TensorFlow and torch: one ``top_k``). Only
