@@ -46,8 +46,6 @@ import keras
 import numpy as np
 from keras import ops
 
-from frlr.keras._maths import target_column
-
 Tensor = Any
 WHOLE_POWERS = (1.0, 2.0, 3.0, 4.0)  # p^r as a product of sigmoids; other r take one more exp
 
@@ -86,7 +84,9 @@ def _focal(s: Tensor, s_neg: Tensor, sp_pos: Tensor, sp_neg: Tensor, r: float):
 
 def _column(z: Tensor, index: Tensor | None) -> Tensor | None:
     """(M, K) bool, True at each row's target column; None for per-entry coefficients."""
-    return None if index is None else target_column(ops, index, z.shape[1])
+    if index is None:
+        return None
+    return ops.equal(ops.arange(z.shape[1])[None, :], index[:, None])
 
 
 def _join(column: Tensor | None, at_target: Tensor, elsewhere: Tensor) -> Tensor:
