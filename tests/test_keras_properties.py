@@ -242,6 +242,20 @@ def check_problem(problem: dict[str, Any]) -> None:
     assert_close(reduced, mean, 1e-5, label + ": Loss", value_atol)
 
 
+def check_underflowing_sigmoid() -> None:
+    """SS-LR with a fractional r where sigmoid(z) underflows to 0 (TensorFlow and torch take
+    p^r = exp(r log sigmoid(z))): no 0 * log 0, even for an r below float32's range."""
+    z = np.array([[1257.30224609, -1321.04858398], [3.0, -95.0]])
+    for r in (5e-324, 0.05, 2.5):
+        for y in ([0, 0], [1, 1]):
+            problem = {"name": "ss-lr", "z": z, "dtype": "float32", "target": np.array(y)}
+            check_problem({**problem, "weight": None, "options": {"beta": 3.0, "r": r}})
+
+
+def test_fractional_r_where_sigmoid_underflows():
+    check_underflowing_sigmoid()
+
+
 def half_ulps(grad: np.ndarray, dtype: str, ulps: float = 2.0) -> np.ndarray | float:
     """A few units in the last place of a half-precision gradient at its magnitude, subnormals
     included: the gradient reaches float16/bfloat16 logits through their dtype, where below
@@ -534,6 +548,7 @@ def run_all(max_examples: int = 12) -> None:
     few(given(M_VALUES, st.integers(2, 3000))(lambda m, k: check_count(m, k, "float32")))()
     check_count(26, 451, "float32")
     check_empty_batch()
+    check_underflowing_sigmoid()
     for name, options, kind in SECOND_ORDER_PLAN:
         check_second_derivatives(name, options, kind)
     for name, options in COEFFICIENT_CASES:

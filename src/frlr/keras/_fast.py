@@ -255,13 +255,19 @@ def _tf_forward(a: Tensor, b: Tensor, z: Tensor, r: float, index: Tensor | None)
 def _tf_negative_terms(b, s, s_neg, sp_pos, r: float) -> tuple[Tensor, Tensor]:
     """(b g, b g') in the fewest passes: b folded into p^r = sigmoid(z)^r, r into the one
     product it scales. Where r is not whole, p^r = exp(r log sigmoid(z)): ``pow`` is a scalar
-    loop in TensorFlow's and torch's CPU kernels (5x an ``exp``)."""
+    loop in TensorFlow's and torch's CPU kernels (5x an ``exp``). Where sigmoid(z) underflows
+    to 0, softplus(z) is 0 or subnormal too, and p^r only scales those two: sigmoid(z) floored
+    at the smallest normal keeps 0 * log 0 (an r below the dtype's range) from giving NaN and
+    changes only subnormal results."""
     import tensorflow as tf
 
     one = _is_one(b)
     if r == 0:
         return (sp_pos, s) if one else (b * sp_pos, b * s)
-    power = _power(s, None, r) if r in WHOLE_POWERS else tf.exp(r * tf.math.log(s))
+    if r in WHOLE_POWERS:
+        power = _power(s, None, r)
+    else:
+        power = tf.exp(r * tf.math.log(tf.maximum(s, np.finfo(s.dtype.as_numpy_dtype).tiny)))
     if not one:
         power = b * power
     inner = s_neg * sp_pos
@@ -345,11 +351,16 @@ def _torch_forward(a, b, z, r: float, index):
 def _torch_negative_terms(b, s, s_neg, sp_pos, r: float, s_neg_free: bool):
     """(b g, b g') as ``_tf_negative_terms``; overwrites ``sp_pos`` and ``s`` (and ``s_neg``
     when ``s_neg_free``)."""
+    import torch
+
     if r == 0:
         return _scale(sp_pos, b), _scale(s, b)
     inner = s_neg.mul_(sp_pos) if s_neg_free else s_neg * sp_pos
     inner = _scale(inner, r).add_(s)  # r sigmoid(-z) softplus(z) + p
-    power = s.pow_(r) if r in WHOLE_POWERS else s.log_().mul_(r).exp_()
+    if r in WHOLE_POWERS:
+        power = s.pow_(r)
+    else:  # as _tf_negative_terms
+        power = s.clamp_min_(torch.finfo(s.dtype).tiny).log_().mul_(r).exp_()
     power = _scale(power, b)
     return sp_pos.mul_(power), inner.mul_(power)
 
