@@ -244,10 +244,18 @@ def _tf_forward(a: Tensor, b: Tensor, z: Tensor, r: float, index: Tensor | None)
     g, dg = _tf_negative_terms(b, s, s_neg, sp_pos, r)
     if index is None:
         return tf.reduce_sum(a * sp_neg + g, axis=1), dg - a * s_neg
-    cells = tf.stack([tf.range(tf.shape(index)[0], dtype=index.dtype), index], axis=1)
+    # An index out of range (unchecked in a graph) matches no column, as in the other
+    # backends: its row's column 0 is written back unchanged.
+    in_range = (index >= 0) & (index < z.shape[1])
+    rows_index = tf.range(tf.shape(index)[0], dtype=index.dtype)
+    cells = tf.stack([rows_index, tf.where(in_range, index, 0)], axis=1)
     z_y = tf.gather_nd(z, cells)[:, None]
-    value_y = tf.reshape(a * tf.math.softplus(-z_y), [-1])
-    grad_y = tf.reshape(-a * tf.math.sigmoid(-z_y), [-1])
+    value_y = tf.where(
+        in_range, tf.reshape(a * tf.math.softplus(-z_y), [-1]), tf.gather_nd(g, cells)
+    )
+    grad_y = tf.where(
+        in_range, tf.reshape(-a * tf.math.sigmoid(-z_y), [-1]), tf.gather_nd(dg, cells)
+    )
     rows = tf.reduce_sum(tf.tensor_scatter_nd_update(g, cells, value_y), axis=1)
     return rows, tf.tensor_scatter_nd_update(dg, cells, grad_y)
 

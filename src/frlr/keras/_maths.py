@@ -124,7 +124,9 @@ class IndexTarget(NamedTuple):
     """Class-index targets kept as indices: sample i's one positive class is ``y[i]``.
 
     The logistic losses build their coefficients from it without a dense one-hot (``Terms``
-    with ``index``), as the backends' sparse cross-entropy does.
+    with ``index``), as the backends' sparse cross-entropy does. An index outside
+    {0, ..., K - 1} (possible only in a graph, where values are not checked) matches no
+    column: a row without a positive, as its one-hot would be.
     """
 
     y: Tensor  # (M,) int32
@@ -140,7 +142,12 @@ class IndexTarget(NamedTuple):
 
     def column_weight(self, xp: Any, weight: Tensor | None) -> Tensor | float:
         """(M, 1): w_{y_i}, the class weight of each row's target; 1 without class weights."""
-        return 1.0 if weight is None else xp.take(weight, self.y)[:, None]
+        if weight is None:
+            return 1.0
+        # Unused for a row whose index matches no column; gathered in range (TensorFlow's CPU
+        # gather raises on the others).
+        in_range = xp.logical_and(xp.greater(self.y, -1), xp.less(self.y, self.num_classes))
+        return xp.take(weight, xp.where(in_range, self.y, 0))[:, None]
 
 
 def target_column(xp: Any, index: Tensor, num_classes: int) -> Tensor:
@@ -415,9 +422,8 @@ def _hs_lr_index_terms(
 ) -> Terms:
     """``hs_lr_terms`` for class indices: the n hardest of the K - 1 other columns."""
     n = num_hard_negatives(t.num_classes - 1, m)
-    if n >= t.num_classes - 1:
-        selected: Tensor | float = 1.0
-    else:
+    selected = 1.0  # every other column
+    if n < t.num_classes - 1:
         allowed = xp.logical_not(t.column(xp))
         selected = top_n_selection(xp, z, allowed, n, bound=n)
     coefficient = beta / n if alpha is None else alpha
