@@ -242,6 +242,20 @@ def check_problem(problem: dict[str, Any]) -> None:
     assert_close(reduced, mean, 1e-5, label + ": Loss", value_atol)
 
 
+def check_underflowing_sigmoid() -> None:
+    """SS-LR with a fractional r where sigmoid(z) underflows to 0 (TensorFlow and torch take
+    p^r = exp(r log sigmoid(z))): no 0 * log 0, even for an r below float32's range."""
+    z = np.array([[1257.30224609, -1321.04858398], [3.0, -95.0]])
+    for r in (5e-324, 0.05, 2.5):
+        for y in ([0, 0], [1, 1]):
+            problem = {"name": "ss-lr", "z": z, "dtype": "float32", "target": np.array(y)}
+            check_problem({**problem, "weight": None, "options": {"beta": 3.0, "r": r}})
+
+
+def test_fractional_r_where_sigmoid_underflows():
+    check_underflowing_sigmoid()
+
+
 def half_ulps(grad: np.ndarray, dtype: str, ulps: float = 2.0) -> np.ndarray | float:
     """A few units in the last place of a half-precision gradient at its magnitude, subnormals
     included: the gradient reaches float16/bfloat16 logits through their dtype, where below
@@ -469,6 +483,54 @@ def test_second_derivatives_match_the_reference(name, options, kind):
 
 
 # ---------------------------------------------------------------------------------------------
+# A differentiable teacher: gradients with respect to soft targets and class weights.
+# ---------------------------------------------------------------------------------------------
+
+COEFFICIENT_CASES = [("lr", {}), ("ss-lr", {}), ("ss-lr", {"r": 0.5}), ("hs-lr", {"m": 37.0})]
+
+
+def _numeric_gradient(total: Callable[[np.ndarray], float], x: np.ndarray) -> np.ndarray:
+    h, grad = 1e-6, np.zeros(x.shape)
+    for at in np.ndindex(x.shape):
+        step = np.zeros(x.shape)
+        step[at] = h
+        grad[at] = (total(x + step) - total(x - step)) / (2 * h)
+    return grad
+
+
+def check_coefficient_gradients(name: str, options: dict[str, Any]) -> None:
+    """d loss / d t (soft targets) and d loss / d w (class weights, index and soft targets)
+    against central differences of the float64 reference: the losses' analytic gradients
+    carry the coefficients' too. m = 37 keeps every soft negative mass (eighths) off a step
+    of HS-LR's count."""
+    rng = np.random.default_rng(7)
+    z = (rng.normal(size=(3, 5)) * 2).astype(np.float32)
+    soft = (rng.integers(1, 8, (3, 5)) / 8.0).astype(np.float32)
+    y = rng.integers(0, 5, 3)
+    weight = rng.uniform(0.5, 2.0, 5).astype(np.float32)
+    fn, z64 = fk.FUNCTIONAL[name], z.astype(np.float64)
+    cases = {
+        "soft target": (lambda t: fn(t, z, **options), soft, lambda t: (t, None)),
+        "weight, index": (lambda w: fn(y, z, weight=w, **options), weight, lambda w: (y, w)),
+        "weight, soft": (lambda w: fn(soft, z, weight=w, **options), weight, lambda w: (soft, w)),
+    }
+    for label, (loss, x, arguments) in cases.items():
+        _, grad = value_and_grad(loss, x)
+        numeric = _numeric_gradient(
+            lambda v, a=arguments: float(np.sum(reference(name, z64, *a(v), options)[0])),
+            x.astype(np.float64),
+        )
+        np.testing.assert_allclose(
+            grad, numeric, rtol=1e-4, atol=1e-5 * np.abs(numeric).max(), err_msg=label
+        )
+
+
+@pytest.mark.parametrize(("name", "options"), COEFFICIENT_CASES)
+def test_coefficient_gradients_match_the_reference(name, options):
+    check_coefficient_gradients(name, options)
+
+
+# ---------------------------------------------------------------------------------------------
 # The same checks in a backend subprocess of test_keras_backends, with fewer examples.
 # ---------------------------------------------------------------------------------------------
 
@@ -486,5 +548,8 @@ def run_all(max_examples: int = 12) -> None:
     few(given(M_VALUES, st.integers(2, 3000))(lambda m, k: check_count(m, k, "float32")))()
     check_count(26, 451, "float32")
     check_empty_batch()
+    check_underflowing_sigmoid()
     for name, options, kind in SECOND_ORDER_PLAN:
         check_second_derivatives(name, options, kind)
+    for name, options in COEFFICIENT_CASES:
+        check_coefficient_gradients(name, options)

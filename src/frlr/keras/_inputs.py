@@ -9,6 +9,7 @@ Every error names the argument and the value.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
@@ -16,6 +17,7 @@ import numpy as np
 from keras import ops
 
 from frlr.catalogue import check_hyperparameters, check_normalization
+from frlr.keras._maths import IndexTarget
 
 TARGETS = ("auto", "index", "multi_hot")
 REFERENCE_REDUCTIONS = ("mean", "sum_over_batch_size")
@@ -54,29 +56,33 @@ def check_reference_reduction(normalization: str, reduction: Any) -> None:
         )
 
 
-def concrete_values(x: Any) -> np.ndarray | None:
-    """``x`` as a NumPy array when its values exist now, else None (traced or symbolic)."""
+def is_concrete(x: Any) -> bool:
+    """Whether ``x``'s values exist now (not traced or symbolic)."""
     if isinstance(x, np.ndarray):
-        return x
+        return True
     if isinstance(x, keras.KerasTensor):
-        return None
+        return False
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        if not tf.executing_eagerly() or tf.is_symbolic_tensor(x):
-            return None
-    elif backend == "jax":
+        return tf.executing_eagerly() and not tf.is_symbolic_tensor(x)
+    if backend == "jax":
         import jax
 
-        if isinstance(x, jax.core.Tracer):
-            return None
-    elif backend == "torch":
+        return not isinstance(x, jax.core.Tracer)
+    if backend == "torch":
         import torch
 
-        if torch.compiler.is_compiling():
-            return None
-    return np.asarray(ops.convert_to_numpy(x))
+        return not torch.compiler.is_compiling()
+    return True
+
+
+def concrete_values(x: Any) -> np.ndarray | None:
+    """``x`` as a NumPy array when its values exist now, else None (traced or symbolic)."""
+    if not is_concrete(x):
+        return None
+    return x if isinstance(x, np.ndarray) else np.asarray(ops.convert_to_numpy(x))
 
 
 def weight_list(weight: Any) -> list[float] | None:
@@ -186,10 +192,16 @@ class Batch:
             )
 
     def _check_dense(self, y_true: Any) -> None:
-        values = concrete_values(y_true)
-        if values is None or values.size == 0:
+        if not is_concrete(y_true) or math.prod(y_true.shape) == 0:
             return
-        values = values.astype(np.float64)
+        # Two reductions where the target lives, no copy: this runs at every eager call
+        # (torch), on (N, K) targets. NaN reaches min and max and fails both comparisons.
+        dtype = keras.backend.standardize_dtype(y_true.dtype)
+        wide = "float64" if dtype == "float64" else "float32"  # NumPy has no bfloat16
+        low, high = (ops.convert_to_numpy(ops.cast(f(y_true), wide)) for f in (ops.min, ops.max))
+        if low >= 0 and high <= 1:
+            return
+        values = concrete_values(y_true).astype(np.float64)
         bad = ~((values >= 0) & (values <= 1))
         if bad.any():
             raise ValueError(
@@ -209,6 +221,12 @@ class Batch:
         if values is not None:
             check_weight_values(values)
         return ops.cast(weight, self.dtype)
+
+    def target(self) -> Any:
+        """The multi-hot/soft target, or the class indices as an ``IndexTarget`` (no one-hot)."""
+        if self.t is not None:
+            return self.t
+        return IndexTarget(self.y, self.num_classes)
 
     def dense_target(self) -> Any:
         """(M, K) targets: the multi-hot/soft target, or the one-hot of the indices."""

@@ -9,8 +9,10 @@ NCD statistics, with the gradient written here beside each term). So the functio
 array namespace ``xp`` as their first argument and use only the operations ``NumpyOps``
 provides under ``keras.ops``'s names.
 
-Rows are (M, K) logits z with a dense target t in [0, 1]^K (index targets arrive one-hot) and
-an optional (K,) class weight w. p = sigmoid(z), -log p = softplus(-z), -log(1 - p) =
+Rows are (M, K) logits z with a dense target t in [0, 1]^K, or class indices (an
+``IndexTarget``, which the logistic losses never densify: their coefficients are one value at
+the target column and one for the other columns, ``Terms.index``), and an optional (K,) class
+weight w. p = sigmoid(z), -log p = softplus(-z), -log(1 - p) =
 softplus(z). The logistic losses (LR, HS-LR, SS-LR, in either normalisation) are all
 
 $$\mathrm{row}_i = \sum_k a_{ik} \operatorname{softplus}(-z_{ik}) + b_{ik}\, g(z_{ik}),
@@ -56,6 +58,7 @@ class NumpyOps:
     sum = staticmethod(np.sum)
     max = staticmethod(np.max)
     argmax = staticmethod(np.argmax)
+    take = staticmethod(np.take)
     take_along_axis = staticmethod(np.take_along_axis)
     searchsorted = staticmethod(np.searchsorted)
 
@@ -117,16 +120,68 @@ def focal_negative_derivative(xp: Any, z: Tensor, r: float) -> Tensor:
     return xp.exp(-r * xp.softplus(-z)) * (r * xp.sigmoid(-z) * xp.softplus(z) + xp.sigmoid(z))
 
 
+class IndexTarget(NamedTuple):
+    """Class-index targets kept as indices: sample i's one positive class is ``y[i]``.
+
+    The logistic losses build their coefficients from it without a dense one-hot (``Terms``
+    with ``index``), as the backends' sparse cross-entropy does. An index outside
+    {0, ..., K - 1} (possible only in a graph, where values are not checked) matches no
+    column: a row without a positive, as its one-hot would be.
+    """
+
+    y: Tensor  # (M,) int32
+    num_classes: int
+
+    def column(self, xp: Any) -> Tensor:
+        """(M, K) bool: True at each row's target column."""
+        return target_column(xp, self.y, self.num_classes)
+
+    def dense(self, xp: Any, dtype: str) -> Tensor:
+        """The (M, K) one-hot target."""
+        return xp.cast(self.column(xp), dtype)
+
+    def column_weight(self, xp: Any, weight: Tensor | None) -> Tensor | float:
+        """(M, 1): w_{y_i}, the class weight of each row's target; 1 without class weights."""
+        if weight is None:
+            return 1.0
+        # Unused for a row whose index matches no column; gathered in range (TensorFlow's CPU
+        # gather raises on the others).
+        in_range = xp.logical_and(xp.greater(self.y, -1), xp.less(self.y, self.num_classes))
+        return xp.take(weight, xp.where(in_range, self.y, 0))[:, None]
+
+
+def target_column(xp: Any, index: Tensor, num_classes: int) -> Tensor:
+    """(M, K) bool: k == index_i."""
+    return xp.equal(xp.arange(num_classes)[None, :], index[:, None])
+
+
 class Terms(NamedTuple):
-    """row_i = sum_k positive_ik softplus(-z_ik) + negative_ik g_r(z_ik) (module docstring)."""
+    """row_i = sum_k positive_ik softplus(-z_ik) + negative_ik g_r(z_ik) (module docstring).
+
+    With ``index`` (M,) set, the coefficients are given per column kind instead of per entry:
+    ``positive`` (broadcast to (M, 1)) at each row's target column k = index_i, where the
+    negative coefficient is 0, and ``negative`` (broadcast to (M, K)) at every other column,
+    where the positive coefficient is 0. ``dense`` gives the per-entry form.
+    """
 
     positive: Tensor
     negative: Tensor
     r: float = 0.0
+    index: Tensor | None = None
+
+    def dense(self, xp: Any, num_classes: int) -> Terms:
+        """The same terms with (M, K) per-entry coefficients."""
+        if self.index is None:
+            return self
+        column = target_column(xp, self.index, num_classes)
+        return Terms(
+            xp.where(column, self.positive, 0.0), xp.where(column, 0.0, self.negative), self.r
+        )
 
     def parts(self, xp: Any, z: Tensor) -> tuple[Tensor, Tensor]:
         """The (M, K) positive and negative contributions."""
-        return self.positive * xp.softplus(-z), self.negative * focal_negative(xp, z, self.r)
+        terms = self.dense(xp, z.shape[1])
+        return terms.positive * xp.softplus(-z), terms.negative * focal_negative(xp, z, self.r)
 
     def rows(self, xp: Any, z: Tensor) -> Tensor:
         """The (M,) row losses."""
@@ -135,7 +190,8 @@ class Terms(NamedTuple):
 
     def gradient(self, xp: Any, z: Tensor) -> Tensor:
         """d rows / d z, (M, K): -a sigmoid(-z) + b g'(z), the selection held fixed."""
-        return -self.positive * xp.sigmoid(-z) + self.negative * focal_negative_derivative(
+        terms = self.dense(xp, z.shape[1])
+        return -terms.positive * xp.sigmoid(-z) + terms.negative * focal_negative_derivative(
             xp, z, self.r
         )
 
@@ -263,23 +319,31 @@ def top_n_selection(xp: Any, key: Tensor, allowed: Tensor, n: Tensor | int, boun
 
 
 # ---------------------------------------------------------------------------------------------
-# The losses' coefficients. ``index``: the rows come from class indices (one positive each,
-# |N_i| = K - 1 known statically).
+# The losses' coefficients. ``t`` is a dense target or an ``IndexTarget``; ``index``: the dense
+# rows come from class indices (one positive each, |N_i| = K - 1 known statically), as an
+# ``IndexTarget``'s always do.
 # ---------------------------------------------------------------------------------------------
 
 
-def lr_terms(xp: Any, t: Tensor, weight: Tensor | None) -> Terms:
+def _uniform(weight: Tensor | None) -> Tensor | float:
+    """The coefficient every negative column shares before scaling: w_k, or 1."""
+    return 1.0 if weight is None else weight
+
+
+def lr_terms(xp: Any, t: Tensor | IndexTarget, weight: Tensor | None) -> Terms:
     """LR, Eq. 3: row_i = sum_k w_k (t_k softplus(-z_k) + (1 - t_k) softplus(z_k)).
 
     Soft targets are the binary cross-entropy against t_k.
     """
+    if isinstance(t, IndexTarget):
+        return Terms(t.column_weight(xp, weight), _uniform(weight), index=t.y)
     return Terms(_weighted(t, weight), _weighted(1.0 - t, weight))
 
 
 def ss_lr_terms(
     xp: Any,
     z: Tensor,
-    t: Tensor,
+    t: Tensor | IndexTarget,
     weight: Tensor | None,
     *,
     beta: float,
@@ -294,6 +358,9 @@ def ss_lr_terms(
     row_i = sum_k t_k softplus(-z_k) / sum_k t_k + beta / M_i sum_k (1 - t_k) p_k^r softplus(z_k),
     the first term 0 when sum_k t_k = 0, the second when M_i = 0. {0, 1} targets give Eq. 6.
     """
+    if isinstance(t, IndexTarget):
+        coefficient = beta / (t.num_classes - 1) if alpha is None else alpha
+        return Terms(t.column_weight(xp, weight), coefficient * _uniform(weight), r, t.y)
     num_classes = t.shape[1]
     if alpha is not None:
         coefficient = alpha
@@ -307,7 +374,7 @@ def ss_lr_terms(
 def hs_lr_terms(
     xp: Any,
     z: Tensor,
-    t: Tensor,
+    t: Tensor | IndexTarget,
     weight: Tensor | None,
     *,
     beta: float,
@@ -325,6 +392,8 @@ def hs_lr_terms(
     row_i = sum_k t_k softplus(-z_k) / sum_k t_k + beta / n_i sum_{k in S_i} (1 - t_k)
     softplus(z_k). {0, 1} targets give Eq. 5.
     """
+    if isinstance(t, IndexTarget):
+        return _hs_lr_index_terms(xp, z, t, weight, beta=beta, m=m, alpha=alpha)
     num_classes = t.shape[1]
     allowed = xp.less(t, 1.0)
     if index:
@@ -341,6 +410,26 @@ def hs_lr_terms(
     return Terms(positive_mean(xp, t, weight), negative)
 
 
+def _hs_lr_index_terms(
+    xp: Any,
+    z: Tensor,
+    t: IndexTarget,
+    weight: Tensor | None,
+    *,
+    beta: float,
+    m: float,
+    alpha: float | None,
+) -> Terms:
+    """``hs_lr_terms`` for class indices: the n hardest of the K - 1 other columns."""
+    n = num_hard_negatives(t.num_classes - 1, m)
+    selected = 1.0  # every other column
+    if n < t.num_classes - 1:
+        allowed = xp.logical_not(t.column(xp))
+        selected = top_n_selection(xp, z, allowed, n, bound=n)
+    coefficient = beta / n if alpha is None else alpha
+    return Terms(t.column_weight(xp, weight), coefficient * _weighted(selected, weight), 0.0, t.y)
+
+
 def _float_name(dtype: Any) -> str:
     """The compute dtype's name from any backend's dtype object."""
     return "float64" if "64" in str(dtype) else "float32"
@@ -350,7 +439,7 @@ def reference_terms(
     xp: Any,
     name: str,
     z: Tensor,
-    t: Tensor,
+    t: Tensor | IndexTarget,
     weight: Tensor | None,
     *,
     beta: float,
@@ -368,6 +457,8 @@ def reference_terms(
     An empty batch gives 0.
     """
     num_classes = z.shape[1]
+    if isinstance(t, IndexTarget):
+        t = t.dense(xp, _float_name(z.dtype))
     size = xp.sum(xp.ones_like(t))  # N K, also where N is only known at run time
     if name == "lr":
         pooled = 1.0 / _at_least_one(xp, size)

@@ -14,8 +14,9 @@ Regression", AAAI 2019. For sample i with positive classes P_i and negative clas
 Written once with ``keras.ops`` (TensorFlow, JAX and PyTorch backends), in ``_maths``, whose
 functions ``NCDCallback`` calls too, and numerically the same as ``frlr.torch``: -log p =
 softplus(-z) and -log(1 - p) = softplus(z), never log(p + eps), so logits of 1e4 give finite
-losses and exact gradients. LR, HS-LR and SS-LR compute their rows and gradient together, with
-one exp(-|z|) per logit, and backward only scales it (``_fast``: ``jax.custom_jvp``, nested
+losses and exact gradients. LR, HS-LR and SS-LR compute their rows and gradient together, in
+each backend's fewest passes (class indices stay indices), and backward only scales it
+(``_fast``: ``jax.custom_jvp``, nested
 ``tf.custom_gradient``, ``torch.autograd.Function``; second derivatives stay exact); HS-LR's
 selection is made once, in the forward pass (JAX: an exact threshold found by counting, no
 ``top_k``; TensorFlow and torch: one ``top_k``). Only
@@ -61,7 +62,7 @@ Tensor = Any
 
 def _logistic(batch: Batch, terms: _maths.Terms, normalization: str) -> Tensor:
     """Rows of a logistic loss from its coefficients (``_maths``); "reference" sums them all."""
-    rows = _fast.logistic_rows(terms.positive, terms.negative, batch.z, terms.r)
+    rows = _fast.logistic_rows(terms.positive, terms.negative, batch.z, terms.r, terms.index)
     if normalization == "reference":
         return ops.sum(rows)
     return batch.per_sample(rows)
@@ -122,7 +123,7 @@ def lr_loss(
     """
     check_options(from_logits=from_logits, target=target, normalization=normalization)
     batch = Batch(y_true, y_pred, target=target, weight=weight)
-    t = batch.dense_target()
+    t = batch.target()
     if normalization == "reference":
         terms = _maths.reference_terms(ops, "lr", batch.z, t, batch.weight, beta=0.0)
     else:
@@ -200,7 +201,7 @@ def hs_lr_loss(
         alpha=alpha,
     )
     batch = Batch(y_true, y_pred, target=target, weight=weight)
-    z, t = batch.z, batch.dense_target()
+    z, t = batch.z, batch.target()
     if normalization == "reference":
         terms = _maths.reference_terms(
             ops, "hs-lr", z, t, batch.weight, beta=beta, m=m, alpha=alpha
@@ -279,7 +280,7 @@ def ss_lr_loss(
         alpha=alpha,
     )
     batch = Batch(y_true, y_pred, target=target, weight=weight)
-    z, t = batch.z, batch.dense_target()
+    z, t = batch.z, batch.target()
     if normalization == "reference":
         terms = _maths.reference_terms(
             ops, "ss-lr", z, t, batch.weight, beta=beta, r=r, alpha=alpha
