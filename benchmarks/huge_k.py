@@ -874,9 +874,8 @@ def cpu_record(args: argparse.Namespace, deadline: float) -> None:
         parallel_shape = (64, 16, 2_000)
     else:
         shapes = [
-            (1024, d, k, 2 if k <= 100_000 else 1, 3 if k <= 100_000 else 1)
-            for d in (256, 512)
-            for k in (10**5, 10**6)
+            (n, d, k, 2 if k <= 100_000 else 1, 3 if k <= 100_000 else 1)
+            for n, d, k in args.shapes or [(1024, d, k) for d in (256, 512) for k in (10**5, 10**6)]
         ]
         largest = (1024, 64, args.largest_k, 1)
         parallel_shape = (1024, 256, 100_000)
@@ -941,6 +940,17 @@ def half_products_words(device: torch.device = CPU) -> str:
     return f"native bf16 products: frlr's [bf16] rows multiply in bf16, the logits out in {out}"
 
 
+def parse_shapes(text: str) -> list[tuple[int, int, int]]:
+    """'1024x256x100000,1024x512x100000' -> [(1024, 256, 100000), (1024, 512, 100000)]."""
+    try:
+        shapes = [tuple(int(v) for v in part.split("x")) for part in text.split(",")]
+    except ValueError:
+        shapes = []
+    if not shapes or any(len(shape) != 3 or min(shape) < 1 for shape in shapes):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NxDxK[,NxDxK...] of positive ints")
+    return shapes  # type: ignore[return-value]
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -980,6 +990,13 @@ def parse_args() -> argparse.Namespace:
         "--out",
         default=None,
         help="default: docs/benchmarks/huge_k.md (CPU), docs/benchmarks/huge_k_cuda.md (CUDA)",
+    )
+    parser.add_argument(
+        "--shapes",
+        type=parse_shapes,
+        default=None,
+        help="the CPU record's shapes, NxDxK comma-separated (default: N 1,024, d 256 and 512, "
+        "K 10^5 and 10^6); e.g. 1024x256x100000 for the bf16 rows where bf16 is emulated",
     )
     parser.add_argument(
         "--largest-k", type=int, default=10_000_000, help="the largest K, at d = 64, chunked"

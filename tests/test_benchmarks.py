@@ -319,8 +319,23 @@ def test_keras_speed_quick_prints_every_backend_loss_target_and_trace_count():
         "frlr hs-lr, multi-hot",
         "frlr hs-sr, index",
         "vs one top_k + 2x CE",
+        "floor: softplus + sigmoid alone",
+        "x its floor (",
+        "frlr ss-lr, index, XLA",
+        "x keras BCE",
         "| frlr ss-lr, index | 1 | 2 |",
         "Retracing: none (the torch backend runs eagerly).",
     ):
         assert name in text, name
     assert "failed" not in text and "wrote" not in text
+
+
+def test_huge_k_shapes_parse_and_refuse_bad_text():
+    import argparse
+
+    from benchmarks.huge_k import parse_shapes
+
+    assert parse_shapes("1024x256x100000,8x2x5") == [(1024, 256, 100000), (8, 2, 5)]
+    for bad in ("12x3", "axbxc", "1x0x5", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_shapes(bad)
