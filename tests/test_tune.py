@@ -158,6 +158,27 @@ def test_sweep_lr_for_several_losses_on_a_validation_split(tmp_path):
         out / "sweep.md"
     ).read_text()
     assert main(["report", str(out)]) == 2  # its tables are its report, said in one line
+    assert saved["reference"] == "sr" and set(saved["gaps"]["ss-lr"]) == {"0.1", "0.03"}
+    assert "val top-1 gap to SR per lr" in (out / "sweep.md").read_text()
+    assert (out / "sweep_lr_gap.png").stat().st_size > 0
+
+
+def test_the_gap_to_sr_pairs_seeds_that_both_finished():
+    from frlr.experiments.field_sweep import reference_gaps
+
+    def row(curve, epochs, seed, top1):
+        return {"curve": curve, "point": {"epochs": epochs}, "seed": seed, "top1": top1}
+
+    rows = [row("sr", 6, s, v) for s, v in enumerate((0.1, 0.2, 0.3))]
+    rows += [row("ss-lr", 6, s, v) for s, v in enumerate((0.15, 0.25, 0.2, 0.9))]
+    rows += [row("ss-lr", 12, 0, 0.4), row("sr", 12, 1, 0.3)]  # no seed in common
+    specs = parse_loss_specs("sr,ss-lr")
+    gaps = reference_gaps(rows, specs, "epochs", ["6", "12"], "sr", "top1")
+    six = gaps["ss-lr"]["6"]
+    assert six["n"] == 3 and six["mean"] == pytest.approx((0.05 + 0.05 - 0.1) / 3)
+    assert six["std"] == pytest.approx(np.std([0.05, 0.05, -0.1], ddof=1))
+    assert gaps["ss-lr"]["12"] == {"mean": None, "std": None, "n": 0, "p": None}
+    assert reference_gaps(rows, specs, "epochs", ["6"], None, "top1") == {}
 
 
 def test_sweep_head_bias_init_for_lr_and_sr(tmp_path):

@@ -10,7 +10,9 @@ on); the test metrics are tabulated beside it.
 Runs live in ``OUT/<loss>-<settings>-seed<k>/`` (:func:`frlr.experiments.grid.run_name`) and are
 trained, resumed or reused as in ``frlr compare``; the table is ``OUT/sweep.{json,csv,md}``, the
 figure ``OUT/sweep_<field>.png``. Within each loss, every value is tested against the baseline
-value (paired Wilcoxon over seeds).
+value (paired Wilcoxon over seeds). Where SR is one of several losses, every other loss's gap to
+it at each value, paired by seed, is tabulated and drawn too (``OUT/sweep_<field>_gap.png``):
+the budget curve's question is whether that gap closes as the field grows.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from frlr.experiments.grid import (
     setting_text,
 )
 from frlr.experiments.results import mean_cell, metric_label, p_cell, percent, summarize
+from frlr.experiments.stats import mean_std, paired_wilcoxon
 from frlr.experiments.sweep import LossSpec, parse_loss_specs
 from frlr.io import is_main_process, write_json_atomic, write_text_atomic
 from frlr.tasks import get_task
@@ -139,6 +142,8 @@ def _results(
     columns = metric_columns(task.metric_names, rows)
     selection = columns[0]
     texts = [setting_text(v) for v in values]
+    reference = next((spec.key for spec in specs if spec.name == "sr"), None)
+    reference = reference if len(specs) > 1 else None
     summary = {}
     for spec in specs:
         mine = [r for r in rows if r["curve"] == spec.key]
@@ -167,12 +172,52 @@ def _results(
         "metric_columns": columns,
         "baseline": baseline,
         "summary": {key: entry["losses"] for key, entry in summary.items()},
+        "reference": reference,
+        "gaps": reference_gaps(rows, specs, param, texts, reference, selection),
         "footnote": next(iter(summary.values()))["footnote"],
         "runs": rows,
         "config": {
             k: v for k, v in asdict(base).items() if k not in ("loss", "seed", "out", param)
         },
     }
+
+
+def reference_gaps(
+    rows: list[dict[str, Any]],
+    specs: Sequence[LossSpec],
+    param: str,
+    texts: Sequence[str],
+    reference: str | None,
+    metric: str,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """loss -> value -> the paired gap of ``metric`` to the reference loss (mean, std, n, p over
+    the seeds both finished); empty without a reference."""
+    if reference is None:
+        return {}
+    score = {(r["curve"], setting_text(r["point"][param]), r["seed"]): r.get(metric) for r in rows}
+    gaps: dict[str, dict[str, dict[str, Any]]] = {}
+    for spec in specs:
+        if spec.key == reference:
+            continue
+        gaps[spec.key] = {}
+        for text in texts:
+            seeds = sorted(
+                seed
+                for (curve, value, seed), v in score.items()
+                if curve == spec.key and value == text and v is not None
+                if score.get((reference, text, seed)) is not None
+            )
+            mine = [score[spec.key, text, seed] for seed in seeds]
+            theirs = [score[reference, text, seed] for seed in seeds]
+            mean, std = mean_std([a - b for a, b in zip(mine, theirs, strict=True)])
+            test = paired_wilcoxon(mine, theirs)
+            gaps[spec.key][text] = {
+                "mean": None if not seeds else mean,
+                "std": None if not seeds else std,
+                "n": len(seeds),
+                "p": test.p_value,
+            }
+    return gaps
 
 
 def curve_points(
@@ -216,9 +261,44 @@ def _write(
         )
     except Exception as error:  # the table is written; a figure must not lose it
         warnings.warn(f"sweep figure {figure} failed: {error!r}", stacklevel=3)
+    if results["gaps"]:
+        _gap_figure(out / f"sweep_{param}_gap.png", results, specs, ylabel)
     say("")
     say(markdown)
     say(f"results: {out / 'sweep.md'} (also sweep.json, sweep.csv, {figure.name})")
+
+
+def _gap_figure(
+    path: Path, results: dict[str, Any], specs: Sequence[LossSpec], ylabel: str
+) -> None:
+    """Each loss's gap to the reference against the field, zero being the reference."""
+    param, gaps = results["param"], results["gaps"]
+    texts = {setting_text(v): v for v in results["values"]}
+    curves = [
+        {
+            "label": spec.label,
+            "loss": spec.name,
+            "points": [
+                (texts[text], g["mean"], g["std"], g["n"]) for text, g in gaps[spec.key].items()
+            ],
+        }
+        for spec in specs
+        if spec.key in gaps
+    ]
+    reference = results["labels"][results["reference"]]
+    try:
+        value_curves_figure(
+            curves,
+            path,
+            param=param,
+            metric=results["selection_metric"],
+            ylabel=f"{ylabel} − {reference} (pp)",
+            log_x=param in LOG_FIELDS,
+            title=f"gap to {reference}, paired by seed",
+            zero_line=True,
+        )
+    except Exception as error:  # the table is written; a figure must not lose it
+        warnings.warn(f"sweep gap figure {path} failed: {error!r}", stacklevel=3)
 
 
 def _csv(results: dict[str, Any]) -> str:
@@ -267,4 +347,37 @@ def _markdown(results: dict[str, Any]) -> str:
             cells.append(f"{entry['wall_time_s_mean']:.1f}")
             lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"mean ± sample standard deviation over seeds. {results['footnote']}", ""]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _gap_lines(results)) + "\n"
+
+
+def _gap_lines(results: dict[str, Any]) -> list[str]:
+    """The paired gap of every loss to the reference (SR) at each value, with its p."""
+    if not results.get("gaps"):
+        return []
+    flag, metric = results["param"].replace("_", "-"), results["selection_metric"]
+    reference = results["labels"][results["reference"]]
+    header = ["loss", *[f"{flag} = {text}" for text in next(iter(results["gaps"].values()))]]
+    lines = [
+        f"### {column_label(metric)} gap to {reference} per {flag} "
+        "(pp, paired by seed: mean ± SD, p, n)",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for key, per_value in results["gaps"].items():
+        cells = [results["labels"][key]]
+        for gap in per_value.values():
+            if gap["mean"] is None:
+                cells.append("n/a")
+                continue
+            spread = f" ± {100 * gap['std']:.2f}" if gap["n"] > 1 else ""
+            p = "n/a" if gap["p"] is None else f"{gap['p']:.3g}"
+            cells.append(f"{100 * gap['mean']:+.2f}{spread} (p {p}, n {gap['n']})")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"p: two-sided paired Wilcoxon signed-rank test against {reference} at the same value "
+        "and seed.",
+        "",
+    ]
+    return lines

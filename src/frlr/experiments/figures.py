@@ -197,11 +197,13 @@ def value_curves_figure(
     ylabel: str,
     log_x: bool = False,
     title: str | None = None,
+    zero_line: bool = False,
 ) -> Path:
     """A metric against the values of one field, one line per curve (``frlr sweep`` over any
     field, and ``frlr tune``'s validation curves). Each curve is ``{"label", "loss", "points":
     [(value, mean, std, n), ...]}`` in fractions; choice fields (strings) are drawn at equally
-    spaced positions. A variant of a loss (a second curve of it) is dashed."""
+    spaced positions. A variant of a loss (a second curve of it) is dashed. ``zero_line``:
+    a gap's reference, at 0."""
     fig = new_figure(COLUMN, 2.8)
     ax = fig.add_subplot()
     values = list(dict.fromkeys(p[0] for c in curves for p in c["points"]))
@@ -230,6 +232,8 @@ def value_curves_figure(
             capsize=2.5,
             label=curve["label"],
         )
+    if zero_line:
+        ax.axhline(0.0, color="0.4", linewidth=0.9, zorder=1)
     if log_x and not categorical:
         ax.set_xscale("log")
     style_axes(ax, PARAM_AXIS.get(param, param.replace("_", " ")), ylabel)
