@@ -86,28 +86,7 @@ for step in "${steps[@]}"; do
     budget)
       # SR, SS-LR, LR with the prior bias and the best other LR-family loss (on validation,
       # never test), each at the setting `tiny` chose for it (read from its tune.json)
-      specs=$("$py" - "$out/tiny/tune.json" <<'PY'
-import json, sys
-tuned = json.load(open(sys.argv[1]))
-chosen, validation = tuned["chosen"], tuned["validation"]
-
-def val(key):
-    scores = [s for e in validation[key].values() if e["point"] == chosen[key] for s in e["scores"]]
-    return sum(scores) / len(scores)
-
-others = [k for k in ("lr", "hs-lr", "ss-lr:r=0") if k in chosen]
-# LR tuned to the prior bias is the prior baseline already
-others = [k for k in others if not (k == "lr" and chosen[k].get("head_bias_init") == "prior")]
-best = max(others, key=val)
-print(f"budget: best other LR-family loss on validation: {best} ({val(best):.4f}; "
-      + ", ".join(f"{k} {val(k):.4f}" for k in others) + ")", file=sys.stderr)
-keep = ["sr", "ss-lr", "lr:head-bias-init=prior", best]
-print(",".join(
-    ":".join([key, *(f"{k.replace('_', '-')}={v}" for k, v in chosen[key].items())])
-    for key in keep
-))
-PY
-)
+      specs=$("$py" -m benchmarks.budget_losses "$out/tiny/tune.json")
       run "${frlr[@]}" sweep --param epochs --values "$budget_epochs" --losses "$specs" \
         --dataset tiny-imagenet "${common[@]}" --eval-every 3 \
         --seeds 2 --out "$out/budget" ;;

@@ -339,3 +339,48 @@ def test_huge_k_shapes_parse_and_refuse_bad_text():
     for bad in ("12x3", "axbxc", "1x0x5", ""):
         with pytest.raises(argparse.ArgumentTypeError):
             parse_shapes(bad)
+
+
+def test_budget_losses_take_the_best_other_lr_family_loss_on_validation_only():
+    from benchmarks.budget_losses import budget_losses
+
+    def entry(point, score):
+        return {"point": point, "scores": [score]}
+
+    tuned = {
+        "chosen": {
+            "sr": {"lr": 0.1},
+            "ss-lr": {"head_bias_init": "zero", "lr": 0.03},
+            "lr:head-bias-init=prior": {"lr": 0.03},
+            "lr": {"head_bias_init": "zero", "lr": 0.1},
+            "hs-lr": {"head_bias_init": "prior", "lr": 0.03},
+            "ss-lr:r=0": {"head_bias_init": "prior", "lr": 0.01},
+        },
+        "validation": {
+            "lr": {"a": entry({"lr": 0.1, "head_bias_init": "zero"}, 0.05)},
+            # a better score at a setting not chosen must not count
+            "hs-lr": {
+                "a": entry({"lr": 0.03, "head_bias_init": "prior"}, 0.07),
+                "b": entry({"lr": 0.1, "head_bias_init": "prior"}, 0.99),
+            },
+            "ss-lr:r=0": {"a": entry({"lr": 0.01, "head_bias_init": "prior"}, 0.06)},
+        },
+        # test metrics exist in a real tune.json; the choice must not read them
+        "summary": {"ss-lr:r=0": {"top1_mean": 0.99}},
+    }
+    specs, best = budget_losses(tuned)
+    assert best == "hs-lr"
+    assert specs == [
+        "sr:lr=0.1",
+        "ss-lr:head-bias-init=zero:lr=0.03",
+        "lr:head-bias-init=prior:lr=0.03",
+        "hs-lr:head-bias-init=prior:lr=0.03",
+    ]
+    # LR tuned to the prior bias is the prior baseline: not a candidate
+    tuned["chosen"]["lr"] = {"head_bias_init": "prior", "lr": 0.1}
+    tuned["validation"]["lr"]["a"]["point"] = {"head_bias_init": "prior", "lr": 0.1}
+    tuned["validation"]["lr"]["a"]["scores"] = [0.5]
+    assert budget_losses(tuned)[1] == "hs-lr"
+    del tuned["chosen"]["sr"]
+    with pytest.raises(ValueError, match="sr"):
+        budget_losses(tuned)
