@@ -85,10 +85,11 @@ for step in "${steps[@]}"; do
         --seeds "$seeds3" --out "$out/tiny" ;;
     budget)
       # SR, SS-LR, LR with the prior bias and the best other LR-family loss (on validation,
-      # never test), each at the setting `tiny` chose for it (read from its tune.json)
+      # never test), each at the setting `tiny` chose for it (read from its tune.json). The
+      # 6-epoch runs of seeds 0 and 1 are `tiny`'s final runs: copied, not trained again.
       specs=$("$py" -m benchmarks.budget_losses "$out/tiny/tune.json")
       run "${frlr[@]}" sweep --param epochs --values "$budget_epochs" --losses "$specs" \
-        --dataset tiny-imagenet "${common[@]}" --eval-every 3 \
+        --dataset tiny-imagenet "${common[@]}" --eval-every 3 --reuse-runs "$out/tiny/final" \
         --seeds 2 --out "$out/budget" ;;
     kcurve)
       for k in 10; do  # K = 200 is the whole dataset: the `tiny` step's runs

@@ -168,6 +168,7 @@ def _build_parser() -> argparse.ArgumentParser:
             help="per-run progress bars (default: when stderr is a terminal)",
         )
         _add_report_option(sub)
+        _add_reuse_option(sub)
         _add_config_options(sub, _NOT_OPTIONS["compare"])
         if name == "demo":  # the arch comes from the preset's [dataset.digits] table
             sub.set_defaults(dataset=MAIN_JOB["dataset"])
@@ -282,6 +283,7 @@ def _add_sweep_parser(commands: Any) -> None:
         help="progress bars (default: when stderr is a terminal)",
     )
     _add_report_option(sweep)
+    _add_reuse_option(sweep)
     _add_config_options(sweep, ("loss", "seed", "out"))
 
 
@@ -336,7 +338,19 @@ def _add_tune_parser(commands: Any) -> None:
         default=None,
         help="progress bars (default: when stderr is a terminal)",
     )
+    _add_reuse_option(tune)
     _add_config_options(tune, ("loss", "seed", "out"))
+
+
+def _add_reuse_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--reuse-runs",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="copy finished runs under DIR (an earlier compare, sweep or tune) in for runs with "
+        "the same config instead of training them again; repeatable",
+    )
 
 
 def _add_report_parser(commands: Any) -> None:
@@ -459,7 +473,12 @@ def _command(args: argparse.Namespace) -> str:
 def _run_options(args: argparse.Namespace) -> compare.RunOptions:
     """How an experiment command trains and reports its runs: its preset, its progress bars
     and the command line as typed."""
-    return compare.RunOptions(preset=args.preset, progress=args.progress, command=_command(args))
+    return compare.RunOptions(
+        preset=args.preset,
+        progress=args.progress,
+        command=_command(args),
+        reuse_from=tuple(args.reuse_runs or ()),
+    )
 
 
 def _sweep(args: argparse.Namespace) -> int:

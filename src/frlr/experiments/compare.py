@@ -35,7 +35,8 @@ from frlr.catalogue import (
 )
 from frlr.config import ConfigError, TrainConfig, config_differences, seed_problem, validate
 from frlr.data import dataset_info
-from frlr.experiments.results import metric_label, percent, run_row, summarize
+from frlr.experiments.results import finished_note, metric_label, percent, run_row, summarize
+from frlr.experiments.reuse import copy_run, find_finished
 from frlr.io import (
     is_main_process,
     lock_holder,
@@ -172,6 +173,9 @@ class RunOptions:
         train_fn: the function that trains one run (``frlr.train.train``; a stand-in for
             tests).
         command: the command line that asked for this, saved in the results for the report.
+        reuse_from: folders of earlier experiments whose finished runs are copied in for runs
+            with the same result-affecting config instead of being trained again
+            (``frlr.experiments.reuse``).
     """
 
     preset: str | None = None
@@ -179,6 +183,7 @@ class RunOptions:
     log: Callable[[str], None] | None = print
     train_fn: Callable[..., dict[str, Any]] = train
     command: str | None = None
+    reuse_from: tuple[str | Path, ...] = ()
 
     def say(self, message: str) -> None:
         """``log(message)`` on the main process; the other ranks say nothing."""
@@ -199,8 +204,9 @@ def run_or_reuse(
 ) -> tuple[str, dict[str, Any]]:
     """Train one run of a comparison or sweep unless ``config.out`` already holds it finished.
 
-    Returns (status, result), status "reused" (its ``result.json`` was there), "resumed" (from
-    its checkpoint) or "trained". A finished run whose config differs in a result-affecting
+    Returns (status, result), status "reused" (its ``result.json`` was there), "copied" (from a
+    finished run of the same config under ``run.reuse_from``), "resumed" (from its checkpoint)
+    or "trained". A finished run whose config differs in a result-affecting
     field is a :class:`ConfigError`, never silently reused. The run directory is locked
     (:func:`frlr.io.run_lock`) from the check to the end of training, so two processes never
     train one run: with ``wait=False`` a run another process holds returns ("busy", {}) at
@@ -225,7 +231,11 @@ def _run_or_reuse_locked(config: TrainConfig, run: RunOptions) -> tuple[str, dic
                 f"({'; '.join(differences)}); choose another --out or delete it"
             )
         return "reused", result
-    status = "resumed" if (run_dir / "checkpoint.pt").exists() else "trained"
+    resuming = (run_dir / "checkpoint.pt").exists()
+    source = None if resuming or not run.reuse_from else find_finished(config, run.reuse_from)
+    if source is not None:
+        return "copied", copy_run(source, config)
+    status = "resumed" if resuming else "trained"
     return status, run.train_fn(config, resume=True, progress=run.progress, log=None)
 
 
@@ -310,7 +320,7 @@ def compare(
         scores = "  ".join(f"{metric_label(m)} {percent(row.get(m))}" for m in task.tested_metrics)
         run.say(
             f"[{index + 1}/{len(configs)}] {loss:<6} seed {seed}: {scores}  "
-            f"{row['wall_time_s']:.1f}s" + ("  (finished before)" if status == "reused" else "")
+            f"{row['wall_time_s']:.1f}s" + finished_note(status, result)
         )
 
     run_each([config for _, _, config in configs], run, done)

@@ -319,11 +319,14 @@ def _markdown(results: dict[str, Any]) -> str:
     param, columns, baseline = results["param"], results["metric_columns"], results["baseline"]
     config = results["config"]
     flag = param.replace("_", "-")
-    recipe = (
-        f"{config['optimizer']}, {config['schedule']} schedule, batch {config['batch_size']}, "
-        f"{config['epochs']} epochs"
-    )
-    recipe += f", lr {config['lr']:g}" if param != "lr" else ""
+    parts = {  # the swept field is not part of the recipe (its config leaves it out)
+        "optimizer": lambda v: v,
+        "schedule": lambda v: f"{v} schedule",
+        "batch_size": lambda v: f"batch {v}",
+        "epochs": lambda v: f"{v} epochs",
+        "lr": lambda v: f"lr {v:g}",
+    }
+    recipe = ", ".join(text(config[k]) for k, text in parts.items() if k != param)
     recipe += (
         f"; validation: {100 * config['val_fraction']:g}% of the training split held out"
         if config.get("val_fraction")

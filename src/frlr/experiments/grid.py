@@ -23,7 +23,7 @@ from typing import Any
 from frlr.catalogue import LOSS_HYPERPARAMETERS, hyperparameter_problem
 from frlr.config import OPTIMIZERS, SCHEDULES, ConfigError, TrainConfig, validate
 from frlr.experiments.compare import DEFAULT_RUN, RunOptions, run_each
-from frlr.experiments.results import run_row
+from frlr.experiments.results import finished_note, run_row, trained_now
 from frlr.models import HEAD_BIAS_INITS
 
 __all__ = [
@@ -216,7 +216,7 @@ def run_grid(
         row.update({f"val_{m}": val.get(m) for m in metric_names})
         row.update(curve=grid_run.curve, point=dict(grid_run.point))
         rows[index] = row
-        if status != "reused" and result.get("epochs"):
+        if trained_now(status) and result.get("epochs"):
             seconds_per_epoch.append(row["wall_time_s"] / float(result["epochs"]))
         left = sum(r.config.epochs for i, r in enumerate(runs) if i not in rows)
         eta = ""
@@ -224,8 +224,8 @@ def run_grid(
             per_epoch = sum(seconds_per_epoch) / len(seconds_per_epoch)
             eta = f"  about {left * per_epoch / 60:.0f} min left"
         text = describe(grid_run, row) if describe else _describe(grid_run, row, metric_names[0])
-        again = "  (finished before)" if status == "reused" else ""
-        run.say(f"[{len(rows)}/{len(runs)}] {text}  {row['wall_time_s']:.0f}s{again}{eta}")
+        note = finished_note(status, result)
+        run.say(f"[{len(rows)}/{len(runs)}] {text}  {row['wall_time_s']:.0f}s{note}{eta}")
 
     run_each([grid_run.config for grid_run in runs], run, done)
     return [rows[index] for index in range(len(runs))]

@@ -17,12 +17,14 @@ from frlr.experiments.stats import mean_std, paired_wilcoxon, significance_footn
 
 __all__ = [
     "METRIC_LABELS",
+    "finished_note",
     "mean_cell",
     "metric_label",
     "p_cell",
     "percent",
     "run_row",
     "summarize",
+    "trained_now",
 ]
 
 METRIC_LABELS = {
@@ -60,7 +62,7 @@ def run_row(
 ) -> dict[str, Any]:
     """One row of the runs table: the loss, seed, every metric of the task (None when the run
     lacks it), training loss, epochs, wall time, status ("trained", "resumed", "reused",
-    "finished") and the run's directory."""
+    "copied", "finished") and the run's directory."""
     metrics = result.get("metrics", {})
     row: dict[str, Any] = {"loss": loss, "seed": seed}
     row.update({name: metrics.get(name) for name in metric_names})
@@ -72,6 +74,18 @@ def run_row(
         run_dir=str(run_dir),
     )
     return row
+
+
+def trained_now(status: str) -> bool:
+    """Whether this process trained the run (so its wall time says how fast runs go now)."""
+    return status in ("trained", "resumed")
+
+
+def finished_note(status: str, result: dict[str, Any]) -> str:
+    """What a progress line adds for a run this process did not train."""
+    if status == "copied":
+        return f"  (copied from {result.get('copied_from')})"
+    return "  (finished before)" if status == "reused" else ""
 
 
 def summarize(

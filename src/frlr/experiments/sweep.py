@@ -44,12 +44,14 @@ from frlr.experiments.compare import DEFAULT_RUN, RunOptions, parse_seeds, run_e
 from frlr.experiments.figures import loss_curves_figure, sweep_figure
 from frlr.experiments.grid import SWEEP_FIELDS, parse_field_values, setting_text
 from frlr.experiments.results import (
+    finished_note,
     mean_cell,
     metric_label,
     p_cell,
     percent,
     run_row,
     summarize,
+    trained_now,
 )
 from frlr.experiments.stats import mean_std
 from frlr.heads import loss_options
@@ -279,7 +281,7 @@ def _run_all(
         write(
             f"[{index + 1}/{len(configs)}] {loss} {param}={value_text(value):<5} seed {seed}: "
             f"{metric_label(task.primary_metric)} {percent(row.get(task.primary_metric))}  "
-            f"{row['wall_time_s']:.1f}s" + ("  (finished before)" if status == "reused" else "")
+            f"{row['wall_time_s']:.1f}s" + finished_note(status, result)
         )
         if bar is not None:
             bar.update()
@@ -635,9 +637,9 @@ def sweep_losses(
         wall = float(result.get("wall_time_s", 0))
         say(
             f"{where}: {metric_label(task.primary_metric)} {top}  {wall:.1f}s"
-            + ("  (finished before)" if status == "reused" else "")
+            + finished_note(status, result)
         )
-        if status != "reused":
+        if trained_now(status):
             tables()
     results = tables()
     say("")

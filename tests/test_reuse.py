@@ -1,0 +1,131 @@
+"""Tests for ``--reuse-runs``: finished runs of an earlier experiment copied in for runs with the
+same result-affecting config (``frlr.experiments.reuse``), and nothing else."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from frlr.cli import main
+from frlr.config import resolve_config
+from frlr.experiments.compare import RunOptions, run_or_reuse
+from frlr.experiments.field_sweep import sweep_field
+from frlr.experiments.reuse import find_finished
+from frlr.experiments.tune import tune
+from frlr.io import write_json_atomic, write_text_atomic
+
+QUICK = ["--dataset", "digits", "--preset", "cpu", "--threads", "1", "--epochs", "1"]
+QUICK += ["--max-steps-per-epoch", "2", "--no-progress"]
+
+
+def digits(**overrides):
+    values = {"dataset": "digits", "epochs": 1, "threads": 1, "max_steps_per_epoch": 2}
+    return resolve_config("cpu", **{**values, **overrides})
+
+
+class Trainer:
+    """Stands in for frlr.train.train: writes a result whose score encodes the config."""
+
+    def __init__(self):
+        self.configs = []
+
+    def __call__(self, config, resume=False, progress=None, log=None):
+        self.configs.append(config)
+        score = config.lr + config.epochs / 100 + config.seed / 1000
+        result = {
+            "metrics": {"top1": score, "top5": 1.0},
+            "train_loss": 0.1,
+            "epochs": config.epochs,
+            "wall_time_s": 1.0,
+            "config": vars(config),
+        }
+        if config.val_fraction:
+            result["val_metrics"] = {"top1": score, "top5": 1.0}
+        write_json_atomic(Path(config.out) / "config.json", vars(config))
+        write_text_atomic(Path(config.out) / "metrics.jsonl", json.dumps({"epoch": 1}) + "\n")
+        write_json_atomic(Path(config.out) / "result.json", result)
+        return result
+
+
+def test_a_budget_sweep_copies_the_tunes_final_runs_and_trains_only_the_rest(tmp_path):
+    base = digits(val_fraction=0.2)
+    tuned = tune(
+        base,
+        ["lr=0.1,0.03"],
+        "sr",
+        seeds=2,
+        out=tmp_path / "tune",
+        run=RunOptions(train_fn=Trainer(), log=None),
+    )
+    assert tuned["chosen"]["sr"] == {"lr": 0.1}
+    trainer = Trainer()
+    run = RunOptions(train_fn=trainer, log=None, reuse_from=(tmp_path / "tune",))
+    results = sweep_field(
+        digits(lr=0.1), "epochs", "1,2", "sr", seeds=2, out=tmp_path / "budget", run=run
+    )
+    assert sorted((c.epochs, c.seed) for c in trainer.configs) == [(2, 0), (2, 1)]
+    for seed in (0, 1):
+        copied = next(Path(tmp_path / "budget").glob(f"*epochs1*seed{seed}"))
+        result = json.loads((copied / "result.json").read_text())
+        source = Path(result["copied_from"])
+        assert source.parent.name == "final"  # the tune's full-data run, never a tuning run
+        assert result["config"]["out"] == str(copied)
+        assert json.loads((copied / "config.json").read_text())["out"] == str(copied)
+        assert (copied / "metrics.jsonl").read_text() == (source / "metrics.jsonl").read_text()
+        assert result["metrics"] == json.loads((source / "result.json").read_text())["metrics"]
+        assert not (copied / "checkpoint.pt").exists()
+    assert len(results["runs"]) == 4
+    assert "sgd, cosine schedule, batch" in (tmp_path / "budget" / "sweep.md").read_text()
+    again = Trainer()  # a second call reuses its own copies, copying and training nothing
+    sweep_field(
+        digits(lr=0.1),
+        "epochs",
+        "1,2",
+        "sr",
+        seeds=2,
+        out=tmp_path / "budget",
+        run=replace(run, train_fn=again),
+    )
+    assert again.configs == []
+
+
+def test_only_a_finished_run_of_the_same_config_stands_in(tmp_path):
+    config = digits(lr=0.1, out=str(tmp_path / "new" / "sr"))
+    other = tmp_path / "old"
+    Trainer()(replace(config, lr=0.03, out=str(other / "other-lr")))  # another lr
+    damaged = other / "damaged"
+    Trainer()(replace(config, out=str(damaged)))
+    (damaged / "result.json").write_text("{not json")
+    unfinished = other / "unfinished"
+    write_json_atomic(unfinished / "config.json", vars(config))
+    assert find_finished(config, [other]) is None
+    trainer = Trainer()
+    status, _ = run_or_reuse(config, RunOptions(train_fn=trainer, log=None, reuse_from=(other,)))
+    assert status == "trained" and len(trainer.configs) == 1
+    # the same config at another --out, or one differing only where it runs, does stand in
+    Trainer()(replace(config, out=str(other / "same"), threads=2, data_dir="/elsewhere"))
+    assert find_finished(replace(config, out=str(tmp_path / "x")), [other]) == other / "same"
+
+
+def test_a_run_with_a_checkpoint_resumes_instead_of_being_replaced(tmp_path):
+    config = digits(out=str(tmp_path / "new"))
+    Trainer()(replace(config, out=str(tmp_path / "old" / "done")))
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "checkpoint.pt").write_bytes(b"x")
+    trainer = Trainer()
+    run = RunOptions(train_fn=trainer, log=None, reuse_from=(tmp_path / "old",))
+    assert run_or_reuse(config, run)[0] == "resumed" and len(trainer.configs) == 1
+
+
+def test_compare_reuse_runs_copies_a_real_run_and_says_so(tmp_path, capsys):
+    first, second = tmp_path / "first", tmp_path / "second"
+    compare = ["compare", *QUICK, "--losses", "sr", "--seeds", "1", "--no-report", "--out"]
+    assert main([*compare, str(first)]) == 0
+    capsys.readouterr()
+    assert main([*compare, str(second), "--reuse-runs", str(first)]) == 0
+    assert f"copied from {first / 'sr-seed0'}" in capsys.readouterr().out
+    a = json.loads((first / "sr-seed0" / "result.json").read_text())
+    b = json.loads((second / "sr-seed0" / "result.json").read_text())
+    assert a["metrics"] == b["metrics"] and b["copied_from"] == str(first / "sr-seed0")
+    assert json.loads((second / "results.json").read_text())["runs"][0]["status"] == "copied"
