@@ -9,7 +9,8 @@
 #
 # Steps: mosaic (Table 3, 10 seeds), omniglot (Table 2, 10 seeds), tiny (Table 1, 3 seeds),
 # budget (Tiny ImageNet at 6, 12, 24 epochs, 2 seeds, each loss at its tuned setting from
-# `tiny`), kcurve (K = 10 at tuned settings, beside `tiny`'s K = 200). Results, with every run's config.json,
+# `tiny`), kcurve (K = 10 at tuned settings, 10 seeds: its runs take seconds; beside `tiny`'s
+# K = 200). Results, with every run's config.json,
 # metrics.jsonl and result.json (checkpoints are not kept), go to $OUT (default
 # docs/results/verdict/<step>/), so they can be committed as they finish.
 set -euo pipefail
@@ -96,7 +97,7 @@ for step in "${steps[@]}"; do
         run "${frlr[@]}" tune --dataset tiny-imagenet --num-classes "$k" "${common[@]}" --eval-every 3 \
           --grid lr=0.1,0.03,0.01 "${sigmoid_grid[@]}" \
           --losses sr,ss-lr,ss-lr:r=0,lr:head-bias-init=prior \
-          --seeds 2 --out "$out/kcurve-k$k"
+          --seeds "$seeds10" --out "$out/kcurve-k$k"
       done ;;
   esac
   [ "$quick" = 1 ] || prune "$out"
