@@ -260,7 +260,20 @@ def timed_calls(
 
 def child(name: str, n: int, d: int, k: int, calls: int, threads: int) -> None:
     """In a fresh process: print {"seconds": [...], "growth_mb": ...} as one JSON line."""
+    print(json.dumps(measure(name, n, d, k, calls, threads)))
+
+
+def measure(name: str, n: int, d: int, k: int, calls: int, threads: int) -> dict:
+    """One configuration after a warm-up call: :func:`timed_calls`' times and peak growth."""
     torch.set_num_threads(threads)
+    saved = products.HALF_PRODUCTS
+    try:
+        return _measure(name, n, d, k, calls, threads)
+    finally:
+        products.HALF_PRODUCTS = saved
+
+
+def _measure(name: str, n: int, d: int, k: int, calls: int, threads: int) -> dict:
     base, dtype, forced = variant(name)
     if forced:
         products.HALF_PRODUCTS = True
@@ -278,8 +291,7 @@ def child(name: str, n: int, d: int, k: int, calls: int, threads: int) -> None:
         x_small = x[:8].detach().clone().requires_grad_()
         forward_backward(fn, x_small, small, y[:8] % small.shape[0])
     # with several threads their CPU times add up: wall time is the comparable one
-    result = timed_calls(fn, x, w, y, calls, CPU, cpu_time=threads == 1)
-    print(json.dumps(result))
+    return timed_calls(fn, x, w, y, calls, CPU, cpu_time=threads == 1)
 
 
 def run_child(name: str, n: int, d: int, k: int, calls: int, limit_gb: float, threads: int) -> Row:
@@ -341,12 +353,15 @@ def collect_rows(
 def shape_table(
     n: int, d: int, k: int, calls: int, budget_gb: float, threads: int, methods, rounds: int = 1,
     deadline: float = math.inf, largest: bool = False, bf16_rounds: int | None = None,
+    smoke: bool = False,
 ) -> list[str]:  # fmt: skip
     """One shape on the CPU, every method in fresh processes (:func:`collect_rows`), its time
     the best call of all rounds, its memory the largest peak: the table's lines, and with
     ``largest`` the largest K that fits this machine (:func:`fitting_lines`). With
     ``bf16_rounds`` the bf16 rows take one call in each of the first ``bf16_rounds`` rounds
-    (where bf16 products are emulated, one materialised call takes minutes)."""
+    (where bf16 products are emulated, one materialised call takes minutes). ``smoke`` (--quick):
+    only the first method in a fresh process, the others in this one (a fresh process is 3 s
+    of imports, most of a tiny shape's time; their memory then is not each method's own)."""
     bf16_rounds = rounds if bf16_rounds is None else min(bf16_rounds, rounds)
     fewer = bf16_rounds < rounds
 
@@ -354,7 +369,10 @@ def shape_table(
         return variant(name)[1] == torch.bfloat16
 
     def run(name: str) -> Row:
-        return run_child(name, n, d, k, 1 if fewer and bf16(name) else calls, budget_gb, threads)
+        count = 1 if fewer and bf16(name) else calls
+        if smoke and name != methods[0]:
+            return measure(name, n, d, k, count, threads)
+        return run_child(name, n, d, k, count, budget_gb, threads)
 
     rows = collect_rows(
         methods, rounds, lambda name: estimate_gb(name, n, d, k),
@@ -887,14 +905,16 @@ def cpu_record(args: argparse.Namespace, deadline: float) -> None:
         methods = rows_of(dtypes, args.bf16_products)
         lines += shape_table(
             n, d, k, calls, budget, threads, methods, rounds, deadline,
-            bf16_rounds=args.bf16_rounds,
+            bf16_rounds=args.bf16_rounds, smoke=args.quick,
         )  # fmt: skip
     n, d, k, calls = largest
     print(f"largest: N = {n}, d = {d}, K = {k}", flush=True)
     largest_methods = ("frlr linear_lr", "frlr linear_ss_lr", "frlr ss-lr (materialised)")
     methods = rows_of(dtypes, False, largest_methods)
     lines += ["## The largest K", ""]
-    lines += shape_table(n, d, k, calls, budget, threads, methods, 1, deadline, largest=True)
+    lines += shape_table(
+        n, d, k, calls, budget, threads, methods, 1, deadline, largest=True, smoke=args.quick
+    )
     print("class-parallel", flush=True)
     lines += ["## Class-parallel", ""]
     lines += parallel_table(*parallel_shape)
