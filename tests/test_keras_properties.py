@@ -72,7 +72,9 @@ def value_and_grad(fn: Callable[[Any], Any], z: np.ndarray) -> tuple[np.ndarray,
             values = fn(x)
             return jnp.sum(values), values
 
-        (_, values), grad = jax.value_and_grad(total, has_aux=True)(jnp.asarray(z))
+        # one compiled program per call: op-by-op, each keras op compiles its own (most of
+        # this check's time on JAX) and Keras' fit compiles the loss whole anyway
+        (_, values), grad = jax.jit(jax.value_and_grad(total, has_aux=True))(jnp.asarray(z))
     else:
         import torch
 
@@ -103,7 +105,7 @@ def hessian(fn: Callable[[Any], Any], z: np.ndarray) -> np.ndarray:
         import jax
         import jax.numpy as jnp
 
-        result = jax.hessian(lambda x: jnp.sum(fn(x)))(jnp.asarray(z))
+        result = jax.jit(jax.hessian(lambda x: jnp.sum(fn(x))))(jnp.asarray(z))
     else:
         import torch
 
