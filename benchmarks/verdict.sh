@@ -102,6 +102,11 @@ for step in "${steps[@]}"; do
           --grid lr=0.1,0.03,0.01 "${sigmoid_grid[@]}" \
           --losses sr,ss-lr,ss-lr:r=0,lr:head-bias-init=prior \
           --seeds "$seeds10" --out "$out/kcurve-k$k"
+        # the same seeds at the recipe (lr 0.1, zero bias; SR's tuned runs when it chose them):
+        # the tuned-minus-recipe gain per loss, paired by seed
+        run "${frlr[@]}" sweep --param lr --values 0.1 --losses sr,lr,ss-lr,ss-lr:r=0 \
+          --dataset tiny-imagenet --num-classes "$k" "${common[@]}" --eval-every 3 \
+          --seeds "$seeds10" --out "$out/kcurve-k$k/recipe" --reuse-runs "$out/kcurve-k$k/final"
       done ;;
   esac
   [ "$quick" = 1 ] || prune "$out"
