@@ -129,3 +129,14 @@ def test_compare_reuse_runs_copies_a_real_run_and_says_so(tmp_path, capsys):
     b = json.loads((second / "sr-seed0" / "result.json").read_text())
     assert a["metrics"] == b["metrics"] and b["copied_from"] == str(first / "sr-seed0")
     assert json.loads((second / "results.json").read_text())["runs"][0]["status"] == "copied"
+
+
+def test_a_missing_reuse_folder_is_one_line_and_exit_2(tmp_path, capsys):
+    argv = ["compare", *QUICK, "--losses", "sr", "--seeds", "1", "--out", str(tmp_path / "a")]
+    assert main([*argv, "--reuse-runs", str(tmp_path / "nowhere")]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(f"--reuse-runs {tmp_path / 'nowhere'}: no such folder")
+    )
+    assert not (tmp_path / "a").exists()

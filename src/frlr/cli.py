@@ -473,6 +473,9 @@ def _command(args: argparse.Namespace) -> str:
 def _run_options(args: argparse.Namespace) -> compare.RunOptions:
     """How an experiment command trains and reports its runs: its preset, its progress bars
     and the command line as typed."""
+    for folder in args.reuse_runs or ():
+        if not Path(folder).is_dir():
+            raise ConfigError(f"--reuse-runs {folder}: no such folder")
     return compare.RunOptions(
         preset=args.preset,
         progress=args.progress,
