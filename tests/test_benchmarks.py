@@ -384,3 +384,25 @@ def test_budget_losses_take_the_best_other_lr_family_loss_on_validation_only():
     del tuned["chosen"]["sr"]
     with pytest.raises(ValueError, match="sr"):
         budget_losses(tuned)
+
+
+def test_paired_runs_pairs_by_seed_and_says_what_it_left_out(tmp_path, capsys):
+    paired_runs = _import_benchmark("paired_runs")
+    from frlr.io import write_json_atomic
+
+    def run(side: str, seed: int, top1: float) -> None:
+        config = {"seed": seed, "loss": "lr", "dataset": "digits"}
+        result = {"metrics": {"top1": top1}, "config": config, "epochs": 1}
+        write_json_atomic(tmp_path / side / f"x-seed{seed}" / "result.json", result)
+
+    for seed in range(6):
+        run("a", seed, 0.30 + seed / 100)
+        run("b", seed, 0.25 + seed / 100)  # A is 5 points higher on every seed
+    run("a", 9, 0.5)  # only on one side
+    (tmp_path / "b" / "x-seed7").mkdir()  # unfinished: skipped
+    paired_runs.main([str(tmp_path / "a" / "*"), str(tmp_path / "b" / "*")])
+    text = capsys.readouterr().out
+    assert "left out (one side only): seeds 9" in text
+    assert "A - B: +5.00 ± 0.00 points; A higher on 6 of 6 seeds; Wilcoxon p = 0.0312" in text
+    with pytest.raises(SystemExit, match="no test metric 'mAP'"):
+        paired_runs.main([str(tmp_path / "a" / "*"), str(tmp_path / "b" / "*"), "--metric", "mAP"])
