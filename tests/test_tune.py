@@ -259,6 +259,7 @@ def test_tune_chooses_on_validation_and_selection_never_sees_a_test_metric(tmp_p
     assert len(tuning) == 2 + 4  # SR: 2 lr; LR: 2 lr x 2 inits; LR-prior shares LR's runs
     table = (tmp_path / "tune.md").read_text()
     assert "| LR | head-bias-init zero, lr 0.03 |" in table and "(chosen)" in table
+    assert "| LR | lr 0.1, head-bias-init prior | 50.00 | 1 |" in table  # the validation grid
     assert (tmp_path / "tune_val.png").exists()
 
 

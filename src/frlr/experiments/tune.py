@@ -47,7 +47,7 @@ from frlr.experiments.grid import (
     run_grid,
     setting_text,
 )
-from frlr.experiments.results import metric_label, percent, summarize
+from frlr.experiments.results import metric_label, summarize
 from frlr.experiments.sweep import LossSpec, parse_loss_specs
 from frlr.io import is_main_process, write_json_atomic, write_text_atomic
 from frlr.tasks import get_task
@@ -174,10 +174,7 @@ def tune(
         tuning_rows += train_all(more)
         chosen = _choose(specs, by_loss, tuning_rows, task.primary_metric)
     for spec in specs:
-        shown = ", ".join(
-            f"{k.replace('_', '-')} {setting_text(v)}" for k, v in chosen[spec.key].items()
-        )
-        say(f"{spec.label}: chose {shown or 'the recipe (nothing to tune)'}")
+        say(f"{spec.label}: chose {point_text(chosen[spec.key]) or 'the recipe (nothing to tune)'}")
     full = replace(base, val_fraction=0.0)
     finals = _runs(full, specs, {k: [v] for k, v in chosen.items()}, seeds, out / "final")
     say(f"step 2 of 3: {len(finals)} runs at the chosen settings in {out / 'final'}")
@@ -491,13 +488,7 @@ def _markdown(results: dict[str, Any]) -> str:
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key in results["losses"]:
         entry = results["summary"][key]
-        chosen = (
-            ", ".join(
-                f"{k.replace('_', '-')} {setting_text(v)}"
-                for k, v in results["chosen"][key].items()
-            )
-            or "(recipe)"
-        )
+        chosen = point_text(results["chosen"][key]) or "(recipe)"
         cells = [labels[key], chosen]
         cells += [
             f"{100 * entry[f'{m}_mean']:.2f} ± {100 * entry[f'{m}_std']:.2f}"
@@ -522,24 +513,25 @@ def _markdown(results: dict[str, Any]) -> str:
         "|---|---|---|---|",
     ]
     for key in results["losses"]:
-        for setting, entry in results["validation"][key].items():
+        for entry in results["validation"][key].values():
             scores = [s for s in entry["scores"] if s is not None]
-            mean = percent(sum(scores) / len(scores)) if scores else "n/a"
+            mean = f"{100 * sum(scores) / len(scores):.2f}" if scores else "n/a"
             mark = " (chosen)" if entry["point"] == results["chosen"][key] else ""
-            lines.append(
-                f"| {labels[key]} | {setting or '(recipe)'}{mark} | {mean} | {len(scores)} |"
-            )
+            shown = point_text(entry["point"]) or "(recipe)"
+            lines.append(f"| {labels[key]} | {shown}{mark} | {mean} | {len(scores)} |")
     return "\n".join(lines) + "\n"
+
+
+def point_text(point: Mapping[str, Any]) -> str:
+    """``head-bias-init prior, lr 0.03``: a grid point as the tables and the log show it."""
+    return ", ".join(f"{k.replace('_', '-')} {setting_text(v)}" for k, v in point.items())
 
 
 def _edge_notes(results: dict[str, Any]) -> list[str]:
     """Which grids grew past their edge (``--widen``), and which choices still sit on one."""
     labels, notes = results["labels"], []
     for key, points in results.get("widened", {}).items():
-        added = "; ".join(
-            ", ".join(f"{k.replace('_', '-')} {setting_text(v)}" for k, v in p.items())
-            for p in points
-        )
+        added = "; ".join(point_text(p) for p in points)
         notes.append(f"- {labels[key]}: best at the grid's edge, so also tuned at {added}.")
     for key, fields in results.get("at_edge", {}).items():
         if fields:
