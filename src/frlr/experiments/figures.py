@@ -203,8 +203,10 @@ def value_curves_figure(
     field, and ``frlr tune``'s validation curves). Each curve is ``{"label", "loss", "points":
     [(value, mean, std, n), ...]}`` in fractions; choice fields (strings) are drawn at equally
     spaced positions. A variant of a loss (a second curve of it) is dashed. ``zero_line``:
-    a gap's reference, at 0."""
-    fig = new_figure(COLUMN, 2.8)
+    a gap's reference, at 0. More than four curves put the legend beside the axes, where it
+    covers no line."""
+    beside = sum(1 for c in curves if c["points"]) > 4
+    fig = new_figure(COLUMN * (1.7 if beside else 1.0), 2.8)
     ax = fig.add_subplot()
     values = list(dict.fromkeys(p[0] for c in curves for p in c["points"]))
     categorical = any(isinstance(v, str) for v in values)
@@ -243,5 +245,8 @@ def value_curves_figure(
         ax.minorticks_off()
     if title:
         ax.set_title(title, fontsize=FONT["title"])
-    ax.legend(fontsize=FONT["legend"] - 1, frameon=False, loc="best")
+    if beside:
+        fig.legend(fontsize=FONT["legend"] - 1, frameon=False, loc="outside right upper")
+    else:
+        ax.legend(fontsize=FONT["legend"] - 1, frameon=False, loc="best")
     return save_figure(fig, path)
