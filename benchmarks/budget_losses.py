@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from frlr.experiments.sweep import LossSpec, parse_loss_specs
+
 FIXED = ("sr", "ss-lr", "lr:head-bias-init=prior")
 OTHERS = ("lr", "hs-lr", "ss-lr:r=0")
 
@@ -48,11 +50,14 @@ def budget_losses(tuned: dict[str, Any]) -> tuple[list[str], str]:
     if not others:
         raise ValueError(f"tune.json has none of {', '.join(OTHERS)} to compare")
     best = max(others, key=lambda key: validation_score(tuned, key))
-    specs = [
-        ":".join([key, *(f"{k.replace('_', '-')}={v}" for k, v in chosen[key].items())])
-        for key in (*FIXED, best)
-    ]
-    return specs, best
+    return [_with_settings(key, chosen[key]) for key in (*FIXED, best)], best
+
+
+def _with_settings(key: str, settings: dict[str, Any]) -> str:
+    """``ss-lr:r=0`` with ``{"lr": 0.1}`` -> ``ss-lr:lr=0.1:r=0``, spelled as ``--losses`` reads it
+    (the chosen settings override any the key fixed)."""
+    (spec,) = parse_loss_specs(key)
+    return LossSpec(spec.name, tuple(sorted({**dict(spec.options), **settings}.items()))).key
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -381,6 +381,10 @@ def test_budget_losses_take_the_best_other_lr_family_loss_on_validation_only():
     tuned["validation"]["lr"]["a"]["point"] = {"head_bias_init": "prior", "lr": 0.1}
     tuned["validation"]["lr"]["a"]["scores"] = [0.5]
     assert budget_losses(tuned)[1] == "hs-lr"
+    # a variant's own options stay in its spec beside the chosen settings
+    tuned["validation"]["ss-lr:r=0"]["a"]["scores"] = [0.9]
+    specs, best = budget_losses(tuned)
+    assert (best, specs[-1]) == ("ss-lr:r=0", "ss-lr:head-bias-init=prior:lr=0.01:r=0")
     del tuned["chosen"]["sr"]
     with pytest.raises(ValueError, match="sr"):
         budget_losses(tuned)

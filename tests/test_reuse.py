@@ -140,3 +140,16 @@ def test_a_missing_reuse_folder_is_one_line_and_exit_2(tmp_path, capsys):
         .endswith(f"--reuse-runs {tmp_path / 'nowhere'}: no such folder")
     )
     assert not (tmp_path / "a").exists()
+
+
+def test_a_rewritten_result_is_read_again_not_served_from_the_lookup_cache(tmp_path):
+    trainer = Trainer()
+    config = digits(out=str(tmp_path / "old" / "run"))
+    trainer(config)
+    wanted = replace(config, out=str(tmp_path / "new"))
+    assert find_finished(wanted, [tmp_path / "old"]) == tmp_path / "old" / "run"
+    result_path = tmp_path / "old" / "run" / "result.json"
+    result = json.loads(result_path.read_text())
+    result["config"]["lr"] = 0.5
+    write_json_atomic(result_path, result)
+    assert find_finished(wanted, [tmp_path / "old"]) is None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +34,23 @@ def find_finished(config: TrainConfig, dirs: Sequence[str | Path]) -> Path | Non
         for path in sorted(Path(folder).rglob("result.json")):
             if path.parent.resolve() == own:
                 continue
-            try:
-                result = read_result(path)
-            except DataError:
-                continue
-            if not config_differences(result["config"], wanted):
+            stat = path.stat()
+            found = _finished_config(path.resolve(), (stat.st_ino, stat.st_mtime_ns, stat.st_size))
+            if found is not None and not config_differences(found, wanted):
                 return path.parent
     return None
+
+
+@lru_cache(maxsize=4096)
+def _finished_config(path: Path, version: tuple[int, int, int]) -> dict[str, Any] | None:
+    """The config of the finished run ``path`` (None if damaged), read once per version of the
+    file: an experiment looks up each of its runs in the same folders, and re-reading every
+    ``result.json`` there for each made the lookups O(runs x candidates) reads."""
+    del version  # (inode, mtime, size): part of the cache key only, so a rewritten file is reread
+    try:
+        return read_result(path)["config"]
+    except DataError:
+        return None
 
 
 def copy_run(source: Path, config: TrainConfig) -> dict[str, Any]:
