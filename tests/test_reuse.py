@@ -60,11 +60,13 @@ def test_a_budget_sweep_copies_the_tunes_final_runs_and_trains_only_the_rest(tmp
     )
     assert tuned["chosen"]["sr"] == {"lr": 0.1}
     trainer = Trainer()
-    run = RunOptions(train_fn=trainer, log=None, reuse_from=(tmp_path / "tune",))
+    said = []
+    run = RunOptions(train_fn=trainer, log=said.append, reuse_from=(tmp_path / "tune",))
     results = sweep_field(
         digits(lr=0.1), "epochs", "1,2", "sr", seeds=2, out=tmp_path / "budget", run=run
     )
     assert sorted((c.epochs, c.seed) for c in trainer.configs) == [(2, 0), (2, 1)]
+    assert any(line.startswith("4 runs, in ") for line in said)  # not "of 1 epochs": swept
     for seed in (0, 1):
         copied = next(Path(tmp_path / "budget").glob(f"*epochs1*seed{seed}"))
         result = json.loads((copied / "result.json").read_text())

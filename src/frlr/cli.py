@@ -553,7 +553,7 @@ def _sweep_field(args: argparse.Namespace) -> int:
     _say(
         f"frlr sweep: {base.dataset}, {base.arch}, {param} in {args.values}, losses "
         f"{','.join(spec.key for spec in specs)}, seeds {','.join(map(str, seeds))}, preset "
-        f"{args.preset}, {base.epochs} epochs"
+        f"{args.preset}" + ("" if param == "epochs" else f", {base.epochs} epochs")
     )
     field_sweep.sweep_field(
         base,
@@ -582,8 +582,8 @@ def _tune(args: argparse.Namespace) -> int:
     base = replace(base, **{name: getattr(args, name) for name in hyper})
     _say(
         f"frlr tune: {base.dataset}, {base.arch}, losses {','.join(s.key for s in specs)}, "
-        f"grid {' '.join(args.grid)}, val fraction {base.val_fraction:g}, preset {args.preset}, "
-        f"{base.epochs} epochs"
+        f"grid {' '.join(args.grid)}, val fraction {base.val_fraction:g}, preset {args.preset}"
+        + ("" if "epochs" in grid_values else f", {base.epochs} epochs")
     )
     tune.tune(
         base,

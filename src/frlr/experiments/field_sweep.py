@@ -109,7 +109,8 @@ def sweep_field(
     say = run.say
     curves = [(spec.key, spec.name, dict(spec.options)) for spec in specs]
     runs = grid_runs(base, curves, lambda _: [{param: v} for v in values], seeds, out)
-    say(f"{len(runs)} runs of {base.epochs} epochs, in {out}")
+    length = "" if param == "epochs" else f" of {base.epochs} epochs"
+    say(f"{len(runs)} runs{length}, in {out}")
 
     def describe(run: Any, row: dict[str, Any]) -> str:
         scores = "  ".join(
