@@ -7,8 +7,10 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from frlr.cli import main
-from frlr.config import resolve_config
+from frlr.config import ConfigError, resolve_config
 from frlr.experiments.compare import RunOptions, run_or_reuse
 from frlr.experiments.field_sweep import sweep_field
 from frlr.experiments.reuse import find_finished
@@ -155,3 +157,35 @@ def test_a_rewritten_result_is_read_again_not_served_from_the_lookup_cache(tmp_p
     result["config"]["lr"] = 0.5
     write_json_atomic(result_path, result)
     assert find_finished(wanted, [tmp_path / "old"]) is None
+
+
+def test_no_train_tabulates_the_finished_runs_of_a_field_sweep_and_trains_nothing(tmp_path):
+    trainer = Trainer()
+    run = RunOptions(train_fn=trainer, log=None)
+    full = sweep_field(digits(lr=0.1), "epochs", "1,2", "sr,lr", seeds=2, out=tmp_path, run=run)
+    assert len(trainer.configs) == 8
+    for name in ("lr-epochs2-seed1", "sr-epochs2-seed1"):  # an interrupted sweep
+        (tmp_path / name / "result.json").unlink()
+    said = []
+    idle = RunOptions(train_fn=Trainer(), log=said.append)
+    partial = sweep_field(
+        digits(lr=0.1), "epochs", "1,2", "sr,lr", seeds=2, out=tmp_path, run=idle, train_runs=False
+    )
+    assert not idle.train_fn.configs
+    assert "--no-train: tables from the 6 of 8 runs that have finished" in said
+    assert partial["summary"]["lr"]["1"]["n"] == 2 and partial["summary"]["lr"]["2"]["n"] == 1
+    assert partial["gaps"]["lr"]["2"]["n"] == 1
+    assert partial["summary"]["lr"]["1"] == full["summary"]["lr"]["1"]
+    assert (tmp_path / "sweep_epochs.png").exists() and (tmp_path / "sweep.md").exists()
+    # a run trained with another recipe is not a point of this sweep
+    with pytest.raises(ConfigError, match="another config"):
+        sweep_field(
+            digits(lr=0.2), "epochs", "1", "sr", seeds=1, out=tmp_path, run=idle, train_runs=False
+        )
+
+
+def test_cli_no_train_over_a_field_sweep_with_nothing_finished_says_so(tmp_path, capsys):
+    argv = ["sweep", "--param", "lr", "--values", "0.1,0.03", "--losses", "sr,lr", *QUICK]
+    assert main([*argv, "--seeds", "1", "--out", str(tmp_path), "--no-train"]) == 2
+    assert "none of the 4 runs" in capsys.readouterr().err
+    assert not (tmp_path / "sweep.md").exists()

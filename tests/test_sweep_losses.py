@@ -266,7 +266,7 @@ def test_cli_help_and_errors(capsys):
     assert main([*argv, "--param", "m", "--losses", "sr"]) == 2
     assert "--param m does not apply to loss 'sr'" in capsys.readouterr().err
     assert main([*argv, "--param", "m", "--no-train"]) == 2
-    assert "--no-train is for num-classes sweeps" in capsys.readouterr().err
+    assert "--no-train reads the runs of a sweep over --losses" in capsys.readouterr().err
     assert main([*argv, "--param", "num-classes", "--loss", "lr"]) == 2
     assert "--loss is for hyper-parameter sweeps" in capsys.readouterr().err
     assert main([*argv, "--param", "num-classes", "--losses", "sr:m=5"]) == 2

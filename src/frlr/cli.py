@@ -261,8 +261,9 @@ def _add_sweep_parser(commands: Any) -> None:
         "--no-train",
         dest="train_runs",
         action="store_false",
-        help="num-classes sweeps: rebuild the table and figure from the finished runs in OUT "
-        "(any seed), train nothing (these two are their report: --report does not apply)",
+        help="rebuild the tables and figures from the runs in OUT that have finished, train "
+        "nothing (num-classes sweeps: any seed; these are their report, --report does not "
+        "apply); for a sweep that is still running or was interrupted",
     )
     sweep.add_argument("--preset", default="paper", help="recipe name or .toml path")
     sweep.add_argument("--seeds", default="3", help="how many seeds (0..N-1), or a list 0,3,5")
@@ -492,11 +493,11 @@ def _sweep(args: argparse.Namespace) -> int:
         return _sweep_losses(args)
     if args.losses or name not in sweep.SWEEPABLE:
         return _sweep_field(args)
-    for given, flag in ((args.losses, "--losses"), (not args.train_runs, "--no-train")):
-        if given:
-            raise ConfigError(
-                f"{flag} is for num-classes sweeps; a sweep over {args.param} trains one --loss"
-            )
+    if not args.train_runs:
+        raise ConfigError(
+            "--no-train reads the runs of a sweep over --losses or over num-classes; a sweep of "
+            f"one --loss over {args.param} trains its runs (give --losses to tabulate them)"
+        )
     param, loss = sweep.parse_param(args.param, args.loss)
     values = sweep.parse_values(args.values, param, loss)
     seeds = compare.parse_seeds(args.seeds)
@@ -534,8 +535,6 @@ def _sweep_field(args: argparse.Namespace) -> int:
     """``frlr sweep --param FIELD --losses ...``: every loss over the values of any training
     field; its tables and figure are its report."""
     param = grid.field_name(args.param)
-    if not args.train_runs:
-        raise ConfigError("--no-train is for num-classes sweeps")
     if args.loss is not None and args.losses:
         raise ConfigError("give --loss or --losses, not both")
     if getattr(args, param, None) is not None:
@@ -564,6 +563,7 @@ def _sweep_field(args: argparse.Namespace) -> int:
         args.out,
         baseline=args.baseline,
         run=_run_options(args),
+        train_runs=args.train_runs,
     )
     return 0
 

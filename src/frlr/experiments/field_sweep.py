@@ -32,6 +32,7 @@ from frlr.experiments.grid import (
     LOG_FIELDS,
     applies,
     field_name,
+    finished_grid_rows,
     grid_runs,
     parse_field_values,
     run_grid,
@@ -83,12 +84,15 @@ def sweep_field(
     *,
     baseline: Any = None,
     run: RunOptions = DEFAULT_RUN,
+    train_runs: bool = True,
 ) -> dict[str, Any]:
     """Train every loss spec at every value of ``param`` and every seed, and tabulate.
 
     base: the recipe; its own value of ``param`` is replaced per run. baseline: the value the
     others are tested against within each loss (default the recipe's value when listed, else
-    the first). run: as for :func:`frlr.experiments.compare.compare`. Returns the content of
+    the first). run: as for :func:`frlr.experiments.compare.compare`. ``train_runs=False``
+    trains nothing and tabulates the runs that have finished (a budget curve that spans
+    sessions, read mid-way; n says how many seeds each point has). Returns the content of
     ``sweep.json``.
     """
     param = field_name(param)
@@ -120,7 +124,16 @@ def sweep_field(
         )
         return f"{run.curve} {param}={setting_text(run.point[0][1])} seed {run.seed}: {scores}"
 
-    rows = run_grid(runs, task.metric_names, run, describe=describe)
+    if train_runs:
+        rows = run_grid(runs, task.metric_names, run, describe=describe)
+    else:
+        rows = finished_grid_rows(runs, task.metric_names)
+        if not rows:
+            raise ConfigError(
+                f"--no-train: none of the {len(runs)} runs in {out} has finished; nothing to "
+                "tabulate"
+            )
+        say(f"--no-train: tables from the {len(rows)} of {len(runs)} runs that have finished")
     results = _results(base, task, param, values, specs, seeds, baseline, rows)
     results.update(preset=run.preset, command=run.command)
     if is_main_process():
@@ -348,7 +361,7 @@ def _markdown(results: dict[str, Any]) -> str:
         for value_key, entry in results["summary"][key].items():
             cells = [results["labels"][key], value_key, *[mean_cell(entry, m) for m in columns]]
             cells += [p_cell(entry, value_key == baseline), str(entry["n"])]
-            cells.append(f"{entry['wall_time_s_mean']:.1f}")
+            cells.append(f"{entry['wall_time_s_mean']:.1f}" if entry["n"] else "n/a")
             lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"mean ± sample standard deviation over seeds. {results['footnote']}", ""]
     return "\n".join(lines + _gap_lines(results)) + "\n"

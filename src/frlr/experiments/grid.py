@@ -16,15 +16,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from frlr.catalogue import LOSS_HYPERPARAMETERS, hyperparameter_problem
-from frlr.config import OPTIMIZERS, SCHEDULES, ConfigError, TrainConfig, validate
+from frlr.config import (
+    OPTIMIZERS,
+    SCHEDULES,
+    ConfigError,
+    TrainConfig,
+    config_differences,
+    validate,
+)
 from frlr.experiments.compare import DEFAULT_RUN, RunOptions, run_each
 from frlr.experiments.results import finished_note, run_row, trained_now
 from frlr.models import HEAD_BIAS_INITS
+from frlr.rundir import read_result
 
 __all__ = [
     "CHOICE_FIELDS",
@@ -210,12 +218,7 @@ def run_grid(
 
     def done(index: int, status: str, result: dict[str, Any]) -> None:
         grid_run = runs[index]
-        config = grid_run.config
-        row = run_row(config.loss, grid_run.seed, Path(config.out), status, result, metric_names)
-        val = result.get("val_metrics") or {}
-        row.update({f"val_{m}": val.get(m) for m in metric_names})
-        row.update(curve=grid_run.curve, point=dict(grid_run.point))
-        rows[index] = row
+        row = rows[index] = _grid_row(grid_run, status, result, metric_names)
         if trained_now(status) and result.get("epochs"):
             seconds_per_epoch.append(row["wall_time_s"] / float(result["epochs"]))
         left = sum(r.config.epochs for i, r in enumerate(runs) if i not in rows)
@@ -229,6 +232,39 @@ def run_grid(
 
     run_each([grid_run.config for grid_run in runs], run, done)
     return [rows[index] for index in range(len(runs))]
+
+
+def finished_grid_rows(
+    runs: Sequence[GridRun], metric_names: Sequence[str]
+) -> list[dict[str, Any]]:
+    """The rows of the runs that have finished (status "finished"), training nothing: the
+    tables of a grid still being trained, or interrupted, from what it has so far. A finished
+    run with another result-affecting config is a :class:`ConfigError`, as when it is reused."""
+    rows = []
+    for grid_run in runs:
+        path = Path(grid_run.config.out) / "result.json"
+        if not path.exists():
+            continue
+        result = read_result(path)
+        differences = config_differences(result["config"], asdict(grid_run.config))
+        if differences:
+            raise ConfigError(
+                f"{path.parent} holds a finished run with another config "
+                f"({'; '.join(differences)}); it is not a run of this grid"
+            )
+        rows.append(_grid_row(grid_run, "finished", result, metric_names))
+    return rows
+
+
+def _grid_row(
+    grid_run: GridRun, status: str, result: dict[str, Any], metric_names: Sequence[str]
+) -> dict[str, Any]:
+    config = grid_run.config
+    row = run_row(config.loss, grid_run.seed, Path(config.out), status, result, metric_names)
+    val = result.get("val_metrics") or {}
+    row.update({f"val_{m}": val.get(m) for m in metric_names})
+    row.update(curve=grid_run.curve, point=dict(grid_run.point))
+    return row
 
 
 def _describe(run: GridRun, row: dict[str, Any], metric: str) -> str:
