@@ -10,7 +10,8 @@
 # Steps: mosaic (Table 3, 10 seeds), omniglot (Table 2, 10 seeds), tiny (Table 1, 3 seeds),
 # budget (Tiny ImageNet at 6, 12, 24 epochs, 2 seeds, each loss at its tuned setting from
 # `tiny`), kcurve (K = 10 at tuned settings, 10 seeds: its runs take seconds; beside `tiny`'s
-# K = 200). Results, with every run's config.json,
+# K = 200), budget-so-far (the budget curve's tables and figures from its finished runs,
+# training nothing; not in the default steps). Results, with every run's config.json,
 # metrics.jsonl and result.json (checkpoints are not kept), go to $OUT (default
 # docs/results/verdict/<step>/), so they can be committed as they finish.
 set -euo pipefail
@@ -21,8 +22,8 @@ steps=()
 for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
-    omniglot | mosaic | tiny | budget | kcurve) steps+=("$arg") ;;
-    *) echo "usage: bash benchmarks/verdict.sh [--quick] [omniglot mosaic tiny budget kcurve]" >&2; exit 2 ;;
+    omniglot | mosaic | tiny | budget | budget-so-far | kcurve) steps+=("$arg") ;;
+    *) echo "usage: bash benchmarks/verdict.sh [--quick] [omniglot mosaic tiny budget budget-so-far kcurve]" >&2; exit 2 ;;
   esac
 done
 [ ${#steps[@]} -gt 0 ] || steps=(mosaic omniglot tiny budget kcurve)
@@ -95,6 +96,12 @@ for step in "${steps[@]}"; do
       run "${frlr[@]}" sweep --param epochs --values "$budget_epochs" --losses "$specs" \
         --dataset tiny-imagenet "${common[@]}" --eval-every 3 --reuse-runs "$out/tiny/final" \
         --seeds 2 --out "$out/budget" ;;
+    budget-so-far)
+      # the budget curve's tables and figures from the runs finished so far (it spans sessions)
+      specs=$("$py" -m benchmarks.budget_losses "$out/tiny/tune.json")
+      run "${frlr[@]}" sweep --param epochs --values "$budget_epochs" --losses "$specs" \
+        --dataset tiny-imagenet "${common[@]}" --eval-every 3 --seeds 2 --out "$out/budget" \
+        --no-train ;;
     kcurve)
       # K = 200 is the whole dataset: the `tiny` step's runs. At K = 10 a run takes 25 s and
       # the validation split is 200 images (one image is 0.5 points), so each grid point is
