@@ -35,18 +35,24 @@ def validation_score(tuned: dict[str, Any], key: str) -> float:
     return sum(scores) / len(scores)
 
 
-def budget_losses(tuned: dict[str, Any]) -> tuple[list[str], str]:
-    """(loss specs with their chosen settings, the best other LR-family loss). Vanilla LR tuned
-    to the prior bias is the prior baseline already, so it is not a candidate then."""
+def candidates(tuned: dict[str, Any]) -> list[str]:
+    """The other LR-family losses in the running. Vanilla LR tuned to the prior bias is the
+    prior baseline already, so it is not one then."""
     chosen = tuned["chosen"]
-    missing = [key for key in FIXED if key not in chosen]
-    if missing:
-        raise ValueError(f"tune.json has no chosen setting for {', '.join(missing)}")
-    others = [
+    return [
         key
         for key in OTHERS
         if key in chosen and not (key == "lr" and chosen[key].get("head_bias_init") == "prior")
     ]
+
+
+def budget_losses(tuned: dict[str, Any]) -> tuple[list[str], str]:
+    """(loss specs with their chosen settings, the best of the :func:`candidates`)."""
+    chosen = tuned["chosen"]
+    missing = [key for key in FIXED if key not in chosen]
+    if missing:
+        raise ValueError(f"tune.json has no chosen setting for {', '.join(missing)}")
+    others = candidates(tuned)
     if not others:
         raise ValueError(f"tune.json has none of {', '.join(OTHERS)} to compare")
     best = max(others, key=lambda key: validation_score(tuned, key))
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"budget: the best other LR-family loss on validation is {best} ("
         + ", ".join(
-            f"{key} {validation_score(tuned, key):.4f}" for key in OTHERS if key in tuned["chosen"]
+            f"{key} {validation_score(tuned, key):.4f}" for key in candidates(tuned)
         )
         + ")",
         file=sys.stderr,
