@@ -75,9 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     specs, best = budget_losses(tuned)
     print(
         f"budget: the best other LR-family loss on validation is {best} ("
-        + ", ".join(
-            f"{key} {validation_score(tuned, key):.4f}" for key in candidates(tuned)
-        )
+        + ", ".join(f"{key} {validation_score(tuned, key):.4f}" for key in candidates(tuned))
         + ")",
         file=sys.stderr,
     )
