@@ -54,6 +54,7 @@ __all__ = [
     "compare",
     "default_losses",
     "experiment_dir",
+    "finished_result",
     "parse_losses",
     "parse_seeds",
     "run_dir_name",
@@ -219,17 +220,28 @@ def run_or_reuse(
         return _run_or_reuse_locked(config, run)
 
 
-def _run_or_reuse_locked(config: TrainConfig, run: RunOptions) -> tuple[str, dict[str, Any]]:
+def finished_result(config: TrainConfig) -> dict[str, Any] | None:
+    """The result of ``config.out``'s finished run, None while it has none. A finished run whose
+    config differs in a result-affecting field is a :class:`ConfigError`, never silently taken
+    for this one; a damaged ``result.json`` is a ``RunFileError`` naming it."""
     run_dir = Path(config.out)
     result_path = run_dir / "result.json"
-    if result_path.exists():
-        result = read_result(result_path)  # a damaged one: RunFileError naming it
-        differences = config_differences(result["config"], asdict(config))
-        if differences:
-            raise ConfigError(
-                f"{run_dir} holds a finished run with another config "
-                f"({'; '.join(differences)}); choose another --out or delete it"
-            )
+    if not result_path.exists():
+        return None
+    result = read_result(result_path)
+    differences = config_differences(result["config"], asdict(config))
+    if differences:
+        raise ConfigError(
+            f"{run_dir} holds a finished run with another config "
+            f"({'; '.join(differences)}); choose another --out or delete it"
+        )
+    return result
+
+
+def _run_or_reuse_locked(config: TrainConfig, run: RunOptions) -> tuple[str, dict[str, Any]]:
+    run_dir = Path(config.out)
+    result = finished_result(config)
+    if result is not None:
         return "reused", result
     resuming = (run_dir / "checkpoint.pt").exists()
     source = None if resuming or not run.reuse_from else find_finished(config, run.reuse_from)

@@ -16,23 +16,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from frlr.catalogue import LOSS_HYPERPARAMETERS, hyperparameter_problem
-from frlr.config import (
-    OPTIMIZERS,
-    SCHEDULES,
-    ConfigError,
-    TrainConfig,
-    config_differences,
-    validate,
-)
-from frlr.experiments.compare import DEFAULT_RUN, RunOptions, run_each
+from frlr.config import OPTIMIZERS, SCHEDULES, ConfigError, TrainConfig, validate
+from frlr.experiments.compare import DEFAULT_RUN, RunOptions, finished_result, run_each
 from frlr.experiments.results import finished_note, run_row, trained_now
 from frlr.models import HEAD_BIAS_INITS
-from frlr.rundir import read_result
 
 __all__ = [
     "CHOICE_FIELDS",
@@ -242,16 +234,9 @@ def finished_grid_rows(
     run with another result-affecting config is a :class:`ConfigError`, as when it is reused."""
     rows = []
     for grid_run in runs:
-        path = Path(grid_run.config.out) / "result.json"
-        if not path.exists():
+        result = finished_result(grid_run.config)
+        if result is None:
             continue
-        result = read_result(path)
-        differences = config_differences(result["config"], asdict(grid_run.config))
-        if differences:
-            raise ConfigError(
-                f"{path.parent} holds a finished run with another config "
-                f"({'; '.join(differences)}); it is not a run of this grid"
-            )
         rows.append(_grid_row(grid_run, "finished", result, metric_names))
     return rows
 
