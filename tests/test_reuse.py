@@ -4,6 +4,7 @@ same result-affecting config (``frlr.experiments.reuse``), and nothing else."""
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from frlr.cli import main
 from frlr.config import ConfigError, resolve_config
 from frlr.experiments.compare import RunOptions, run_or_reuse
 from frlr.experiments.field_sweep import sweep_field
+from frlr.experiments.figures import value_curves_figure
 from frlr.experiments.reuse import find_finished
 from frlr.experiments.tune import tune
 from frlr.io import write_json_atomic, write_text_atomic
@@ -184,8 +186,38 @@ def test_no_train_tabulates_the_finished_runs_of_a_field_sweep_and_trains_nothin
         )
 
 
+def test_a_field_sweep_rewrites_its_tables_after_every_run_it_trains(tmp_path):
+    """An interrupted sweep (a budget curve that spans sessions) has tables of what it
+    finished: before each run is trained, sweep.json holds every run finished before it."""
+    seen = []
+    trainer = Trainer()
+
+    def watching(config, **kwargs):
+        table = tmp_path / "sweep.json"
+        seen.append(len(json.loads(table.read_text())["runs"]) if table.exists() else 0)
+        return trainer(config, **kwargs)
+
+    said = []
+    run = RunOptions(train_fn=watching, log=said.append)
+    sweep_field(digits(lr=0.1), "epochs", "1,2", "sr,lr", seeds=1, out=tmp_path, run=run)
+    assert seen == [0, 1, 2, 3]
+    assert (tmp_path / "sweep_epochs.png").exists() and (tmp_path / "sweep_epochs_gap.png").exists()
+    assert sum("results: " in line for line in said) == 1  # the table is said once, at the end
+    assert len(json.loads((tmp_path / "sweep.json").read_text())["runs"]) == 4
+
+
 def test_cli_no_train_over_a_field_sweep_with_nothing_finished_says_so(tmp_path, capsys):
     argv = ["sweep", "--param", "lr", "--values", "0.1,0.03", "--losses", "sr,lr", *QUICK]
     assert main([*argv, "--seeds", "1", "--out", str(tmp_path), "--no-train"]) == 2
     assert "none of the 4 runs" in capsys.readouterr().err
     assert not (tmp_path / "sweep.md").exists()
+
+
+def test_a_curve_figure_with_no_finished_point_says_so_without_a_legend_warning(tmp_path):
+    curves = [{"label": "LR", "loss": "lr", "points": [(6, None, None, 0), (12, None, None, 0)]}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        path = value_curves_figure(
+            curves, tmp_path / "gap.png", param="epochs", metric="top1", ylabel="gap"
+        )
+    assert path.stat().st_size > 0

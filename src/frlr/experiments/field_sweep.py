@@ -12,7 +12,9 @@ trained, resumed or reused as in ``frlr compare``; the table is ``OUT/sweep.{jso
 figure ``OUT/sweep_<field>.png``. Within each loss, every value is tested against the baseline
 value (paired Wilcoxon over seeds). Where SR is one of several losses, every other loss's gap to
 it at each value, paired by seed, is tabulated and drawn too (``OUT/sweep_<field>_gap.png``):
-the budget curve's question is whether that gap closes as the field grows.
+the budget curve's question is whether that gap closes as the field grows. After every run
+trained here the tables and figures are rebuilt from every finished run in OUT, under a lock, so a
+sweep that spans sessions (or two processes sharing OUT) always shows what it has so far.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from frlr.experiments.grid import (
 from frlr.experiments.results import mean_cell, metric_label, p_cell, percent, summarize
 from frlr.experiments.stats import mean_std, paired_wilcoxon
 from frlr.experiments.sweep import LossSpec, parse_loss_specs
-from frlr.io import is_main_process, write_json_atomic, write_text_atomic
+from frlr.io import is_main_process, run_lock, write_json_atomic, write_text_atomic
 from frlr.tasks import get_task
 
 __all__ = ["curve_points", "metric_columns", "sweep_field"]
@@ -124,8 +126,19 @@ def sweep_field(
         )
         return f"{run.curve} {param}={setting_text(run.point[0][1])} seed {run.seed}: {scores}"
 
+    def tables(rows: list[dict[str, Any]], *, final: bool) -> dict[str, Any]:
+        results = _results(base, task, param, values, specs, seeds, baseline, rows)
+        results.update(preset=run.preset, command=run.command)
+        if is_main_process():
+            with run_lock(out, wait=True):  # another process may share OUT
+                _write(out, results, specs, say if final else None)
+        return results
+
+    def so_far() -> None:
+        tables(finished_grid_rows(runs, task.metric_names), final=False)
+
     if train_runs:
-        rows = run_grid(runs, task.metric_names, run, describe=describe)
+        rows = run_grid(runs, task.metric_names, run, describe=describe, after_trained=so_far)
     else:
         rows = finished_grid_rows(runs, task.metric_names)
         if not rows:
@@ -134,11 +147,7 @@ def sweep_field(
                 "tabulate"
             )
         say(f"--no-train: tables from the {len(rows)} of {len(runs)} runs that have finished")
-    results = _results(base, task, param, values, specs, seeds, baseline, rows)
-    results.update(preset=run.preset, command=run.command)
-    if is_main_process():
-        _write(out, results, specs, say)
-    return results
+    return tables(rows, final=True)
 
 
 def _results(
@@ -248,10 +257,13 @@ def curve_points(
 
 
 def _write(
-    out: Path, results: dict[str, Any], specs: Sequence[LossSpec], say: Callable[[str], None]
+    out: Path,
+    results: dict[str, Any],
+    specs: Sequence[LossSpec],
+    say: Callable[[str], None] | None,
 ) -> None:
     """``sweep.{json,csv,md}`` and the figure; a figure that fails is a warning, never a lost
-    table."""
+    table. ``say`` (None mid-way) is given the table."""
     param, metric = results["param"], results["selection_metric"]
     write_json_atomic(out / "sweep.json", results)
     write_text_atomic(out / "sweep.csv", _csv(results))
@@ -277,9 +289,10 @@ def _write(
         warnings.warn(f"sweep figure {figure} failed: {error!r}", stacklevel=3)
     if results["gaps"]:
         _gap_figure(out / f"sweep_{param}_gap.png", results, specs, ylabel)
-    say("")
-    say(markdown)
-    say(f"results: {out / 'sweep.md'} (also sweep.json, sweep.csv, {figure.name})")
+    if say is not None:
+        say("")
+        say(markdown)
+        say(f"results: {out / 'sweep.md'} (also sweep.json, sweep.csv, {figure.name})")
 
 
 def _gap_figure(

@@ -214,6 +214,7 @@ def value_curves_figure(
         values = sorted(values)
     position = {v: (i if categorical else v) for i, v in enumerate(values)}
     seen: dict[str, int] = {}
+    drawn = 0
     for index, curve in enumerate(curves):
         points = [p for p in curve["points"] if p[1] is not None and np.isfinite(p[1])]
         if not points:
@@ -234,6 +235,17 @@ def value_curves_figure(
             capsize=2.5,
             label=curve["label"],
         )
+        drawn += 1
+    if not drawn:  # a sweep read mid-way, before any point of it has finished
+        ax.text(
+            0.5,
+            0.5,
+            "no finished points yet",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            color="0.4",
+        )
     if zero_line:
         ax.axhline(0.0, color="0.4", linewidth=0.9, zorder=1)
     if log_x and not categorical:
@@ -247,6 +259,6 @@ def value_curves_figure(
         ax.set_title(title, fontsize=FONT["title"])
     if beside:
         fig.legend(fontsize=FONT["legend"] - 1, frameon=False, loc="outside right upper")
-    else:
+    elif drawn:
         ax.legend(fontsize=FONT["legend"] - 1, frameon=False, loc="best")
     return save_figure(fig, path)

@@ -199,12 +199,14 @@ def run_grid(
     run: RunOptions = DEFAULT_RUN,
     *,
     describe: Callable[[GridRun, dict[str, Any]], str] | None = None,
+    after_trained: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train, resume or reuse every run (:func:`frlr.experiments.compare.run_each`: runs another
     process holds are waited for last) as ``run`` says, saying after each one what it scored
-    and how long the rest should take. Returns one row per run: its test metrics, its
-    validation metrics as ``val_<metric>`` (None without ``--val-fraction``), the curve and the
-    point."""
+    and how long the rest should take. ``after_trained`` is called after each run trained here
+    but the last (a grid that spans sessions keeps its tables current). Returns one row per
+    run: its test metrics, its validation metrics as ``val_<metric>`` (None without
+    ``--val-fraction``), the curve and the point."""
     rows: dict[int, dict[str, Any]] = {}
     seconds_per_epoch: list[float] = []
 
@@ -221,6 +223,8 @@ def run_grid(
         text = describe(grid_run, row) if describe else _describe(grid_run, row, metric_names[0])
         note = finished_note(status, result)
         run.say(f"[{len(rows)}/{len(runs)}] {text}  {row['wall_time_s']:.0f}s{note}{eta}")
+        if after_trained is not None and trained_now(status) and len(rows) < len(runs):
+            after_trained()
 
     run_each([grid_run.config for grid_run in runs], run, done)
     return [rows[index] for index in range(len(runs))]
