@@ -15,6 +15,7 @@ and a loss hyper-parameter (beta, m, r) for the losses that lack it.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,6 +26,7 @@ from frlr.config import OPTIMIZERS, SCHEDULES, ConfigError, TrainConfig, validat
 from frlr.experiments.compare import DEFAULT_RUN, RunOptions, finished_result, run_each
 from frlr.experiments.results import finished_note, run_row, trained_now
 from frlr.models import HEAD_BIAS_INITS
+from frlr.rundir import RunFileError, read_metrics
 
 __all__ = [
     "CHOICE_FIELDS",
@@ -214,11 +216,11 @@ def run_grid(
         grid_run = runs[index]
         row = rows[index] = _grid_row(grid_run, status, result, metric_names)
         if trained_now(status) and result.get("epochs"):
-            seconds_per_epoch.append(row["wall_time_s"] / float(result["epochs"]))
+            seconds_per_epoch.append(epoch_seconds(Path(grid_run.config.out), row, result))
         left = sum(r.config.epochs for i, r in enumerate(runs) if i not in rows)
         eta = ""
         if seconds_per_epoch and left:
-            per_epoch = sum(seconds_per_epoch) / len(seconds_per_epoch)
+            per_epoch = statistics.median(seconds_per_epoch)
             eta = f"  about {left * per_epoch / 60:.0f} min left"
         text = describe(grid_run, row) if describe else _describe(grid_run, row, metric_names[0])
         note = finished_note(status, result)
@@ -228,6 +230,21 @@ def run_grid(
 
     run_each([grid_run.config for grid_run in runs], run, done)
     return [rows[index] for index in range(len(runs))]
+
+
+def epoch_seconds(run_dir: Path, row: dict[str, Any], result: dict[str, Any]) -> float:
+    """A typical epoch's seconds in this run: the median of its recorded epoch times, so a pause
+    (a suspended process, a machine shared for a while) does not inflate the time left; the
+    mean over the whole run where the epochs carry no times."""
+    try:
+        times = [
+            float(r["epoch_time_s"])
+            for r in read_metrics(run_dir / "metrics.jsonl")
+            if isinstance(r.get("epoch_time_s"), int | float)
+        ]
+    except (OSError, RunFileError):
+        times = []
+    return statistics.median(times) if times else row["wall_time_s"] / float(result["epochs"])
 
 
 def finished_grid_rows(
