@@ -319,7 +319,7 @@ def _gap_figure(
             path,
             param=param,
             metric=results["selection_metric"],
-            ylabel=f"{ylabel} − {reference} (pp)",
+            ylabel=f"gap in {ylabel.removesuffix(' (%)')} (pp)",  # the title names the reference
             log_x=param in LOG_FIELDS,
             title=f"gap to {reference}, paired by seed",
             zero_line=True,
