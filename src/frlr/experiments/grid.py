@@ -216,7 +216,7 @@ def run_grid(
         grid_run = runs[index]
         row = rows[index] = _grid_row(grid_run, status, result, metric_names)
         if trained_now(status) and result.get("epochs"):
-            seconds_per_epoch.append(epoch_seconds(Path(grid_run.config.out), row, result))
+            seconds_per_epoch.append(_epoch_seconds(Path(grid_run.config.out), row, result))
         left = sum(r.config.epochs for i, r in enumerate(runs) if i not in rows)
         eta = ""
         if seconds_per_epoch and left:
@@ -232,7 +232,7 @@ def run_grid(
     return [rows[index] for index in range(len(runs))]
 
 
-def epoch_seconds(run_dir: Path, row: dict[str, Any], result: dict[str, Any]) -> float:
+def _epoch_seconds(run_dir: Path, row: dict[str, Any], result: dict[str, Any]) -> float:
     """A typical epoch's seconds in this run: the median of its recorded epoch times, so a pause
     (a suspended process, a machine shared for a while) does not inflate the time left; the
     mean over the whole run where the epochs carry no times."""
