@@ -48,6 +48,10 @@ def candidates(tuned: dict[str, Any]) -> list[str]:
 
 def budget_losses(tuned: dict[str, Any]) -> tuple[list[str], str]:
     """(loss specs with their chosen settings, the best of the :func:`candidates`)."""
+    if tuned.get("in_progress"):  # a tune rewrites its tables mid-way, before it has chosen
+        raise ValueError(
+            f"tune.json is still in progress ({tuned['in_progress']}): finish it first"
+        )
     chosen = tuned["chosen"]
     missing = [key for key in FIXED if key not in chosen]
     if missing:

@@ -388,6 +388,9 @@ def test_budget_losses_take_the_best_other_lr_family_loss_on_validation_only():
     del tuned["chosen"]["sr"]
     with pytest.raises(ValueError, match="sr"):
         budget_losses(tuned)
+    tuned["in_progress"] = "step 1 of 3, 2 of 7 tuning runs finished"
+    with pytest.raises(ValueError, match="still in progress"):
+        budget_losses(tuned)
 
 
 def test_paired_runs_pairs_by_seed_and_says_what_it_left_out(tmp_path, capsys):

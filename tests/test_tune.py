@@ -263,6 +263,63 @@ def test_tune_chooses_on_validation_and_selection_never_sees_a_test_metric(tmp_p
     assert (tmp_path / "tune_val.png").exists()
 
 
+def test_tune_rewrites_its_tables_after_every_run_it_trains(tmp_path):
+    """A tune that spans sessions has tables of what it finished: before each run is trained,
+    tune.json holds every run finished before it, marked in progress (with no choice until
+    every tuning run has a score); the final write is not marked and is said once."""
+    seen = []
+    trainer = Trainer()
+
+    def watching(config, **kwargs):
+        table = tmp_path / "tune.json"
+        if table.exists():
+            r = json.loads(table.read_text())
+            seen.append(
+                (len(r["tuning_runs"]), len(r["runs"]), sorted(r["chosen"]), r["in_progress"])
+            )
+        return trainer(config, **kwargs)
+
+    said = []
+    run = RunOptions(train_fn=watching, log=said.append)
+    results = tune(
+        digits(val_fraction=0.2), ["lr=0.1,0.03"], "sr,lr", seeds=2, out=tmp_path, run=run
+    )
+    step1 = [(n, 0, [], f"step 1 of 3, {n} of 4 tuning runs finished") for n in (1, 2, 3)]
+    step2 = [(4, n, ["lr", "sr"], f"step 2 of 3, {n} of 4 final runs finished") for n in range(4)]
+    assert seen == step1 + step2
+    assert "in_progress" not in results and len(results["runs"]) == 4
+    table = (tmp_path / "tune.md").read_text()
+    assert "In progress" not in table and "(chosen)" in table
+    assert sum("results: " in line for line in said) == 1
+
+
+def test_a_tune_table_mid_way_says_so_and_what_is_not_chosen_yet(tmp_path):
+    class Stop(Exception):
+        pass
+
+    trainer = Trainer()
+
+    def stopping(config, **kwargs):
+        if len(trainer.configs) == 2:
+            raise Stop
+        return trainer(config, **kwargs)
+
+    with pytest.raises(Stop):
+        tune(
+            digits(val_fraction=0.2),
+            ["lr=0.1,0.03"],
+            "sr,lr",
+            seeds=1,
+            out=tmp_path,
+            run=RunOptions(train_fn=stopping, log=None),
+        )
+    table = (tmp_path / "tune.md").read_text()
+    assert "**In progress** (step 1 of 3, 2 of 4 tuning runs finished)" in table
+    assert "| SR | (not chosen yet) | n/a | — | 0 |" in table  # no test score yet
+    assert "| LR | lr 0.1 | n/a | 0 |" in table  # its validation score is still to come
+    assert (tmp_path / "tune_val.png").exists()
+
+
 class EdgeTrainer(Trainer):
     """Validation rises with lr up to 0.3, then falls: a grid of 0.01, 0.03 ends below it."""
 

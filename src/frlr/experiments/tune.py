@@ -19,7 +19,8 @@ A grid field a loss ignores is not tuned for it (the head's bias for softmax, be
 loss without them); a field a loss spec fixes (``lr:head-bias-init=prior``) is not tuned for
 that spec. Tuning runs go to ``OUT/tune/``, final runs to ``OUT/final/``, both named by what
 they train, so specs that share a setting share its runs; the tables are ``OUT/tune.{json,md}``
-and the figure ``OUT/tune_val.png``. Rerunning continues, and several processes may share OUT.
+and the figure ``OUT/tune_val.png``, rewritten after every run trained and marked in progress
+until the last (a tune spans sessions). Rerunning continues; several processes may share OUT.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from frlr.experiments.grid import (
     GridRun,
     applies,
     field_name,
+    finished_grid_rows,
     grid_runs,
     parse_field_values,
     run_grid,
@@ -49,7 +51,7 @@ from frlr.experiments.grid import (
 )
 from frlr.experiments.results import metric_label, summarize
 from frlr.experiments.sweep import LossSpec, parse_loss_specs
-from frlr.io import is_main_process, write_json_atomic, write_text_atomic
+from frlr.io import is_main_process, run_lock, write_json_atomic, write_text_atomic
 from frlr.tasks import get_task
 
 __all__ = ["next_value", "parse_grid", "select_best", "tune", "tuned_fields"]
@@ -152,12 +154,65 @@ def tune(
     out = run.out_dir(base, out, "tune")
     say = run.say
     by_loss = {spec.key: _points(spec, grid) for spec in specs}
-    train_all = functools.partial(run_grid, metric_names=task.metric_names, run=run)
     tuning = _runs(base, specs, by_loss, tune_seeds, out / "tune")
+    widened: dict[str, list[dict[str, Any]]] = {}
+    chosen: dict[str, dict[str, Any]] = {}
+    finals: list[GridRun] = []
+
+    def tables(
+        tuning_rows: list[dict[str, Any]],
+        final_rows: list[dict[str, Any]],
+        *,
+        in_progress: str | None = None,
+    ) -> dict[str, Any]:
+        results = _results(
+            base,
+            task,
+            grid,
+            specs,
+            seeds,
+            tune_seeds,
+            baseline_key,
+            chosen,
+            tuning_rows,
+            final_rows,
+        )
+        results["validation"] = _validation(specs, by_loss, tuning_rows, task.primary_metric)
+        results.update(
+            preset=run.preset,
+            command=run.command,
+            widened={k: [dict(p) for p in v] for k, v in widened.items()},
+            at_edge={
+                s.key: _edges(s, grid, by_loss[s.key], chosen[s.key])
+                for s in specs
+                if s.key in chosen
+            },
+        )
+        if in_progress:
+            results["in_progress"] = in_progress
+        if is_main_process():
+            with run_lock(out, wait=True):  # another process may share OUT
+                _write(out, results, specs, None if in_progress else say)
+        return results
+
+    def so_far() -> None:
+        """The tables of the runs finished so far, marked in progress: a tune that spans
+        sessions shows what it has (the choice only once every tuning run has a score)."""
+        tuning_rows = finished_grid_rows(tuning, task.metric_names)
+        final_rows = finished_grid_rows(finals, task.metric_names)
+        stage = (
+            f"step 2 of 3, {len(final_rows)} of {len(finals)} final runs finished"
+            if finals
+            else f"step 1 of 3, {len(tuning_rows)} of {len(tuning)} tuning runs finished"
+        )
+        tables(tuning_rows, final_rows, in_progress=stage)
+
+    train_all = functools.partial(
+        run_grid, metric_names=task.metric_names, run=run, after_trained=so_far
+    )
     say(f"step 1 of 3: {len(tuning)} tuning runs of {base.epochs} epochs in {out / 'tune'}")
     tuning_rows = train_all(tuning)
-    chosen = _choose(specs, by_loss, tuning_rows, task.primary_metric)
-    widened: dict[str, list[dict[str, Any]]] = {}
+    chosen.update(_choose(specs, by_loss, tuning_rows, task.primary_metric))
     for _ in range(widen):
         extra = {
             spec.key: points
@@ -170,28 +225,17 @@ def tune(
             by_loss[key] += points
             widened.setdefault(key, []).extend(points)
         more = _runs(base, [s for s in specs if s.key in extra], extra, tune_seeds, out / "tune")
+        tuning += more
         say(f"step 1: best at the grid's edge; {len(more)} more tuning runs past it")
         tuning_rows += train_all(more)
-        chosen = _choose(specs, by_loss, tuning_rows, task.primary_metric)
+        chosen.update(_choose(specs, by_loss, tuning_rows, task.primary_metric))
     for spec in specs:
         say(f"{spec.label}: chose {point_text(chosen[spec.key]) or 'the recipe (nothing to tune)'}")
     full = replace(base, val_fraction=0.0)
-    finals = _runs(full, specs, {k: [v] for k, v in chosen.items()}, seeds, out / "final")
+    finals += _runs(full, specs, {k: [v] for k, v in chosen.items()}, seeds, out / "final")
     say(f"step 2 of 3: {len(finals)} runs at the chosen settings in {out / 'final'}")
-    final_rows = train_all(finals)
-    results = _results(
-        base, task, grid, specs, seeds, tune_seeds, baseline_key, chosen, tuning_rows, final_rows
-    )
-    results["validation"] = _validation(specs, by_loss, tuning_rows, task.primary_metric)
-    results.update(
-        preset=run.preset,
-        command=run.command,
-        widened={k: [dict(p) for p in v] for k, v in widened.items()},
-        at_edge={s.key: _edges(s, grid, by_loss[s.key], chosen[s.key]) for s in specs},
-    )
-    if is_main_process():
-        _write(out, results, specs, say)
-    return results
+    so_far()
+    return tables(tuning_rows, train_all(finals))
 
 
 def _runs(
@@ -374,8 +418,12 @@ def _results(
 
 
 def _write(
-    out: Path, results: dict[str, Any], specs: Sequence[LossSpec], say: Callable[[str], None]
+    out: Path,
+    results: dict[str, Any],
+    specs: Sequence[LossSpec],
+    say: Callable[[str], None] | None,
 ) -> None:
+    """tune.json, tune.md and the figure; ``say`` (None mid-way) is told the table."""
     write_json_atomic(out / "tune.json", results)
     markdown = _markdown(results)
     write_text_atomic(out / "tune.md", markdown)
@@ -384,6 +432,8 @@ def _write(
         _figure(results, specs, figure)
     except Exception as error:  # the tables are written; a figure must not lose them
         warnings.warn(f"tune figure {figure} failed: {error!r}", stacklevel=3)
+    if say is None:
+        return
     say("")
     say(markdown)
     say(f"results: {out / 'tune.md'} (also tune.json, {figure.name})")
@@ -419,7 +469,7 @@ def _figure(results: dict[str, Any], specs: Sequence[LossSpec], path: Path) -> N
                     if len(scores) > 1
                     else 0.0
                 )
-                value = point.get(first, results["chosen"][spec.key].get(first))
+                value = point.get(first, results["chosen"].get(spec.key, {}).get(first))
                 summary[setting_text(value) if value is not None else "recipe"] = {
                     f"{metric}_mean": mean,
                     f"{metric}_std": std,
@@ -463,7 +513,7 @@ def _markdown(results: dict[str, Any]) -> str:
         for m in (results["tested_metrics"] + ["top5", "rank5", "balanced_acc_class"])
         if any(r.get(m) is not None for r in results["runs"])
     ]
-    metrics = list(dict.fromkeys(metrics))
+    metrics = list(dict.fromkeys(metrics)) or [results["primary_metric"]]  # n/a mid-way
     config = results["config"]
     grid_text = "; ".join(
         f"{k.replace('_', '-')} in {', '.join(map(setting_text, v))}" for k, v in grid.items()
@@ -480,6 +530,12 @@ def _markdown(results: dict[str, Any]) -> str:
         f"{config['batch_size']}, {config['epochs']} epochs.",
         "",
     ]
+    if results.get("in_progress"):
+        lines += [
+            f"**In progress** ({results['in_progress']}): these tables hold the runs finished so "
+            "far; rerun the command to continue.",
+            "",
+        ]
     header = ["loss", "chosen", *[f"test {metric_label(m)} (%)" for m in metrics]]
     header += [
         f"p {metric_label(m)} vs {labels[results['baseline']]}" for m in results["tested_metrics"]
@@ -488,7 +544,11 @@ def _markdown(results: dict[str, Any]) -> str:
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key in results["losses"]:
         entry = results["summary"][key]
-        chosen = point_text(results["chosen"][key]) or "(recipe)"
+        chosen = (
+            point_text(results["chosen"][key]) or "(recipe)"
+            if key in results["chosen"]
+            else "(not chosen yet)"
+        )
         cells = [labels[key], chosen]
         cells += [
             f"{100 * entry[f'{m}_mean']:.2f} ± {100 * entry[f'{m}_std']:.2f}"
@@ -516,7 +576,7 @@ def _markdown(results: dict[str, Any]) -> str:
         for entry in results["validation"][key].values():
             scores = [s for s in entry["scores"] if s is not None]
             mean = f"{100 * sum(scores) / len(scores):.2f}" if scores else "n/a"
-            mark = " (chosen)" if entry["point"] == results["chosen"][key] else ""
+            mark = " (chosen)" if entry["point"] == results["chosen"].get(key) else ""
             shown = point_text(entry["point"]) or "(recipe)"
             lines.append(f"| {labels[key]} | {shown}{mark} | {mean} | {len(scores)} |")
     return "\n".join(lines) + "\n"
