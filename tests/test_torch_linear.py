@@ -161,7 +161,7 @@ def test_softmax_at_logits_of_2e4_is_as_exact_as_log_softmax(soft):
     options = {"label_smoothing": 0.1} if soft else {}
     results = []
     for dtype in (torch.float32, torch.float64):
-        xs, ws, bs = (t.to(dtype).requires_grad_() for t in (x, w, b))
+        xs, ws, bs = (t.to(dtype, copy=True).requires_grad_() for t in (x, w, b))
         loss = frlr.linear_sr_loss(xs, ws, y, bias=bs, chunk_size=7, **options)
         results.append((loss, torch.autograd.grad(loss, (xs, ws, bs))))
     assert float((x @ w.T + b).min()) > 1e4
