@@ -223,23 +223,50 @@ def test_a_curve_figure_with_no_finished_point_says_so_without_a_legend_warning(
     assert path.stat().st_size > 0
 
 
+class Paused(Trainer):
+    """Epochs of 60 s, the first one suspended for ten minutes (a CI run on the same cores)."""
+
+    def __call__(self, config, **kwargs):
+        result = super().__call__(config, **kwargs)
+        times = [60.0] * config.epochs
+        times[0] = 600.0
+        lines = [json.dumps({"epoch": e + 1, "epoch_time_s": t}) for e, t in enumerate(times)]
+        write_text_atomic(Path(config.out) / "metrics.jsonl", "\n".join(lines) + "\n")
+        result["wall_time_s"] = sum(times)
+        write_json_atomic(Path(config.out) / "result.json", result)
+        return result
+
+
 def test_the_time_left_comes_from_a_typical_epoch_not_one_paused_for_ten_minutes(tmp_path):
     """A run suspended for a while (a CI run on the same cores) must not make the estimate of
     the rest ten times too long: the median epoch time of the runs trained is used."""
-
-    class Paused(Trainer):
-        def __call__(self, config, **kwargs):
-            result = super().__call__(config, **kwargs)
-            times = [60.0] * config.epochs
-            times[0] = 600.0  # suspended during its first epoch
-            lines = [json.dumps({"epoch": e + 1, "epoch_time_s": t}) for e, t in enumerate(times)]
-            write_text_atomic(Path(config.out) / "metrics.jsonl", "\n".join(lines) + "\n")
-            result["wall_time_s"] = sum(times)
-            write_json_atomic(Path(config.out) / "result.json", result)
-            return result
 
     said = []
     run = RunOptions(train_fn=Paused(), log=said.append)
     sweep_field(digits(lr=0.1), "epochs", "3", "sr", seeds=2, out=tmp_path, run=run)
     first = next(line for line in said if line.startswith("[1/"))
     assert first.endswith("about 3 min left")  # 3 epochs left at 60 s, not at 240 s
+
+
+def test_the_time_left_is_shared_with_a_process_training_another_run(tmp_path):
+    """Two processes sharing OUT share what is left: where another process holds a run's lock,
+    the estimate is halved (it read twice the real time before) and says so."""
+    import fcntl
+
+    held = tmp_path / "sr-epochs3-seed1"
+    held.mkdir(parents=True)
+    # another process: its own open file, its own lock, released when that process finishes
+    with open(held / ".lock", "a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        said = []
+
+        def log(line):
+            said.append(line)
+            if "waiting for it last" in line:
+                handle.close()
+
+        run = RunOptions(train_fn=Paused(), log=log)
+        sweep_field(digits(lr=0.1), "epochs", "3", "sr", seeds=3, out=tmp_path, run=run)
+    first = next(line for line in said if line.startswith("[1/"))
+    assert first.endswith("about 3 min left (2 processes)")  # 6 epochs left, 60 s, two of us
+    assert (held / "result.json").exists()

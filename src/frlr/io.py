@@ -199,6 +199,21 @@ def run_lock(run_dir: str | Path, *, wait: bool) -> Iterator[bool]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
+def lock_held_elsewhere(run_dir: str | Path) -> bool:
+    """Whether another process holds ``run_dir``'s lock now (is training the run there): a
+    non-blocking probe that never creates the run's folder. False where runs are not locked."""
+    path = Path(run_dir) / ".lock"
+    if fcntl is None or int(os.environ.get("WORLD_SIZE", "1")) > 1 or not path.exists():
+        return False
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return False
+
+
 def lock_holder(run_dir: str | Path) -> str:
     """Who holds (or last held) ``run_dir``'s lock, as "pid PID on HOST", for messages."""
     try:

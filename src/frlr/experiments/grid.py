@@ -25,6 +25,7 @@ from frlr.catalogue import LOSS_HYPERPARAMETERS, hyperparameter_problem
 from frlr.config import OPTIMIZERS, SCHEDULES, ConfigError, TrainConfig, validate
 from frlr.experiments.compare import DEFAULT_RUN, RunOptions, finished_result, run_each
 from frlr.experiments.results import finished_note, run_row, trained_now
+from frlr.io import lock_held_elsewhere
 from frlr.models import HEAD_BIAS_INITS
 from frlr.rundir import RunFileError, read_metrics
 
@@ -217,11 +218,16 @@ def run_grid(
         row = rows[index] = _grid_row(grid_run, status, result, metric_names)
         if trained_now(status) and result.get("epochs"):
             seconds_per_epoch.append(_epoch_seconds(Path(grid_run.config.out), row, result))
-        left = sum(r.config.epochs for i, r in enumerate(runs) if i not in rows)
+        waiting = [r for i, r in enumerate(runs) if i not in rows]
+        left = sum(r.config.epochs for r in waiting)
         eta = ""
         if seconds_per_epoch and left:
             per_epoch = statistics.median(seconds_per_epoch)
-            eta = f"  about {left * per_epoch / 60:.0f} min left"
+            # processes sharing OUT share what is left: each other one holds a run's lock now
+            processes = 1 + sum(lock_held_elsewhere(r.config.out) for r in waiting)
+            eta = f"  about {left * per_epoch / 60 / processes:.0f} min left"
+            if processes > 1:
+                eta += f" ({processes} processes)"
         text = describe(grid_run, row) if describe else _describe(grid_run, row, metric_names[0])
         note = finished_note(status, result)
         run.say(f"[{len(rows)}/{len(runs)}] {text}  {row['wall_time_s']:.0f}s{note}{eta}")
