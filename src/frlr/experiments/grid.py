@@ -239,8 +239,9 @@ def run_grid(
 
 
 def _epoch_seconds(run_dir: Path, row: dict[str, Any], result: dict[str, Any]) -> float:
-    """A typical epoch's seconds in this run: the median of its recorded epoch times, so a pause
-    (a suspended process, a machine shared for a while) does not inflate the time left; the
+    """A typical epoch's seconds in this run: the mean of its recorded epoch times less those
+    over 3x their median, so a pause (a suspended process, a machine shared for a while) does
+    not inflate the time left while the evaluation epochs (every few, ~1.2x) still count; the
     mean over the whole run where the epochs carry no times."""
     try:
         times = [
@@ -250,7 +251,10 @@ def _epoch_seconds(run_dir: Path, row: dict[str, Any], result: dict[str, Any]) -
         ]
     except (OSError, RunFileError):
         times = []
-    return statistics.median(times) if times else row["wall_time_s"] / float(result["epochs"])
+    if not times:
+        return row["wall_time_s"] / float(result["epochs"])
+    median = statistics.median(times)
+    return statistics.fmean(t for t in times if t <= 3 * median)
 
 
 def finished_grid_rows(
