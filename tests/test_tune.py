@@ -308,15 +308,16 @@ def test_a_tune_table_mid_way_says_so_and_what_is_not_chosen_yet(tmp_path):
         tune(
             digits(val_fraction=0.2),
             ["lr=0.1,0.03"],
-            "sr,lr",
+            "sr:lr=0.1,lr",
             seeds=1,
             out=tmp_path,
             run=RunOptions(train_fn=stopping, log=None),
         )
     table = (tmp_path / "tune.md").read_text()
-    assert "**In progress** (step 1 of 3, 2 of 4 tuning runs finished)" in table
-    assert "| SR | (not chosen yet) | n/a | — | 0 |" in table  # no test score yet
-    assert "| LR | lr 0.1 | n/a | 0 |" in table  # its validation score is still to come
+    assert "**In progress** (step 1 of 3, 2 of 3 tuning runs finished)" in table
+    assert "| SR (lr = 0.1) | (not chosen yet) | n/a | — | 0 |" in table  # no test score yet
+    assert "against SR (lr = 0.1) over 1 seed" in table  # the baseline by its label
+    assert "| LR | lr 0.03 | n/a | 0 |" in table  # its validation score is still to come
     assert (tmp_path / "tune_val.png").exists()
 
 

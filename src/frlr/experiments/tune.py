@@ -389,7 +389,7 @@ def _results(
         task.primary_metric,
         metrics,
         group_of=lambda r: r["curve"],
-        label=lambda k: k.upper(),
+        label=lambda k: next(s.label for s in specs if s.key == k),
         tested=tested,
     )
     selection = f"val_{task.primary_metric}"
