@@ -5,13 +5,14 @@
 # step at once (run locks), so a step is sped up by starting it twice:
 #
 #   bash benchmarks/verdict.sh omniglot & bash benchmarks/verdict.sh omniglot   # 2 cores
-#   bash benchmarks/verdict.sh --quick omniglot mosaic tiny budget              # CI smoke test
+#   bash benchmarks/verdict.sh --quick omniglot mosaic tiny budget retune       # smoke test
 #
 # Steps: mosaic (Table 3, 10 seeds), omniglot (Table 2, 10 seeds), tiny (Table 1, 3 seeds),
 # budget (Tiny ImageNet at 6, 12, 24 epochs, 2 seeds, each loss at its tuned setting from
 # `tiny`), kcurve (K = 10 at tuned settings, 10 seeds: its runs take seconds; beside `tiny`'s
-# K = 200), budget-so-far (the budget curve's tables and figures from its finished runs,
-# training nothing; not in the default steps). Results, with every run's config.json,
+# K = 200), retune (the budget curve's lr-1.0 losses re-tuned on validation at 12 epochs, beside
+# SR at its own: do the 6-epoch settings carry over?), budget-so-far (the budget curve's tables
+# and figures from its finished runs, training nothing; not in the default steps). Results, with every run's config.json,
 # metrics.jsonl and result.json (checkpoints are not kept), go to $OUT (default
 # docs/results/verdict/<step>/), so they can be committed as they finish.
 set -euo pipefail
@@ -22,11 +23,11 @@ steps=()
 for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
-    omniglot | mosaic | tiny | budget | budget-so-far | kcurve) steps+=("$arg") ;;
-    *) echo "usage: bash benchmarks/verdict.sh [--quick] [omniglot mosaic tiny budget budget-so-far kcurve]" >&2; exit 2 ;;
+    omniglot | mosaic | tiny | budget | budget-so-far | kcurve | retune) steps+=("$arg") ;;
+    *) echo "usage: bash benchmarks/verdict.sh [--quick] [omniglot mosaic tiny budget budget-so-far kcurve retune]" >&2; exit 2 ;;
   esac
 done
-[ ${#steps[@]} -gt 0 ] || steps=(mosaic omniglot tiny budget kcurve)
+[ ${#steps[@]} -gt 0 ] || steps=(mosaic omniglot tiny budget kcurve retune)
 
 py=${PYTHON:-python}
 [ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && py=.venv/bin/python
@@ -44,11 +45,13 @@ if [ "$quick" = 1 ]; then
   seeds10=2
   seeds3=1
   budget_epochs=1,2
+  retune_epochs=2
 else
   out=${OUT:-docs/results/verdict}
   seeds10=10
   seeds3=3
   budget_epochs=6,12,24
+  retune_epochs=12
 fi
 # --widen 2: a best lr at the grid's edge is not tuned yet; step past it (up to twice per loss;
 # not in the quick smoke test, whose scores are noise). Tiny ImageNet takes 3: after two steps
@@ -102,6 +105,17 @@ for step in "${steps[@]}"; do
       run "${frlr[@]}" sweep --param epochs --values "$budget_epochs" --losses "$specs" \
         --dataset tiny-imagenet "${common[@]}" --eval-every 3 --seeds 2 --out "$out/budget" \
         --no-train ;;
+    retune)
+      # The budget curve's SS-LR and balanced LR (lr 1.0, chosen at 6 epochs) re-tuned on
+      # validation at 12 epochs, over lr 0.1-1 (widened past an edge once), with SR at the lr
+      # `tiny` chose as the reference; the chosen settings' final runs are the budget curve's
+      # 12-epoch runs where they match (copied, not retrained).
+      reuse=()
+      [ -d "$out/budget" ] && reuse=(--reuse-runs "$out/budget")
+      run "${frlr[@]}" tune --dataset tiny-imagenet "${common[@]}" --eval-every 3 \
+        --epochs "$retune_epochs" --val-fraction 0.2 --grid lr=0.1,0.3,1 --widen 1 \
+        --losses sr:lr=0.3,ss-lr:head-bias-init=prior,ss-lr:head-bias-init=prior:r=0 \
+        --seeds 2 "${reuse[@]}" --out "$out/retune12" ;;
     kcurve)
       # K = 200 is the whole dataset: the `tiny` step's runs. At K = 10 a run takes 25 s and
       # the validation split is 200 images (one image is 0.5 points), so each grid point is
