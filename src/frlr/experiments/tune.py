@@ -153,63 +153,12 @@ def tune(
     task = get_task(validate(base).task)
     out = run.out_dir(base, out, "tune")
     say = run.say
-    by_loss = {spec.key: _points(spec, grid) for spec in specs}
-    tuning = _runs(base, specs, by_loss, tune_seeds, out / "tune")
-    widened: dict[str, list[dict[str, Any]]] = {}
-    chosen: dict[str, dict[str, Any]] = {}
-    finals: list[GridRun] = []
-
-    def tables(
-        tuning_rows: list[dict[str, Any]],
-        final_rows: list[dict[str, Any]],
-        *,
-        in_progress: str | None = None,
-    ) -> dict[str, Any]:
-        results = _results(
-            base,
-            task,
-            grid,
-            specs,
-            seeds,
-            tune_seeds,
-            baseline_key,
-            chosen,
-            tuning_rows,
-            final_rows,
-        )
-        results["validation"] = _validation(specs, by_loss, tuning_rows, task.primary_metric)
-        results.update(
-            preset=run.preset,
-            command=run.command,
-            widened={k: [dict(p) for p in v] for k, v in widened.items()},
-            at_edge={
-                s.key: _edges(s, grid, by_loss[s.key], chosen[s.key])
-                for s in specs
-                if s.key in chosen
-            },
-        )
-        if in_progress:
-            results["in_progress"] = in_progress
-        if is_main_process():
-            with run_lock(out, wait=True):  # another process may share OUT
-                _write(out, results, specs, None if in_progress else say)
-        return results
-
-    def so_far() -> None:
-        """The tables of the runs finished so far, marked in progress: a tune that spans
-        sessions shows what it has (the choice only once every tuning run has a score)."""
-        tuning_rows = finished_grid_rows(tuning, task.metric_names)
-        final_rows = finished_grid_rows(finals, task.metric_names)
-        stage = (
-            f"step 2 of 3, {len(final_rows)} of {len(finals)} final runs finished"
-            if finals
-            else f"step 1 of 3, {len(tuning_rows)} of {len(tuning)} tuning runs finished"
-        )
-        tables(tuning_rows, final_rows, in_progress=stage)
-
+    tuned = _Tuning(base, task, grid, specs, seeds, tune_seeds, baseline_key, out, run)
+    by_loss, chosen = tuned.by_loss, tuned.chosen
     train_all = functools.partial(
-        run_grid, metric_names=task.metric_names, run=run, after_trained=so_far
+        run_grid, metric_names=task.metric_names, run=run, after_trained=tuned.so_far
     )
+    tuning = tuned.tuning
     say(f"step 1 of 3: {len(tuning)} tuning runs of {base.epochs} epochs in {out / 'tune'}")
     tuning_rows = train_all(tuning)
     chosen.update(_choose(specs, by_loss, tuning_rows, task.primary_metric))
@@ -223,7 +172,7 @@ def tune(
             break
         for key, points in extra.items():
             by_loss[key] += points
-            widened.setdefault(key, []).extend(points)
+            tuned.widened.setdefault(key, []).extend(points)
         more = _runs(base, [s for s in specs if s.key in extra], extra, tune_seeds, out / "tune")
         tuning += more
         say(f"step 1: best at the grid's edge; {len(more)} more tuning runs past it")
@@ -232,10 +181,78 @@ def tune(
     for spec in specs:
         say(f"{spec.label}: chose {point_text(chosen[spec.key]) or 'the recipe (nothing to tune)'}")
     full = replace(base, val_fraction=0.0)
+    finals = tuned.finals
     finals += _runs(full, specs, {k: [v] for k, v in chosen.items()}, seeds, out / "final")
     say(f"step 2 of 3: {len(finals)} runs at the chosen settings in {out / 'final'}")
-    so_far()
-    return tables(tuning_rows, train_all(finals))
+    tuned.so_far()
+    return tuned.tables(tuning_rows, train_all(finals))
+
+
+class _Tuning:
+    """One tune's state (its runs, the choice so far) and its tables, which are rewritten after
+    every run trained, marked in progress until the last: a tune that spans sessions shows what
+    it has (the choice only once every tuning run has a score)."""
+
+    def __init__(
+        self,
+        base: TrainConfig,
+        task: Any,
+        grid: Mapping[str, Sequence[Any]],
+        specs: Sequence[LossSpec],
+        seeds: Sequence[int],
+        tune_seeds: Sequence[int],
+        baseline: str,
+        out: Path,
+        run: RunOptions,
+    ) -> None:
+        self.base, self.task, self.grid, self.specs = base, task, grid, specs
+        self.seeds, self.tune_seeds, self.baseline = seeds, tune_seeds, baseline
+        self.out, self.run = out, run
+        self.by_loss = {spec.key: _points(spec, grid) for spec in specs}
+        self.tuning = _runs(base, specs, self.by_loss, tune_seeds, out / "tune")
+        self.widened: dict[str, list[dict[str, Any]]] = {}
+        self.chosen: dict[str, dict[str, Any]] = {}
+        self.finals: list[GridRun] = []
+
+    def tables(
+        self,
+        tuning_rows: list[dict[str, Any]],
+        final_rows: list[dict[str, Any]],
+        *,
+        in_progress: str | None = None,
+    ) -> dict[str, Any]:
+        """tune.json, tune.md and the figure from these rows; returns tune.json's content."""
+        specs, grid, by_loss, chosen = self.specs, self.grid, self.by_loss, self.chosen
+        results = _results(self, tuning_rows, final_rows)
+        results["validation"] = _validation(specs, by_loss, tuning_rows, self.task.primary_metric)
+        results.update(
+            preset=self.run.preset,
+            command=self.run.command,
+            widened={k: [dict(p) for p in v] for k, v in self.widened.items()},
+            at_edge={
+                s.key: _edges(s, grid, by_loss[s.key], chosen[s.key])
+                for s in specs
+                if s.key in chosen
+            },
+        )
+        if in_progress:
+            results["in_progress"] = in_progress
+        if is_main_process():
+            with run_lock(self.out, wait=True):  # another process may share OUT
+                _write(self.out, results, specs, None if in_progress else self.run.say)
+        return results
+
+    def so_far(self) -> None:
+        """The tables of the runs finished so far, marked in progress with the step."""
+        metrics = self.task.metric_names
+        tuning_rows = finished_grid_rows(self.tuning, metrics)
+        final_rows = finished_grid_rows(self.finals, metrics)
+        stage = (
+            f"step 2 of 3, {len(final_rows)} of {len(self.finals)} final runs finished"
+            if self.finals
+            else f"step 1 of 3, {len(tuning_rows)} of {len(self.tuning)} tuning runs finished"
+        )
+        self.tables(tuning_rows, final_rows, in_progress=stage)
 
 
 def _runs(
@@ -367,17 +384,15 @@ def _validation(
 
 
 def _results(
-    base: TrainConfig,
-    task: Any,
-    grid: Mapping[str, Sequence[Any]],
-    specs: Sequence[LossSpec],
-    seeds: Sequence[int],
-    tune_seeds: Sequence[int],
-    baseline: str,
-    chosen: Mapping[str, dict[str, Any]],
-    tuning_rows: list[dict[str, Any]],
-    final_rows: list[dict[str, Any]],
+    tuned: _Tuning, tuning_rows: list[dict[str, Any]], final_rows: list[dict[str, Any]]
 ) -> dict[str, Any]:
+    base, task, grid, specs = tuned.base, tuned.task, tuned.grid, tuned.specs
+    seeds, tune_seeds, baseline, chosen = (
+        tuned.seeds,
+        tuned.tune_seeds,
+        tuned.baseline,
+        tuned.chosen,
+    )
     keys = [spec.key for spec in specs]
     metrics = [m for m in task.metric_names if any(r.get(m) is not None for r in final_rows)]
     tested = [m for m in task.tested_metrics if m in metrics] or [task.primary_metric]
