@@ -178,7 +178,7 @@ def run_lock(run_dir: str | Path, *, wait: bool) -> Iterator[bool]:
     nothing is locked; nor where ``fcntl`` is missing (Windows). ``flock`` is per machine: on a
     network file system two machines may not see each other's locks.
     """
-    if fcntl is None or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if not _runs_are_locked():
         yield True
         return
     directory = Path(run_dir)
@@ -199,11 +199,17 @@ def run_lock(run_dir: str | Path, *, wait: bool) -> Iterator[bool]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
+def _runs_are_locked() -> bool:
+    """Runs are locked where fcntl exists and not under torchrun (there every rank runs every
+    run together)."""
+    return fcntl is not None and int(os.environ.get("WORLD_SIZE", "1")) <= 1
+
+
 def lock_held_elsewhere(run_dir: str | Path) -> bool:
     """Whether another process holds ``run_dir``'s lock now (is training the run there): a
     non-blocking probe that never creates the run's folder. False where runs are not locked."""
     path = Path(run_dir) / ".lock"
-    if fcntl is None or int(os.environ.get("WORLD_SIZE", "1")) > 1 or not path.exists():
+    if not _runs_are_locked() or not path.exists():
         return False
     with open(path, "a+", encoding="utf-8") as handle:
         try:

@@ -244,6 +244,8 @@ class _Tuning:
 
     def so_far(self) -> None:
         """The tables of the runs finished so far, marked in progress with the step."""
+        if not is_main_process():  # only the main process writes them: no reads elsewhere
+            return
         metrics = self.task.metric_names
         tuning_rows = finished_grid_rows(self.tuning, metrics)
         final_rows = finished_grid_rows(self.finals, metrics)
@@ -394,6 +396,7 @@ def _results(
         tuned.chosen,
     )
     keys = [spec.key for spec in specs]
+    labels = {spec.key: spec.label for spec in specs}
     metrics = [m for m in task.metric_names if any(r.get(m) is not None for r in final_rows)]
     tested = [m for m in task.tested_metrics if m in metrics] or [task.primary_metric]
     summary = summarize(
@@ -404,7 +407,7 @@ def _results(
         task.primary_metric,
         metrics,
         group_of=lambda r: r["curve"],
-        label=lambda k: next(s.label for s in specs if s.key == k),
+        label=labels.__getitem__,
         tested=tested,
     )
     selection = f"val_{task.primary_metric}"
@@ -415,7 +418,7 @@ def _results(
         "arch": base.arch,
         "grid": {k: list(v) for k, v in grid.items()},
         "losses": keys,
-        "labels": {spec.key: spec.label for spec in specs},
+        "labels": labels,
         "tuned_fields": {spec.key: tuned_fields(spec, grid) for spec in specs},
         "seeds": list(seeds),
         "tune_seeds": list(tune_seeds),
